@@ -1,0 +1,36 @@
+// The JSON document the agent reads at start (`runctl-agent.py --config FILE`). Rendered by
+// src/agent/config.ts from a run's spec; the same document for every provider.
+export interface AgentConfig {
+  run: string;
+  generation: number;
+  attempt: number;
+  /** True when a checkpoint may exist to resume from (attempt > 1, or seeded). */
+  resuming: boolean;
+  /** `file:///abs/dir` or `s3://bucket/prefix`. */
+  storage: string;
+  /** S3 endpoint override for the AWS CLI (tests, S3-compatible stores); path-style implied. */
+  s3EndpointUrl?: string;
+  region?: string;
+  /** Storage key of the code bundle (bundles/<sha>.tar.gz). */
+  bundleKey: string;
+  /** Where the agent keeps its own state (pid files, exit code, local logs). */
+  stateDir: string;
+  /** Where the bundle is unpacked; the job's working directory. */
+  workDir: string;
+  checkpointDir: string;
+  setup?: string;
+  command: string;
+  env: Record<string, string>;
+  /** Env var name -> `ssm:/path`; resolved by the agent with the AWS CLI, never written anywhere. */
+  secrets: Record<string, string>;
+  syncIntervalSeconds: number;
+  keep: number;
+  signal: string;
+  gracePeriodSeconds: number;
+  /** IMDSv2-compatible base URL, e.g. http://169.254.169.254 */
+  imdsUrl: string;
+  heartbeatSeconds: number;
+  noticePollSeconds: number;
+  /** Restore from this generation's checkpoints when this generation has none yet. */
+  seedGeneration?: number;
+}

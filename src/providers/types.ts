@@ -1,0 +1,172 @@
+// The Provider port: everything the reconciler needs from a place that runs instances and holds
+// storage. Every operation is idempotent: the reconciler may repeat any of them after a crash.
+import type { RunSpec } from '../spec/types.js';
+
+/** Identifies one attempt of one generation of one run; instances are tagged with all of it. */
+export interface AttemptKey {
+  run: string;
+  generation: number;
+  attempt: number;
+}
+
+export type MarketKind = 'spot' | 'on-demand';
+
+export interface InstanceRef {
+  id: string;
+  type?: string;
+  zone?: string;
+  market?: MarketKind;
+  /** USD per hour used for cost accounting (spot price or on-demand price), when known. */
+  pricePerHour?: number;
+  launchedAt: string;
+}
+
+export interface LaunchRequest extends AttemptKey {
+  spec: RunSpec;
+  /** Identifies the controller deployment (tag `runctl:controller`). */
+  controller: string;
+  /** Instance types / zones / markets already found without capacity for this attempt. */
+  exhausted?: string[];
+}
+
+export interface LaunchResult {
+  instance: InstanceRef;
+  /** True when an instance for this attempt already existed and was adopted instead of launched. */
+  adopted: boolean;
+}
+
+export type InstanceState =
+  | 'pending'
+  | 'running'
+  | 'stopping'
+  | 'stopped'
+  | 'shutting-down'
+  | 'terminated';
+
+export interface InstanceObservation extends AttemptKey {
+  instance: InstanceRef;
+  state: InstanceState;
+  /** The instance can receive the agent (aws: SSM PingStatus Online; local: sandbox up). */
+  ready: boolean;
+  /** A spot interruption notice was seen, or the instance stopped/terminated for a spot reason. */
+  spotInterruption?: { noticedAt: string; reason: string };
+  /** Provider-specific state reason, e.g. `Server.SpotInstanceTermination`. */
+  stateReason?: string;
+}
+
+/** What the agent reports about one attempt (status object in storage). */
+export type AgentPhase =
+  | 'starting'
+  | 'syncing'
+  | 'restoring'
+  | 'installing'
+  | 'training'
+  | 'interrupting'
+  | 'interrupted'
+  | 'stopping'
+  | 'stopped'
+  | 'succeeded'
+  | 'failed'
+  | 'lost';
+
+export interface CheckpointRef {
+  /** Zero-padded sequence number, monotonically increasing within a generation. */
+  id: string;
+  /** Training step the job had reported when the checkpoint was taken, when known. */
+  step?: number;
+  files: number;
+  bytes: number;
+  at: string;
+}
+
+export interface AgentStatus extends AttemptKey {
+  phase: AgentPhase;
+  /** Monotonic per attempt; lets readers ignore stale writes. */
+  seq: number;
+  heartbeatAt: string;
+  pid?: number;
+  exitCode?: number;
+  progress?: { step: number; total?: number; loss?: number };
+  lastCheckpoint?: CheckpointRef;
+  /** Set when the newest checkpoint failed verification and an older one was restored. */
+  restoredFrom?: { id: string; fallbackFrom?: string; reason?: string };
+  /** Last lines of setup output while installing, and of the job output on failure. */
+  logTail?: string[];
+  message?: string;
+}
+
+export interface CheckpointManifest {
+  id: string;
+  run: string;
+  generation: number;
+  attempt: number;
+  step?: number;
+  createdAt: string;
+  files: { path: string; size: number; sha256: string }[];
+}
+
+export interface LogChunk {
+  attempt: number;
+  /** Opaque cursor to pass back to continue reading after this chunk. */
+  cursor: string;
+  text: string;
+}
+
+/** Why the controller asks an agent to checkpoint and stop its job. */
+export type StopReason = 'suspend' | 'delete' | 'new-generation' | 'timeout' | 'budget';
+
+export interface DeployRequest extends AttemptKey {
+  spec: RunSpec;
+  instance: InstanceRef;
+  /** Absolute path of the repository root that code.path is relative to. */
+  repoRoot: string;
+  /** Restore from this generation's checkpoints when the attempt's own generation has none. */
+  seedGeneration?: number;
+}
+
+export interface Provider {
+  readonly name: string;
+  /** One batched observation of every instance this controller owns, grouped by run name. */
+  observe(runs: string[]): Promise<Map<string, InstanceObservation[]>>;
+  /** Launch (or adopt, if one already exists for this attempt) an instance. */
+  launch(req: LaunchRequest): Promise<LaunchResult>;
+  /** Bundle and ship the code, install and start the agent detached. Adopts a running agent. */
+  deployAgent(req: DeployRequest): Promise<void>;
+  /** The agent's newest status object for an attempt, or undefined if it has written none. */
+  readAgentStatus(key: AttemptKey, spec: RunSpec): Promise<AgentStatus | undefined>;
+  /** Ask the agent to signal the job, wait its grace period, sync a checkpoint and stop. */
+  requestStop(key: AttemptKey, spec: RunSpec, reason: StopReason): Promise<void>;
+  /** Deliver a (simulated) spot interruption notice to the attempt's instance. */
+  deliverSpotNotice(key: AttemptKey, instanceId: string): Promise<void>;
+  /** Terminate an instance. Succeeds if it is already gone. */
+  terminate(instanceId: string): Promise<void>;
+  /** Newest checkpoint whose manifest is published, for a run's generation. */
+  latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined>;
+  /** Log text of an attempt from storage, starting after `cursor`. */
+  readLogs(key: AttemptKey, spec: RunSpec, cursor?: string): Promise<LogChunk>;
+  /** Release resources held by the provider object (servers, clients). */
+  close?(): Promise<void>;
+}
+
+// Error classes the reconciler acts on. Providers translate their native errors into these.
+
+export class ProviderError extends Error {
+  /** Provider request id (e.g. AWS x-amzn-RequestId), for the event log. */
+  requestId?: string;
+  code?: string;
+  constructor(message: string, opts: { code?: string; requestId?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = new.target.name;
+    this.code = opts.code;
+    this.requestId = opts.requestId;
+  }
+}
+
+/** Throttling, 5xx, network: try the same thing again after a bounded backoff. */
+export class RetryableError extends ProviderError {}
+
+/** No capacity for any rung of the ladder right now: retry later, until the phase deadline. */
+export class CapacityError extends ProviderError {}
+
+/** Will not succeed by retrying (quota, permission, invalid parameter): the message says what to do. */
+export class TerminalError extends ProviderError {}

@@ -1,0 +1,124 @@
+// The TrainingRun document after validation and defaulting. The JSON Schema in
+// schema/trainingrun.schema.json is the authority; these types mirror it so the rest of the
+// program never has to guess which fields may be absent once defaults are applied.
+
+export const API_VERSION = 'runctl.dev/v1alpha1';
+export const KIND = 'TrainingRun';
+
+export type ProviderName = 'aws' | 'local';
+export type Market = 'spot' | 'on-demand' | 'spot-then-on-demand';
+
+export interface TrainingRun {
+  apiVersion: typeof API_VERSION;
+  kind: typeof KIND;
+  metadata: RunMetadata;
+  spec: RunSpec;
+}
+
+export interface RunMetadata {
+  /** DNS-1123 label, unique across every file the controller reads. */
+  name: string;
+  labels: Record<string, string>;
+}
+
+export interface RunSpec {
+  provider: ProviderName;
+  code: CodeSpec;
+  /** Shell command for the "installing" phase; absent means nothing to install. */
+  setup?: string;
+  /** Shell command for the "training" phase. */
+  run: string;
+  env: Record<string, string>;
+  /** Environment variable name -> reference such as `ssm:/team/hf-token`; resolved on the instance. */
+  secrets: Record<string, string>;
+  resources: ResourcesSpec;
+  checkpoints: CheckpointsSpec;
+  recovery: RecoverySpec;
+  timeouts: TimeoutsSpec;
+  budget: BudgetSpec;
+  suspend: boolean;
+  /** Asks for one simulated spot interruption, to rehearse recovery. */
+  rehearsal?: RehearsalSpec;
+}
+
+export interface CodeSpec {
+  /** Directory, relative to the repository root, bundled and shipped to the instance. */
+  path: string;
+  /** Extra gitignore-style patterns left out of the bundle. */
+  exclude: string[];
+}
+
+export interface ResourcesSpec {
+  /** Tried in order (the capacity ladder). Required for aws; ignored by local. */
+  instanceTypes: string[];
+  market: Market;
+  /** USD per instance-hour; only with a spot market; never defaulted. */
+  maxSpotPrice?: number;
+  region?: string;
+  availabilityZones: string[];
+  /** AMI id (`ami-…`) or an SSM parameter path that resolves to one. */
+  image?: string;
+  rootVolumeGiB: number;
+  iamInstanceProfile?: string;
+  subnetId?: string;
+  securityGroupIds: string[];
+}
+
+export interface CheckpointsSpec {
+  /** Directory on the instance, exported to the job as RUNCTL_CHECKPOINT_DIR. */
+  dir: string;
+  /** `s3://bucket/prefix` (aws) or `file://…` (local). Local defaults to .runctl/local/storage. */
+  storage?: string;
+  syncInterval: string;
+  keep: number;
+  signal: 'SIGTERM' | 'SIGINT' | 'SIGUSR1' | 'SIGUSR2' | 'SIGHUP';
+  gracePeriod: string;
+}
+
+export interface RecoverySpec {
+  maxInterruptions: number;
+  maxRetriesOnError: number;
+  /** When a new generation replaces a running one, start it from the old generation's latest checkpoint. */
+  seedFromPreviousGeneration: boolean;
+}
+
+export interface TimeoutsSpec {
+  provisioning: string;
+  installing: string;
+  training: string;
+}
+
+export interface BudgetSpec {
+  maxCostUSD?: number;
+}
+
+export interface RehearsalSpec {
+  /** Deliver one simulated spot notice this long after training starts (first attempt only). */
+  interruptAfter: string;
+}
+
+/** Project-wide defaults from `runctl.yaml` at the repository root. */
+export interface ProjectConfig {
+  defaults: {
+    region?: string;
+    storage?: string;
+    profile?: string;
+    iamInstanceProfile?: string;
+  };
+  /** `s3://bucket/prefix` for shared controller state (status, events, leases). */
+  state?: string;
+  prune: boolean;
+}
+
+/** A validated run together with where it came from. */
+export interface LoadedRun {
+  run: TrainingRun;
+  /** File the document came from, relative to the current directory. */
+  file: string;
+  /** 0-based index of the document within a multi-document file. */
+  documentIndex: number;
+  /** Stable hash over what is trained (code, setup, run, env, secrets, resources). */
+  specHash: string;
+  /** Hash over the content of code.path, when it was computed (content-addressed bundle id). */
+  codeHash?: string;
+}

@@ -1,0 +1,131 @@
+// What runctl remembers about each run, and the store port that keeps it. Two stores implement
+// the port: files under .runctl/ (default, one controller per folder) and S3 (shared, leased).
+import type { InstanceRef, CheckpointRef } from '../providers/types.js';
+
+export type Phase =
+  | 'Pending'
+  | 'Provisioning'
+  | 'Syncing'
+  | 'Installing'
+  | 'Training'
+  | 'Completed'
+  | 'Interrupted'
+  | 'Resuming'
+  | 'Failed'
+  | 'Suspended'
+  | 'Terminating'
+  | 'Deleted';
+
+export const TERMINAL_PHASES: readonly Phase[] = ['Completed', 'Failed', 'Suspended', 'Deleted'];
+
+/** Kubernetes-style condition. */
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+}
+
+export interface InstanceRecord extends InstanceRef {
+  generation: number;
+  attempt: number;
+  endedAt?: string;
+  endReason?: string;
+  /** Cost of this instance so far (or in total, once ended), in USD, when the price is known. */
+  costUSD?: number;
+}
+
+/** An effect the reconciler has decided on and not yet finished: replayed after a crash. */
+export interface PendingEffects {
+  /** Id of the transition that produced these effects (events carry it too). */
+  transitionId: string;
+  effects: EffectRecord[];
+  /** Machine snapshot to commit once every effect has been applied. */
+  snapshotAfter: unknown;
+}
+
+export interface EffectRecord {
+  type: string;
+  params?: Record<string, unknown>;
+}
+
+export interface RunStatus {
+  run: string;
+  phase: Phase;
+  /** Generation of the spec being worked on (increments when what is trained changes). */
+  generation: number;
+  /** specHash that generation was created from. */
+  specHash: string;
+  /** Generation whose spec the controller last acted on completely. */
+  observedGeneration: number;
+  attempt: number;
+  interruptions: number;
+  errorRetries: number;
+  conditions: Condition[];
+  instances: InstanceRecord[];
+  lastCheckpoint?: CheckpointRef & { generation: number };
+  progress?: { step: number; total?: number; loss?: number };
+  /** Absolute deadlines (ISO time) the reconciler enforces; survive restarts. */
+  deadlines: Record<string, string>;
+  /** Serialized machine snapshot (XState persisted snapshot). */
+  snapshot: unknown;
+  pending?: PendingEffects;
+  /** Source file and commit of the spec last applied. */
+  source?: { file: string; revision?: string };
+  createdAt: string;
+  updatedAt: string;
+  /** Monotonic counter of events appended for this run. */
+  eventSeq: number;
+  costUSD: number;
+}
+
+export interface RunEvent {
+  /** Unique and deterministic per (transition, step): appending the same id twice is a no-op. */
+  id: string;
+  seq: number;
+  at: string;
+  run: string;
+  generation: number;
+  attempt: number;
+  kind: 'transition' | 'effect' | 'observation' | 'error' | 'spec';
+  /** Short machine-readable summary, e.g. `Provisioning -> Syncing`, `launch`. */
+  action: string;
+  result?: 'ok' | 'error' | 'adopted' | 'skipped';
+  message?: string;
+  /** AWS request id or similar. */
+  requestId?: string;
+  data?: Record<string, unknown>;
+}
+
+export interface StateStore {
+  /** Claim this store for one controller; throws LockHeldError naming the holder. */
+  open(): Promise<void>;
+  close(): Promise<void>;
+  listRuns(): Promise<string[]>;
+  getStatus(run: string): Promise<RunStatus | undefined>;
+  /** Atomic replace. Shared stores make it conditional on what was last read. */
+  putStatus(status: RunStatus): Promise<void>;
+  deleteStatus(run: string): Promise<void>;
+  /** Append, skipping any event whose id is already in the log. */
+  appendEvents(run: string, events: RunEvent[]): Promise<void>;
+  readEvents(run: string): Promise<RunEvent[]>;
+}
+
+export class LockHeldError extends Error {
+  constructor(
+    message: string,
+    readonly holder: string,
+  ) {
+    super(message);
+    this.name = 'LockHeldError';
+  }
+}
+
+/** A conditional write lost a race (S3 412): another controller holds or changed the run. */
+export class StaleWriteError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StaleWriteError';
+  }
+}
