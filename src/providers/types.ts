@@ -126,6 +126,8 @@ export interface DeployRequest extends AttemptKey {
 
 export interface Provider {
   readonly name: string;
+  /** How often the reconciler should look again at a run that is in flight. */
+  readonly pollIntervalMs: number;
   /** One batched observation of every instance this controller owns, grouped by run name. */
   observe(runs: string[]): Promise<Map<string, InstanceObservation[]>>;
   /** Launch (or adopt, if one already exists for this attempt) an instance. */

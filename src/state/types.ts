@@ -1,6 +1,7 @@
 // What runctl remembers about each run, and the store port that keeps it. Two stores implement
 // the port: files under .runctl/ (default, one controller per folder) and S3 (shared, leased).
-import type { InstanceRef, CheckpointRef } from '../providers/types.js';
+import type { AgentPhase, CheckpointRef, InstanceRef } from '../providers/types.js';
+import type { RunSpec } from '../spec/types.js';
 
 export type Phase =
   | 'Pending'
@@ -40,6 +41,8 @@ export interface InstanceRecord extends InstanceRef {
 export interface PendingEffects {
   /** Id of the transition that produced these effects (events carry it too). */
   transitionId: string;
+  /** Phase the effects lead to, for display while they run. */
+  phaseAfter: Phase;
   effects: EffectRecord[];
   /** Machine snapshot to commit once every effect has been applied. */
   snapshotAfter: unknown;
@@ -71,8 +74,36 @@ export interface RunStatus {
   /** Serialized machine snapshot (XState persisted snapshot). */
   snapshot: unknown;
   pending?: PendingEffects;
+  /**
+   * Events written with this status but perhaps not yet appended to the event log (outbox
+   * pattern): appended right after the status write, and again after a crash (ids dedupe).
+   */
+  outbox?: RunEvent[];
+  /** A provider error retrying cannot fix, waiting to be fed to the machine. */
+  fatal?: { reason: string; message: string };
   /** Source file and commit of the spec last applied. */
   source?: { file: string; revision?: string };
+  /** The spec of `generation` as last applied (supervision fields updated in place). */
+  spec: RunSpec;
+  /** A newer generation waiting for the current attempt to stop. */
+  nextSpec?: { generation: number; specHash: string; spec: RunSpec };
+  /** What the agent of the current attempt last reported. */
+  agent?: {
+    attempt: number;
+    phase: AgentPhase;
+    seq: number;
+    heartbeatAt: string;
+    deployedAt?: string;
+    message?: string;
+    logTail?: string[];
+    restoredFrom?: { id: string; fallbackFrom?: string; reason?: string };
+  };
+  /** Set while no capacity could be found for the current attempt. */
+  launchBlocked?: { since: string; message: string; retryAt: string; failures: number };
+  /** When the current attempt entered Training (drives the rehearsal interruption). */
+  trainingStartedAt?: string;
+  /** Why the run failed, when it did. */
+  failure?: { reason: string; message: string };
   createdAt: string;
   updatedAt: string;
   /** Monotonic counter of events appended for this run. */
