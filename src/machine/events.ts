@@ -1,0 +1,53 @@
+// Events the reconciler derives from what it observes. Every event carries `at` (epoch ms) so the
+// machine can set and check deadlines without reading a clock: it stays pure and replayable.
+import type { StopReason } from '../providers/types.js';
+
+export interface Limits {
+  maxInterruptions: number;
+  maxRetriesOnError: number;
+  provisioningMs: number;
+  installingMs: number;
+  trainingMs: number;
+  /** How long to wait for the agent to checkpoint and stop before terminating anyway. */
+  stopGraceMs: number;
+  /** Human-readable limits for messages, e.g. `{ training: '48h' }`. */
+  text: { provisioning: string; installing: string; training: string };
+}
+
+interface At {
+  at: number;
+}
+
+export type RunEvent =
+  | ({ type: 'START' } & At)
+  | ({ type: 'TICK' } & At)
+  | ({ type: 'INSTANCE_READY' } & At)
+  | ({ type: 'AGENT_INSTALLING' } & At)
+  | ({ type: 'AGENT_TRAINING' } & At)
+  | ({ type: 'JOB_SUCCEEDED' } & At)
+  | ({ type: 'JOB_FAILED'; message: string } & At)
+  | ({ type: 'SPOT_NOTICE'; reason: string } & At)
+  | ({ type: 'AGENT_STOPPED' } & At)
+  | ({ type: 'INSTANCE_GONE'; spot: boolean; reason: string } & At)
+  | ({ type: 'REDEPLOY' } & At)
+  | ({ type: 'REHEARSE' } & At)
+  | ({ type: 'SUSPEND' } & At)
+  | ({ type: 'RESUME' } & At)
+  | ({ type: 'DELETE' } & At)
+  | ({ type: 'NEW_GENERATION'; generation: number } & At)
+  | ({ type: 'RETRY_LAUNCH' } & At)
+  | ({ type: 'FATAL'; reason: string; message: string } & At)
+  | ({ type: 'BUDGET_EXCEEDED'; message: string } & At)
+  | ({ type: 'LIMITS'; limits: Limits } & At);
+
+export type RunEventType = RunEvent['type'];
+
+/** Effects the machine asks for; the reconciler executes them through the provider. */
+export type Effect =
+  | { type: 'launch' }
+  | { type: 'deployAgent' }
+  | { type: 'requestStop'; params: { reason: StopReason } }
+  | { type: 'terminate'; params: { reason: string } }
+  | { type: 'deliverSpotNotice' };
+
+export const EFFECT_TYPES = ['launch', 'deployAgent', 'requestStop', 'terminate', 'deliverSpotNotice'] as const;

@@ -1,0 +1,406 @@
+// The run machine: phases, guards and the effects each transition asks for. Pure: it never does
+// I/O or reads a clock. The reconciler drives it with XState's `transition()` and executes the
+// returned effect actions through a provider (see src/reconciler/).
+import { assign, setup } from 'xstate';
+import type { StopReason } from '../providers/types.js';
+import type { Limits, RunEvent } from './events.js';
+
+export interface Failure {
+  reason: string;
+  message: string;
+}
+
+export interface Deadline {
+  kind: 'provisioning' | 'installing' | 'training' | 'stop';
+  /** Epoch ms. */
+  at: number;
+}
+
+export interface RunContext {
+  run: string;
+  generation: number;
+  /** 0 until the first launch; every entry into Provisioning starts a new attempt. */
+  attempt: number;
+  interruptions: number;
+  errorRetries: number;
+  limits: Limits;
+  deadline?: Deadline;
+  stopReason?: StopReason;
+  /** Generation to start once the current attempt has stopped (NEW_GENERATION while active). */
+  pendingGeneration?: number;
+  failure?: Failure;
+  /** Why the last attempt ended early (interruption or retry), for status and events. */
+  lastInterruption?: string;
+  rehearsalDone: boolean;
+}
+
+export interface RunInput {
+  run: string;
+  generation: number;
+  limits: Limits;
+}
+
+function deadlineFor(kind: Deadline['kind'], limits: Limits, at: number): Deadline {
+  const ms =
+    kind === 'provisioning'
+      ? limits.provisioningMs
+      : kind === 'installing'
+        ? limits.installingMs
+        : kind === 'training'
+          ? limits.trainingMs
+          : limits.stopGraceMs;
+  return { kind, at: at + ms };
+}
+
+function timeoutFailure(kind: 'provisioning' | 'installing' | 'training', ctx: RunContext): Failure {
+  const limit = ctx.limits.text[kind];
+  switch (kind) {
+    case 'provisioning':
+      return {
+        reason: 'ProvisioningTimeout',
+        message:
+          `no instance became ready within spec.timeouts.provisioning (${limit}) on attempt ${ctx.attempt}; ` +
+          'capacity may be short: add instance types or zones, allow on-demand (market: spot-then-on-demand), ' +
+          'or raise spec.timeouts.provisioning',
+      };
+    case 'installing':
+      return {
+        reason: 'InstallTimeout',
+        message:
+          `code sync and setup did not finish within spec.timeouts.installing (${limit}) on attempt ${ctx.attempt}; ` +
+          'check the setup output with `runctl logs`, or raise spec.timeouts.installing',
+      };
+    case 'training':
+      return {
+        reason: 'TrainingTimeout',
+        message:
+          `training did not finish within spec.timeouts.training (${limit}) on attempt ${ctx.attempt}; ` +
+          'the job was checkpointed and stopped; raise spec.timeouts.training to let it run longer',
+      };
+  }
+}
+
+type StopEventType = 'SUSPEND' | 'DELETE' | 'NEW_GENERATION' | 'BUDGET_EXCEEDED';
+
+const stopReasonOf: Record<StopEventType, StopReason> = {
+  SUSPEND: 'suspend',
+  DELETE: 'delete',
+  NEW_GENERATION: 'new-generation',
+  BUDGET_EXCEEDED: 'budget',
+};
+
+/** Handlers shared by every phase in which an attempt's instance may be alive. */
+const whileAlive = {
+  SPOT_NOTICE: { target: 'Interrupted', actions: 'countInterruption' },
+  INSTANCE_GONE: { target: 'Interrupted', actions: 'countInterruption' },
+  SUSPEND: { target: 'Terminating', actions: 'setStopReason' },
+  DELETE: { target: 'Terminating', actions: 'setStopReason' },
+  NEW_GENERATION: { target: 'Terminating', actions: ['setStopReason', 'rememberGeneration'] },
+  BUDGET_EXCEEDED: { target: 'Terminating', actions: ['setStopReason', 'recordBudget'] },
+} as const;
+
+/** ...and once the agent runs, the job's outcome too. */
+const whileAgentRuns = {
+  ...whileAlive,
+  JOB_SUCCEEDED: { target: 'Completed' },
+  JOB_FAILED: [
+    { guard: 'canRetry', target: 'Resuming', actions: 'countRetry' },
+    { target: 'Failed', actions: 'failJob' },
+  ],
+} as const;
+
+export const runMachine = setup({
+  types: {
+    context: {} as RunContext,
+    events: {} as RunEvent,
+    input: {} as RunInput,
+  },
+  actions: {
+    // Effects: no implementation here on purpose; `transition()` returns them to the reconciler.
+    launch: () => {},
+    deployAgent: () => {},
+    requestStop: (_, _params: { reason: StopReason }) => {},
+    terminate: (_, _params: { reason: string }) => {},
+    deliverSpotNotice: () => {},
+
+    startAttempt: assign(({ context }) => ({ attempt: context.attempt + 1, failure: undefined })),
+    setDeadline: assign(({ context, event }, params: { kind: Deadline['kind'] }) => ({
+      deadline: deadlineFor(params.kind, context.limits, event.at),
+    })),
+    clearDeadline: assign({ deadline: undefined }),
+    setStopReason: assign(({ event }) => ({ stopReason: stopReasonOf[event.type as StopEventType] })),
+    countInterruption: assign(({ context, event }) => ({
+      interruptions: context.interruptions + 1,
+      lastInterruption:
+        event.type === 'SPOT_NOTICE' || event.type === 'INSTANCE_GONE' ? event.reason : event.type,
+    })),
+    countRetry: assign(({ context, event }) => ({
+      errorRetries: context.errorRetries + 1,
+      lastInterruption: event.type === 'JOB_FAILED' ? `job failed: ${firstLine(event.message)}` : event.type,
+    })),
+    failJob: assign(({ context, event }) => ({
+      failure: {
+        reason: 'JobFailed',
+        message:
+          (event.type === 'JOB_FAILED' ? event.message : 'the job failed') +
+          (context.limits.maxRetriesOnError > 0
+            ? ` (after ${context.errorRetries} retr${context.errorRetries === 1 ? 'y' : 'ies'}; spec.recovery.maxRetriesOnError is ${context.limits.maxRetriesOnError})`
+            : ''),
+      },
+    })),
+    failTimeout: assign(({ context }) => {
+      const kind = context.deadline?.kind;
+      if (kind === 'provisioning' || kind === 'installing' || kind === 'training') {
+        return { failure: timeoutFailure(kind, context) };
+      }
+      return {};
+    }),
+    failFatal: assign(({ event }) => ({
+      failure:
+        event.type === 'FATAL'
+          ? { reason: event.reason, message: event.message }
+          : { reason: 'ProviderError', message: 'the provider refused the request' },
+    })),
+    failInterruptions: assign(({ context }) => ({
+      failure: {
+        reason: 'TooManyInterruptions',
+        message:
+          `the run was interrupted ${context.interruptions} times, more than spec.recovery.maxInterruptions ` +
+          `(${context.limits.maxInterruptions}); raise it, or use market: spot-then-on-demand`,
+      },
+    })),
+    failStopped: assign(({ context }) => {
+      if (context.stopReason === 'budget') {
+        return { failure: context.failure ?? { reason: 'BudgetExceeded', message: 'the budget was exceeded' } };
+      }
+      return {};
+    }),
+    recordBudget: assign(({ event }) => ({
+      failure: {
+        reason: 'BudgetExceeded',
+        message: event.type === 'BUDGET_EXCEEDED' ? event.message : 'the budget was exceeded',
+      },
+    })),
+    rememberGeneration: assign(({ event, context }) => ({
+      pendingGeneration: event.type === 'NEW_GENERATION' ? event.generation : context.pendingGeneration,
+    })),
+    newGeneration: assign(({ event, context }) => ({
+      generation:
+        event.type === 'NEW_GENERATION' ? event.generation : (context.pendingGeneration ?? context.generation),
+      pendingGeneration: undefined,
+      stopReason: undefined,
+      attempt: 0,
+      interruptions: 0,
+      errorRetries: 0,
+      failure: undefined,
+      rehearsalDone: false,
+    })),
+    adoptPendingGeneration: assign(({ context }) =>
+      context.pendingGeneration === undefined
+        ? {}
+        : {
+            generation: context.pendingGeneration,
+            pendingGeneration: undefined,
+            attempt: 0,
+            interruptions: 0,
+            errorRetries: 0,
+            rehearsalDone: false,
+          },
+    ),
+    markRehearsed: assign({ rehearsalDone: true }),
+    updateLimits: assign(({ event, context }) => ({
+      limits: event.type === 'LIMITS' ? event.limits : context.limits,
+    })),
+  },
+  guards: {
+    deadlinePassed: ({ context, event }) => context.deadline !== undefined && event.at >= context.deadline.at,
+    canRetry: ({ context }) => context.errorRetries < context.limits.maxRetriesOnError,
+    tooManyInterruptions: ({ context }) => context.interruptions > context.limits.maxInterruptions,
+    rehearsalPending: ({ context }) => !context.rehearsalDone,
+    stoppingFor: ({ context }, params: { reason: StopReason }) => context.stopReason === params.reason,
+    stoppedWithFailure: ({ context }) => context.stopReason === 'timeout' || context.stopReason === 'budget',
+  },
+}).createMachine({
+  id: 'run',
+  context: ({ input }) => ({
+    run: input.run,
+    generation: input.generation,
+    attempt: 0,
+    interruptions: 0,
+    errorRetries: 0,
+    limits: input.limits,
+    rehearsalDone: false,
+  }),
+  initial: 'Pending',
+  on: {
+    LIMITS: { actions: 'updateLimits' },
+    // A provider error that retrying cannot fix (quota, permission, invalid parameter).
+    FATAL: { target: '.Failed', actions: 'failFatal' },
+  },
+  states: {
+    Pending: {
+      on: {
+        START: 'Provisioning',
+        SUSPEND: 'Suspended',
+        DELETE: 'Deleted',
+        NEW_GENERATION: { actions: 'newGeneration' },
+      },
+    },
+
+    Provisioning: {
+      entry: ['startAttempt', { type: 'setDeadline', params: { kind: 'provisioning' } }, 'launch'],
+      on: {
+        ...whileAlive,
+        INSTANCE_READY: 'Syncing',
+        TICK: { guard: 'deadlinePassed', target: 'Failed', actions: 'failTimeout' },
+        RETRY_LAUNCH: { actions: 'launch' },
+      },
+    },
+
+    Syncing: {
+      entry: [{ type: 'setDeadline', params: { kind: 'installing' } }, 'deployAgent'],
+      on: {
+        ...whileAgentRuns,
+        AGENT_INSTALLING: 'Installing',
+        AGENT_TRAINING: 'Training',
+        REDEPLOY: { actions: 'deployAgent' },
+        TICK: { guard: 'deadlinePassed', target: 'Failed', actions: 'failTimeout' },
+      },
+    },
+
+    Installing: {
+      on: {
+        ...whileAgentRuns,
+        AGENT_TRAINING: 'Training',
+        REDEPLOY: { actions: 'deployAgent' },
+        TICK: { guard: 'deadlinePassed', target: 'Failed', actions: 'failTimeout' },
+      },
+    },
+
+    Training: {
+      entry: { type: 'setDeadline', params: { kind: 'training' } },
+      on: {
+        ...whileAgentRuns,
+        REDEPLOY: { actions: 'deployAgent' },
+        REHEARSE: { guard: 'rehearsalPending', actions: ['markRehearsed', 'deliverSpotNotice'] },
+        TICK: {
+          guard: 'deadlinePassed',
+          target: 'Terminating',
+          actions: ['failTimeout', assign({ stopReason: 'timeout' as StopReason })],
+        },
+      },
+    },
+
+    Interrupted: {
+      entry: { type: 'setDeadline', params: { kind: 'stop' } },
+      on: {
+        AGENT_STOPPED: 'LeavingInterrupted',
+        INSTANCE_GONE: 'LeavingInterrupted',
+        TICK: { guard: 'deadlinePassed', target: 'LeavingInterrupted' },
+        JOB_SUCCEEDED: 'Completed',
+        JOB_FAILED: 'LeavingInterrupted',
+        SUSPEND: { target: 'Terminating', actions: 'setStopReason' },
+        DELETE: { target: 'Terminating', actions: 'setStopReason' },
+        NEW_GENERATION: { target: 'Terminating', actions: ['setStopReason', 'rememberGeneration'] },
+        BUDGET_EXCEEDED: { target: 'Terminating', actions: ['setStopReason', 'recordBudget'] },
+      },
+    },
+
+    // A decision point, not a phase anyone sees: too many interruptions fail the run.
+    LeavingInterrupted: {
+      always: [
+        { guard: 'tooManyInterruptions', target: 'Failed', actions: 'failInterruptions' },
+        { target: 'Resuming' },
+      ],
+    },
+
+    Resuming: {
+      entry: ['clearDeadline', { type: 'terminate', params: { reason: 'resuming on new capacity' } }],
+      on: {
+        INSTANCE_GONE: 'Provisioning',
+        SUSPEND: { target: 'Terminating', actions: 'setStopReason' },
+        DELETE: { target: 'Terminating', actions: 'setStopReason' },
+        NEW_GENERATION: { target: 'Terminating', actions: ['setStopReason', 'rememberGeneration'] },
+        BUDGET_EXCEEDED: { target: 'Terminating', actions: ['setStopReason', 'recordBudget'] },
+      },
+    },
+
+    Terminating: {
+      initial: 'Stopping',
+      entry: { type: 'setDeadline', params: { kind: 'stop' } },
+      states: {
+        Stopping: {
+          entry: {
+            type: 'requestStop',
+            params: ({ context }) => ({ reason: context.stopReason ?? 'delete' }),
+          },
+          on: {
+            AGENT_STOPPED: 'Releasing',
+            JOB_SUCCEEDED: 'Releasing',
+            JOB_FAILED: 'Releasing',
+            TICK: { guard: 'deadlinePassed', target: 'Releasing' },
+            INSTANCE_GONE: '#run.Terminating.Released',
+          },
+        },
+        Releasing: {
+          entry: {
+            type: 'terminate',
+            params: ({ context }) => ({ reason: `stopping for ${context.stopReason ?? 'delete'}` }),
+          },
+          on: { INSTANCE_GONE: 'Released' },
+        },
+        Released: {
+          always: [
+            { guard: { type: 'stoppingFor', params: { reason: 'suspend' } }, target: '#run.Suspended' },
+            { guard: { type: 'stoppingFor', params: { reason: 'delete' } }, target: '#run.Deleted' },
+            {
+              guard: { type: 'stoppingFor', params: { reason: 'new-generation' } },
+              target: '#run.Provisioning',
+              actions: 'newGeneration',
+            },
+            { target: '#run.Failed', actions: 'failStopped' },
+          ],
+        },
+      },
+      on: {
+        // A deletion outranks whatever the run was stopping for; the stop already under way serves it.
+        DELETE: { actions: assign({ stopReason: 'delete' as StopReason }) },
+        NEW_GENERATION: { actions: 'rememberGeneration' },
+        SUSPEND: { guard: ({ context }) => context.stopReason === 'new-generation', actions: 'setStopReason' },
+      },
+      exit: 'clearDeadline',
+    },
+
+    Completed: {
+      entry: ['clearDeadline', { type: 'terminate', params: { reason: 'completed' } }],
+      on: {
+        DELETE: 'Deleted',
+        NEW_GENERATION: { target: 'Provisioning', actions: 'newGeneration' },
+      },
+    },
+
+    Failed: {
+      entry: ['clearDeadline', { type: 'terminate', params: { reason: 'failed' } }],
+      on: {
+        DELETE: 'Deleted',
+        NEW_GENERATION: { target: 'Provisioning', actions: 'newGeneration' },
+      },
+    },
+
+    Suspended: {
+      entry: ['clearDeadline', 'adoptPendingGeneration', assign({ stopReason: undefined })],
+      on: {
+        RESUME: 'Provisioning',
+        DELETE: 'Deleted',
+        NEW_GENERATION: { actions: 'newGeneration' },
+      },
+    },
+
+    Deleted: { type: 'final' },
+  },
+});
+
+function firstLine(text: string): string {
+  const line = text.split('\n').find((l) => l.trim() !== '') ?? text;
+  return line.length > 120 ? `${line.slice(0, 117)}...` : line;
+}
