@@ -1,13 +1,15 @@
 // Builds dist/ once so tests that spawn the real CLI (`bin/runctl.js`) run the current sources.
-import { execFileSync } from 'node:child_process';
+// Type errors do not stop the build here (tsc still emits); test/typecheck.test.ts fails on them.
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 export default function setup(): void {
-  execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
+  const result = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
     cwd: root,
-    stdio: 'inherit',
+    encoding: 'utf8',
   });
+  if (result.error) throw result.error;
 }
