@@ -130,8 +130,11 @@ export interface RunEvent {
 }
 
 export interface StateStore {
-  /** Claim this store for one controller; throws LockHeldError naming the holder. */
-  open(): Promise<void>;
+  /**
+   * Claim this store for one controller; throws LockHeldError naming the holder. May return a
+   * note for the user (e.g. a dead controller's lock was taken over).
+   */
+  open(): Promise<{ note?: string } | void>;
   close(): Promise<void>;
   listRuns(): Promise<string[]>;
   getStatus(run: string): Promise<RunStatus | undefined>;
