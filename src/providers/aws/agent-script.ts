@@ -1,0 +1,109 @@
+// The shell script sent with SSM AWS-RunShellScript to install and start runctl's agent. It is
+// built only from validated values, each single-quoted; the agent config travels as JSON in a
+// quoted heredoc (no expansion), and the agent itself is fetched from storage and checked against
+// its sha256. Running it twice is harmless: a live agent for the attempt is adopted, not doubled.
+import { createHash } from 'node:crypto';
+import type { AgentConfig } from '../../agent/config-types.js';
+import type { AttemptKey } from '../types.js';
+
+/** Everything runctl keeps on an instance lives under this directory. */
+export const INSTANCE_ROOT = '/opt/runctl';
+/** The instance metadata service as the agent reaches it on EC2. */
+export const IMDS_URL = 'http://169.254.169.254';
+/** Exit code of the script when the image lacks something the agent needs (not worth retrying). */
+export const EXIT_MISSING_PREREQUISITE = 3;
+/** Exit code when the agent downloaded from storage does not match its hash. */
+export const EXIT_AGENT_MISMATCH = 4;
+
+const RUN_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+
+export function shQuote(value: string): string {
+  if (value.includes('\0')) throw new Error('a NUL byte cannot be passed to a shell');
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Per-attempt directory on the instance: agent, config, pid file, agent state, the job's work dir. */
+export function attemptDir(key: AttemptKey): string {
+  if (!RUN_NAME.test(key.run)) throw new Error(`run name "${key.run}" is not a DNS-1123 label`);
+  if (!Number.isInteger(key.generation) || key.generation < 0 || !Number.isInteger(key.attempt) || key.attempt < 0) {
+    throw new Error(`generation and attempt must be non-negative integers (got ${key.generation}, ${key.attempt})`);
+  }
+  return `${INSTANCE_ROOT}/runs/${key.run}/g${key.generation}/a${key.attempt}`;
+}
+
+export interface AgentScriptInput {
+  key: AttemptKey;
+  config: AgentConfig;
+  /** s3://bucket/key of the agent script, content-addressed. */
+  agentUrl: string;
+  agentSha256: string;
+  region: string;
+  /** S3 endpoint override for the AWS CLI (tests, S3-compatible stores). */
+  s3EndpointUrl?: string;
+}
+
+function heredocDelimiter(body: string): string {
+  let n = 0;
+  for (;;) {
+    const tag = `RUNCTL_CONFIG_${createHash('sha256').update(`${n}:${body}`).digest('hex').slice(0, 16)}`;
+    if (!body.includes(tag)) return tag;
+    n++;
+  }
+}
+
+export function agentInstallScript(input: AgentScriptInput): string {
+  const dir = attemptDir(input.key);
+  if (!SHA256.test(input.agentSha256)) throw new Error('agent sha256 must be 64 hex digits');
+  if (!/^s3:\/\/[a-z0-9.-]+\/\S+$/.test(input.agentUrl)) throw new Error(`agent URL "${input.agentUrl}" is not an s3:// URL`);
+  if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(input.region)) throw new Error(`region "${input.region}" is not an AWS region name`);
+  if (input.s3EndpointUrl !== undefined && !/^https?:\/\/[^\s'"]+$/.test(input.s3EndpointUrl)) {
+    throw new Error(`S3 endpoint "${input.s3EndpointUrl}" is not an http(s) URL`);
+  }
+  const config = JSON.stringify(input.config);
+  const eof = heredocDelimiter(config);
+  const endpoint = input.s3EndpointUrl ? ` --endpoint-url ${shQuote(input.s3EndpointUrl)}` : '';
+  return [
+    '#!/bin/bash',
+    `# runctl: install and start the agent for ${input.key.run} generation ${input.key.generation} attempt ${input.key.attempt}`,
+    'set -euo pipefail',
+    'umask 022',
+    `dir=${shQuote(dir)}`,
+    `agent_url=${shQuote(input.agentUrl)}`,
+    `agent_sha=${shQuote(input.agentSha256)}`,
+    `export AWS_DEFAULT_REGION=${shQuote(input.region)}`,
+    'missing=""',
+    'for tool in python3 aws setsid sha256sum; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done',
+    'if [ -n "$missing" ]; then',
+    `  echo "runctl: the instance image lacks:$missing; runctl's agent needs bash, coreutils, python3 and the AWS CLI" >&2`,
+    `  exit ${EXIT_MISSING_PREREQUISITE}`,
+    'fi',
+    'mkdir -p "$dir"',
+    // A live agent for this attempt is adopted: a repeated deploy must not start a second one.
+    'if [ -s "$dir/agent.pid" ]; then',
+    '  pid=$(cat "$dir/agent.pid")',
+    '  if kill -0 "$pid" 2>/dev/null && grep -q runctl-agent "/proc/$pid/cmdline" 2>/dev/null; then',
+    '    echo "runctl: agent already running (pid $pid)"',
+    '    exit 0',
+    '  fi',
+    'fi',
+    'if ! { [ -s "$dir/runctl-agent.py" ] && echo "$agent_sha  $dir/runctl-agent.py" | sha256sum -c --status; }; then',
+    `  aws${endpoint} s3 cp --only-show-errors "$agent_url" "$dir/runctl-agent.py.tmp"`,
+    '  if ! echo "$agent_sha  $dir/runctl-agent.py.tmp" | sha256sum -c --status; then',
+    '    echo "runctl: the agent downloaded from $agent_url does not match sha256 $agent_sha" >&2',
+    `    exit ${EXIT_AGENT_MISMATCH}`,
+    '  fi',
+    '  mv -f "$dir/runctl-agent.py.tmp" "$dir/runctl-agent.py"',
+    'fi',
+    `cat > "$dir/config.json.tmp" <<'${eof}'`,
+    config,
+    eof,
+    'mv -f "$dir/config.json.tmp" "$dir/config.json"',
+    'cd "$dir"',
+    // Detached from the SSM command: its own session, no inherited stdio, survives the command's end.
+    'setsid nohup python3 "$dir/runctl-agent.py" --config "$dir/config.json" >>"$dir/agent.out" 2>&1 </dev/null &',
+    'echo $! > "$dir/agent.pid"',
+    'echo "runctl: agent started (pid $!)"',
+    '',
+  ].join('\n');
+}

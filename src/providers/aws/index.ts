@@ -1,0 +1,264 @@
+// The aws provider: EC2 for instances (spot with fallback), SSM to start runctl's agent on them,
+// S3 for code bundles, agent status, logs and checkpoints. It implements the Provider port; every
+// operation is idempotent and every AWS failure reaches the reconciler classified.
+import { TerminateInstancesCommand } from '@aws-sdk/client-ec2';
+import { checkpointsPrefix, controlKey, logsPrefix, manifestKey, statusKey } from '../../agent/layout.js';
+import type { RunSpec } from '../../spec/types.js';
+import {
+  RetryableError,
+  type AgentStatus,
+  type AttemptKey,
+  type CheckpointManifest,
+  type DeployRequest,
+  type InstanceObservation,
+  type LaunchRequest,
+  type LaunchResult,
+  type LogChunk,
+  type Provider,
+  type StopReason,
+} from '../types.js';
+import { chainRegion, createClients, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
+import { launchAttempt } from './ec2-launch.js';
+import { awsCall, errorCode } from './errors.js';
+import { ImageResolver } from './image.js';
+import { describeOwnedInstances, groupByRun } from './observe.js';
+import { checkInstanceTypeOfferings, type OfferingProblem } from './offerings.js';
+import { SpotPrices } from './pricing.js';
+import type { RetryOptions } from './retry.js';
+import { onlineInstances } from './ssm.js';
+import { parseStorageUrl, S3Storage } from './storage.js';
+import { pruneBundles, type PruneResult } from './bundles.js';
+
+export interface AwsProviderOptions {
+  /** Project default region (runctl.yaml); a spec's resources.region wins; else the standard AWS chain. */
+  region?: string;
+  /** More regions to observe, for runs whose specs name other regions. */
+  regions?: string[];
+  /** Custom endpoint for EC2, SSM and S3 (moto, LocalStack); `AWS_ENDPOINT_URL` works too. Implies S3 path-style. */
+  endpointUrl?: string;
+  /** Named profile from ~/.aws/config; otherwise the standard chain (env, SSO, profiles, instance role). */
+  profile?: string;
+  credentials?: AwsCredentials;
+  /** Value of the runctl:controller tag: which controller deployment owns the instances. */
+  controller?: string;
+  /** Storage for specs without checkpoints.storage (runctl.yaml defaults.storage). */
+  defaultStorage?: string;
+  pollIntervalMs?: number;
+  retry?: Partial<RetryOptions>;
+  /** Page size of DescribeInstances during observation (default 1000, the API maximum). */
+  describePageSize?: number;
+  /** S3 endpoint the agent on the instance uses; defaults to the custom endpoint, if any. */
+  agentS3EndpointUrl?: string;
+  /** Wall-clock limit for SSM to accept and finish the agent's install command. */
+  ssmDeadlineMs?: number;
+  ssmPollMs?: number;
+  /** Client factory, for tests (e.g. to add counting middleware). */
+  clients?: (region: string) => AwsClients;
+}
+
+export const DEFAULT_CONTROLLER = 'default';
+
+export class AwsProvider implements Provider {
+  readonly name = 'aws';
+  readonly pollIntervalMs: number;
+  readonly controller: string;
+  private readonly clientOpts: ClientOptions;
+  private readonly clientsByRegion = new Map<string, AwsClients>();
+  private readonly regions = new Set<string>();
+  private readonly instanceRegion = new Map<string, string>();
+  private readonly online = new Set<string>();
+  private readonly statusCache = new Map<string, { etag?: string; status: AgentStatus }>();
+  private readonly images = new ImageResolver();
+  private readonly prices = new SpotPrices();
+  /** The newest spec seen per run, for port calls that carry none (deliverSpotNotice). */
+  private readonly specByRun = new Map<string, RunSpec>();
+  private defaultRegion?: Promise<string>;
+
+  constructor(private readonly opts: AwsProviderOptions = {}) {
+    this.pollIntervalMs = opts.pollIntervalMs ?? 15_000;
+    this.controller = opts.controller ?? DEFAULT_CONTROLLER;
+    this.clientOpts = {
+      region: opts.region,
+      endpointUrl: opts.endpointUrl,
+      profile: opts.profile,
+      credentials: opts.credentials,
+      retry: opts.retry,
+    };
+    for (const r of opts.regions ?? []) this.regions.add(r);
+    if (opts.region) this.regions.add(opts.region);
+  }
+
+  private remember(run: string, spec: RunSpec): void {
+    this.specByRun.set(run, spec);
+  }
+
+  /** spec.resources.region, then the project default, then the standard chain. */
+  async regionFor(spec?: RunSpec): Promise<string> {
+    const explicit = spec?.resources.region ?? this.opts.region;
+    if (explicit) return explicit;
+    this.defaultRegion ??= chainRegion(this.clientOpts);
+    return this.defaultRegion;
+  }
+
+  clientsFor(region: string): AwsClients {
+    let clients = this.clientsByRegion.get(region);
+    if (!clients) {
+      clients = this.opts.clients ? this.opts.clients(region) : createClients(region, this.clientOpts);
+      this.clientsByRegion.set(region, clients);
+    }
+    this.regions.add(region);
+    return clients;
+  }
+
+  private async storageFor(spec: RunSpec): Promise<S3Storage> {
+    const region = await this.regionFor(spec);
+    return new S3Storage(this.clientsFor(region).s3, parseStorageUrl(spec.checkpoints.storage ?? this.opts.defaultStorage), region);
+  }
+
+  private get agentS3Endpoint(): string | undefined {
+    return this.opts.agentS3EndpointUrl ?? customEndpoint(this.clientOpts, 'S3');
+  }
+
+  async observe(runs: string[]): Promise<Map<string, InstanceObservation[]>> {
+    if (this.regions.size === 0) this.regions.add(await this.regionFor());
+    const merged = new Map<string, InstanceObservation[]>(runs.map((r) => [r, []]));
+    for (const region of this.regions) {
+      const clients = this.clientsFor(region);
+      const instances = await describeOwnedInstances(clients, this.controller, this.opts.describePageSize);
+      for (const i of instances) if (i.InstanceId) this.instanceRegion.set(i.InstanceId, region);
+      // SSM is asked only about running instances not yet seen Online: none in steady state.
+      const unknown = instances
+        .filter((i) => i.State?.Name === 'running' && i.InstanceId && !this.online.has(i.InstanceId))
+        .map((i) => i.InstanceId as string);
+      if (unknown.length > 0) {
+        try {
+          for (const id of await onlineInstances(clients, unknown)) this.online.add(id);
+        } catch (err) {
+          // Readiness can wait for the next pass; a missing permission cannot.
+          if (err instanceof RetryableError) continue;
+          throw err;
+        }
+      }
+      for (const [run, list] of groupByRun(instances, runs, (id) => this.online.has(id))) merged.get(run)?.push(...list);
+    }
+    return merged;
+  }
+
+  async launch(req: LaunchRequest): Promise<LaunchResult> {
+    this.remember(req.run, req.spec);
+    const region = await this.regionFor(req.spec);
+    const clients = this.clientsFor(region);
+    const result = await launchAttempt({ clients, images: this.images, prices: this.prices }, req);
+    this.instanceRegion.set(result.instance.id, region);
+    return result;
+  }
+
+  async deployAgent(req: DeployRequest): Promise<void> {
+    this.remember(req.run, req.spec);
+    throw new Error(`deployAgent pending agent integration (${this.agentS3Endpoint ?? ''})`);
+  }
+
+  /** One conditional GET per call: 304 returns the cached status without a body. */
+  async readAgentStatus(key: AttemptKey, spec: RunSpec): Promise<AgentStatus | undefined> {
+    this.remember(key.run, spec);
+    const storage = await this.storageFor(spec);
+    const objectKey = storage.url(statusKey(key));
+    const cached = this.statusCache.get(objectKey);
+    const read = await storage.getConditional(statusKey(key), cached?.etag);
+    if (read.kind === 'unchanged') return cached?.status;
+    if (read.kind === 'missing') {
+      this.statusCache.delete(objectKey);
+      return undefined;
+    }
+    let status: AgentStatus;
+    try {
+      status = JSON.parse(read.body) as AgentStatus;
+    } catch {
+      throw new RetryableError(`agent status ${objectKey} is not valid JSON; it is read again on the next pass`, { code: 'BadStatus' });
+    }
+    // A stale object (lower seq than one already seen) never moves the run backwards.
+    if (cached && cached.status.seq > status.seq) return cached.status;
+    this.statusCache.set(objectKey, { etag: read.etag, status });
+    return status;
+  }
+
+  async requestStop(key: AttemptKey, spec: RunSpec, reason: StopReason): Promise<void> {
+    this.remember(key.run, spec);
+    const storage = await this.storageFor(spec);
+    await storage.putText(controlKey(key), JSON.stringify({ ...key, stop: reason, at: new Date().toISOString() }));
+  }
+
+  async deliverSpotNotice(key: AttemptKey, _instanceId: string): Promise<void> {
+    const spec = this.specByRun.get(key.run);
+    if (!spec) throw new RetryableError(`no spec seen yet for ${key.run}`, { code: 'UnknownRun' });
+    const storage = await this.storageFor(spec);
+    await storage.putText(controlKey(key), JSON.stringify({ ...key, rehearse: 'spot-interruption', at: new Date().toISOString() }));
+  }
+
+  async terminate(instanceId: string): Promise<void> {
+    const region = this.instanceRegion.get(instanceId) ?? (await this.regionFor());
+    const clients = this.clientsFor(region);
+    try {
+      await clients.ec2.send(new TerminateInstancesCommand({ InstanceIds: [instanceId] }));
+    } catch (err) {
+      if (errorCode(err) === 'InvalidInstanceID.NotFound') return;
+      await awsCall({ service: 'ec2', operation: 'TerminateInstances', region }, () => Promise.reject(err));
+    }
+    this.online.delete(instanceId);
+  }
+
+  async latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined> {
+    const storage = await this.storageFor(spec);
+    const ids = (await storage.listDirectories(checkpointsPrefix(run, generation))).sort().reverse();
+    // Newest first; a directory without its manifest is a checkpoint still uploading (or abandoned).
+    for (const id of ids) {
+      const text = await storage.getText(manifestKey(run, generation, id));
+      if (text === undefined) continue;
+      try {
+        return JSON.parse(text) as CheckpointManifest;
+      } catch {
+        continue;
+      }
+    }
+    return undefined;
+  }
+
+  async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string): Promise<LogChunk> {
+    const storage = await this.storageFor(spec);
+    const segments = await storage.list(logsPrefix(key), { startAfter: cursor, limit: 50 });
+    let text = '';
+    let last = cursor ?? '';
+    for (const segment of segments) {
+      const body = await storage.getText(segment.Key);
+      if (body === undefined) break;
+      text += body;
+      last = segment.Key;
+    }
+    return { attempt: key.attempt, cursor: last, text };
+  }
+
+  /** Plan-time check of spec.resources.instanceTypes against the region's offerings. */
+  async checkOfferings(spec: RunSpec): Promise<OfferingProblem[]> {
+    return checkInstanceTypeOfferings(this.clientsFor(await this.regionFor(spec)), spec.resources);
+  }
+
+  /** Delete code bundles under `storage` that no run references any more (runctl's own bundles/ prefix only). */
+  async pruneBundles(storage: string, referencedSha256: Iterable<string>, opts: { minAgeMs?: number } = {}): Promise<PruneResult> {
+    const location = parseStorageUrl(storage);
+    const region = await this.regionFor();
+    return pruneBundles(new S3Storage(this.clientsFor(region).s3, location, region), new Set(referencedSha256), opts.minAgeMs);
+  }
+
+  async close(): Promise<void> {
+    for (const clients of this.clientsByRegion.values()) {
+      clients.ec2.destroy();
+      clients.ssm.destroy();
+      clients.s3.destroy();
+    }
+    this.clientsByRegion.clear();
+  }
+}
+
+export function createAwsProvider(opts: AwsProviderOptions = {}): AwsProvider {
+  return new AwsProvider(opts);
+}

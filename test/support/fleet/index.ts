@@ -1,0 +1,398 @@
+// The fleet simulator: a loopback proxy in front of moto that makes moto's instances come alive.
+// It forwards every request to moto and supplies what moto lacks:
+// - SSM DescribeInstanceInformation: Online for instances it has booted;
+// - SSM SendCommand (AWS-RunShellScript): runs the script in the instance's sandbox, with the real
+//   agent and the real AWS CLI against moto's S3; GetCommandInvocation reports the real outcome;
+// - a per-instance IMDSv2 endpoint, spot notices on it, then termination in moto with the
+//   `Server.SpotInstanceTermination` reason that its DescribeInstances answers then carry;
+// - faults on request: throttling, insufficient capacity, no spot capacity, any error.
+// Test support, not a product feature.
+//
+//   const fleet = await startFleet({ motoUrl });
+//   createAwsProvider({ endpointUrl: fleet.endpoint, ... });
+//   fleet.injectFault({ kind: 'insufficient-capacity', instanceTypes: ['g5.xlarge'] });
+//   await fleet.deliverSpotNotice(instanceId, { terminateAfterMs: 20_000 });
+import fs from 'node:fs';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { motoQuery } from '../moto.js';
+import { errorResponse, instanceIdsInXml, jsonResponse, listParam, parseRequest, patchStateReason, type AwsRequest, type WireError } from './aws-wire.js';
+import { Faults, type FaultRule } from './faults.js';
+import { Imds, type ImdsInstance } from './imds.js';
+import { instanceProcesses, killInstanceProcesses, runInSandbox, type Invocation } from './sandbox.js';
+
+export type { FaultRule } from './faults.js';
+
+export interface FleetOptions {
+  motoUrl: string;
+  region?: string;
+  /** Where sandboxes live; a fresh temporary directory by default (removed on close). */
+  workDir?: string;
+  /** Delay between RunInstances and the instance reporting Online in SSM. */
+  bootDelayMs?: number;
+  /** Extra environment for commands run on instances. */
+  env?: Record<string, string>;
+}
+
+export interface FleetInstance extends ImdsInstance {
+  launchedAt: Date;
+  onlineAt: Date;
+  sandboxDir: string;
+  state: 'running' | 'terminated';
+  terminatedAt?: Date;
+  /** Set when the simulator terminated it for a spot interruption. */
+  spotTermination?: { at: Date };
+  invocations: Invocation[];
+}
+
+export interface CallRecord {
+  service: string;
+  action: string;
+  status: number;
+  injected: boolean;
+  fromSdk: boolean;
+  at: number;
+}
+
+export interface Fleet {
+  /** Give this to the provider as its endpoint URL. */
+  readonly endpoint: string;
+  readonly motoUrl: string;
+  readonly workDir: string;
+  readonly instances: Map<string, FleetInstance>;
+  /** Every request the proxy saw, in order. */
+  readonly calls: CallRecord[];
+  readonly imds: Imds;
+  readonly faults: Faults;
+  injectFault(rule: FaultRule): () => void;
+  clearFaults(): void;
+  imdsUrl(instanceId: string): string;
+  /** Serve a spot interruption notice on the instance's IMDS; terminate it once its processes are gone or after `terminateAfterMs`. */
+  deliverSpotNotice(instanceId: string, opts?: { terminateAfterMs?: number }): Promise<void>;
+  /** Resolves when the instance is terminated (by a spot notice or anyone). */
+  whenTerminated(instanceId: string): Promise<void>;
+  /** Terminate as someone outside runctl would (console, another script): no spot reason. */
+  terminateOutOfBand(instanceId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function sendWire(res: ServerResponse, wire: WireError): void {
+  res.writeHead(wire.status, { ...wire.headers, 'content-length': Buffer.byteLength(wire.body) });
+  res.end(wire.body);
+}
+
+function listen(server: http.Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      if (typeof address === 'object' && address) resolve(address.port);
+      else reject(new Error('no address'));
+    });
+  });
+}
+
+export async function startFleet(opts: FleetOptions): Promise<Fleet> {
+  const region = opts.region ?? 'us-east-1';
+  const ownsWorkDir = !opts.workDir;
+  const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-fleet-'));
+  const moto = new URL(opts.motoUrl);
+  const instances = new Map<string, FleetInstance>();
+  const invocations = new Map<string, Invocation>();
+  const calls: CallRecord[] = [];
+  const faults = new Faults();
+  const imds = new Imds((id) => instances.get(id));
+  const terminationWaiters = new Map<string, (() => void)[]>();
+  const timers = new Set<NodeJS.Timeout>();
+
+  const imdsServer = http.createServer((req, res) => {
+    const m = (req.url ?? '').match(/^\/(i-[0-9a-f]+)(\/.*)$/);
+    if (!m) {
+      res.writeHead(404).end();
+      return;
+    }
+    req.resume();
+    req.on('end', () => imds.handle(m[1] as string, (m[2] as string).split('?')[0] as string, req, res));
+  });
+  const imdsPort = await listen(imdsServer);
+  const imdsUrl = (id: string) => `http://127.0.0.1:${imdsPort}/${id}`;
+
+  const isOnline = (i: FleetInstance) => i.state === 'running' && Date.now() >= i.onlineAt.getTime();
+
+  function markTerminated(id: string, spot: boolean): void {
+    const inst = instances.get(id);
+    if (!inst || inst.state === 'terminated') return;
+    inst.state = 'terminated';
+    inst.terminatedAt = new Date();
+    if (spot) inst.spotTermination = { at: inst.terminatedAt };
+    killInstanceProcesses(id);
+    for (const resolve of terminationWaiters.get(id) ?? []) resolve();
+    terminationWaiters.delete(id);
+  }
+
+  function forward(req: IncomingMessage, body: Buffer): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+    return new Promise((resolve, reject) => {
+      const headers = { ...req.headers, host: moto.host };
+      const upstream = http.request(
+        { hostname: moto.hostname, port: moto.port, method: req.method, path: req.url, headers },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }));
+          res.on('error', reject);
+        },
+      );
+      upstream.on('error', reject);
+      upstream.end(body);
+    });
+  }
+
+  function ssmAnswer(aws: AwsRequest): WireError | undefined {
+    const json = aws.json ?? {};
+    if (aws.action === 'DescribeInstanceInformation') {
+      const filters = (json.Filters as { Key?: string; Values?: string[] }[] | undefined) ?? [];
+      const legacy = (json.InstanceInformationFilterList as { key?: string; valueSet?: string[] }[] | undefined) ?? [];
+      const ids = [
+        ...filters.filter((f) => f.Key === 'InstanceIds').flatMap((f) => f.Values ?? []),
+        ...legacy.filter((f) => f.key === 'InstanceIds').flatMap((f) => f.valueSet ?? []),
+      ];
+      const list = [...instances.values()]
+        .filter((i) => isOnline(i) && (ids.length === 0 || ids.includes(i.id)))
+        .map((i) => ({
+          InstanceId: i.id,
+          PingStatus: 'Online',
+          LastPingDateTime: Date.now() / 1000,
+          AgentVersion: '3.3.0.0',
+          IsLatestVersion: true,
+          PlatformType: 'Linux',
+          PlatformName: 'Amazon Linux',
+          ResourceType: 'EC2Instance',
+          ComputerName: `ip-${i.id.slice(2, 10)}.ec2.internal`,
+        }));
+      return jsonResponse({ InstanceInformationList: list });
+    }
+    if (aws.action === 'GetCommandInvocation') {
+      const inv = invocations.get(`${String(json.CommandId)}/${String(json.InstanceId)}`);
+      if (!inv) return errorResponse('ssm', 400, 'InvocationDoesNotExist', 'The command invocation does not exist');
+      return jsonResponse({
+        CommandId: inv.commandId,
+        InstanceId: inv.instanceId,
+        DocumentName: 'AWS-RunShellScript',
+        Status: inv.status,
+        StatusDetails: inv.status,
+        ResponseCode: inv.responseCode,
+        StandardOutputContent: inv.stdout,
+        StandardErrorContent: inv.stderr,
+        ExecutionStartDateTime: inv.startedAt.toISOString(),
+        ExecutionEndDateTime: inv.endedAt?.toISOString() ?? '',
+      });
+    }
+    if (aws.action === 'SendCommand' && json.DocumentName === 'AWS-RunShellScript') {
+      const ids = (json.InstanceIds as string[] | undefined) ?? [];
+      const bad = ids.filter((id) => {
+        const inst = instances.get(id);
+        return !inst || !isOnline(inst);
+      });
+      if (ids.length === 0 || bad.length > 0) {
+        return errorResponse('ssm', 400, 'InvalidInstanceId', `Instances [${bad.join(', ')}] not in a valid state for account 123456789012`);
+      }
+    }
+    return undefined;
+  }
+
+  function startCommand(aws: AwsRequest, responseBody: Buffer): void {
+    const json = aws.json ?? {};
+    let commandId: string | undefined;
+    try {
+      commandId = (JSON.parse(responseBody.toString('utf8')) as { Command?: { CommandId?: string } }).Command?.CommandId;
+    } catch {
+      commandId = undefined;
+    }
+    if (!commandId) return;
+    const params = (json.Parameters as Record<string, string[]> | undefined) ?? {};
+    const script = (params.commands ?? []).join('\n');
+    const timeoutSeconds = Number(params.executionTimeout?.[0] ?? 3600) || 3600;
+    for (const id of (json.InstanceIds as string[] | undefined) ?? []) {
+      const inst = instances.get(id);
+      if (!inst) continue;
+      const inv = runInSandbox({
+        commandId,
+        instanceId: id,
+        script,
+        sandboxDir: inst.sandboxDir,
+        imdsUrl: imdsUrl(id),
+        region,
+        timeoutSeconds,
+        env: opts.env,
+      });
+      inst.invocations.push(inv);
+      invocations.set(`${commandId}/${id}`, inv);
+    }
+  }
+
+  function registerLaunch(aws: AwsRequest, xml: string): void {
+    for (const id of instanceIdsInXml(xml)) {
+      if (instances.has(id)) continue;
+      const at = xml.indexOf(`<instanceId>${id}</instanceId>`);
+      const zone = xml.slice(at).match(/<availabilityZone>([^<]+)<\/availabilityZone>/)?.[1] ?? `${region}a`;
+      const sandboxDir = path.join(workDir, id);
+      fs.mkdirSync(sandboxDir, { recursive: true });
+      const now = new Date();
+      instances.set(id, {
+        id,
+        type: aws.params.InstanceType ?? 'unknown',
+        zone,
+        market: aws.params['InstanceMarketOptions.MarketType'] === 'spot' ? 'spot' : 'on-demand',
+        launchedAt: now,
+        onlineAt: new Date(now.getTime() + (opts.bootDelayMs ?? 0)),
+        sandboxDir,
+        state: 'running',
+        invocations: [],
+      });
+    }
+  }
+
+  function patchDescribe(xml: string): string {
+    let out = xml;
+    for (const inst of instances.values()) {
+      if (!inst.spotTermination) continue;
+      const when = inst.spotTermination.at.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' GMT');
+      out = patchStateReason(
+        out,
+        inst.id,
+        'Server.SpotInstanceTermination',
+        'Server.SpotInstanceTermination: Spot instance termination',
+        `Service initiated (${when})`,
+      );
+    }
+    return out;
+  }
+
+  const proxy = http.createServer(async (req, res) => {
+    try {
+      const body = await readBody(req);
+      const aws = parseRequest(req.method ?? 'GET', req.url ?? '/', req.headers, body);
+      const record: CallRecord = {
+        service: aws.service,
+        action: aws.action,
+        status: 0,
+        injected: false,
+        fromSdk: aws.userAgent.includes('aws-sdk-js'),
+        at: Date.now(),
+      };
+      calls.push(record);
+
+      const fault = faults.match(aws);
+      if (fault) {
+        record.status = fault.status;
+        record.injected = true;
+        return sendWire(res, fault);
+      }
+      if (aws.service === 'ssm') {
+        const answer = ssmAnswer(aws);
+        if (answer) {
+          record.status = answer.status;
+          return sendWire(res, answer);
+        }
+      }
+
+      const upstream = await forward(req, body);
+      let payload = upstream.body;
+      if (upstream.status === 200 && aws.service === 'ec2') {
+        const xml = payload.toString('utf8');
+        if (aws.action === 'RunInstances') registerLaunch(aws, xml);
+        if (aws.action === 'TerminateInstances') for (const id of listParam(aws.params, 'InstanceId')) markTerminated(id, false);
+        if (aws.action === 'DescribeInstances') payload = Buffer.from(patchDescribe(xml), 'utf8');
+      }
+      if (upstream.status === 200 && aws.service === 'ssm' && aws.action === 'SendCommand') startCommand(aws, payload);
+
+      record.status = upstream.status;
+      const headers = { ...upstream.headers };
+      delete headers['transfer-encoding'];
+      headers['content-length'] = String(payload.length);
+      res.writeHead(upstream.status, headers);
+      res.end(payload);
+    } catch (err) {
+      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+      res.end(`fleet proxy error: ${String(err)}`);
+    }
+  });
+  const proxyPort = await listen(proxy);
+
+  async function terminateInMoto(id: string): Promise<void> {
+    await motoQuery(opts.motoUrl, 'ec2', { Action: 'TerminateInstances', 'InstanceId.1': id }, region);
+  }
+
+  const fleet: Fleet = {
+    endpoint: `http://127.0.0.1:${proxyPort}`,
+    motoUrl: opts.motoUrl,
+    workDir,
+    instances,
+    calls,
+    imds,
+    faults,
+    injectFault: (rule) => faults.add(rule),
+    clearFaults: () => faults.clear(),
+    imdsUrl,
+
+    async deliverSpotNotice(instanceId, noticeOpts = {}) {
+      const inst = instances.get(instanceId);
+      if (!inst) throw new Error(`fleet: unknown instance ${instanceId}`);
+      if (inst.state === 'terminated' || inst.spotAction) return;
+      const terminateAfterMs = noticeOpts.terminateAfterMs ?? 120_000;
+      inst.spotAction = { action: 'terminate', time: new Date(Date.now() + terminateAfterMs).toISOString().replace(/\.\d+Z$/, 'Z') };
+      const deadline = Date.now() + terminateAfterMs;
+      // Like EC2, reclaim the instance at the deadline; earlier if everything on it has already stopped.
+      const check = () => {
+        timers.delete(timer);
+        if (inst.state === 'terminated') return;
+        if (Date.now() >= deadline || instanceProcesses(instanceId).length === 0) {
+          void terminateInMoto(instanceId)
+            .catch(() => undefined)
+            .then(() => markTerminated(instanceId, true));
+          return;
+        }
+        timer = setTimeout(check, 200);
+        timers.add(timer);
+      };
+      let timer = setTimeout(check, 500);
+      timers.add(timer);
+    },
+
+    whenTerminated(instanceId) {
+      const inst = instances.get(instanceId);
+      if (!inst || inst.state === 'terminated') return Promise.resolve();
+      return new Promise((resolve) => {
+        const list = terminationWaiters.get(instanceId) ?? [];
+        list.push(resolve);
+        terminationWaiters.set(instanceId, list);
+      });
+    },
+
+    async terminateOutOfBand(instanceId) {
+      await terminateInMoto(instanceId);
+      markTerminated(instanceId, false);
+    },
+
+    async close() {
+      for (const t of timers) clearTimeout(t);
+      for (const id of instances.keys()) killInstanceProcesses(id);
+      const closed = Promise.all([
+        new Promise<void>((r) => proxy.close(() => r())),
+        new Promise<void>((r) => imdsServer.close(() => r())),
+      ]);
+      proxy.closeAllConnections();
+      imdsServer.closeAllConnections();
+      await closed;
+      if (ownsWorkDir) fs.rmSync(workDir, { recursive: true, force: true });
+    },
+  };
+  return fleet;
+}
