@@ -10,6 +10,8 @@ export interface AgentConfig {
   storage: string;
   /** S3 endpoint override for the AWS CLI (tests, S3-compatible stores); path-style implied. */
   s3EndpointUrl?: string;
+  /** SSM endpoint override for resolving `ssm:` secrets with the AWS CLI (tests). */
+  ssmEndpointUrl?: string;
   region?: string;
   /** Storage key of the code bundle (bundles/<sha>.tar.gz). */
   bundleKey: string;

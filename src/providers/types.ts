@@ -88,8 +88,16 @@ export interface AgentStatus extends AttemptKey {
   exitCode?: number;
   progress?: { step: number; total?: number; loss?: number };
   lastCheckpoint?: CheckpointRef;
-  /** Set when the newest checkpoint failed verification and an older one was restored. */
-  restoredFrom?: { id: string; fallbackFrom?: string; reason?: string };
+  /**
+   * The checkpoint restored before the job started. fallbackFrom/reason are set when the newest
+   * checkpoint failed verification and this older one was used; generation when it came from
+   * the seed generation.
+   */
+  restoredFrom?: { id: string; fallbackFrom?: string; reason?: string; generation?: number };
+  /** EC2 rebalance recommendation seen in IMDS (reported, not acted on). */
+  rebalanceRecommendation?: { noticeTime?: string };
+  /** The agent process writing this status. */
+  agentPid?: number;
   /** Last lines of setup output while installing, and of the job output on failure. */
   logTail?: string[];
   message?: string;
