@@ -1,0 +1,146 @@
+// The text of `runctl describe RUN`: where the run stands, why (conditions), what it ran on and
+// what it cost (instance history), and everything that happened to it (event history).
+import type { RunEvent, RunStatus } from '../state/types.js';
+import { colorPhase, noColors, type Colors } from './colors.js';
+import { formatAge, formatBytes, formatDuration, formatLoss, formatTime, formatUSD } from './format.js';
+import { progressBar } from './progress.js';
+import { alignColumns } from './table.js';
+import { firstLine, padEnd, sanitizeLine } from './text.js';
+
+export type SpecSummary = ReadonlyArray<readonly [string, string]> | Readonly<Record<string, string>>;
+
+export interface DescribeInput {
+  status: RunStatus;
+  events: readonly RunEvent[];
+  /** Spec summary as label/value pairs, in the order to show (the CLI picks the fields). */
+  spec?: SpecSummary;
+  now: number;
+  colors?: Colors;
+  /** Show only the newest this many events, saying how many were left out. Default: all. */
+  maxEvents?: number;
+}
+
+const NONE = '  <none>';
+
+export function renderDescribe(input: DescribeInput): string {
+  const { status: s, now } = input;
+  const c = input.colors ?? noColors;
+  const out: string[] = [];
+
+  out.push(...keyValues(summary(s, now, c)));
+  if (s.failure) out.push(...block('Failure', s.failure.message));
+
+  const spec = input.spec ? (Array.isArray(input.spec) ? input.spec : Object.entries(input.spec)) : [];
+  if (spec.length > 0) {
+    out.push('', c.bold('Spec:'));
+    out.push(...keyValues(spec.map(([k, v]) => [k, sanitizeLine(v)] as [string, string]), '  '));
+  }
+
+  out.push('', c.bold('Conditions:'));
+  if (s.conditions.length === 0) out.push(NONE);
+  else {
+    out.push(
+      ...alignColumns(
+        [
+          ['TYPE', 'STATUS', 'REASON', 'AGE', 'MESSAGE'],
+          ...s.conditions.map((k) => [sanitizeLine(k.type), k.status, sanitizeLine(k.reason), formatAge(k.lastTransitionTime, now), firstLine(k.message)]),
+        ],
+        { indent: '  ' },
+      ),
+    );
+  }
+
+  out.push('', c.bold('Instances:'));
+  if (s.instances.length === 0) out.push(NONE);
+  else {
+    const rows = s.instances.map((i) => {
+      const end = i.endedAt ? Date.parse(i.endedAt) : now;
+      return [
+        String(i.attempt),
+        String(i.generation),
+        sanitizeLine(i.id),
+        sanitizeLine(i.type ?? '-'),
+        i.market ?? '-',
+        sanitizeLine(i.zone ?? '-'),
+        formatTime(i.launchedAt),
+        formatDuration(end - Date.parse(i.launchedAt)) + (i.endedAt ? '' : ' (running)'),
+        i.endReason ? firstLine(i.endReason) : '-',
+        formatUSD(i.costUSD),
+      ];
+    });
+    out.push(
+      ...alignColumns([['ATTEMPT', 'GEN', 'INSTANCE', 'TYPE', 'MARKET', 'ZONE', 'LAUNCHED', 'RAN', 'END REASON', 'COST'], ...rows], {
+        indent: '  ',
+        align: ['right', 'right', 'left', 'left', 'left', 'left', 'left', 'left', 'left', 'right'],
+      }),
+    );
+    out.push(`  Total cost: ${formatUSD(s.costUSD)}`);
+  }
+
+  out.push('', c.bold('Events:'));
+  const shown = input.maxEvents !== undefined && input.events.length > input.maxEvents ? input.events.slice(-input.maxEvents) : input.events;
+  if (shown.length === 0) out.push(NONE);
+  else {
+    if (shown.length < input.events.length) out.push(`  (${input.events.length - shown.length} older events not shown)`);
+    const rows = shown.map((e) => [formatTime(e.at), e.kind, sanitizeLine(e.action), colorResult(c, e.result), eventMessage(e)]);
+    out.push(...alignColumns([['TIME', 'KIND', 'ACTION', 'RESULT', 'MESSAGE'], ...rows], { indent: '  ' }));
+  }
+  return `${out.join('\n')}\n`;
+}
+
+function summary(s: RunStatus, now: number, c: Colors): Array<[string, string]> {
+  const rows: Array<[string, string]> = [
+    ['Name', s.run],
+    ['Phase', colorPhase(c, s.phase)],
+    ['Generation', `${s.generation} (observed ${s.observedGeneration}, spec ${s.specHash})`],
+    ['Attempt', `${s.attempt} (${plural(s.interruptions, 'interruption')}, ${plural(s.errorRetries, 'error retry', 'error retries')})`],
+    ['Age', formatAge(s.createdAt, now)],
+  ];
+  if (s.progress) {
+    const p = s.progress;
+    const bar = p.total && p.total > 0 ? progressBar(p.step, p.total) : `step ${p.step}`;
+    rows.push(['Progress', p.loss !== undefined ? `${bar}  loss ${formatLoss(p.loss)}` : bar]);
+  }
+  if (s.lastCheckpoint) {
+    const cp = s.lastCheckpoint;
+    const step = cp.step !== undefined ? ` at step ${cp.step}` : '';
+    rows.push(['Last checkpoint', `${sanitizeLine(cp.id)}${step} (${formatAge(cp.at, now)} ago, ${plural(cp.files, 'file')}, ${formatBytes(cp.bytes)})`]);
+  }
+  rows.push(['Cost', formatUSD(s.costUSD)]);
+  if (s.source) rows.push(['Source', sanitizeLine(s.source.revision ? `${s.source.file} @ ${s.source.revision}` : s.source.file)]);
+  if (s.launchBlocked) {
+    const b = s.launchBlocked;
+    rows.push(['Waiting for capacity', `${firstLine(b.message)} (since ${formatAge(b.since, now)} ago, next try ${formatTime(b.retryAt)})`]);
+  }
+  if (s.nextSpec) rows.push(['Next generation', `${s.nextSpec.generation} (spec ${s.nextSpec.specHash}), waiting for the current attempt to stop`]);
+  return rows;
+}
+
+function keyValues(rows: ReadonlyArray<readonly [string, string]>, indent = ''): string[] {
+  const width = Math.max(...rows.map(([k]) => k.length)) + 2;
+  return rows.map(([k, v]) => `${indent}${padEnd(`${k}:`, width)}${v}`.trimEnd());
+}
+
+/** A multi-line message under its own label, every line indented and made safe to print. */
+function block(label: string, text: string): string[] {
+  const lines = text.split(/\r?\n/).map(sanitizeLine);
+  while (lines.length > 0 && lines[lines.length - 1]?.trim() === '') lines.pop();
+  return [`${label}:`, ...lines.map((l) => `  ${l}`.trimEnd())];
+}
+
+function eventMessage(e: RunEvent): string {
+  const msg = e.message ? firstLine(e.message) : '';
+  const req = e.requestId ? `(request ${sanitizeLine(e.requestId)})` : '';
+  return [msg, req].filter(Boolean).join(' ') || '-';
+}
+
+function colorResult(c: Colors, result: RunEvent['result']): string {
+  if (!result) return '-';
+  if (result === 'error') return c.red(result);
+  if (result === 'ok' || result === 'adopted') return c.green(result);
+  return c.gray(result);
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
