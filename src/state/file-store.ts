@@ -4,6 +4,7 @@
 //   .runctl/state/runs/<run>/status.json    replaced atomically (temp file, fsync, rename)
 //   .runctl/state/runs/<run>/events.jsonl   append-only, one event per line, ids never repeat
 //   .runctl/state/archive/<run>-<time>/     a deleted run's status and events, kept as history
+//   .runctl/.gitignore                      `*`: local state never shows up in git
 //
 // Writers must `open()` first, which takes the lock; `readOnly` stores (status, describe, logs)
 // never take it and refuse to write.
@@ -74,6 +75,10 @@ export class FileStore implements StateStore {
     if (this.readOnly) return {};
     if (this.lock) return { lock: this.lock };
     await fs.mkdir(this.runsDir, { recursive: true });
+    // Controller state is local to this checkout; keep it out of `git status` and commits.
+    await fs.writeFile(path.join(this.root, '.gitignore'), '# created by runctl: local controller state\n*\n', { flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
     const lock = await acquireLock(this.lockPath, this.command, { displayPath: display(this.lockPath), fsync: this.fsync });
     this.lock = lock;
     const token = lock.holder.token;

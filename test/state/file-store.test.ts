@@ -89,6 +89,16 @@ describe('status', () => {
     expect(files).toEqual(['status.json']);
   });
 
+  it('keeps its folder out of git, without overwriting an edited .gitignore', async () => {
+    const s = store();
+    await s.open();
+    expect(await fs.readFile(path.join(root, '.gitignore'), 'utf8')).toMatch(/^\*$/m);
+    await s.close();
+    await fs.writeFile(path.join(root, '.gitignore'), 'state/\n');
+    await store().open();
+    expect(await fs.readFile(path.join(root, '.gitignore'), 'utf8')).toBe('state/\n');
+  });
+
   it('never shows a torn status: leftover temp files from a crashed write are ignored, then removed on open', async () => {
     const writer = store();
     await writer.open();
