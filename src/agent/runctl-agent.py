@@ -328,7 +328,7 @@ class S3Storage:
                 return b""  # `aws s3 ls` exits 1, silently, when nothing matches
             if missing_ok and re.search(r"\(404\)|Not Found|NoSuchKey|does not exist", err):
                 return None
-            if re.search(r"AccessDenied|\(403\)|NoSuchBucket|InvalidAccessKeyId|SignatureDoesNotMatch", err):
+            if re.search(r"AccessDenied|\(403\)|NoSuchBucket|InvalidAccessKeyId|SignatureDoesNotMatch|Unable to locate credentials", err):
                 raise StorageError("aws %s %s failed: %s" % (args[0], args[1], err))
             if attempt == self.ATTEMPTS:
                 raise StorageError("aws %s %s failed after %d attempts: %s" % (args[0], args[1], attempt, err))
@@ -820,7 +820,7 @@ class Agent:
                     resolved[name] = proc.stdout.decode("utf-8").rstrip("\n")
                     break
                 err = proc.stderr.decode("utf-8", "replace").strip()[-300:]
-                if re.search(r"ParameterNotFound|AccessDenied", err):
+                if re.search(r"ParameterNotFound|AccessDenied|Unable to locate credentials|InvalidKeyId", err):
                     break
                 time.sleep(0.5 * attempt)
             if name not in resolved:
