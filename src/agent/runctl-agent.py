@@ -58,16 +58,20 @@ IMDS_TOKEN_TTL_SECONDS = 21600
 MIN_REDACTED_SECRET_LENGTH = 4
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGQUIT")
 
-# The job runs under this bash wrapper so its exit code outlives the agent: the wrapper is the
-# process-group leader, traps (does not ignore, so children keep default dispositions) the stop
-# signals while the command runs, and writes the code with write-temp-then-rename.
-# $1 = command, $2 = exit-code file. Config values are passed as arguments, never interpolated.
+# The job runs under this bash wrapper so its pid and exit code outlive the agent: the wrapper is
+# the process-group leader, records its own pid first (an agent killed right after starting it
+# still leaves a trace to adopt), traps (does not ignore, so children keep default dispositions)
+# the stop signals while the command runs, and writes the exit code with write-temp-then-rename.
+# $1 = command, $2 = exit-code file, $3 = pid file. Config values are arguments, never interpolated.
 WRAPPER_SCRIPT = (
+    'printf "%s\\n" "$$" > "$3.tmp" && mv -f "$3.tmp" "$3"; '
     'trap ":" HUP INT QUIT TERM USR1 USR2; '
     'bash -c "$1"; code=$?; '
     'printf "%s\\n" "$code" > "$2.tmp" && mv -f "$2.tmp" "$2"; '
     'exit "$code"'
 )
+
+LAUNCH_TRACE_WAIT_SECONDS = 10.0
 
 PROGRESS_RE = re.compile(r"\bstep\s*[=:]\s*(\d+)(?:\s*/\s*(\d+))?")
 LOSS_RE = re.compile(r"\bloss\s*[=:]\s*([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))", re.I)
@@ -766,7 +770,7 @@ class Agent:
         self.start_thread("heartbeat", self.heartbeat_loop)
         self.start_thread("watch", self.watch_loop)
 
-        job = read_json(self.p("job.json"))
+        job = self.launched("job")
         if job:
             return self.adopt(job)
 
@@ -996,11 +1000,11 @@ class Agent:
             self.log("setup already completed")
             return None
         self.set_status(phase="installing")
-        record = read_json(self.p("setup.json"))
-        if record and process_alive(record["pid"], record.get("startTime")):
+        record = self.launched("setup")
+        if record and (process_alive(record["pid"], record.get("startTime")) or os.path.exists(self.p("setup.exit"))):
             child = Child("setup", record["pid"], record.get("startTime"), self.p("setup.exit"))
             self.tail_from = record.get("logOffset", 0)
-            self.log("adopting running setup (pid %d)" % child.pid)
+            self.log("adopting setup (pid %d)" % child.pid)
         else:
             remove_quietly(self.p("setup.exit"))
             child = self.launch("setup", setup, self.p("setup.exit"), self.p("setup.json"))
@@ -1023,6 +1027,28 @@ class Agent:
         self.progress_from = self.tail_from
         self.set_status(pid=self.child.pid)
         return self.supervise()
+
+    def launched(self, name):
+        """The launch record of a child a previous agent started, completed with the pid the
+        wrapper wrote if that agent died before recording it; None when nothing was started."""
+        record = read_json(self.p(name + ".json"))
+        if not record:
+            return None
+        if record.get("pid"):
+            return record
+        deadline = time.monotonic() + LAUNCH_TRACE_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            pid = read_int(self.p(name + ".pid"))
+            if pid:
+                record.update(pid=pid, pgid=pid, startTime=process_start_time(pid))
+                atomic_write(self.p(name + ".json"), json_bytes(record))
+                atomic_write(self.p("job.pgid"), ("%d\n" % pid).encode("ascii"))
+                self.log("found %s pid %d written by its wrapper after the previous agent died" % (name, pid))
+                return record
+            time.sleep(0.05)
+        self.log("previous agent recorded a %s launch but no process ever started; starting afresh" % name)
+        remove_quietly(self.p(name + ".json"))
+        return None
 
     def adopt(self, record):
         exit_path = self.p("job.exit")
@@ -1064,21 +1090,25 @@ class Agent:
         })
         env.update(env_extra or {})
         log_path = self.p("job.log")
+        pid_path = self.p(name + ".pid")
         self.job_log_note("starting %s" % name)
         offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+        record = {"startedAt": now_iso(), "logOffset": offset}
+        if name == "job" and self.status.get("restoredFrom"):
+            record["restoredFrom"] = self.status["restoredFrom"]
+        remove_quietly(pid_path)
+        atomic_write(record_path, json_bytes(record))  # before the start: a launch is never untraced
         log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             popen = subprocess.Popen(
-                ["bash", "-c", WRAPPER_SCRIPT, "runctl-" + name, command, exit_path],
+                ["bash", "-c", WRAPPER_SCRIPT, "runctl-" + name, command, exit_path, pid_path],
                 cwd=self.cfg["workDir"], env=env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                 start_new_session=True, close_fds=True,
             )
         finally:
             os.close(log_fd)
         start_time = process_start_time(popen.pid)
-        record = {"pid": popen.pid, "pgid": popen.pid, "startTime": start_time, "startedAt": now_iso(), "logOffset": offset}
-        if name == "job" and self.status.get("restoredFrom"):
-            record["restoredFrom"] = self.status["restoredFrom"]
+        record.update(pid=popen.pid, pgid=popen.pid, startTime=start_time)
         atomic_write(record_path, json_bytes(record))
         atomic_write(self.p("job.pgid"), ("%d\n" % popen.pid).encode("ascii"))
         self.tail_from = offset
@@ -1178,7 +1208,8 @@ class Agent:
                 self.status["message"] = message
             final = self.publish_status()
         atomic_write(self.p("result.json"), json_bytes(final))
-        for name in ("job.json", "setup.json", "job.pgid", "job.exit", "setup.exit", "logs.cursor", "checkpoints.json", "restore", "staging"):
+        for name in ("job.json", "setup.json", "job.pid", "setup.pid", "job.pgid", "job.exit", "setup.exit",
+                     "logs.cursor", "checkpoints.json", "restore", "staging"):
             remove_quietly(self.p(name))
         return 0
 
@@ -1383,12 +1414,13 @@ def lock_held(path):
 
 def probe(cfg):
     state = cfg["stateDir"]
-    job = read_json(os.path.join(state, "job.json")) or read_json(os.path.join(state, "setup.json"))
+    job = read_json(os.path.join(state, "job.json")) or read_json(os.path.join(state, "setup.json")) or {}
+    pid = job.get("pid") or read_int(os.path.join(state, "job.pid")) or read_int(os.path.join(state, "setup.pid"))
     result = read_json(os.path.join(state, "result.json"))
     out = {
         "agent": {"alive": lock_held(os.path.join(state, "agent.lock")), "pid": read_int(os.path.join(state, "agent.pid"))},
-        "job": {"alive": bool(job) and process_alive(job["pid"], job.get("startTime")),
-                "pid": job["pid"] if job else None, "pgid": read_int(os.path.join(state, "job.pgid"))},
+        "job": {"alive": bool(pid) and process_alive(pid, job.get("startTime")),
+                "pid": pid, "pgid": read_int(os.path.join(state, "job.pgid"))},
         "result": result.get("phase") if result else None,
     }
     print(json.dumps(out))
