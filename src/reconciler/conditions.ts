@@ -1,0 +1,67 @@
+// Kubernetes-style conditions derived from the run's phase and what the machine remembers.
+// lastTransitionTime changes only when a condition's status actually flips.
+import type { RunContext } from '../machine/run-machine.js';
+import type { Condition, Phase, RunStatus } from '../state/types.js';
+
+const ACTIVE: readonly Phase[] = ['Provisioning', 'Syncing', 'Installing', 'Training', 'Interrupted', 'Resuming', 'Terminating'];
+
+type Wanted = Omit<Condition, 'lastTransitionTime'>;
+
+export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatus): Wanted[] {
+  const out: Wanted[] = [];
+  out.push(
+    ACTIVE.includes(phase)
+      ? { type: 'Active', status: 'True', reason: phase, message: `attempt ${ctx.attempt} is ${phase.toLowerCase()}` }
+      : { type: 'Active', status: 'False', reason: phase, message: `the run is ${phase.toLowerCase()}` },
+  );
+  if (phase === 'Completed') {
+    out.push({ type: 'Completed', status: 'True', reason: 'JobSucceeded', message: `the job exited 0 on attempt ${ctx.attempt}` });
+  }
+  if (phase === 'Failed' && ctx.failure) {
+    out.push({ type: 'Failed', status: 'True', reason: ctx.failure.reason, message: ctx.failure.message });
+  }
+  out.push(
+    phase === 'Suspended'
+      ? { type: 'Suspended', status: 'True', reason: 'SpecSuspended', message: 'spec.suspend is true; set it to false to resume from the latest checkpoint' }
+      : { type: 'Suspended', status: 'False', reason: 'NotSuspended', message: '' },
+  );
+  if (ctx.interruptions > 0 || phase === 'Interrupted' || phase === 'Resuming') {
+    const now = phase === 'Interrupted' || phase === 'Resuming';
+    out.push({
+      type: 'Interrupted',
+      status: now ? 'True' : 'False',
+      reason: now ? 'Interruption' : 'Recovered',
+      message: `${ctx.interruptions} interruption(s) so far; last: ${ctx.lastInterruption ?? 'none'}`,
+    });
+  }
+  if (status.launchBlocked && phase === 'Provisioning') {
+    out.push({ type: 'CapacityAvailable', status: 'False', reason: 'InsufficientCapacity', message: status.launchBlocked.message });
+  }
+  const restored = status.agent?.restoredFrom;
+  if (restored?.fallbackFrom) {
+    out.push({
+      type: 'CheckpointFallback',
+      status: 'True',
+      reason: 'NewestCheckpointCorrupt',
+      message: `checkpoint ${restored.fallbackFrom} failed verification (${restored.reason ?? 'checksum mismatch'}); restored ${restored.id} instead`,
+    });
+  }
+  return out;
+}
+
+export function mergeConditions(existing: Condition[], wanted: Wanted[], now: string): Condition[] {
+  const byType = new Map(existing.map((c) => [c.type, c]));
+  const merged: Condition[] = [];
+  for (const w of wanted) {
+    const old = byType.get(w.type);
+    byType.delete(w.type);
+    const flipped = !old || old.status !== w.status;
+    merged.push({ ...w, lastTransitionTime: flipped ? now : (old as Condition).lastTransitionTime });
+  }
+  // Conditions no longer derived (e.g. CapacityAvailable after capacity was found) are kept as history
+  // only when they carry information; transient ones are dropped.
+  for (const old of byType.values()) {
+    if (old.type === 'CheckpointFallback') merged.push(old);
+  }
+  return merged;
+}

@@ -1,0 +1,216 @@
+// Level-triggered event derivation: from what is wanted (spec), what is remembered (status) and
+// what is observed now (instances, agent status), the one event the machine should see next.
+// Pure: the clock is an argument. The reconciler calls these repeatedly until they return nothing.
+import type { RunEvent } from '../machine/events.js';
+import type { RunSnapshot } from '../machine/snapshot.js';
+import { phaseOf, subPhaseOf } from '../machine/snapshot.js';
+import type { AgentStatus, InstanceObservation } from '../providers/types.js';
+import { parseDuration } from '../spec/duration.js';
+import type { LoadedRun } from '../spec/types.js';
+import type { RunStatus } from '../state/types.js';
+import { limitsFromSpec, sameLimits } from './limits.js';
+
+/** An instance launched this recently may not be visible to observation yet (EC2 is eventually consistent). */
+export const LAUNCH_VISIBILITY_GRACE_MS = 60_000;
+/** An agent silent this long on a live instance is started again (it adopts the running job). */
+export const AGENT_SILENCE_MS = 60_000;
+
+export interface Desired {
+  /** Undefined when the run's file is gone. */
+  loaded?: LoadedRun;
+  prune: boolean;
+}
+
+/** What a spec change means for the machine, or undefined. Also returns bookkeeping for status. */
+export function deriveSpecEvent(
+  snapshot: RunSnapshot,
+  status: RunStatus,
+  desired: Desired,
+  now: number,
+): RunEvent | undefined {
+  const phase = phaseOf(snapshot.value);
+  if (phase === 'Deleted') return undefined;
+  const ctx = snapshot.context;
+  if (!desired.loaded) {
+    return desired.prune ? { type: 'DELETE', at: now } : undefined;
+  }
+  const spec = desired.loaded.run.spec;
+  const wantedHash = desired.loaded.specHash;
+  const pendingHash = status.nextSpec?.specHash;
+  if (wantedHash !== status.specHash && wantedHash !== pendingHash) {
+    const generation = Math.max(status.generation, status.nextSpec?.generation ?? 0) + 1;
+    return { type: 'NEW_GENERATION', generation, at: now };
+  }
+  const limits = limitsFromSpec(spec);
+  if (!sameLimits(limits, ctx.limits)) return { type: 'LIMITS', limits, at: now };
+  if (spec.suspend) {
+    const stoppingForSuspend = phase === 'Terminating' && ctx.stopReason === 'suspend';
+    if (!['Suspended', 'Completed', 'Failed'].includes(phase) && !stoppingForSuspend) {
+      if (phase !== 'Terminating' || ctx.stopReason === 'new-generation') return { type: 'SUSPEND', at: now };
+    }
+  } else if (phase === 'Suspended') {
+    return { type: 'RESUME', at: now };
+  }
+  return undefined;
+}
+
+export interface Observed {
+  now: number;
+  /** Every instance of this run the provider sees (any generation or attempt). */
+  instances: InstanceObservation[];
+  /** The agent's status for the current generation and attempt, if it wrote one. */
+  agent?: AgentStatus;
+}
+
+const LIVE = (o: InstanceObservation) => o.state !== 'terminated';
+const STOPPED_AGENT = new Set(['interrupted', 'stopped', 'succeeded', 'failed', 'lost']);
+
+function currentInstance(ctx: RunSnapshot['context'], obs: Observed): InstanceObservation | undefined {
+  return obs.instances.find((o) => o.generation === ctx.generation && o.attempt === ctx.attempt);
+}
+
+function recordedInstance(status: RunStatus, ctx: RunSnapshot['context']) {
+  return status.instances.find((i) => i.generation === ctx.generation && i.attempt === ctx.attempt);
+}
+
+/** The attempt's instance was launched and is now terminated or no longer seen at all. */
+function instanceGone(status: RunStatus, ctx: RunSnapshot['context'], obs: Observed): { spot: boolean; reason: string } | undefined {
+  const record = recordedInstance(status, ctx);
+  if (!record) return undefined;
+  const seen = currentInstance(ctx, obs);
+  if (seen && seen.state !== 'terminated') return undefined;
+  if (!seen && obs.now - Date.parse(record.launchedAt) < LAUNCH_VISIBILITY_GRACE_MS) return undefined;
+  const reason = seen?.spotInterruption?.reason ?? seen?.stateReason ?? 'instance no longer exists';
+  const spot = Boolean(seen?.spotInterruption) || /spot/i.test(reason);
+  return { spot, reason: spot ? `spot interruption (${reason})` : `instance ended outside runctl: ${reason}` };
+}
+
+function failureMessage(agent: AgentStatus): string {
+  const head =
+    agent.phase === 'lost'
+      ? 'the job process vanished without an exit code (lost)'
+      : `the job exited with code ${agent.exitCode ?? 'unknown'}`;
+  const tail = agent.logTail?.length ? `; last output:\n${agent.logTail.join('\n')}` : '';
+  return `${head} on attempt ${agent.attempt}${agent.message ? ` (${agent.message})` : ''}${tail}`;
+}
+
+/** The next event from observation, deadlines, budget and rehearsal; undefined when nothing is due. */
+export function deriveObservedEvent(
+  snapshot: RunSnapshot,
+  status: RunStatus,
+  obs: Observed,
+): RunEvent | undefined {
+  const at = obs.now;
+  const ctx = snapshot.context;
+  const phase = phaseOf(snapshot.value);
+  const agent = obs.agent && obs.agent.attempt === ctx.attempt && obs.agent.generation === ctx.generation ? obs.agent : undefined;
+  const deadlinePassed = ctx.deadline !== undefined && at >= ctx.deadline.at;
+  const instance = currentInstance(ctx, obs);
+  const budget = status.spec.budget.maxCostUSD;
+  const overBudget = budget !== undefined && status.costUSD >= budget;
+
+  switch (phase) {
+    case 'Pending':
+      return status.spec.suspend ? undefined : { type: 'START', at };
+
+    case 'Provisioning': {
+      if (instance?.spotInterruption) return { type: 'SPOT_NOTICE', reason: instance.spotInterruption.reason, at };
+      if (instance && instance.state === 'running' && instance.ready) return { type: 'INSTANCE_READY', at };
+      const gone = instanceGone(status, ctx, obs);
+      if (gone) return { type: 'INSTANCE_GONE', ...gone, at };
+      if (overBudget) return { type: 'BUDGET_EXCEEDED', message: budgetMessage(status, budget), at };
+      if (deadlinePassed) return { type: 'TICK', at };
+      const blocked = status.launchBlocked;
+      if (!recordedInstance(status, ctx) && blocked && at >= Date.parse(blocked.retryAt)) {
+        return { type: 'RETRY_LAUNCH', at };
+      }
+      return undefined;
+    }
+
+    case 'Syncing':
+    case 'Installing':
+    case 'Training': {
+      if (agent?.phase === 'succeeded') return { type: 'JOB_SUCCEEDED', at };
+      if (agent?.phase === 'failed' || agent?.phase === 'lost') {
+        return { type: 'JOB_FAILED', message: failureMessage(agent), at };
+      }
+      if (instance?.spotInterruption) return { type: 'SPOT_NOTICE', reason: instance.spotInterruption.reason, at };
+      if (agent && ['interrupting', 'interrupted', 'stopping', 'stopped'].includes(agent.phase)) {
+        return { type: 'SPOT_NOTICE', reason: agent.message ?? `agent reported ${agent.phase}`, at };
+      }
+      const gone = instanceGone(status, ctx, obs);
+      if (gone) return { type: 'INSTANCE_GONE', ...gone, at };
+      if (phase === 'Syncing' && agent?.phase === 'installing') return { type: 'AGENT_INSTALLING', at };
+      if (phase !== 'Training' && agent?.phase === 'training') return { type: 'AGENT_TRAINING', at };
+      if (overBudget) return { type: 'BUDGET_EXCEEDED', message: budgetMessage(status, budget), at };
+      if (deadlinePassed) return { type: 'TICK', at };
+      const rehearsal = status.spec.rehearsal;
+      if (
+        phase === 'Training' &&
+        rehearsal &&
+        !ctx.rehearsalDone &&
+        ctx.attempt === 1 &&
+        status.trainingStartedAt &&
+        at >= Date.parse(status.trainingStartedAt) + parseDuration(rehearsal.interruptAfter)
+      ) {
+        return { type: 'REHEARSE', at };
+      }
+      if (instance && instance.state === 'running' && agentSilent(status, agent, at)) return { type: 'REDEPLOY', at };
+      return undefined;
+    }
+
+    case 'Interrupted': {
+      if (agent?.phase === 'succeeded') return { type: 'JOB_SUCCEEDED', at };
+      if (agent && STOPPED_AGENT.has(agent.phase)) return { type: 'AGENT_STOPPED', at };
+      const gone = instanceGone(status, ctx, obs);
+      if (gone || !instance || instance.state === 'terminated') {
+        return { type: 'INSTANCE_GONE', spot: true, reason: gone?.reason ?? 'instance gone', at };
+      }
+      if (deadlinePassed) return { type: 'TICK', at };
+      return undefined;
+    }
+
+    case 'Resuming':
+      return obs.instances.some(LIVE) ? undefined : { type: 'INSTANCE_GONE', spot: false, reason: 'released', at };
+
+    case 'Terminating': {
+      const sub = subPhaseOf(snapshot.value);
+      const anyLive = obs.instances.some(LIVE);
+      if (sub === 'Releasing') {
+        return anyLive ? undefined : { type: 'INSTANCE_GONE', spot: false, reason: 'released', at };
+      }
+      if (!anyLive && !recentlyLaunched(status, ctx, at)) {
+        return { type: 'INSTANCE_GONE', spot: false, reason: 'no instance', at };
+      }
+      if (agent && STOPPED_AGENT.has(agent.phase)) return { type: 'AGENT_STOPPED', at };
+      // Never deployed for this attempt: there is nothing to checkpoint, release at once.
+      if (!status.agent || status.agent.attempt !== ctx.attempt || !status.agent.deployedAt) {
+        return { type: 'AGENT_STOPPED', at };
+      }
+      if (deadlinePassed) return { type: 'TICK', at };
+      return undefined;
+    }
+
+    default:
+      return undefined;
+  }
+}
+
+function recentlyLaunched(status: RunStatus, ctx: RunSnapshot['context'], now: number): boolean {
+  const record = recordedInstance(status, ctx);
+  return record !== undefined && !record.endedAt && now - Date.parse(record.launchedAt) < LAUNCH_VISIBILITY_GRACE_MS;
+}
+
+function agentSilent(status: RunStatus, agent: AgentStatus | undefined, now: number): boolean {
+  const deployedAt = status.agent?.deployedAt ? Date.parse(status.agent.deployedAt) : undefined;
+  if (deployedAt === undefined || now - deployedAt < AGENT_SILENCE_MS) return false;
+  if (!agent) return true;
+  return now - Date.parse(agent.heartbeatAt) > AGENT_SILENCE_MS;
+}
+
+function budgetMessage(status: RunStatus, budget: number): string {
+  return (
+    `spent $${status.costUSD.toFixed(2)}, which reaches spec.budget.maxCostUSD ($${budget.toFixed(2)}); ` +
+    'the job was checkpointed and stopped; its checkpoints stay in storage'
+  );
+}

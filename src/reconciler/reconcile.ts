@@ -1,0 +1,545 @@
+// reconcile(run): read spec and status, observe, derive events, transition, record the intent,
+// execute the effects through the provider, persist snapshot, status and events.
+//
+// Crash safety rests on two rules. (1) Intent before effect: a transition with effects is first
+// written to status as `pending` (with the snapshot it leads to); the effects run; only then is the
+// snapshot committed. A controller killed anywhere in between replays the pending effects, which are
+// idempotent (launch adopts by tags, terminate of a gone instance succeeds, ...). (2) Outbox: events
+// are written inside the status document first and appended to the log right after; ids are
+// deterministic, so a replayed append is a no-op and no event is lost or doubled.
+import type { Effect, RunEvent as MachineEvent } from '../machine/events.js';
+import type { RunSnapshot } from '../machine/snapshot.js';
+import { initialSnapshot, persist, phaseOf, restore, step, subPhaseOf, type PersistedRun } from '../machine/snapshot.js';
+import {
+  CapacityError,
+  ProviderError,
+  TerminalError,
+  type AgentStatus,
+  type AttemptKey,
+  type InstanceObservation,
+  type Provider,
+} from '../providers/types.js';
+import type { LoadedRun, RunSpec } from '../spec/types.js';
+import type { EffectRecord, InstanceRecord, RunEvent, RunStatus, StateStore } from '../state/types.js';
+import { mergeConditions, wantedConditions } from './conditions.js';
+import { deriveObservedEvent, deriveSpecEvent, type Desired } from './derive.js';
+import { limitsFromSpec } from './limits.js';
+
+export interface ReconcileDeps {
+  store: StateStore;
+  provider(name: RunSpec['provider']): Promise<Provider>;
+  /** Instances of one run, from a batched observation no older than `freshAfter` (epoch ms). */
+  observe(provider: Provider, run: string, freshAfter: number): Promise<InstanceObservation[]>;
+  controller: string;
+  repoRoot: string;
+  now(): number;
+  /** Called at every point where a crash would leave work half done (tests kill the process here). */
+  boundary?(label: string): void;
+  /** Called with every event as it is appended. */
+  onEvent?(event: RunEvent): void;
+}
+
+export interface ReconcileResult {
+  status?: RunStatus;
+  /** Ask to be reconciled again after this long; undefined = settled. */
+  requeueAfterMs?: number;
+  /** Epoch ms of the last effect executed, so the next observation is taken after it. */
+  lastEffectAt?: number;
+}
+
+const MAX_STEPS_PER_RECONCILE = 16;
+const CAPACITY_RETRY_MS = [15_000, 30_000, 60_000, 120_000];
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+export async function reconcileRun(deps: ReconcileDeps, name: string, desired: Desired): Promise<ReconcileResult> {
+  let status = await deps.store.getStatus(name);
+  if (!status) {
+    if (!desired.loaded) return {};
+    status = await createStatus(deps, desired.loaded);
+  }
+  await flushOutbox(deps, status);
+
+  let lastEffectAt: number | undefined;
+  if (status.pending) {
+    status = await applyPending(deps, status);
+    lastEffectAt = deps.now();
+  }
+
+  const provider = await deps.provider(status.spec.provider);
+  let observed: { instances: InstanceObservation[]; agent?: AgentStatus } | undefined;
+  let observedAfter = 0;
+
+  for (let i = 0; i < MAX_STEPS_PER_RECONCILE; i++) {
+    const snapshot = restore(status.snapshot as PersistedRun);
+    if (phaseOf(snapshot.value) === 'Deleted') break;
+    status = applySpecBookkeeping(status, desired);
+
+    let event: MachineEvent | undefined = deriveSpecEvent(snapshot, status, desired, deps.now());
+    if (!event && status.fatal) {
+      event = { type: 'FATAL', reason: status.fatal.reason, message: status.fatal.message, at: deps.now() };
+    }
+    // A wish the machine already honours (e.g. DELETE while stopping for deletion) is no news.
+    if (event && !step(snapshot, event).changed) event = undefined;
+    if (!event) {
+      if (!observed || (lastEffectAt !== undefined && observedAfter < lastEffectAt)) {
+        observedAfter = deps.now();
+        observed = await observe(deps, provider, status, snapshot, lastEffectAt ?? 0);
+        status = absorbObservation(status, snapshot, observed, deps.now());
+      }
+      event = deriveObservedEvent(snapshot, status, { now: deps.now(), ...observed });
+    }
+    if (!event) break;
+
+    const next = step(snapshot, event);
+    if (!next.changed) break;
+    status = await commitTransition(deps, status, snapshot, next.snapshot, event, next.effects, desired);
+    if (next.effects.length > 0) {
+      status = await applyPending(deps, status);
+      lastEffectAt = deps.now();
+    }
+  }
+
+  status = await finishRun(deps, status, desired);
+  return { status, requeueAfterMs: requeueAfter(status, provider, deps.now(), lastEffectAt), lastEffectAt };
+}
+
+async function createStatus(deps: ReconcileDeps, loaded: LoadedRun): Promise<RunStatus> {
+  const now = deps.now();
+  const spec = loaded.run.spec;
+  const snapshot = initialSnapshot({ run: loaded.run.metadata.name, generation: 1, limits: limitsFromSpec(spec) });
+  const status: RunStatus = {
+    run: loaded.run.metadata.name,
+    phase: 'Pending',
+    generation: 1,
+    specHash: loaded.specHash,
+    observedGeneration: 0,
+    attempt: 0,
+    interruptions: 0,
+    errorRetries: 0,
+    conditions: [],
+    instances: [],
+    deadlines: {},
+    snapshot: persist(snapshot),
+    source: { file: loaded.file },
+    spec,
+    createdAt: iso(now),
+    updatedAt: iso(now),
+    eventSeq: 1,
+    costUSD: 0,
+  };
+  status.outbox = [
+    event(status, now, {
+      id: `${status.run}:created`,
+      kind: 'spec',
+      action: 'created',
+      message: `generation 1 from ${loaded.file}`,
+      data: { specHash: loaded.specHash },
+    }),
+  ];
+  return putStatus(deps, status, 'status:create');
+}
+
+/** Keeps status.spec current: supervision fields apply in place; a new spec hash waits as nextSpec. */
+function applySpecBookkeeping(status: RunStatus, desired: Desired): RunStatus {
+  const loaded = desired.loaded;
+  if (!loaded) return status;
+  if (loaded.specHash === status.specHash) {
+    if (JSON.stringify(loaded.run.spec) === JSON.stringify(status.spec) && !status.nextSpec) return status;
+    return { ...status, spec: loaded.run.spec, nextSpec: undefined, source: { ...status.source, file: loaded.file } };
+  }
+  if (status.nextSpec?.specHash === loaded.specHash) {
+    return { ...status, nextSpec: { ...status.nextSpec, spec: loaded.run.spec } };
+  }
+  return status;
+}
+
+async function observe(
+  deps: ReconcileDeps,
+  provider: Provider,
+  status: RunStatus,
+  snapshot: RunSnapshot,
+  freshAfter: number,
+): Promise<{ instances: InstanceObservation[]; agent?: AgentStatus }> {
+  const instances = await deps.observe(provider, status.run, freshAfter);
+  const ctx = snapshot.context;
+  const phase = phaseOf(snapshot.value);
+  const needsAgent = ['Syncing', 'Installing', 'Training', 'Interrupted', 'Terminating'].includes(phase);
+  if (!needsAgent || ctx.attempt === 0) return { instances };
+  const key: AttemptKey = { run: status.run, generation: ctx.generation, attempt: ctx.attempt };
+  const agent = await provider.readAgentStatus(key, specFor(status, ctx.generation));
+  return agent ? { instances, agent } : { instances };
+}
+
+/** Folds what was observed into status fields that are facts, not transitions. */
+function absorbObservation(
+  status: RunStatus,
+  snapshot: RunSnapshot,
+  observed: { instances: InstanceObservation[]; agent?: AgentStatus },
+  now: number,
+): RunStatus {
+  const ctx = snapshot.context;
+  const next: RunStatus = { ...status, instances: status.instances.map((i) => ({ ...i })) };
+  for (const record of next.instances) {
+    const seen = observed.instances.find((o) => o.instance.id === record.id);
+    if (!record.endedAt && seen?.state === 'terminated') {
+      record.endedAt = iso(now);
+      record.endReason = seen.spotInterruption?.reason ?? seen.stateReason ?? 'terminated';
+    }
+    if (record.pricePerHour !== undefined) {
+      const end = record.endedAt ? Date.parse(record.endedAt) : now;
+      record.costUSD = round((Math.max(0, end - Date.parse(record.launchedAt)) / 3_600_000) * record.pricePerHour);
+    }
+  }
+  next.costUSD = round(next.instances.reduce((sum, i) => sum + (i.costUSD ?? 0), 0));
+  const agent = observed.agent;
+  if (agent && agent.attempt === ctx.attempt && agent.generation === ctx.generation) {
+    const prev = next.agent?.attempt === agent.attempt ? next.agent : undefined;
+    next.agent = {
+      attempt: agent.attempt,
+      phase: agent.phase,
+      seq: agent.seq,
+      heartbeatAt: agent.heartbeatAt,
+      deployedAt: prev?.deployedAt,
+      message: agent.message,
+      logTail: agent.logTail,
+      restoredFrom: agent.restoredFrom ?? prev?.restoredFrom,
+    };
+    if (agent.progress) next.progress = agent.progress;
+    if (agent.lastCheckpoint) next.lastCheckpoint = { ...agent.lastCheckpoint, generation: agent.generation };
+  }
+  return next;
+}
+
+async function commitTransition(
+  deps: ReconcileDeps,
+  status: RunStatus,
+  before: RunSnapshot,
+  after: RunSnapshot,
+  ev: MachineEvent,
+  effects: Effect[],
+  desired: Desired,
+): Promise<RunStatus> {
+  const now = deps.now();
+  const from = phaseOf(before.value);
+  const to = phaseOf(after.value);
+  const seq = status.eventSeq + 1;
+  const transitionId = `${status.run}:${seq}`;
+  const record = event(status, now, {
+    id: transitionId,
+    seq,
+    kind: 'transition',
+    action: transitionLabel(before, after, ev),
+    message: describeEvent(ev),
+    data: { event: ev.type, generation: after.context.generation, attempt: after.context.attempt },
+  });
+  record.generation = after.context.generation;
+  record.attempt = after.context.attempt;
+  let next: RunStatus = { ...status, eventSeq: seq, outbox: [record] };
+  if (ev.type === 'NEW_GENERATION' && desired.loaded) {
+    next.nextSpec = { generation: ev.generation, specHash: desired.loaded.specHash, spec: desired.loaded.run.spec };
+  }
+  if (ev.type === 'FATAL') next.fatal = undefined;
+  if (effects.length > 0) {
+    next.pending = {
+      transitionId,
+      phaseAfter: to,
+      effects: effects.map((e) => ('params' in e ? { type: e.type, params: e.params } : { type: e.type })),
+      snapshotAfter: persist(after),
+    };
+    return putStatus(deps, next, `intent:${transitionId}`);
+  }
+  next = settleSnapshot(next, after, now);
+  return putStatus(deps, next, `commit:${transitionId}`);
+}
+
+/** Runs the pending effects (again, after a crash) and commits the snapshot they lead to. */
+async function applyPending(deps: ReconcileDeps, status: RunStatus): Promise<RunStatus> {
+  const pending = status.pending;
+  if (!pending) return status;
+  const after = restore(pending.snapshotAfter as PersistedRun);
+  let next: RunStatus = { ...status, instances: status.instances.map((i) => ({ ...i })) };
+  const results: RunEvent[] = [];
+  for (const [index, effect] of pending.effects.entries()) {
+    const id = `${pending.transitionId}/${index}:${effect.type}`;
+    deps.boundary?.(`before-effect:${id}`);
+    try {
+      const outcome = await executeEffect(deps, next, after, effect);
+      next = outcome.status;
+      results.push(event(next, deps.now(), { id, kind: 'effect', action: effect.type, result: outcome.result, message: outcome.message, requestId: outcome.requestId, data: outcome.data }));
+    } catch (err) {
+      if (err instanceof CapacityError && effect.type === 'launch') {
+        const failures = (next.launchBlocked?.failures ?? 0) + 1;
+        const wait = CAPACITY_RETRY_MS[Math.min(failures - 1, CAPACITY_RETRY_MS.length - 1)] as number;
+        next.launchBlocked = {
+          since: next.launchBlocked?.since ?? iso(deps.now()),
+          message: err.message,
+          retryAt: iso(deps.now() + wait),
+          failures,
+        };
+        results.push(event(next, deps.now(), { id, kind: 'effect', action: 'launch', result: 'error', message: `${err.message}; trying again in ${Math.round(wait / 1000)}s`, requestId: err.requestId }));
+      } else if (err instanceof TerminalError) {
+        next.fatal = { reason: effect.type === 'launch' ? 'LaunchFailed' : 'ProviderError', message: err.message };
+        results.push(event(next, deps.now(), { id, kind: 'effect', action: effect.type, result: 'error', message: err.message, requestId: err.requestId }));
+      } else {
+        // Retryable (or unknown): leave the intent in place; the queue backs off and replays it.
+        const message = err instanceof Error ? err.message : String(err);
+        await appendNow(deps, next, {
+          id: `${id}:error:${deps.now()}`,
+          kind: 'error',
+          action: effect.type,
+          result: 'error',
+          message,
+          requestId: err instanceof ProviderError ? err.requestId : undefined,
+        });
+        throw err;
+      }
+    }
+    deps.boundary?.(`after-effect:${id}`);
+  }
+  next = settleSnapshot({ ...next, pending: undefined, outbox: results, eventSeq: next.eventSeq }, after, deps.now());
+  return putStatus(deps, next, `commit:${pending.transitionId}`);
+}
+
+interface EffectOutcome {
+  status: RunStatus;
+  result: RunEvent['result'];
+  message?: string;
+  requestId?: string;
+  data?: Record<string, unknown>;
+}
+
+async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunSnapshot, effect: EffectRecord): Promise<EffectOutcome> {
+  const ctx = after.context;
+  const spec = specFor(status, ctx.generation);
+  const provider = await deps.provider(spec.provider);
+  const key: AttemptKey = { run: status.run, generation: ctx.generation, attempt: ctx.attempt };
+  switch (effect.type) {
+    case 'launch': {
+      const { instance, adopted } = await provider.launch({ ...key, spec, controller: deps.controller });
+      const instances = status.instances.some((i) => i.id === instance.id)
+        ? status.instances
+        : [...status.instances, { ...instance, generation: key.generation, attempt: key.attempt }];
+      const where = [instance.type, instance.zone, instance.market].filter(Boolean).join(', ');
+      return {
+        status: { ...status, instances, launchBlocked: undefined },
+        result: adopted ? 'adopted' : 'ok',
+        message: `${adopted ? 'adopted' : 'launched'} ${instance.id}${where ? ` (${where})` : ''} for attempt ${key.attempt}`,
+        data: { instanceId: instance.id },
+      };
+    }
+    case 'deployAgent': {
+      const instance = status.instances.find((i) => i.generation === key.generation && i.attempt === key.attempt && !i.endedAt);
+      if (!instance) throw new ProviderError(`no live instance recorded for attempt ${key.attempt}`);
+      const seedGeneration = spec.recovery.seedFromPreviousGeneration && key.generation > 1 ? key.generation - 1 : undefined;
+      await provider.deployAgent({ ...key, spec, instance, repoRoot: deps.repoRoot, seedGeneration });
+      const now = iso(deps.now());
+      return {
+        status: { ...status, agent: { attempt: key.attempt, phase: 'starting', seq: 0, heartbeatAt: now, deployedAt: now } },
+        result: 'ok',
+        message: `agent started on ${instance.id}`,
+      };
+    }
+    case 'requestStop': {
+      const reason = (effect.params?.reason ?? 'delete') as Parameters<Provider['requestStop']>[2];
+      await provider.requestStop(key, spec, reason);
+      return { status, result: 'ok', message: `asked the agent to checkpoint and stop (${reason})` };
+    }
+    case 'deliverSpotNotice': {
+      const instance = status.instances.find((i) => i.generation === key.generation && i.attempt === key.attempt && !i.endedAt);
+      if (!instance) return { status, result: 'skipped', message: 'no live instance to interrupt' };
+      await provider.deliverSpotNotice(key, instance.id);
+      return { status, result: 'ok', message: `rehearsal: spot interruption notice delivered to ${instance.id}` };
+    }
+    case 'terminate': {
+      const reason = String(effect.params?.reason ?? 'terminate');
+      const live = await liveInstanceIds(deps, provider, status);
+      for (const id of live) await provider.terminate(id);
+      const now = iso(deps.now());
+      const instances = status.instances.map((i) => (live.includes(i.id) && !i.endedAt ? { ...i, endedAt: now, endReason: reason } : i));
+      return {
+        status: { ...status, instances },
+        result: live.length ? 'ok' : 'skipped',
+        message: live.length ? `terminated ${live.join(', ')} (${reason})` : `nothing to terminate (${reason})`,
+      };
+    }
+    default:
+      throw new ProviderError(`unknown effect ${effect.type}`);
+  }
+}
+
+/** Every instance of the run that may still be alive: observed live, or recorded and not ended. */
+async function liveInstanceIds(deps: ReconcileDeps, provider: Provider, status: RunStatus): Promise<string[]> {
+  const observed = await deps.observe(provider, status.run, deps.now());
+  const ids = new Set(observed.filter((o) => o.state !== 'terminated').map((o) => o.instance.id));
+  for (const r of status.instances) {
+    const seen = observed.find((o) => o.instance.id === r.id);
+    if (!r.endedAt && (!seen || seen.state !== 'terminated')) ids.add(r.id);
+  }
+  return [...ids];
+}
+
+/** Commits a snapshot into status: phase, generation promotion, counters, conditions. */
+function settleSnapshot(status: RunStatus, snapshot: RunSnapshot, now: number): RunStatus {
+  const ctx = snapshot.context;
+  const phase = phaseOf(snapshot.value);
+  let next: RunStatus = {
+    ...status,
+    phase,
+    snapshot: persist(snapshot),
+    attempt: ctx.attempt,
+    interruptions: ctx.interruptions,
+    errorRetries: ctx.errorRetries,
+    failure: ctx.failure,
+    deadlines: ctx.deadline ? { [ctx.deadline.kind]: iso(ctx.deadline.at) } : {},
+  };
+  if (next.nextSpec && ctx.generation === next.nextSpec.generation) {
+    next = {
+      ...next,
+      generation: next.nextSpec.generation,
+      specHash: next.nextSpec.specHash,
+      spec: next.nextSpec.spec,
+      nextSpec: undefined,
+      progress: undefined,
+      lastCheckpoint: undefined,
+      trainingStartedAt: undefined,
+    };
+  }
+  if (phase === 'Training' && status.phase !== 'Training') next.trainingStartedAt = iso(now);
+  if (phase === 'Provisioning' && status.phase !== 'Provisioning') next.progress = status.progress;
+  if (!['Pending', 'Terminating'].includes(phase) && !next.nextSpec) next.observedGeneration = next.generation;
+  next.conditions = mergeConditions(status.conditions, wantedConditions(phase, ctx, next), iso(now));
+  return next;
+}
+
+/** Terminal housekeeping: no instance outlives a finished run, and deleted runs are archived. */
+async function finishRun(deps: ReconcileDeps, status: RunStatus, desired: Desired): Promise<RunStatus> {
+  let next = status;
+  const terminal = ['Completed', 'Failed', 'Suspended', 'Deleted'].includes(status.phase);
+  if (terminal && !status.pending) {
+    const provider = await deps.provider(status.spec.provider);
+    const live = await liveInstanceIds(deps, provider, status);
+    if (live.length > 0) {
+      for (const id of live) await provider.terminate(id);
+      const now = iso(deps.now());
+      next = {
+        ...next,
+        instances: next.instances.map((i) => (live.includes(i.id) && !i.endedAt ? { ...i, endedAt: now, endReason: `cleanup after ${status.phase}` } : i)),
+      };
+      await appendNow(deps, next, {
+        id: `${status.run}:cleanup:${deps.now()}`,
+        kind: 'effect',
+        action: 'terminate',
+        result: 'ok',
+        message: `terminated ${live.join(', ')}: no instance outlives a ${status.phase.toLowerCase()} run`,
+      });
+    }
+  }
+  const changed = JSON.stringify({ ...next, updatedAt: '' }) !== JSON.stringify({ ...(await lastWritten(deps, status)), updatedAt: '' });
+  if (changed) next = await putStatus(deps, next, 'status:observe');
+  if (next.phase === 'Deleted' && !desired.loaded) {
+    await deps.store.deleteStatus(next.run);
+  }
+  return next;
+}
+
+// The last document this process wrote for each run, to skip writes that would change nothing.
+const written = new WeakMap<ReconcileDeps, Map<string, RunStatus>>();
+
+async function lastWritten(deps: ReconcileDeps, status: RunStatus): Promise<RunStatus | undefined> {
+  return written.get(deps)?.get(status.run) ?? (await deps.store.getStatus(status.run));
+}
+
+async function putStatus(deps: ReconcileDeps, status: RunStatus, label: string): Promise<RunStatus> {
+  const next = { ...status, updatedAt: iso(deps.now()) };
+  deps.boundary?.(`before-write:${label}`);
+  await deps.store.putStatus(next);
+  let cache = written.get(deps);
+  if (!cache) written.set(deps, (cache = new Map()));
+  cache.set(next.run, next);
+  deps.boundary?.(`after-write:${label}`);
+  await flushOutbox(deps, next);
+  return next;
+}
+
+// Event ids this process has already appended and announced, so replays stay quiet.
+const announced = new WeakMap<ReconcileDeps, Set<string>>();
+
+async function flushOutbox(deps: ReconcileDeps, status: RunStatus): Promise<void> {
+  let seen = announced.get(deps);
+  if (!seen || seen.size > 50_000) announced.set(deps, (seen = new Set()));
+  const fresh = (status.outbox ?? []).filter((e) => !seen.has(e.id));
+  if (fresh.length === 0) return;
+  await deps.store.appendEvents(status.run, fresh);
+  for (const e of fresh) {
+    seen.add(e.id);
+    deps.onEvent?.(e);
+  }
+}
+
+async function appendNow(deps: ReconcileDeps, status: RunStatus, partial: Omit<RunEvent, 'seq' | 'at' | 'run' | 'generation' | 'attempt'> & { seq?: number }): Promise<void> {
+  const e = event(status, deps.now(), partial);
+  await deps.store.appendEvents(status.run, [e]);
+  deps.onEvent?.(e);
+}
+
+function event(
+  status: RunStatus,
+  now: number,
+  partial: Omit<RunEvent, 'seq' | 'at' | 'run' | 'generation' | 'attempt'> & { seq?: number },
+): RunEvent {
+  return {
+    seq: partial.seq ?? status.eventSeq,
+    at: iso(now),
+    run: status.run,
+    generation: status.generation,
+    attempt: status.attempt,
+    ...partial,
+  };
+}
+
+function specFor(status: RunStatus, generation: number): RunSpec {
+  return status.nextSpec && status.nextSpec.generation === generation ? status.nextSpec.spec : status.spec;
+}
+
+function requeueAfter(status: RunStatus, provider: Provider, now: number, lastEffectAt: number | undefined): number | undefined {
+  if (['Completed', 'Failed', 'Deleted'].includes(status.phase)) return undefined;
+  if (status.phase === 'Suspended') return undefined;
+  if (status.phase === 'Pending' && status.spec.suspend) return undefined;
+  if (status.pending) return 1_000;
+  if (lastEffectAt !== undefined) return Math.min(provider.pollIntervalMs, 500);
+  if (status.launchBlocked && !status.instances.some((i) => !i.endedAt)) {
+    return Math.max(500, Math.min(provider.pollIntervalMs * 5, Date.parse(status.launchBlocked.retryAt) - now));
+  }
+  return provider.pollIntervalMs;
+}
+
+function transitionLabel(before: RunSnapshot, after: RunSnapshot, ev: MachineEvent): string {
+  const from = phaseOf(before.value);
+  const to = phaseOf(after.value);
+  if (from !== to) return `${from} -> ${to}`;
+  const subFrom = subPhaseOf(before.value);
+  const subTo = subPhaseOf(after.value);
+  if (subFrom !== subTo) return `${from}: ${subFrom ?? '-'} -> ${subTo ?? '-'}`;
+  return `${from} (${ev.type})`;
+}
+
+function describeEvent(ev: MachineEvent): string {
+  switch (ev.type) {
+    case 'JOB_FAILED':
+    case 'FATAL':
+    case 'BUDGET_EXCEEDED':
+      return ev.message;
+    case 'SPOT_NOTICE':
+    case 'INSTANCE_GONE':
+      return ev.reason;
+    case 'NEW_GENERATION':
+      return `spec changed what is trained: generation ${ev.generation}`;
+    default:
+      return ev.type;
+  }
+}
+
+function round(n: number): number {
+  return Math.round(n * 10_000) / 10_000;
+}

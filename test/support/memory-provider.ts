@@ -1,0 +1,316 @@
+// An in-memory cloud for reconciler tests. The world advances one tick per observe() call, so runs
+// are deterministic: an instance becomes running and ready, the agent installs, trains a number of
+// steps per tick, checkpoints every few steps, and succeeds. A script injects spot notices, job
+// failures and provider faults. With `file`, the world is kept on disk after every call, so a
+// controller process can be killed and a new one sees the same cloud (the crash test).
+import fs from 'node:fs';
+import {
+  CapacityError,
+  RetryableError,
+  TerminalError,
+  type AgentStatus,
+  type AttemptKey,
+  type CheckpointManifest,
+  type DeployRequest,
+  type InstanceObservation,
+  type LaunchRequest,
+  type LaunchResult,
+  type LogChunk,
+  type Provider,
+  type StopReason,
+} from '../../src/providers/types.js';
+import type { RunSpec } from '../../src/spec/types.js';
+
+export interface Script {
+  totalSteps: number;
+  stepsPerTick: number;
+  checkpointEvery: number;
+  /** Deliver a spot notice when this run's attempt reaches this step. */
+  spotAt?: { run: string; attempt: number; step: number }[];
+  /** Make these attempts' jobs exit 1 at this step. */
+  failAt?: { run: string; attempt: number; step: number }[];
+  /** Terminate the instance out-of-band (no spot reason) at this step. */
+  killAt?: { run: string; attempt: number; step: number }[];
+  /** Fail the next `times` calls of an operation. */
+  faults?: { op: keyof Provider; kind: 'retryable' | 'capacity' | 'terminal'; times: number }[];
+  /** Ticks an instance spends pending before it runs. */
+  bootTicks?: number;
+}
+
+interface Instance extends AttemptKey {
+  id: string;
+  state: 'pending' | 'running' | 'terminated';
+  ticks: number;
+  launchedAt: string;
+  stateReason?: string;
+  spotNoticeAt?: string;
+}
+
+interface Agent extends AttemptKey {
+  phase: AgentStatus['phase'];
+  seq: number;
+  step: number;
+  startStep: number;
+  exitCode?: number;
+  lastCheckpoint?: number;
+  stop?: StopReason;
+  deploys: number;
+}
+
+export interface World {
+  script: Script;
+  tick: number;
+  nextId: number;
+  instances: Instance[];
+  agents: Record<string, Agent>;
+  /** run/g<gen> -> checkpoint steps, oldest first. */
+  checkpoints: Record<string, number[]>;
+  /** attempt key -> how many instances were actually created (adoptions excluded). */
+  launches: Record<string, number>;
+  calls: Record<string, number>;
+}
+
+const keyOf = (k: AttemptKey) => `${k.run}/g${k.generation}/a${k.attempt}`;
+const genKey = (run: string, generation: number) => `${run}/g${generation}`;
+
+export class MemoryProvider implements Provider {
+  readonly name = 'local';
+  world: World;
+
+  constructor(
+    script: Script,
+    private readonly opts: { file?: string; pollIntervalMs?: number } = {},
+  ) {
+    const existing = opts.file && fs.existsSync(opts.file) ? (JSON.parse(fs.readFileSync(opts.file, 'utf8')) as World) : undefined;
+    this.world = existing ?? {
+      script,
+      tick: 0,
+      nextId: 1,
+      instances: [],
+      agents: {},
+      checkpoints: {},
+      launches: {},
+      calls: {},
+    };
+    this.save();
+  }
+
+  get pollIntervalMs(): number {
+    return this.opts.pollIntervalMs ?? 5;
+  }
+
+  private load(): void {
+    if (this.opts.file && fs.existsSync(this.opts.file)) this.world = JSON.parse(fs.readFileSync(this.opts.file, 'utf8')) as World;
+  }
+
+  private save(): void {
+    if (!this.opts.file) return;
+    const tmp = `${this.opts.file}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(this.world));
+    fs.renameSync(tmp, this.opts.file);
+  }
+
+  private enter(op: keyof Provider): void {
+    this.load();
+    this.world.calls[op] = (this.world.calls[op] ?? 0) + 1;
+    const fault = this.world.script.faults?.find((f) => f.op === op && f.times > 0);
+    if (fault) {
+      fault.times--;
+      this.save();
+      const msg = `injected ${fault.kind} fault on ${op}`;
+      if (fault.kind === 'retryable') throw new RetryableError(msg, { code: 'Throttling' });
+      if (fault.kind === 'capacity') throw new CapacityError(msg, { code: 'InsufficientInstanceCapacity' });
+      throw new TerminalError(msg, { code: 'UnauthorizedOperation' });
+    }
+  }
+
+  async observe(runs: string[]): Promise<Map<string, InstanceObservation[]>> {
+    this.enter('observe');
+    this.advance();
+    const out = new Map<string, InstanceObservation[]>();
+    for (const i of this.world.instances) {
+      if (!runs.includes(i.run)) continue;
+      const list = out.get(i.run) ?? [];
+      list.push({
+        run: i.run,
+        generation: i.generation,
+        attempt: i.attempt,
+        instance: { id: i.id, launchedAt: i.launchedAt, market: 'spot', type: 'mem.small', pricePerHour: 0.5 },
+        state: i.state,
+        ready: i.state === 'running',
+        stateReason: i.stateReason,
+        spotInterruption: i.spotNoticeAt ? { noticedAt: i.spotNoticeAt, reason: 'Server.SpotInstanceTermination' } : undefined,
+      });
+      out.set(i.run, list);
+    }
+    this.save();
+    return out;
+  }
+
+  async launch(req: LaunchRequest): Promise<LaunchResult> {
+    this.enter('launch');
+    const existing = this.world.instances.find(
+      (i) => i.run === req.run && i.generation === req.generation && i.attempt === req.attempt,
+    );
+    if (existing) {
+      this.save();
+      return { instance: { id: existing.id, launchedAt: existing.launchedAt, pricePerHour: 0.5, market: 'spot' }, adopted: true };
+    }
+    const id = `mem-${this.world.nextId++}`;
+    const launchedAt = new Date().toISOString();
+    this.world.instances.push({ id, run: req.run, generation: req.generation, attempt: req.attempt, state: 'pending', ticks: 0, launchedAt });
+    this.world.launches[keyOf(req)] = (this.world.launches[keyOf(req)] ?? 0) + 1;
+    this.save();
+    return { instance: { id, launchedAt, pricePerHour: 0.5, market: 'spot', type: 'mem.small' }, adopted: false };
+  }
+
+  async deployAgent(req: DeployRequest): Promise<void> {
+    this.enter('deployAgent');
+    const k = keyOf(req);
+    const agent = this.world.agents[k];
+    if (agent) {
+      agent.deploys++;
+    } else {
+      const ckpts = this.world.checkpoints[genKey(req.run, req.generation)] ?? [];
+      const seed = req.seedGeneration !== undefined ? this.world.checkpoints[genKey(req.run, req.seedGeneration)] ?? [] : [];
+      const start = ckpts.at(-1) ?? seed.at(-1) ?? 0;
+      this.world.agents[k] = { run: req.run, generation: req.generation, attempt: req.attempt, phase: 'starting', seq: 0, step: start, startStep: start, deploys: 1 };
+    }
+    this.save();
+  }
+
+  async readAgentStatus(key: AttemptKey): Promise<AgentStatus | undefined> {
+    this.enter('readAgentStatus');
+    const a = this.world.agents[keyOf(key)];
+    this.save();
+    if (!a) return undefined;
+    const total = this.world.script.totalSteps;
+    return {
+      run: a.run,
+      generation: a.generation,
+      attempt: a.attempt,
+      phase: a.phase,
+      seq: a.seq,
+      heartbeatAt: new Date().toISOString(),
+      exitCode: a.exitCode,
+      progress: { step: a.step, total },
+      lastCheckpoint:
+        a.lastCheckpoint !== undefined
+          ? { id: String(a.lastCheckpoint).padStart(8, '0'), step: a.lastCheckpoint, files: 1, bytes: 8, at: new Date().toISOString() }
+          : undefined,
+      logTail: a.phase === 'failed' ? [`step=${a.step}/${total}`, 'Traceback: injected failure'] : undefined,
+    };
+  }
+
+  async requestStop(key: AttemptKey, _spec: RunSpec, reason: StopReason): Promise<void> {
+    this.enter('requestStop');
+    const a = this.world.agents[keyOf(key)];
+    if (a && !['succeeded', 'failed', 'lost', 'stopped', 'interrupted'].includes(a.phase)) a.stop = reason;
+    this.save();
+  }
+
+  async deliverSpotNotice(_key: AttemptKey, instanceId: string): Promise<void> {
+    this.enter('deliverSpotNotice');
+    const i = this.world.instances.find((x) => x.id === instanceId);
+    if (i && i.state !== 'terminated' && !i.spotNoticeAt) i.spotNoticeAt = new Date().toISOString();
+    this.save();
+  }
+
+  async terminate(instanceId: string): Promise<void> {
+    this.enter('terminate');
+    const i = this.world.instances.find((x) => x.id === instanceId);
+    if (i && i.state !== 'terminated') {
+      i.state = 'terminated';
+      i.stateReason ??= 'Client.UserInitiatedShutdown';
+    }
+    this.save();
+  }
+
+  async latestCheckpoint(run: string, generation: number): Promise<CheckpointManifest | undefined> {
+    this.enter('latestCheckpoint');
+    const step = this.world.checkpoints[genKey(run, generation)]?.at(-1);
+    if (step === undefined) return undefined;
+    return { id: String(step).padStart(8, '0'), run, generation, attempt: 0, step, createdAt: new Date().toISOString(), files: [] };
+  }
+
+  async readLogs(key: AttemptKey): Promise<LogChunk> {
+    return { attempt: key.attempt, cursor: '', text: '' };
+  }
+
+  /** One tick of simulated time: instances boot, agents progress, scripted events fire. */
+  private advance(): void {
+    const w = this.world;
+    const s = w.script;
+    w.tick++;
+    for (const i of w.instances) {
+      if (i.state === 'pending' && ++i.ticks > (s.bootTicks ?? 1)) i.state = 'running';
+    }
+    for (const a of Object.values(w.agents)) {
+      const inst = w.instances.find((i) => i.run === a.run && i.generation === a.generation && i.attempt === a.attempt);
+      if (!inst || inst.state === 'terminated') continue;
+      const checkpoint = () => {
+        const list = (w.checkpoints[genKey(a.run, a.generation)] ??= []);
+        if (list.at(-1) !== a.step) list.push(a.step);
+        a.lastCheckpoint = a.step;
+      };
+      a.seq++;
+      switch (a.phase) {
+        case 'starting':
+          a.phase = 'installing';
+          break;
+        case 'installing':
+          a.phase = 'training';
+          break;
+        case 'training': {
+          if (a.stop) {
+            checkpoint();
+            a.phase = 'stopped';
+            break;
+          }
+          if (inst.spotNoticeAt) {
+            a.phase = 'interrupting';
+            break;
+          }
+          for (let n = 0; n < s.stepsPerTick && a.step < s.totalSteps && (inst.state as Instance['state']) !== 'terminated'; n++) {
+            a.step++;
+            if (a.step % s.checkpointEvery === 0) checkpoint();
+            const match = (e: { run: string; attempt: number; step: number }) =>
+              e.run === a.run && e.attempt === a.attempt && e.step === a.step;
+            if (s.failAt?.some(match)) {
+              a.phase = 'failed';
+              a.exitCode = 1;
+              break;
+            }
+            if (s.spotAt?.some(match)) {
+              inst.spotNoticeAt = new Date().toISOString();
+              break;
+            }
+            if (s.killAt?.some(match)) {
+              inst.state = 'terminated';
+              // The agent dies with its instance: its last status stays as it was.
+              inst.stateReason = 'Client.UserInitiatedShutdown: terminated by another user';
+              break;
+            }
+          }
+          if (a.phase === 'training' && a.step >= s.totalSteps) {
+            checkpoint();
+            a.phase = 'succeeded';
+            a.exitCode = 0;
+          }
+          break;
+        }
+        case 'interrupting':
+          checkpoint();
+          a.phase = 'interrupted';
+          break;
+        case 'interrupted':
+          // Real spot capacity is reclaimed after the notice: the instance goes away.
+          inst.state = 'terminated';
+          inst.stateReason = 'Server.SpotInstanceTermination';
+          break;
+        default:
+          break;
+      }
+    }
+  }
+}
