@@ -202,18 +202,22 @@ export class Sandbox {
     await writeJsonAtomic(path.join(this.groupsDir, `${record.pgid}.json`), record);
   }
 
-  /** Process groups the agent recorded in its stateDir (see docs/agent.md): the job and setup steps. */
+  /** Process groups the agent recorded in its stateDir (see the agent script's header): job and setup. */
   async agentGroups(): Promise<GroupRecord[]> {
     const out: GroupRecord[] = [];
     for (const name of ['job.json', 'setup.json']) {
       const rec = await readJsonIfPresent<{ pgid?: number; startTime?: string | null }>(path.join(this.stateDir, name));
       if (rec && Number.isInteger(rec.pgid)) out.push({ pgid: rec.pgid as number, startTime: rec.startTime ?? undefined });
     }
-    try {
-      const pgid = Number((await fs.readFile(path.join(this.stateDir, 'job.pgid'), 'utf8')).trim());
-      if (Number.isInteger(pgid) && pgid > 1 && !out.some((g) => g.pgid === pgid)) out.push({ pgid });
-    } catch {
-      // no job started yet, or the agent cleaned up after it ended
+    // job.pgid, and the pids the job's and setup's wrappers write themselves (group leaders), cover
+    // an agent killed between starting a child and recording it.
+    for (const name of ['job.pgid', 'job.pid', 'setup.pid']) {
+      try {
+        const pgid = Number((await fs.readFile(path.join(this.stateDir, name), 'utf8')).trim());
+        if (Number.isInteger(pgid) && pgid > 1 && !out.some((g) => g.pgid === pgid)) out.push({ pgid });
+      } catch {
+        // not started yet, or the agent cleaned up after it ended
+      }
     }
     return out;
   }
