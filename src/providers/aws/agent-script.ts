@@ -1,7 +1,8 @@
 // The shell script sent with SSM AWS-RunShellScript to install and start runctl's agent. It is
 // built only from validated values, each single-quoted; the agent config travels as JSON in a
 // quoted heredoc (no expansion), and the agent itself is fetched from storage and checked against
-// its sha256. Running it twice is harmless: a live agent for the attempt is adopted, not doubled.
+// its sha256. Running it twice is harmless: the agent holds a lock in its state directory, so a
+// second start exits while the first lives, and a restarted agent adopts the running job.
 import { createHash } from 'node:crypto';
 import type { AgentConfig } from '../../agent/config-types.js';
 import type { AttemptKey } from '../types.js';
@@ -64,29 +65,22 @@ export function agentInstallScript(input: AgentScriptInput): string {
   const eof = heredocDelimiter(config);
   const endpoint = input.s3EndpointUrl ? ` --endpoint-url ${shQuote(input.s3EndpointUrl)}` : '';
   return [
-    '#!/bin/bash',
+    '#!/bin/sh',
     `# runctl: install and start the agent for ${input.key.run} generation ${input.key.generation} attempt ${input.key.attempt}`,
-    'set -euo pipefail',
+    // POSIX sh only: the SSM agent runs AWS-RunShellScript with sh, which is dash on Debian/Ubuntu images.
+    'set -eu',
     'umask 022',
     `dir=${shQuote(dir)}`,
     `agent_url=${shQuote(input.agentUrl)}`,
     `agent_sha=${shQuote(input.agentSha256)}`,
     `export AWS_DEFAULT_REGION=${shQuote(input.region)}`,
     'missing=""',
-    'for tool in python3 aws setsid sha256sum; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done',
+    'for tool in python3 aws sha256sum; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done',
     'if [ -n "$missing" ]; then',
     `  echo "runctl: the instance image lacks:$missing; runctl's agent needs bash, coreutils, python3 and the AWS CLI" >&2`,
     `  exit ${EXIT_MISSING_PREREQUISITE}`,
     'fi',
     'mkdir -p "$dir"',
-    // A live agent for this attempt is adopted: a repeated deploy must not start a second one.
-    'if [ -s "$dir/agent.pid" ]; then',
-    '  pid=$(cat "$dir/agent.pid")',
-    '  if kill -0 "$pid" 2>/dev/null && grep -q runctl-agent "/proc/$pid/cmdline" 2>/dev/null; then',
-    '    echo "runctl: agent already running (pid $pid)"',
-    '    exit 0',
-    '  fi',
-    'fi',
     'if ! { [ -s "$dir/runctl-agent.py" ] && echo "$agent_sha  $dir/runctl-agent.py" | sha256sum -c --status; }; then',
     `  aws${endpoint} s3 cp --only-show-errors "$agent_url" "$dir/runctl-agent.py.tmp"`,
     '  if ! echo "$agent_sha  $dir/runctl-agent.py.tmp" | sha256sum -c --status; then',
@@ -100,10 +94,10 @@ export function agentInstallScript(input: AgentScriptInput): string {
     eof,
     'mv -f "$dir/config.json.tmp" "$dir/config.json"',
     'cd "$dir"',
-    // Detached from the SSM command: its own session, no inherited stdio, survives the command's end.
-    'setsid nohup python3 "$dir/runctl-agent.py" --config "$dir/config.json" >>"$dir/agent.out" 2>&1 </dev/null &',
-    'echo $! > "$dir/agent.pid"',
-    'echo "runctl: agent started (pid $!)"',
+    // --detach: the agent forks into its own session (setsid) and points its stdio at its state
+    // directory, so it outlives this SSM command; config errors still reach the command's output.
+    'python3 "$dir/runctl-agent.py" --config "$dir/config.json" --detach </dev/null',
+    'echo "runctl: agent started for $dir"',
     '',
   ].join('\n');
 }

@@ -18,6 +18,7 @@ import {
   type StopReason,
 } from '../types.js';
 import { chainRegion, createClients, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
+import { deployAgent, stopRequest, type DeployOutcome } from './deploy.js';
 import { launchAttempt } from './ec2-launch.js';
 import { awsCall, errorCode } from './errors.js';
 import { ImageResolver } from './image.js';
@@ -49,6 +50,10 @@ export interface AwsProviderOptions {
   describePageSize?: number;
   /** S3 endpoint the agent on the instance uses; defaults to the custom endpoint, if any. */
   agentS3EndpointUrl?: string;
+  /** SSM endpoint the agent uses to resolve `ssm:` secrets; defaults to the custom endpoint, if any. */
+  agentSsmEndpointUrl?: string;
+  /** Agent heartbeat and IMDS/control poll periods (defaults from renderAgentConfig: 10 s and 2 s). */
+  agentTiming?: { heartbeatSeconds?: number; noticePollSeconds?: number };
   /** Wall-clock limit for SSM to accept and finish the agent's install command. */
   ssmDeadlineMs?: number;
   ssmPollMs?: number;
@@ -72,6 +77,7 @@ export class AwsProvider implements Provider {
   private readonly prices = new SpotPrices();
   /** The newest spec seen per run, for port calls that carry none (deliverSpotNotice). */
   private readonly specByRun = new Map<string, RunSpec>();
+  private readonly knownObjects = new Set<string>();
   private defaultRegion?: Promise<string>;
 
   constructor(private readonly opts: AwsProviderOptions = {}) {
@@ -154,8 +160,27 @@ export class AwsProvider implements Provider {
   }
 
   async deployAgent(req: DeployRequest): Promise<void> {
+    await this.deploy(req);
+  }
+
+  /** deployAgent, returning what it did (bundle bytes uploaded, SSM command id) for tests and the event log. */
+  async deploy(req: DeployRequest): Promise<DeployOutcome> {
     this.remember(req.run, req.spec);
-    throw new Error(`deployAgent pending agent integration (${this.agentS3Endpoint ?? ''})`);
+    const region = await this.regionFor(req.spec);
+    this.instanceRegion.set(req.instance.id, region);
+    return deployAgent(
+      {
+        clients: this.clientsFor(region),
+        storage: await this.storageFor(req.spec),
+        s3EndpointUrl: this.agentS3Endpoint,
+        ssmEndpointUrl: this.opts.agentSsmEndpointUrl ?? customEndpoint(this.clientOpts, 'SSM'),
+        deadlineMs: this.opts.ssmDeadlineMs ?? 180_000,
+        pollMs: this.opts.ssmPollMs ?? 2000,
+        knownObjects: this.knownObjects,
+        timing: this.opts.agentTiming,
+      },
+      req,
+    );
   }
 
   /** One conditional GET per call: 304 returns the cached status without a body. */
@@ -185,14 +210,21 @@ export class AwsProvider implements Provider {
   async requestStop(key: AttemptKey, spec: RunSpec, reason: StopReason): Promise<void> {
     this.remember(key.run, spec);
     const storage = await this.storageFor(spec);
-    await storage.putText(controlKey(key), JSON.stringify({ ...key, stop: reason, at: new Date().toISOString() }));
+    await storage.putText(controlKey(key), JSON.stringify(stopRequest(key, reason)));
   }
 
+  /**
+   * A rehearsal of a spot interruption. EC2 offers no API to put a notice on an instance's IMDS (only
+   * AWS FIS experiments can), so the agent is asked through its control object to checkpoint and
+   * stop exactly as it does on a notice; the reconciler then resumes the run on a new instance.
+   */
   async deliverSpotNotice(key: AttemptKey, _instanceId: string): Promise<void> {
     const spec = this.specByRun.get(key.run);
-    if (!spec) throw new RetryableError(`no spec seen yet for ${key.run}`, { code: 'UnknownRun' });
+    if (!spec) {
+      throw new RetryableError(`no spec seen yet for ${key.run}; the rehearsal is retried on the next pass`, { code: 'UnknownRun' });
+    }
     const storage = await this.storageFor(spec);
-    await storage.putText(controlKey(key), JSON.stringify({ ...key, rehearse: 'spot-interruption', at: new Date().toISOString() }));
+    await storage.putText(controlKey(key), JSON.stringify(stopRequest(key, 'spot-rehearsal')));
   }
 
   async terminate(instanceId: string): Promise<void> {

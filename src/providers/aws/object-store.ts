@@ -21,6 +21,8 @@ export class S3ObjectStore implements ObjectStore {
   constructor(
     readonly s3: S3Client,
     readonly location: S3Location,
+    /** Keys per ListObjectsV2 page; S3's maximum (1000) unless a test wants to see paging. */
+    private readonly listPageSize = 1000,
   ) {}
 
   get url(): string {
@@ -67,6 +69,7 @@ export class S3ObjectStore implements ObjectStore {
           new ListObjectsV2Command({
             Bucket: this.location.bucket,
             Prefix: this.fullKey(prefix),
+            MaxKeys: this.listPageSize,
             ...(delimiter ? { Delimiter: delimiter } : {}),
             ...(token ? { ContinuationToken: token } : {}),
           }),
@@ -133,6 +136,7 @@ function conditionDetail(err: unknown): string {
 export interface S3ObjectStoreOptions extends ClientOptions {
   /** Where the URL came from, for error messages (`--state`, `runctl.yaml state:`). */
   from?: string;
+  listPageSize?: number;
 }
 
 /**
@@ -153,5 +157,5 @@ export function createS3ObjectStore(url: string, opts: S3ObjectStoreOptions = {}
     ...(opts.profile ? { profile: opts.profile } : {}),
     ...(opts.credentials ? { credentials: opts.credentials } : {}),
   });
-  return new S3ObjectStore(s3, location);
+  return new S3ObjectStore(s3, location, opts.listPageSize);
 }

@@ -85,7 +85,7 @@ export async function startRig(fleetOpts: { bootDelayMs?: number } = {}): Promis
     fleet,
     bucket,
     provider(opts = {}) {
-      const { factory, recorder } = recordingClients(fleet.endpoint, { retry: { baseDelayMs: 20, ...opts.retry } });
+      const { factory, recorder } = recordingClients(opts.endpointUrl ?? fleet.endpoint, { retry: { baseDelayMs: 20, ...opts.retry } });
       const controller = opts.controller ?? `test-${randomUUID().slice(0, 8)}`;
       const provider = createAwsProvider({
         region: REGION,

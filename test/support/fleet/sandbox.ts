@@ -1,5 +1,6 @@
 // One simulated instance's inside: a directory standing in for its filesystem, and the processes
-// started there by SSM commands. Commands run with bash exactly as sent, except for two
+// started there by SSM commands. Like the SSM agent, a command's lines are written to
+// _script.sh and run with /bin/sh (dash here, as on Debian and Ubuntu images), exactly as sent except for two
 // well-defined rewrites: runctl's instance root (/opt/runctl) moves into the sandbox, and the
 // IMDS address points at this instance's loopback IMDS. Every process started for the instance
 // carries RUNCTL_FLEET_INSTANCE in its environment, so "terminating the instance" can find and
@@ -50,7 +51,11 @@ export function runInSandbox(opts: {
     script: rewriteScript(opts.script, opts.sandboxDir, opts.imdsUrl),
   };
   fs.mkdirSync(path.join(opts.sandboxDir, 'home'), { recursive: true });
-  const child = spawn('bash', ['-c', inv.script], {
+  const orchestration = path.join(opts.sandboxDir, 'ssm', opts.commandId);
+  fs.mkdirSync(orchestration, { recursive: true });
+  const scriptFile = path.join(orchestration, '_script.sh');
+  fs.writeFileSync(scriptFile, inv.script, { mode: 0o700 });
+  const child = spawn('/bin/sh', [scriptFile], {
     cwd: opts.sandboxDir,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
