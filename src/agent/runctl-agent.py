@@ -559,6 +559,8 @@ class Agent:
         self.threads_stop = threading.Event()
         self.sync_stop = threading.Event()
         self.threads = []
+        self.publish_wake = threading.Event()
+        self.publisher_running = False
         self.child = None
         self.secrets = {}
         self.tail_from = 0
@@ -597,19 +599,28 @@ class Agent:
             if "phase" in fields:
                 self.log("phase %s%s" % (fields["phase"], (": " + self.status["message"]) if fields.get("message") else ""))
                 self.job_log_note("phase %s" % fields["phase"])
-            if publish:
-                self.publish_status()
+        if publish:
+            self.request_publish()
+
+    def request_publish(self):
+        """Phase changes are published at once, by the heartbeat thread when it runs (so the
+        caller never waits on storage), synchronously otherwise."""
+        if self.publisher_running:
+            self.publish_wake.set()
+        else:
+            self.publish_status()
 
     def publish_status(self):
+        """Writes the status; only ever called from one thread at a time, so seq order is write order."""
         with self.status_lock:
             self.status["seq"] += 1
             self.status["heartbeatAt"] = now_iso()
             doc = json.loads(self.redact(json.dumps(self.status)))
-            try:
-                self.storage.put_bytes(self.attempt_prefix + "status.json", json_bytes(doc))
-            except (StorageError, OSError) as e:
-                self.log("status write failed: %s" % e)
-            return doc
+        try:
+            self.storage.put_bytes(self.attempt_prefix + "status.json", json_bytes(doc))
+        except (StorageError, OSError) as e:
+            self.log("status write failed: %s" % e)
+        return doc
 
     def refresh_log_view(self):
         """logTail and progress from the end of job.log (setup output while installing)."""
@@ -697,10 +708,17 @@ class Agent:
             self.log("thread %s crashed: %s" % (name, traceback.format_exc()))
 
     def heartbeat_loop(self):
-        while not self.threads_stop.wait(self.cfg["heartbeatSeconds"]):
+        next_beat = time.monotonic()
+        while not self.threads_stop.is_set():
+            self.publish_wake.wait(max(0.0, next_beat - time.monotonic()))
+            if self.threads_stop.is_set():
+                return
+            self.publish_wake.clear()
             try:
-                self.ship_logs()
-                self.refresh_log_view()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.cfg["heartbeatSeconds"]
+                    self.ship_logs()
+                    self.refresh_log_view()
                 self.publish_status()
             except Exception as e:
                 self.log("heartbeat failed: %s" % e)
@@ -767,6 +785,7 @@ class Agent:
             self.publish_status()
             return 0
         self.status["seq"] = self.previous_seq()
+        self.publisher_running = True
         self.start_thread("heartbeat", self.heartbeat_loop)
         self.start_thread("watch", self.watch_loop)
 
@@ -846,7 +865,11 @@ class Agent:
             pass
         archive = self.p("bundle.tar.gz")
         self.log("downloading bundle %s" % key)
-        if not self.storage.get_file(key, archive):
+        try:
+            found = self.storage.get_file(key, archive)
+        except StorageError as e:
+            raise AgentFailure("cannot download code bundle %s: %s" % (key, e))
+        if not found:
             raise AgentFailure("code bundle %s not found in %s" % (key, self.cfg["storage"]))
         expected = re.match(r"^bundles/([0-9a-f]{64})\.tar\.gz$", key)
         if expected:
@@ -1009,7 +1032,7 @@ class Agent:
             remove_quietly(self.p("setup.exit"))
             child = self.launch("setup", setup, self.p("setup.exit"), self.p("setup.json"))
         self.refresh_log_view()
-        self.publish_status()
+        self.request_publish()
         code, stopped = self.wait_child(child)
         if stopped:
             return self.finish_stopped()
@@ -1194,8 +1217,10 @@ class Agent:
         """Final logs, final status, result.json; then the pid and marker files go."""
         self.threads_stop.set()
         self.sync_stop.set()
+        self.publish_wake.set()
         for t in self.threads:
             t.join()
+        self.publisher_running = False
         self.job_log_note("attempt ended: %s%s" % (phase, "" if exitCode is None else " (exit code %d)" % exitCode))
         self.ship_logs(final=True)
         self.refresh_log_view()
@@ -1250,7 +1275,7 @@ class Agent:
                 state["fingerprint"] = before
                 atomic_write(self.p("checkpoints.json"), json_bytes(state))
                 return None
-            prefix, ids, _ = self.checkpoint_ids(self.cfg["generation"])
+            prefix, ids, published = self.checkpoint_ids(self.cfg["generation"])
             cid = pad_seq((int(ids[-1]) if ids else 0) + 1)
             step = (self.status.get("progress") or {}).get("step")
             manifest = dict(self.key, id=cid, createdAt=now_iso(), files=files)
@@ -1266,11 +1291,10 @@ class Agent:
             self.log("published checkpoint %s (%d files, %d bytes%s)" % (cid, ref["files"], ref["bytes"], "" if step is None else ", step %d" % step))
             self.job_log_note("checkpoint %s published%s" % (cid, "" if step is None else " at step %d" % step))
             self.set_status(publish=False, lastCheckpoint=ref)
-            self.apply_retention()
+            self.apply_retention(prefix, ids + [cid], published + [cid])
             return ref
 
-    def apply_retention(self):
-        prefix, ids, published = self.checkpoint_ids(self.cfg["generation"])
+    def apply_retention(self, prefix, ids, published):
         if len(published) <= self.cfg["keep"]:
             return
         oldest_kept = published[-self.cfg["keep"]]

@@ -1,10 +1,11 @@
 // The agent's normal endings: success, a failing job, a failing setup, a job that vanishes.
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
-import { FakeImds, Sandbox, TEST_JOB, groupAlive, readJson, waitFor, walkFiles } from './support.js';
+import { FakeImds, PYTHON, Sandbox, TEST_JOB, groupAlive, readJson, waitFor, walkFiles } from './support.js';
 
 let imds: FakeImds;
 let box: Sandbox;
@@ -171,6 +172,24 @@ describe('agent lifecycle', () => {
     const failed = await box.run(config2, env);
     expect(failed.phase).toBe('failed');
     expect(failed.message).toMatch(/cannot resolve secret HF_TOKEN from ssm:\/team\/missing: .*ParameterNotFound/);
+  });
+
+  it.each([
+    ['an entry climbing out of the work dir', 'evil', "t.addfile(tarfile.TarInfo('../escaped'), io.BytesIO(b''))", /entry '..\/escaped' would land outside the work directory/],
+    ['a symlink leading out of it', 'evil', "i = tarfile.TarInfo('link'); i.type = tarfile.SYMTYPE; i.linkname = '../../etc'; t.addfile(i)", /symlink 'link' points outside the work directory/],
+    ['content that does not match its name', 'a'.repeat(64), "t.addfile(tarfile.TarInfo('x'), io.BytesIO(b''))", /is corrupt: its content hashes to [0-9a-f]{64}/],
+  ])('refuses a bundle with %s', async (_what, name, add, message) => {
+    box = await Sandbox.create();
+    const key = `bundles/${name}.tar.gz`;
+    await mkdir(path.join(box.storageDir, 'bundles'), { recursive: true });
+    execFileSync(PYTHON, ['-c', `import io, sys, tarfile\nwith tarfile.open(sys.argv[1], 'w:gz') as t:\n    ${add}`, path.join(box.storageDir, key)]);
+    const config = box.config({ run: 'evil', generation: 1, attempt: 1 }, key, imds.url);
+
+    const status = await box.run(config);
+
+    expect(status.phase).toBe('failed');
+    expect(status.message).toMatch(message);
+    expect(existsSync(path.join(path.dirname(config.workDir), 'escaped'))).toBe(false);
   });
 
   it('rejects an invalid config with a message naming the field, exit code 2', async () => {
