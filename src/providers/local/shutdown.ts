@@ -36,7 +36,8 @@ export async function shutDownSandbox(
   await sandbox.markShuttingDown({ at: new Date().toISOString(), by });
   const survivors = await stopSandboxProcesses(sandbox, opts);
   if (survivors.length > 0) return { survivors };
-  await sandbox.markTerminated(record);
+  // Work data goes before the terminated mark, so a terminated sandbox never still holds it.
   await sandbox.removeWorkData();
+  await sandbox.markTerminated(record);
   return { survivors };
 }
