@@ -1,0 +1,147 @@
+// S3 through the real client against moto: content-addressed bundles (multipart when large),
+// checkpoints found by their manifest, logs by cursor, bundle cleanup confined to runctl's keys,
+// path-style addressing with a custom endpoint, and the plan-time offerings check.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { logsPrefix, manifestKey, padSeq } from '../../../src/agent/layout.js';
+import { ensureBundle } from '../../../src/providers/aws/bundles.js';
+import { parseStorageUrl, S3Storage } from '../../../src/providers/aws/storage.js';
+import { TerminalError } from '../../../src/providers/types.js';
+import { awsSpec, REGION, startRig, type AwsRig } from './harness.js';
+
+let rig: AwsRig;
+let tmp: string;
+beforeAll(async () => {
+  rig = await startRig();
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-aws-storage-'));
+});
+afterAll(async () => {
+  await rig?.release();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function storageFor(prefix: string) {
+  const { provider, recorder } = rig.provider();
+  const s3 = provider.clientsFor(REGION).s3;
+  return { provider, recorder, s3, storage: new S3Storage(s3, parseStorageUrl(`s3://${rig.bucket}/${prefix}`), REGION) };
+}
+
+async function put(s3: S3Storage['s3'], key: string, body: string): Promise<void> {
+  await s3.send(new PutObjectCommand({ Bucket: rig.bucket, Key: key, Body: body }));
+}
+
+describe('S3 storage', () => {
+  it('uploads a bundle once: unchanged code costs one HEAD and zero bytes; large bundles go multipart', async () => {
+    const { storage, recorder } = storageFor('bundles-test');
+    const small = path.join(tmp, 'small.tar.gz');
+    fs.writeFileSync(small, randomBytes(1024));
+    const sha = 'a'.repeat(64);
+    expect(await ensureBundle(storage, { sha256: sha, file: small, bytes: 1024 })).toBe(1024);
+    recorder.reset();
+    expect(await ensureBundle(storage, { sha256: sha, file: small, bytes: 1024 })).toBe(0);
+    expect(recorder.calls.map((c) => c.operation)).toEqual(['HeadObject']);
+
+    const large = path.join(tmp, 'large.tar.gz');
+    fs.writeFileSync(large, randomBytes(9 * 1024 * 1024));
+    recorder.reset();
+    await ensureBundle(storage, { sha256: 'b'.repeat(64), file: large, bytes: 9 * 1024 * 1024 });
+    expect(recorder.count('s3', 'CreateMultipartUpload')).toBe(1);
+    expect(recorder.count('s3', 'UploadPart')).toBe(2);
+    expect(recorder.count('s3', 'CompleteMultipartUpload')).toBe(1);
+    const listed = await storage.list('bundles/');
+    expect(listed.map((o) => [o.Key, o.Size])).toEqual([
+      [`bundles/${'a'.repeat(64)}.tar.gz`, 1024],
+      [`bundles/${'b'.repeat(64)}.tar.gz`, 9 * 1024 * 1024],
+    ]);
+  });
+
+  it('addresses S3 path-style when a custom endpoint is set', async () => {
+    const { storage } = storageFor('path-style');
+    const before = rig.fleet.calls.length;
+    await storage.putText('probe.json', '{}');
+    const s3Calls = rig.fleet.calls.slice(before).filter((c) => c.service === 's3');
+    expect(s3Calls.map((c) => c.action)).toEqual([`PUT /${rig.bucket}/path-style/probe.json`]);
+  });
+
+  it('prunes only unreferenced, old bundles under runctl’s bundles/ prefix', async () => {
+    const { provider, s3 } = storageFor('prune');
+    const keep = 'c'.repeat(64);
+    const drop = 'd'.repeat(64);
+    for (const key of [
+      `prune/bundles/${keep}.tar.gz`,
+      `prune/bundles/${drop}.tar.gz`,
+      'prune/bundles/notes.txt',
+      `prune/runs/r/g1/checkpoints/${padSeq(1)}/MANIFEST.json`,
+      `other/bundles/${drop}.tar.gz`,
+    ]) {
+      await put(s3, key, 'x');
+    }
+    const young = await provider.pruneBundles(`s3://${rig.bucket}/prune`, [keep]);
+    expect(young.deleted).toEqual([]);
+    const result = await provider.pruneBundles(`s3://${rig.bucket}/prune`, [keep], { minAgeMs: 0 });
+    expect(result.deleted).toEqual([`bundles/${drop}.tar.gz`]);
+    const left = await s3.send(new ListObjectsV2Command({ Bucket: rig.bucket }));
+    const keys = (left.Contents ?? []).map((o) => o.Key);
+    expect(keys).toEqual(
+      expect.arrayContaining([`prune/bundles/${keep}.tar.gz`, 'prune/bundles/notes.txt', `other/bundles/${drop}.tar.gz`]),
+    );
+    expect(keys).not.toContain(`prune/bundles/${drop}.tar.gz`);
+  });
+
+  it('finds the newest checkpoint that has a manifest, skipping one still uploading', async () => {
+    const { provider, s3 } = storageFor('ckpt');
+    const spec = awsSpec(rig.bucket, { checkpoints: { storage: `s3://${rig.bucket}/ckpt` } });
+    expect(await provider.latestCheckpoint('r', 1, spec)).toBeUndefined();
+    const manifest = (id: string, step: number) =>
+      JSON.stringify({ id, run: 'r', generation: 1, attempt: 1, step, createdAt: new Date().toISOString(), files: [] });
+    await put(s3, `ckpt/${manifestKey('r', 1, padSeq(1))}`, manifest(padSeq(1), 100));
+    await put(s3, `ckpt/${manifestKey('r', 1, padSeq(2))}`, manifest(padSeq(2), 200));
+    await put(s3, `ckpt/runs/r/g1/checkpoints/${padSeq(3)}/model.bin`, 'partial');
+    await put(s3, `ckpt/${manifestKey('r', 2, padSeq(9))}`, manifest(padSeq(9), 900));
+    const latest = await provider.latestCheckpoint('r', 1, spec);
+    expect(latest).toMatchObject({ id: padSeq(2), step: 200 });
+  });
+
+  it('reads log segments in order and continues after a cursor', async () => {
+    const { provider, s3 } = storageFor('logs');
+    const spec = awsSpec(rig.bucket, { checkpoints: { storage: `s3://${rig.bucket}/logs` } });
+    const key = { run: 'r', generation: 1, attempt: 2 };
+    await put(s3, `logs/${logsPrefix(key)}${padSeq(1)}.log`, 'one\n');
+    await put(s3, `logs/${logsPrefix(key)}${padSeq(2)}.log`, 'two\n');
+    const first = await provider.readLogs(key, spec);
+    expect(first).toMatchObject({ attempt: 2, text: 'one\ntwo\n' });
+    await put(s3, `logs/${logsPrefix(key)}${padSeq(3)}.log`, 'three\n');
+    const next = await provider.readLogs(key, spec, first.cursor);
+    expect(next.text).toBe('three\n');
+    expect((await provider.readLogs(key, spec, next.cursor)).text).toBe('');
+  });
+
+  it('rejects a storage URL that is not s3:// with a message naming the field', async () => {
+    const { provider } = storageFor('x');
+    const spec = awsSpec(rig.bucket, { checkpoints: { storage: 'file:///tmp/x' } });
+    const err = await provider.readAgentStatus({ run: 'r', generation: 1, attempt: 1 }, spec).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TerminalError);
+    expect((err as Error).message).toMatch(/spec\.checkpoints\.storage "file:\/\/\/tmp\/x" is not an S3 URL/);
+  });
+});
+
+describe('instance type offerings', () => {
+  it('reports types not offered in the region or in some of the zones', async () => {
+    const { provider } = rig.provider();
+    const ok = awsSpec(rig.bucket, { resources: { instanceTypes: ['g5.xlarge', 't3.micro'] } });
+    expect(await provider.checkOfferings(ok)).toEqual([]);
+
+    const typo = awsSpec(rig.bucket, { resources: { instanceTypes: ['g5.xlarge', 'g5.xlarg'] } });
+    const problems = await provider.checkOfferings(typo);
+    expect(problems).toEqual([{ field: 'spec.resources.instanceTypes[1]', message: expect.stringMatching(/g5\.xlarg is not offered in region us-east-1/) }]);
+
+    // c5.xlarge is not offered in us-east-1e (as in AWS, and in moto's offerings data).
+    const zonal = awsSpec(rig.bucket, { resources: { instanceTypes: ['c5.xlarge'], availabilityZones: ['us-east-1a', 'us-east-1e'] } });
+    const zoneProblems = await provider.checkOfferings(zonal);
+    expect(zoneProblems).toEqual([{ field: 'spec.resources.instanceTypes[0]', message: expect.stringMatching(/c5\.xlarge is not offered in us-east-1e \(offered in us-east-1a\)/) }]);
+  });
+});
