@@ -160,8 +160,12 @@ export class Controller {
 
   private nextChange(signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      this.changeWaiters.push(resolve);
-      signal?.addEventListener('abort', () => resolve(), { once: true });
+      const done = () => {
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      this.changeWaiters.push(done);
+      signal?.addEventListener('abort', done, { once: true });
     });
   }
 

@@ -1,0 +1,65 @@
+import type { Command } from 'commander';
+import type { RunStatus } from '../state/types.js';
+import { colorsFor, renderStatusTable } from '../ui/index.js';
+import { addCommonOptions, cliContext, readOnlyStore, type CommonOptions } from './context.js';
+import { UsageError } from './errors.js';
+
+interface StatusOptions extends CommonOptions {
+  output: string;
+}
+
+export function register(program: Command): void {
+  addCommonOptions(
+    program
+      .command('status')
+      .description('Show every run (or one): phase, attempt, age, instance, last checkpoint')
+      .argument('[run]', 'only this run')
+      .option('-o, --output <format>', 'table or json', 'table'),
+  ).action(async (run: string | undefined, opts: StatusOptions) => {
+    if (opts.output !== 'table' && opts.output !== 'json') {
+      throw new UsageError(`--output must be table or json (got "${opts.output}")`);
+    }
+    const ctx = await cliContext(opts);
+    const store = readOnlyStore(ctx);
+    const names = run ? [run] : await store.listRuns();
+    const statuses: RunStatus[] = [];
+    for (const name of names) {
+      const s = await store.getStatus(name);
+      if (s) statuses.push(s);
+    }
+    if (run && statuses.length === 0) {
+      const known = await store.listRuns();
+      process.stderr.write(`runctl: no run named "${run}"${known.length ? ` (known runs: ${known.join(', ')})` : ''}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    if (opts.output === 'json') {
+      process.stdout.write(`${JSON.stringify(statuses.map(publicStatus), null, 2)}\n`);
+    } else {
+      process.stdout.write(renderStatusTable(statuses, { now: Date.now(), colors: colorsFor(process.stdout, process.env) }));
+    }
+  });
+}
+
+/** The status as users see it: no machine internals, no pending intents. */
+export function publicStatus(s: RunStatus) {
+  return {
+    run: s.run,
+    phase: s.phase,
+    generation: s.generation,
+    observedGeneration: s.observedGeneration,
+    attempt: s.attempt,
+    interruptions: s.interruptions,
+    errorRetries: s.errorRetries,
+    conditions: s.conditions,
+    progress: s.progress ?? null,
+    lastCheckpoint: s.lastCheckpoint ?? null,
+    instances: s.instances,
+    costUSD: s.costUSD,
+    deadlines: s.deadlines,
+    failure: s.failure ?? null,
+    source: s.source ?? null,
+    createdAt: s.createdAt,
+    updatedAt: s.updatedAt,
+  };
+}
