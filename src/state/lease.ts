@@ -44,6 +44,9 @@ export interface LeaseView {
   raise(lease: Lease, floor: number): Promise<Lease | undefined>;
 }
 
+/** Long enough to ride out a slow S3 call or a GC pause, short enough that a dead controller's runs move on within a minute. */
+export const DEFAULT_LEASE_TTL_MS = 60_000;
+
 export interface LeaseManagerOptions {
   /** Stop trusting a lease this long before it expires (covers clock skew and a write in flight). */
   marginMs?: number;
@@ -75,7 +78,7 @@ export class LeaseManager implements LeaseView {
     opts: LeaseManagerOptions = {},
   ) {
     if (!holder || /\s/.test(holder)) throw new Error(`lease holder ${JSON.stringify(holder)} must be a non-empty name without spaces`);
-    if (!Number.isFinite(ttlMs) || ttlMs < 1000) throw new Error(`lease duration ${ttlMs} ms is too short: use at least 1000 ms (the default is 60 s)`);
+    if (!Number.isFinite(ttlMs) || ttlMs < 1000) throw new Error(`lease duration ${ttlMs} ms is too short: use at least 1000 ms (the default is ${DEFAULT_LEASE_TTL_MS / 1000} s)`);
     this.marginMs = opts.marginMs ?? Math.min(5_000, Math.floor(ttlMs / 4));
     if (this.marginMs < 0 || this.marginMs >= ttlMs) throw new Error(`lease safety margin ${this.marginMs} ms must be between 0 and the lease duration (${ttlMs} ms)`);
   }

@@ -109,12 +109,12 @@ export class SharedStore implements StateStore {
     }
   }
 
+  /** Waits for writes in flight. The object store stays open: its creator closes it (leases may share it). */
   async close(): Promise<void> {
     await Promise.allSettled([...this.chains.values()]);
     this.versions.clear();
     this.knownIds.clear();
     this.eventCache.clear();
-    this.objects.close?.();
   }
 
   async listRuns(): Promise<string[]> {
