@@ -2,7 +2,7 @@
 // (no reconciler): a job trained to success, a spot interruption survived by resuming on a new
 // instance with byte-identical final weights, and a controller stop.
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { LocalProvider } from '../../../src/providers/local/index.js';
@@ -165,6 +165,13 @@ describe('local provider end to end', () => {
       const st = await p.readAgentStatus(key, s);
       return st?.phase === 'training' && st.pid !== undefined && (st.progress?.step ?? 0) > 0 ? st : undefined;
     });
+    // Deploying again (a controller retrying after a crash) adopts the running agent.
+    const [seen] = (await p.observe(['doomed'])).get('doomed') ?? [];
+    await p.deployAgent({ ...key, spec: s, instance: seen!.instance, repoRoot: REPO_ROOT });
+    const groups = await readdir(path.join(p.sandboxDir(id), 'groups'));
+    expect(groups).toHaveLength(2); // the host and the one agent
+    expect(groups).toContain(`${status.agentPid}.json`);
+    expect((await p.readAgentStatus(key, s))?.agentPid).toBe(status.agentPid);
     const host = JSON.parse(await readFile(path.join(p.sandboxDir(id), 'host.json'), 'utf8')) as { pid: number };
     const pids = [host.pid, status.agentPid!, ...groupPids(status.pid!)];
     expect(pids.length).toBeGreaterThanOrEqual(4); // host, agent, the job's wrapper and the job

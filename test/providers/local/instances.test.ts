@@ -220,4 +220,17 @@ describe('terminate', () => {
     expect(await readFile(path.join(p.sandboxDir(instance.id), 'terminated.json'), 'utf8')).toBe(record);
     await expect(p.terminate('../../etc')).rejects.toThrow(TerminalError);
   });
+
+  it('keeps a terminated sandbox\'s records for history, and prunes them once they are old enough', async () => {
+    const keep = root.provider();
+    const { instance } = await keep.launch({ ...key('old'), spec: spec(), controller: 'default' });
+    await hostOf(keep.sandboxDir(instance.id));
+    await keep.terminate(instance.id);
+    expect((await keep.observe(['old'])).get('old')?.map((o) => o.state)).toEqual(['terminated']);
+
+    const prune = root.provider({ retainTerminatedMs: 0 });
+    await new Promise((r) => setTimeout(r, 5));
+    expect((await prune.observe(['old'])).get('old')).toEqual([]);
+    expect(existsSync(prune.sandboxDir(instance.id))).toBe(false);
+  });
 });
