@@ -793,6 +793,9 @@ class Agent:
         if job:
             return self.adopt(job)
 
+        self.check_control()  # a stop that is already asked for: start nothing
+        if self.stopping():
+            return self.finish_stopped()
         try:
             self.set_status(phase="syncing")
             self.resolve_secrets()

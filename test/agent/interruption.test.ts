@@ -114,6 +114,8 @@ describe('agent interruption', () => {
     const status = await box.run(config);
 
     expect(status).toMatchObject({ phase: 'stopped', message: 'stop requested by the controller: delete' });
+    expect(box.phases(config)).toEqual(['stopping', 'stopped']);
+    expect(existsSync(config.workDir)).toBe(false);
     expect(existsSync(starts)).toBe(false);
   });
 });
