@@ -1,0 +1,138 @@
+// YAML documents with their source positions: parsing, finding the node behind a field path,
+// and the structural checks the yaml package leaves to us (duplicate keys, odd keys, aliases).
+import {
+  isAlias,
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseAllDocuments,
+  type Document,
+  type Node,
+  type Pair,
+} from 'yaml';
+import type { Segment } from './field-path.js';
+
+export type YamlDocument = Document.Parsed;
+
+/** Passed to yaml's toJS, which refuses exponential alias expansion ("billion laughs") past it. */
+export const MAX_ALIAS_COUNT = 100;
+
+export interface ParsedYaml {
+  documents: YamlDocument[];
+  lineCounter: LineCounter;
+}
+
+export function parseYaml(text: string): ParsedYaml {
+  const lineCounter = new LineCounter();
+  // Duplicate keys are found by findStructureProblems, which can name both places.
+  const parsed = parseAllDocuments(text, { lineCounter, uniqueKeys: false, prettyErrors: false });
+  return { documents: Array.isArray(parsed) ? parsed : [], lineCounter };
+}
+
+export interface Position {
+  line: number;
+  column: number;
+}
+
+export function positionAt(lineCounter: LineCounter, offset: number): Position {
+  const { line, col } = lineCounter.linePos(offset);
+  return { line: Math.max(1, line), column: Math.max(1, col) };
+}
+
+/** True when the document holds nothing (only comments, or an empty `---`). */
+export function isEmptyDocument(doc: YamlDocument): boolean {
+  const contents = doc.contents;
+  return contents === null || (isScalar(contents) && contents.value === null && !contents.source);
+}
+
+function keyText(key: unknown): string | undefined {
+  if (isScalar(key)) return key.value === null ? '' : String(key.value);
+  return undefined;
+}
+
+function start(node: { range?: [number, number, number] | null } | null | undefined): number | undefined {
+  return node?.range ? node.range[0] : undefined;
+}
+
+function isBlank(node: unknown): boolean {
+  return node === null || node === undefined || (isScalar(node) && node.value === null && !node.source);
+}
+
+/**
+ * Source offset for a field path. `value` points at the value (or at its key when the value is
+ * empty); `key` at the key. When the path does not exist in the source (a missing field, or one
+ * filled in by a default), the nearest enclosing node that does exist is used.
+ */
+export function offsetOf(doc: YamlDocument, path: readonly Segment[], anchor: 'value' | 'key' = 'value'): number {
+  let node: unknown = doc.contents;
+  let nearest = start(node as Node) ?? 0;
+  for (let i = 0; i < path.length; i++) {
+    if (isAlias(node)) node = node.resolve(doc);
+    const segment = path[i] as Segment;
+    const last = i === path.length - 1;
+    if (isMap(node)) {
+      const pair = (node.items as Pair[]).find((p) => keyText(p.key) === String(segment));
+      if (!pair) return nearest;
+      const keyOffset = start(pair.key as Node) ?? nearest;
+      if (last && anchor === 'key') return keyOffset;
+      if (isBlank(pair.value)) return keyOffset;
+      node = pair.value;
+    } else if (isSeq(node) && typeof segment === 'number') {
+      const item = node.items[segment];
+      if (item === undefined || isBlank(item)) return nearest;
+      node = item;
+    } else {
+      return nearest;
+    }
+    nearest = start(node as Node) ?? nearest;
+  }
+  return nearest;
+}
+
+export interface StructureProblem {
+  path: Segment[];
+  offset: number;
+  message: string;
+}
+
+export interface StructureReport {
+  problems: StructureProblem[];
+  /** Offset of the first alias (`*name`), if any: where an alias bomb is reported. */
+  firstAliasOffset: number | undefined;
+}
+
+/** Duplicate keys (naming both places) and keys that are not plain scalars, in one pass. */
+export function findStructureProblems(doc: YamlDocument, lineCounter: LineCounter): StructureReport {
+  const problems: StructureProblem[] = [];
+  let firstAliasOffset: number | undefined;
+  const stack: Array<{ node: unknown; path: Segment[] }> = [{ node: doc.contents, path: [] }];
+  while (stack.length > 0) {
+    const { node, path } = stack.pop() as { node: unknown; path: Segment[] };
+    if (isAlias(node)) {
+      const at = start(node) ?? 0;
+      if (firstAliasOffset === undefined || at < firstAliasOffset) firstAliasOffset = at;
+    } else if (isMap(node)) {
+      const seen = new Map<string, number>();
+      for (const pair of node.items as Pair[]) {
+        const key = keyText(pair.key);
+        const keyOffset = start(pair.key as Node) ?? start(node) ?? 0;
+        if (key === undefined) {
+          problems.push({ path, offset: keyOffset, message: 'mapping keys must be plain text, not a list or a mapping' });
+          continue;
+        }
+        const first = seen.get(key);
+        if (first !== undefined) {
+          const { line, column } = positionAt(lineCounter, first);
+          problems.push({ path: [...path, key], offset: keyOffset, message: `duplicate key "${key}" (first defined at ${line}:${column})` });
+        } else {
+          seen.set(key, keyOffset);
+        }
+        stack.push({ node: pair.value, path: [...path, key] });
+      }
+    } else if (isSeq(node)) {
+      node.items.forEach((item, index) => stack.push({ node: item, path: [...path, index] }));
+    }
+  }
+  return { problems, firstAliasOffset };
+}
