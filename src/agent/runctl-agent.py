@@ -994,8 +994,12 @@ class Agent:
         return None
 
     def download_verified(self, prefix, dest):
-        raw = self.storage.get_bytes(prefix + MANIFEST_NAME)
-        if raw is None:
+        # One download of the whole checkpoint, manifest included (one AWS CLI call, not two).
+        self.storage.get_tree(prefix, dest)
+        try:
+            with open(os.path.join(dest, MANIFEST_NAME), "rb") as f:
+                raw = f.read()
+        except OSError:
             return None, "manifest missing"
         try:
             manifest = json.loads(raw.decode("utf-8"))
@@ -1005,7 +1009,6 @@ class Agent:
                     return None, "manifest lists an invalid entry %r" % (f.get("path"),)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None, "manifest is unreadable"
-        self.storage.get_tree(prefix, dest)
         for f in files:
             path = os.path.join(dest, *f["path"].split("/"))
             if not os.path.isfile(path):

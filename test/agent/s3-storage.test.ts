@@ -1,6 +1,6 @@
 // The agent's s3:// storage path, through the real AWS CLI against moto's S3: bundle download,
 // status and log segments, checkpoint publish (manifest last), retention, and restore.
-import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBundle } from '../../src/agent/bundle.js';
@@ -17,21 +17,23 @@ let imds: FakeImds;
 let box: Sandbox;
 let env: NodeJS.ProcessEnv;
 
-function aws(args: string[]): string {
-  return execFileSync('aws', [...args, '--endpoint-url', moto.url, '--region', 'us-east-1'], { env, encoding: 'utf8' });
+// The test itself talks to moto over plain HTTP (fast); only the agent goes through the AWS CLI.
+const AUTH = { authorization: 'AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0' };
+const objectUrl = (key: string) => `${moto.url}/${BUCKET}/${PREFIX}/${key}`;
+
+async function s3Put(key: string, body: Buffer | string): Promise<void> {
+  const res = await fetch(objectUrl(key), { method: 'PUT', headers: AUTH, body });
+  if (!res.ok) throw new Error(`PUT ${key}: ${res.status} ${await res.text()}`);
 }
-const s3Url = (key: string) => `s3://${BUCKET}/${PREFIX}/${key}`;
-const s3Get = (key: string) => aws(['s3', 'cp', s3Url(key), '-']);
-function s3Keys(prefix: string): string[] {
-  try {
-    return aws(['s3', 'ls', '--recursive', s3Url(prefix)])
-      .trim()
-      .split('\n')
-      .map((line) => line.split(/\s+/).slice(3).join(' ').slice(`${PREFIX}/${prefix}`.length))
-      .sort();
-  } catch {
-    return [];
-  }
+async function s3Get(key: string): Promise<string> {
+  const res = await fetch(objectUrl(key), { headers: AUTH });
+  if (!res.ok) throw new Error(`GET ${key}: ${res.status}`);
+  return res.text();
+}
+async function s3Keys(prefix: string): Promise<string[]> {
+  const res = await fetch(`${moto.url}/${BUCKET}?list-type=2&prefix=${encodeURIComponent(`${PREFIX}/${prefix}`)}`, { headers: AUTH });
+  const xml = await res.text();
+  return [...xml.matchAll(/<Key>([^<]+)<\/Key>/g)].map((m) => (m[1] as string).slice(`${PREFIX}/${prefix}`.length)).sort();
 }
 
 beforeAll(async () => {
@@ -62,9 +64,11 @@ describe('agent with s3:// storage', () => {
   it('restores, runs, publishes and prunes through the AWS CLI', { timeout: 180_000 }, async () => {
     await box.bundle({ 'job.sh': TEST_JOB });
     const bundle = await createBundle(box.root, { path: 'code', exclude: [] }, { outDir: path.join(box.root, 'out') });
-    aws(['s3', 'cp', '--only-show-errors', bundle.file, s3Url(bundleKey(bundle.sha256))]);
+    await s3Put(bundleKey(bundle.sha256), readFileSync(bundle.file));
     await box.publishCheckpoint('remote', 1, '00000001', { step: '3\n' }, 3); // an earlier attempt's, on local disk
-    aws(['s3', 'cp', '--only-show-errors', '--recursive', box.checkpoints('remote', 1)[0]!.dir, s3Url(`${checkpointsPrefix('remote', 1)}00000001/`)]);
+    const earlier = box.checkpoints('remote', 1)[0]!.dir;
+    await s3Put(`${checkpointsPrefix('remote', 1)}00000001/step`, readFileSync(path.join(earlier, 'step')));
+    await s3Put(`${checkpointsPrefix('remote', 1)}00000001/MANIFEST.json`, readFileSync(path.join(earlier, 'MANIFEST.json')));
 
     const key = { run: 'remote', generation: 1, attempt: 2 };
     const config = box.config(key, bundleKey(bundle.sha256), imds.url, {
@@ -79,7 +83,7 @@ describe('agent with s3:// storage', () => {
     });
     await box.run(config, env);
 
-    const status = JSON.parse(s3Get(statusKey(key))) as AgentStatus;
+    const status = JSON.parse(await s3Get(statusKey(key))) as AgentStatus;
     expect(status).toMatchObject({
       phase: 'succeeded',
       exitCode: 0,
@@ -87,12 +91,13 @@ describe('agent with s3:// storage', () => {
       restoredFrom: { id: '00000001' },
       lastCheckpoint: { id: '00000002', step: 5 },
     });
-    const segments = s3Keys(logsPrefix(key));
-    expect(segments.map((k) => s3Get(`${logsPrefix(key)}${k}`)).join('')).toMatch(/resuming=1[\s\S]*step=4\/5[\s\S]*step=5\/5[\s\S]*job done/);
+    const segments = await s3Keys(logsPrefix(key));
+    const logs = (await Promise.all(segments.map((k) => s3Get(`${logsPrefix(key)}${k}`)))).join('');
+    expect(logs).toMatch(/resuming=1[\s\S]*step=4\/5[\s\S]*step=5\/5[\s\S]*job done/);
     // keep: 1 — the restored checkpoint, manifest and files, is gone; the new one is complete.
-    expect(s3Keys(checkpointsPrefix('remote', 1))).toEqual(['00000002/MANIFEST.json', '00000002/step']);
-    const manifest = JSON.parse(s3Get(`${checkpointsPrefix('remote', 1)}00000002/MANIFEST.json`)) as CheckpointManifest;
+    expect(await s3Keys(checkpointsPrefix('remote', 1))).toEqual(['00000002/MANIFEST.json', '00000002/step']);
+    const manifest = JSON.parse(await s3Get(`${checkpointsPrefix('remote', 1)}00000002/MANIFEST.json`)) as CheckpointManifest;
     expect(manifest).toMatchObject({ id: '00000002', run: 'remote', generation: 1, attempt: 2, step: 5 });
-    expect(s3Get(`${checkpointsPrefix('remote', 1)}00000002/step`)).toBe('5\n');
+    expect(await s3Get(`${checkpointsPrefix('remote', 1)}00000002/step`)).toBe('5\n');
   });
 });
