@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { logsPrefix, manifestKey, padSeq } from '../../../src/agent/layout.js';
+import { controlKey, logsPrefix, manifestKey, padSeq } from '../../../src/agent/layout.js';
 import { ensureBundle } from '../../../src/providers/aws/bundles.js';
 import { parseStorageUrl, S3Storage } from '../../../src/providers/aws/storage.js';
 import { TerminalError } from '../../../src/providers/types.js';
@@ -118,6 +118,22 @@ describe('S3 storage', () => {
     const next = await provider.readLogs(key, spec, first.cursor);
     expect(next.text).toBe('three\n');
     expect((await provider.readLogs(key, spec, next.cursor)).text).toBe('');
+  });
+
+  it('asks the agent to stop, and to rehearse a spot interruption, through its control object', async () => {
+    const { provider, s3 } = storageFor('control');
+    const spec = awsSpec(rig.bucket, { checkpoints: { storage: `s3://${rig.bucket}/control` } });
+    const key = { run: 'r', generation: 3, attempt: 2 };
+    const read = async () => {
+      const { GetObjectCommand } = await import('@aws-sdk/client-s3');
+      const out = await s3.send(new GetObjectCommand({ Bucket: rig.bucket, Key: `control/${controlKey(key)}` }));
+      return JSON.parse((await out.Body?.transformToString()) ?? '{}') as Record<string, unknown>;
+    };
+    await provider.requestStop(key, spec, 'suspend');
+    // The agent acts on {"action": "stop", "reason": …} (src/agent/runctl-agent.py, check_control).
+    expect(await read()).toMatchObject({ action: 'stop', reason: 'suspend', run: 'r', generation: 3, attempt: 2 });
+    await provider.deliverSpotNotice(key, 'i-0123456789abcdef0');
+    expect(await read()).toMatchObject({ action: 'stop', reason: 'spot-rehearsal' });
   });
 
   it('rejects a storage URL that is not s3:// with a message naming the field', async () => {
