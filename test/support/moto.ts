@@ -10,6 +10,13 @@ import net from 'node:net';
 
 export const MOTO_URL_ENV = 'RUNCTL_TEST_MOTO_URL';
 
+declare module 'vitest' {
+  interface ProvidedContext {
+    /** URL of the moto server started by the global setup. */
+    motoUrl: string;
+  }
+}
+
 export interface MotoServer {
   url: string;
   stop(): Promise<void>;

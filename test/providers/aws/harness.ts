@@ -18,11 +18,37 @@ export interface SdkCall {
   input: Record<string, unknown>;
 }
 
+/**
+ * Acceptance 3, enforced on every launch of every test that uses these clients: a RunInstances
+ * request without IMDSv2 required, encrypted volumes, or all four ownership tags on both the
+ * instance and its volumes never reaches EC2; the call fails instead, and with it the test.
+ */
+export function launchRequestProblems(input: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const i = input as {
+    MetadataOptions?: { HttpTokens?: string };
+    BlockDeviceMappings?: { Ebs?: { Encrypted?: boolean } }[];
+    TagSpecifications?: { ResourceType?: string; Tags?: { Key?: string; Value?: string }[] }[];
+  };
+  if (i.MetadataOptions?.HttpTokens !== 'required') problems.push('MetadataOptions.HttpTokens is not "required"');
+  const mappings = i.BlockDeviceMappings ?? [];
+  if (mappings.length === 0 || mappings.some((m) => m.Ebs?.Encrypted !== true)) problems.push('a block device is not encrypted');
+  for (const resource of ['instance', 'volume']) {
+    const tags = i.TagSpecifications?.find((t) => t.ResourceType === resource)?.Tags ?? [];
+    for (const key of ['runctl:run', 'runctl:generation', 'runctl:attempt', 'runctl:controller']) {
+      if (!tags.some((t) => t.Key === key && t.Value)) problems.push(`${resource} lacks tag ${key}`);
+    }
+  }
+  return problems;
+}
+
 export interface Recorder {
   /** One entry per operation the provider asked for. */
   calls: SdkCall[];
   /** One entry per HTTP attempt (retries included). */
   attempts: SdkCall[];
+  /** RunInstances requests that passed launchRequestProblems on their way out. */
+  launchesChecked: number;
   reset(): void;
   count(service: string, operation?: string, which?: 'calls' | 'attempts'): number;
 }
@@ -41,6 +67,7 @@ export function recordingClients(endpointUrl: string, opts: { retry?: AwsProvide
     count(service, operation, which = 'calls') {
       return recorder[which].filter((c) => c.service === service && (!operation || c.operation === operation)).length;
     },
+    launchesChecked: 0,
   };
   const factory = (region: string) => {
     const clients = createClients(region, { endpointUrl, credentials: CREDENTIALS, retry: opts.retry });
@@ -57,6 +84,19 @@ export function recordingClients(endpointUrl: string, opts: { retry?: AwsProvide
         return next(args);
       };
       stack.add(entry(recorder.calls), { step: 'initialize', name: 'testRecordCalls' });
+      if (service === 'ec2') {
+        stack.add(
+          (next: (a: unknown) => Promise<unknown>, context: { commandName?: string }) => async (args: { input: Record<string, unknown> }) => {
+            if (context.commandName === 'RunInstancesCommand') {
+              const problems = launchRequestProblems(args.input);
+              if (problems.length > 0) throw new Error(`unsafe launch request: ${problems.join('; ')}`);
+              recorder.launchesChecked++;
+            }
+            return next(args);
+          },
+          { step: 'initialize', name: 'testCheckLaunches' },
+        );
+      }
       stack.add(entry(recorder.attempts), { step: 'deserialize', name: 'testRecordAttempts' });
     }
     return clients;

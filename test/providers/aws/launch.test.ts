@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { clientToken } from '../../../src/providers/aws/ec2-launch.js';
 import { CapacityError, TerminalError, type LaunchRequest } from '../../../src/providers/types.js';
 import type { RunSpec } from '../../../src/spec/types.js';
-import { awsSpec, startRig, type AwsRig, type Recorder, type SdkCall } from './harness.js';
+import { awsSpec, launchRequestProblems, startRig, type AwsRig, type Recorder, type SdkCall } from './harness.js';
 
 let rig: AwsRig;
 beforeAll(async () => {
@@ -76,6 +76,7 @@ describe('launch', () => {
     expect(result.instance.pricePerHour).toBeGreaterThan(0);
     const launches = runInstancesCalls(recorder);
     expect(launches).toHaveLength(1);
+    expect(recorder.launchesChecked).toBe(1);
     for (const call of launches) expectHardenedLaunch(call, req);
     expect(launches[0]?.input).toMatchObject({
       InstanceMarketOptions: { MarketType: 'spot', SpotOptions: { SpotInstanceType: 'one-time', InstanceInterruptionBehavior: 'terminate' } },
@@ -187,6 +188,23 @@ describe('launch', () => {
     expect(runInstancesCalls(second.recorder)).toHaveLength(0);
     const observed = await second.provider.observe(['crashy']);
     expect(observed.get('crashy')?.map((o) => o.instance.id)).toEqual([launched.instance.id]);
+  });
+
+  it('guards every launch request in these tests: an unsafe one would fail the call', () => {
+    const { recorder } = rig.provider();
+    expect(recorder.launchesChecked).toBe(0);
+    expect(launchRequestProblems({ MetadataOptions: { HttpTokens: 'optional' }, BlockDeviceMappings: [{ Ebs: { Encrypted: false } }] })).toEqual([
+      'MetadataOptions.HttpTokens is not "required"',
+      'a block device is not encrypted',
+      'instance lacks tag runctl:run',
+      'instance lacks tag runctl:generation',
+      'instance lacks tag runctl:attempt',
+      'instance lacks tag runctl:controller',
+      'volume lacks tag runctl:run',
+      'volume lacks tag runctl:generation',
+      'volume lacks tag runctl:attempt',
+      'volume lacks tag runctl:controller',
+    ]);
   });
 
   it('uses a deterministic client token of at most 64 characters per attempt and rung', () => {
