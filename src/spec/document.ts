@@ -42,6 +42,7 @@ export function validateDocument(doc: YamlDocument, ctx: DocumentContext): Docum
 
   const structure = findStructureProblems(doc, ctx.lineCounter);
   for (const p of structure.problems) at(p.offset, p.path, p.message);
+  if (structure.problems.some((p) => p.fatal)) return { diagnostics };
 
   let data: unknown;
   try {

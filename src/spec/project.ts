@@ -38,7 +38,9 @@ export async function loadProjectConfig(repoRoot: string): Promise<{ config: Pro
     for (const err of doc.errors) add(err.pos[0], '', `YAML syntax error: ${err.message.split('\n')[0]}`);
     return fallback;
   }
-  for (const p of findStructureProblems(doc, lineCounter).problems) add(p.offset, formatPath(p.path), p.message);
+  const structure = findStructureProblems(doc, lineCounter).problems;
+  for (const p of structure) add(p.offset, formatPath(p.path), p.message);
+  if (structure.some((p) => p.fatal)) return fallback;
   let data: unknown;
   try {
     data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });

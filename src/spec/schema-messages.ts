@@ -54,6 +54,7 @@ export function schemaProblems(errors: readonly ErrorObject[], data: unknown, ro
   const problems: Problem[] = [];
   const suggestedPaths = new Set<string>();
   const seen = new Set<string>();
+  const missing = new Set<Problem>();
   for (const err of errors) {
     if (err.keyword === 'propertyNames') continue; // reported through the inner error, which names the key
     const problem = toProblem(err, data, root, suggestedPaths);
@@ -61,8 +62,11 @@ export function schemaProblems(errors: readonly ErrorObject[], data: unknown, ro
     if (seen.has(key)) continue;
     seen.add(key);
     problems.push(problem);
+    if (err.keyword === 'required') missing.add(problem);
   }
-  return { problems, suggestedPaths };
+  // "metdata: unknown field (did you mean metadata?)" already explains why metadata is missing.
+  const explained = problems.filter((p) => !(missing.has(p) && suggestedPaths.has(formatPath(p.path))));
+  return { problems: explained, suggestedPaths };
 }
 
 function valueAt(data: unknown, path: readonly Segment[]): unknown {
@@ -96,7 +100,7 @@ function toProblem(err: ErrorObject, data: unknown, root: JsonSchema, suggestedP
       return error(path, hint ? `is required: ${hint}` : 'is required');
     }
     case 'type':
-      return error(base, typeMessage(String(params.type), value, secret, kind));
+      return error(base, typeMessage(base, String(params.type), value, secret, kind));
     case 'enum': {
       const allowed = (params.allowedValues as unknown[]).map(String);
       const suggestion = typeof value === 'string' ? closestMatch(value, allowed) : undefined;
@@ -219,12 +223,13 @@ const TYPE_NAMES: Record<string, string> = {
   integer: 'a whole number',
 };
 
-function typeMessage(expected: string, value: unknown, secret: boolean, kind: PatternKind | undefined): string {
+function typeMessage(path: readonly Segment[], expected: string, value: unknown, secret: boolean, kind: PatternKind | undefined): string {
   if (kind === 'duration' && typeof value === 'number') {
     return `must be a duration like 90s, 15m or 48h (got the number ${value}; add a unit, e.g. "${value}s")`;
   }
   if (kind === 'ssmRef') return `must be a reference like ssm:/team/hf-token (got ${kindOf(value)}; value not shown)`;
   const want = TYPE_NAMES[expected] ?? expected;
+  if (path.length === 0) return `the document must be a mapping with apiVersion, kind, metadata and spec (got ${kindOf(value)})`;
   if (secret) return `must be ${want} (got ${kindOf(value)}; value not shown)`;
   let hint = '';
   if (expected === 'string' && (typeof value === 'number' || typeof value === 'boolean')) hint = `; quote it: "${value}"`;
@@ -233,6 +238,7 @@ function typeMessage(expected: string, value: unknown, secret: boolean, kind: Pa
   else if ((expected === 'number' || expected === 'integer') && typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) {
     hint = '; remove the quotes';
   } else if (expected === 'array' && (typeof value === 'string' || typeof value === 'number')) hint = `; write a list: [${value}]`;
+  else if (expected === 'object' && typeof value === 'string' && formatPath(path) === 'spec.code') hint = `; write {path: ${value}}`;
   return `must be ${want} (got ${describeValue(value)}${hint})`;
 }
 

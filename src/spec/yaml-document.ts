@@ -94,6 +94,8 @@ export interface StructureProblem {
   path: Segment[];
   offset: number;
   message: string;
+  /** The document cannot be turned into plain data (a key that is a list or a mapping). */
+  fatal: boolean;
 }
 
 export interface StructureReport {
@@ -118,13 +120,13 @@ export function findStructureProblems(doc: YamlDocument, lineCounter: LineCounte
         const key = keyText(pair.key);
         const keyOffset = start(pair.key as Node) ?? start(node) ?? 0;
         if (key === undefined) {
-          problems.push({ path, offset: keyOffset, message: 'mapping keys must be plain text, not a list or a mapping' });
+          problems.push({ path, offset: keyOffset, message: 'mapping keys must be plain text, not a list or a mapping', fatal: true });
           continue;
         }
         const first = seen.get(key);
         if (first !== undefined) {
           const { line, column } = positionAt(lineCounter, first);
-          problems.push({ path: [...path, key], offset: keyOffset, message: `duplicate key "${key}" (first defined at ${line}:${column})` });
+          problems.push({ path: [...path, key], offset: keyOffset, message: `duplicate key "${key}" (first defined at ${line}:${column})`, fatal: false });
         } else {
           seen.set(key, keyOffset);
         }
