@@ -154,6 +154,11 @@ export interface Provider {
   latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined>;
   /** Log text of an attempt from storage, starting after `cursor`. */
   readLogs(key: AttemptKey, spec: RunSpec, cursor?: string): Promise<LogChunk>;
+  /**
+   * Tells the provider which spec a run has, before observe() is asked about it. Providers whose
+   * observation depends on the spec (aws: the run's region) use it; others may leave it out.
+   */
+  track?(run: string, spec: RunSpec): void;
   /** Release resources held by the provider object (servers, clients). */
   close?(): Promise<void>;
 }

@@ -96,6 +96,12 @@ export class AwsProvider implements Provider {
 
   private remember(run: string, spec: RunSpec): void {
     this.specByRun.set(run, spec);
+    if (spec.resources.region) this.regions.add(spec.resources.region);
+  }
+
+  /** Observation covers every region a tracked run's spec names (after a restart too). */
+  track(run: string, spec: RunSpec): void {
+    this.remember(run, spec);
   }
 
   /** spec.resources.region, then the project default, then the standard chain. */
@@ -126,6 +132,7 @@ export class AwsProvider implements Provider {
   }
 
   async observe(runs: string[]): Promise<Map<string, InstanceObservation[]>> {
+    // Without any tracked run or configured region, the standard chain names the one region to look at.
     if (this.regions.size === 0) this.regions.add(await this.regionFor());
     const merged = new Map<string, InstanceObservation[]>(runs.map((r) => [r, []]));
     for (const region of this.regions) {

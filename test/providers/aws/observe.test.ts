@@ -75,6 +75,18 @@ describe('observe', () => {
     expect(seen.get('never-launched')).toEqual([]);
   });
 
+  it('after a restart, observes the regions of the runs it is told about, not only the default one', async () => {
+    const before = rig.provider({ region: undefined });
+    const spec = awsSpec(rig.bucket, { resources: { region: 'eu-west-1', image: 'ami-12c6146b', market: 'on-demand' } });
+    const { instance } = await before.provider.launch({ run: 'far-away', generation: 1, attempt: 1, controller: before.controller, spec });
+    // A new controller process that knows the run only from its spec.
+    const after = rig.provider({ region: undefined, controller: before.controller });
+    after.provider.track('far-away', spec);
+    const seen = await after.provider.observe(['far-away']);
+    expect(seen.get('far-away')?.map((o) => o.instance.id)).toEqual([instance.id]);
+    expect(after.recorder.calls.filter((c) => c.operation === 'DescribeInstances')).toHaveLength(1);
+  });
+
   it('API economy: with 50 runs in training, a steady-state pass is one DescribeInstances per page and one S3 request per run', async () => {
     const { provider, recorder, controller } = rig.provider({ describePageSize: 20 });
     const spec = awsSpec(rig.bucket, { resources: { market: 'on-demand' } });
