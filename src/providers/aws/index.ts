@@ -17,6 +17,7 @@ import {
   type Provider,
   type StopReason,
 } from '../types.js';
+import { pruneBundles, type PruneResult } from './bundles.js';
 import { chainRegion, createClients, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
 import { deployAgent, stopRequest, type DeployOutcome } from './deploy.js';
 import { launchAttempt } from './ec2-launch.js';
@@ -28,7 +29,6 @@ import { SpotPrices } from './pricing.js';
 import type { RetryOptions } from './retry.js';
 import { onlineInstances } from './ssm.js';
 import { parseStorageUrl, S3Storage } from './storage.js';
-import { pruneBundles, type PruneResult } from './bundles.js';
 
 export interface AwsProviderOptions {
   /** Project default region (runctl.yaml); a spec's resources.region wins; else the standard AWS chain. */
@@ -147,9 +147,9 @@ export class AwsProvider implements Provider {
         try {
           for (const id of await onlineInstances(clients, unknown)) this.online.add(id);
         } catch (err) {
-          // Readiness can wait for the next pass; a missing permission cannot.
-          if (err instanceof RetryableError) continue;
-          throw err;
+          // Readiness can wait for the next pass (the instances are still reported, not ready);
+          // a missing permission cannot.
+          if (!(err instanceof RetryableError)) throw err;
         }
       }
       for (const [run, list] of groupByRun(instances, runs, (id) => this.online.has(id))) merged.get(run)?.push(...list);

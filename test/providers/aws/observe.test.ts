@@ -38,6 +38,19 @@ describe('observe', () => {
     expect(ready.instance.id).toBe(instance.id);
   });
 
+  it('still reports instances, not ready, when SSM keeps failing transiently', async () => {
+    const { provider, controller } = rig.provider({ retry: { maxAttempts: 2, baseDelayMs: 1 } });
+    const { instance } = await provider.launch({ run: 'ssm-down', generation: 1, attempt: 1, controller, spec: awsSpec(rig.bucket) });
+    const remove = rig.fleet.injectFault({ kind: 'error', service: 'ssm', action: 'DescribeInstanceInformation', status: 500, code: 'InternalServerError' });
+    try {
+      await new Promise((r) => setTimeout(r, 1600)); // past the simulated boot: only SSM stands in the way
+      const obs = (await provider.observe(['ssm-down'])).get('ssm-down');
+      expect(obs?.map((o) => [o.instance.id, o.state, o.ready])).toEqual([[instance.id, 'running', false]]);
+    } finally {
+      remove();
+    }
+  });
+
   it('reports a spot termination with its EC2 reason', async () => {
     const { provider, controller } = rig.provider();
     const { instance } = await provider.launch({ run: 'spotty', generation: 2, attempt: 3, controller, spec: awsSpec(rig.bucket) });
