@@ -127,7 +127,8 @@ function finish(summary: Summary, once: boolean): number {
 
 /** The events worth a line of their own above the live display. */
 function eventLine(e: RunEvent): string | undefined {
-  if (e.kind === 'transition') {
+  // Self-transitions (e.g. a rehearsal being armed) say nothing a person needs; the effect line does.
+  if (e.kind === 'transition' && e.action.includes('->')) {
     const why = e.message && !/^[A-Z_]+$/.test(e.message) ? ` (${firstLine(e.message)})` : '';
     return `${e.run}: ${e.action}${why}`;
   }
