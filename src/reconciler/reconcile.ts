@@ -331,7 +331,7 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
     case 'deployAgent': {
       const instance = status.instances.find((i) => i.generation === key.generation && i.attempt === key.attempt && !i.endedAt);
       if (!instance) throw new ProviderError(`no live instance recorded for attempt ${key.attempt}`);
-      const seedGeneration = spec.recovery.seedFromPreviousGeneration && key.generation > 1 ? key.generation - 1 : undefined;
+      const seedGeneration = spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, key.generation) : undefined;
       await provider.deployAgent({ ...key, spec, instance, repoRoot: deps.repoRoot, seedGeneration });
       const now = iso(deps.now());
       return {
@@ -366,6 +366,15 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
     default:
       throw new ProviderError(`unknown effect ${effect.type}`);
   }
+}
+
+/**
+ * The generation a new one is seeded from: the latest earlier generation that ran. Not simply
+ * generation - 1: edits made while an attempt was stopping skip generations that never ran.
+ */
+function previousGeneration(status: RunStatus, generation: number): number | undefined {
+  const earlier = status.instances.map((i) => i.generation).filter((g) => g < generation);
+  return earlier.length ? Math.max(...earlier) : undefined;
 }
 
 /** Every instance of the run that may still be alive: observed live, or recorded and not ended. */
