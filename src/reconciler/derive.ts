@@ -19,6 +19,8 @@ export interface Desired {
   /** Undefined when the run's file is gone. */
   loaded?: LoadedRun;
   prune: boolean;
+  /** The revision (git commit) the loaded spec came from, when known. */
+  revision?: string;
 }
 
 /** What a spec change means for the machine, or undefined. Also returns bookkeeping for status. */

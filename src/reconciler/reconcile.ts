@@ -7,6 +7,7 @@
 // idempotent (launch adopts by tags, terminate of a gone instance succeeds, ...). (2) Outbox: events
 // are written inside the status document first and appended to the log right after; ids are
 // deterministic, so a replayed append is a no-op and no event is lost or doubled.
+import { createHash } from 'node:crypto';
 import type { Effect, RunEvent as MachineEvent } from '../machine/events.js';
 import type { RunSnapshot } from '../machine/snapshot.js';
 import { initialSnapshot, persist, phaseOf, restore, step, subPhaseOf, type PersistedRun } from '../machine/snapshot.js';
@@ -24,6 +25,7 @@ import type { EffectRecord, InstanceRecord, RunEvent, RunStatus, StateStore } fr
 import { mergeConditions, wantedConditions } from './conditions.js';
 import { deriveObservedEvent, deriveSpecEvent, type Desired } from './derive.js';
 import { limitsFromSpec } from './limits.js';
+import { describeChange, specChanges } from './spec-diff.js';
 
 export interface ReconcileDeps {
   store: StateStore;
@@ -37,6 +39,8 @@ export interface ReconcileDeps {
   boundary?(label: string): void;
   /** Called with every event as it is appended. */
   onEvent?(event: RunEvent): void;
+  /** Called before every effect on a run; throws to stop (e.g. the run's lease has lapsed). */
+  beforeEffect?(run: string): void;
 }
 
 export interface ReconcileResult {
@@ -56,9 +60,10 @@ export async function reconcileRun(deps: ReconcileDeps, name: string, desired: D
   let status = await deps.store.getStatus(name);
   if (!status) {
     if (!desired.loaded) return {};
-    status = await createStatus(deps, desired.loaded);
+    status = await createStatus(deps, desired.loaded, desired.revision);
   }
   await flushOutbox(deps, status);
+  status = await recordSource(deps, status, desired);
 
   let lastEffectAt: number | undefined;
   if (status.pending) {
@@ -104,7 +109,7 @@ export async function reconcileRun(deps: ReconcileDeps, name: string, desired: D
   return { status, requeueAfterMs: requeueAfter(status, provider, deps.now(), lastEffectAt), lastEffectAt };
 }
 
-async function createStatus(deps: ReconcileDeps, loaded: LoadedRun): Promise<RunStatus> {
+async function createStatus(deps: ReconcileDeps, loaded: LoadedRun, revision: string | undefined): Promise<RunStatus> {
   const now = deps.now();
   const spec = loaded.run.spec;
   const snapshot = initialSnapshot({ run: loaded.run.metadata.name, generation: 1, limits: limitsFromSpec(spec) });
@@ -121,7 +126,7 @@ async function createStatus(deps: ReconcileDeps, loaded: LoadedRun): Promise<Run
     instances: [],
     deadlines: {},
     snapshot: persist(snapshot),
-    source: { file: loaded.file },
+    source: revision ? { file: loaded.file, revision } : { file: loaded.file },
     spec,
     createdAt: iso(now),
     updatedAt: iso(now),
@@ -133,11 +138,60 @@ async function createStatus(deps: ReconcileDeps, loaded: LoadedRun): Promise<Run
       id: `${status.run}:created`,
       kind: 'spec',
       action: 'created',
-      message: `generation 1 from ${loaded.file}`,
-      data: { specHash: loaded.specHash },
+      message: `generation 1 from ${loaded.file}${revision ? ` at ${shortRevision(revision)}` : ''}`,
+      data: revision ? { specHash: loaded.specHash, revision } : { specHash: loaded.specHash },
     }),
   ];
   return putStatus(deps, status, 'status:create');
+}
+
+/**
+ * Records where the desired spec came from (file, git revision) and logs a `spec` event whenever
+ * its content, file or revision changes, listing the fields, so the event log says which commit
+ * every change came from. The revision moves only with the spec's content (or from a dirty tree to
+ * a commit), not with every unrelated commit. The event id is derived from what it records, so a
+ * replay after a crash appends nothing new.
+ */
+async function recordSource(deps: ReconcileDeps, status: RunStatus, desired: Desired): Promise<RunStatus> {
+  const loaded = desired.loaded;
+  if (!loaded) return status;
+  const latest = status.nextSpec?.spec ?? status.spec;
+  const changes = specChanges(latest, loaded.run.spec);
+  const moved = status.source?.file !== loaded.file;
+  const before = status.source?.revision;
+  const revision = desired.revision;
+  const contentChanged = changes.length > 0 || moved;
+  const revisionNow = contentChanged ? revision : revision !== undefined && (before === undefined || (before.endsWith('-dirty') && revision !== before)) ? revision : before;
+  if (!contentChanged && revisionNow === before) return status;
+
+  const trained = changes.some((c) => c.trained) && loaded.specHash !== status.specHash && loaded.specHash !== status.nextSpec?.specHash;
+  const what = changes.length
+    ? `spec ${trained ? 'changed what is trained (new generation)' : 'changed in place'}: ${changes.map(describeChange).join('; ')}`
+    : moved
+      ? `spec moved from ${status.source?.file ?? '(unknown)'} to ${loaded.file}`
+      : `spec unchanged, now at revision ${shortRevision(revisionNow ?? '')}`;
+  const at = revisionNow && contentChanged ? ` (${loaded.file} at ${shortRevision(revisionNow)})` : '';
+  const digest = createHash('sha256')
+    .update(JSON.stringify([loaded.specHash, loaded.run.spec, loaded.file, revisionNow ?? null, status.specHash]))
+    .digest('hex')
+    .slice(0, 16);
+  const next: RunStatus = { ...status, source: revisionNow ? { file: loaded.file, revision: revisionNow } : { file: loaded.file } };
+  await appendNow(deps, next, {
+    id: `${status.run}:spec:${digest}`,
+    kind: 'spec',
+    action: changes.length ? (trained ? 'new-generation' : 'updated') : moved ? 'moved' : 'revision',
+    message: `${what}${at}`,
+    data: {
+      fields: changes.map((c) => c.path),
+      file: loaded.file,
+      ...(revisionNow ? { revision: revisionNow } : {}),
+    },
+  });
+  return next;
+}
+
+function shortRevision(revision: string): string {
+  return revision.replace(/^([0-9a-f]{12})[0-9a-f]+/, '$1');
 }
 
 /** Keeps status.spec current: supervision fields apply in place; a new spec hash waits as nextSpec. */
@@ -262,6 +316,7 @@ async function applyPending(deps: ReconcileDeps, status: RunStatus): Promise<Run
   const results: RunEvent[] = [];
   for (const [index, effect] of pending.effects.entries()) {
     const id = `${pending.transitionId}/${index}:${effect.type}`;
+    deps.beforeEffect?.(status.run);
     deps.boundary?.(`before-effect:${id}`);
     try {
       const outcome = await executeEffect(deps, next, after, effect);
