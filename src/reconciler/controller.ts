@@ -1,10 +1,15 @@
 // The controller: loads the desired runs, keeps a work queue of run names, and reconciles each
-// run until it settles. One controller per state store (the file store's lock enforces it).
-import type { Provider } from '../providers/types.js';
+// run until it settles. One controller per state store (the file store's lock enforces it), or,
+// with a shared store and leases, one controller per run at a time: a run is reconciled only
+// while this controller holds its lease.
+import { CapacityError, RetryableError, TerminalError, type Provider } from '../providers/types.js';
 import type { Diagnostic } from '../spec/diagnostics.js';
 import type { LoadedRun, RunSpec } from '../spec/types.js';
-import type { RunEvent, RunStatus, StateStore } from '../state/types.js';
+import type { Lease } from '../state/lease.js';
+import { StaleWriteError, type RunEvent, type RunStatus, type StateStore } from '../state/types.js';
+import type { RunctlMetrics } from './metrics.js';
 import { Observer } from './observer.js';
+import { pruneRefusal } from './prune-guard.js';
 import { WorkQueue } from './queue.js';
 import { reconcileRun, type ReconcileDeps } from './reconcile.js';
 
@@ -13,7 +18,27 @@ export interface DesiredState {
   diagnostics: Diagnostic[];
   /** Files that had problems: runs last defined there keep their last valid spec. */
   invalidFiles: string[];
+  /** Input paths that could not be read (missing, permissions): nothing is pruned while any exists. */
+  unreadable?: string[];
+  /** The revision (git commit) a spec file's content came from, when the runs are in git. */
+  revisionOf?: (file: string) => string | undefined;
 }
+
+/** The leases a controller needs on a shared store (LeaseManager implements it). */
+export interface RunLeases {
+  readonly ttlMs: number;
+  acquire(run: string): Promise<Lease | undefined>;
+  held(run: string): Lease | undefined;
+  release(lease: Lease): Promise<void>;
+  renewDue(): Promise<{ renewed: string[]; lost: string[]; errors: Array<{ run: string; error: unknown }> }>;
+  releaseAll(): Promise<void>;
+  inspect?(run: string): Promise<{ holder: string; expiresAt: string; free: boolean } | undefined>;
+}
+
+/** Things a user should hear about that are neither events of a run nor errors. */
+export type ControllerNotice =
+  | { kind: 'lease-held-elsewhere' | 'stood-down' | 'lease-lost'; run: string; message: string }
+  | { kind: 'prune-refused' | 'lease-error'; message: string };
 
 export interface ControllerOptions {
   store: StateStore;
@@ -29,6 +54,13 @@ export interface ControllerOptions {
   onStatus?: (status: RunStatus) => void;
   onEvent?: (event: RunEvent) => void;
   onError?: (run: string, err: unknown, retryInMs: number) => void;
+  /** With a shared store: act on a run only while holding its lease. */
+  leases?: RunLeases;
+  /** Prometheus metrics to keep up to date. */
+  metrics?: RunctlMetrics;
+  /** Let prune delete every run when the runs folder has none (see prune-guard.ts). */
+  allowEmptyPrune?: boolean;
+  onNotice?: (notice: ControllerNotice) => void;
 }
 
 export interface Summary {
@@ -52,6 +84,10 @@ export class Controller {
   private readonly now: () => number;
   private once = false;
   private changeWaiters: Array<() => void> = [];
+  private pruneRefused?: string;
+  private revisionOf?: (file: string) => string | undefined;
+  private renewTimer?: NodeJS.Timeout;
+  private renewing = false;
 
   constructor(private readonly opts: ControllerOptions) {
     this.now = opts.now ?? Date.now;
@@ -69,6 +105,7 @@ export class Controller {
       now: this.now,
       boundary: opts.boundary,
       onEvent: opts.onEvent,
+      beforeEffect: opts.leases ? (run) => this.requireLease(run) : undefined,
     };
     this.queue = new WorkQueue((run) => this.work(run), {
       workers: opts.workers ?? 4,
@@ -79,18 +116,39 @@ export class Controller {
 
   /** Reloads the desired state and queues every run it or the store knows. */
   async resync(): Promise<DesiredState> {
+    this.startRenewing();
     const state = await this.opts.load();
     this.diagnostics = state.diagnostics;
     this.invalidFiles = new Set(state.invalidFiles);
     this.desired = new Map(state.runs.map((r) => [r.run.metadata.name, r]));
+    this.revisionOf = state.revisionOf;
     const stored = await this.opts.store.listRuns();
     this.known = new Set([...this.desired.keys(), ...stored]);
     for (const run of this.known) {
       const status = this.statuses.get(run) ?? (await this.opts.store.getStatus(run));
       if (status) this.statuses.set(run, status);
       const spec = this.desired.get(run)?.run.spec ?? status?.spec;
-      if (spec) this.providersByRun.set(run, await this.opts.provider(spec.provider));
+      if (spec) {
+        const provider = await this.opts.provider(spec.provider);
+        this.providersByRun.set(run, provider);
+        // Before any observation: what a provider observes may depend on the spec (aws: regions).
+        if (status?.spec && status.spec !== spec) provider.track?.(run, status.spec);
+        provider.track?.(run, spec);
+      }
     }
+    this.pruneRefused = this.opts.prune
+      ? pruneRefusal({
+          desired: [...this.desired.keys()],
+          stored: stored
+            .map((run) => this.statuses.get(run))
+            .filter((s): s is RunStatus => s !== undefined && s.phase !== 'Deleted')
+            .map((s) => ({ run: s.run, file: s.source?.file })),
+          invalidFiles: state.invalidFiles,
+          unreadable: state.unreadable ?? [],
+          allowEmpty: this.opts.allowEmptyPrune,
+        })
+      : undefined;
+    if (this.pruneRefused) this.opts.onNotice?.({ kind: 'prune-refused', message: this.pruneRefused });
     for (const run of this.known) this.queue.add(run);
     return state;
   }
@@ -113,9 +171,22 @@ export class Controller {
     return this.summary();
   }
 
-  /** Stops taking work; resolves when the reconcile in flight has finished and persisted. */
+  /**
+   * Stops taking work; resolves when the reconcile in flight has finished and persisted. With
+   * leases, then lets go of every lease so another controller can take the runs at once.
+   */
   async stop(): Promise<void> {
     await this.queue.shutdown();
+    if (this.renewTimer) clearInterval(this.renewTimer);
+    this.renewTimer = undefined;
+    await this.opts.leases?.releaseAll().catch((err: unknown) => {
+      this.opts.onNotice?.({ kind: 'lease-error', message: `${errorMessage(err)} (they expire on their own)` });
+    });
+  }
+
+  /** Why pruning was refused on the last load, if it was. */
+  get pruneRefusal(): string | undefined {
+    return this.pruneRefused;
   }
 
   get runs(): RunStatus[] {
@@ -128,21 +199,105 @@ export class Controller {
   }
 
   private async work(run: string): Promise<{ requeueAfterMs?: number }> {
+    const started = performance.now();
+    let outcome = 'error';
+    try {
+      const { result, requeueAfterMs } = await this.workUnderLease(run);
+      outcome = result;
+      if (this.once) return {};
+      return { requeueAfterMs };
+    } catch (err) {
+      this.opts.metrics?.error(errorKind(err));
+      throw err;
+    } finally {
+      this.opts.metrics?.reconciled(outcome, (performance.now() - started) / 1000);
+      this.opts.metrics?.observeRuns(this.runs);
+    }
+  }
+
+  private async workUnderLease(run: string): Promise<{ result: string; requeueAfterMs?: number }> {
+    const leases = this.opts.leases;
+    if (leases && !leases.held(run)) {
+      const lease = await leases.acquire(run);
+      if (!lease) {
+        const holder = await leases.inspect?.(run).catch(() => undefined);
+        const who = holder ? `${holder.holder} holds its lease until ${holder.expiresAt}` : 'another controller holds its lease';
+        this.opts.onNotice?.({ kind: 'lease-held-elsewhere', run, message: `left to another controller: ${who}` });
+        return { result: 'leased-elsewhere', requeueAfterMs: this.leaseRetryMs() };
+      }
+    }
+    try {
+      const requeueAfterMs = await this.reconcile(run);
+      const lease = leases?.held(run);
+      // A settled run needs nobody: let another controller take it without waiting for expiry.
+      if (leases && lease && requeueAfterMs === undefined) await leases.release(lease);
+      return { result: requeueAfterMs === undefined ? 'ok' : 'requeued', requeueAfterMs };
+    } catch (err) {
+      if (!(err instanceof StaleWriteError) || !leases) throw err;
+      // Another controller took the run over (or this one paused past its lease): what this
+      // controller computed is void. Forget it, and look again once the lease may be free.
+      this.opts.metrics?.error('stale-write');
+      this.statuses.delete(run);
+      const lease = leases.held(run);
+      if (lease) await leases.release(lease).catch(() => undefined);
+      this.opts.onNotice?.({ kind: 'stood-down', run, message: `stood down: ${err.message}` });
+      return { result: 'stood-down', requeueAfterMs: this.leaseRetryMs() };
+    }
+  }
+
+  private async reconcile(run: string): Promise<number | undefined> {
     const loaded = this.desired.get(run);
     const previous = this.statuses.get(run);
     // A run whose file is currently invalid keeps its last valid spec: never act on a bad file.
     const keepLast = !loaded && previous?.source && this.invalidFiles.has(previous.source.file);
     const result = await reconcileRun(this.deps, run, {
       loaded: keepLast ? undefined : loaded,
-      prune: this.opts.prune && !keepLast,
+      prune: this.opts.prune && !keepLast && !this.pruneRefused,
+      revision: loaded ? this.revisionOf?.(loaded.file) : undefined,
     });
     if (result.status) {
       this.statuses.set(run, result.status);
       this.opts.onStatus?.(result.status);
       if (result.status.phase === 'Deleted') this.known.delete(run);
     }
-    if (this.once) return {};
-    return { requeueAfterMs: result.requeueAfterMs };
+    return result.requeueAfterMs;
+  }
+
+  /** Effects run only under a live lease: one that lapsed mid-reconcile stops the run's work. */
+  private requireLease(run: string): void {
+    if (!this.opts.leases?.held(run)) {
+      throw new StaleWriteError(`the lease on run ${run} lapsed before its next effect (this controller paused or lost it); not acting on it`);
+    }
+  }
+
+  /** How soon to look again at a run another controller holds: often enough to take over soon after its lease expires. */
+  private leaseRetryMs(): number {
+    return Math.max(500, Math.round((this.opts.leases?.ttlMs ?? 60_000) / 3));
+  }
+
+  private startRenewing(): void {
+    const leases = this.opts.leases;
+    if (!leases || this.renewTimer) return;
+    this.renewTimer = setInterval(() => void this.renewLeases(leases), Math.max(200, Math.round(leases.ttlMs / 6)));
+    this.renewTimer.unref();
+  }
+
+  private async renewLeases(leases: RunLeases): Promise<void> {
+    if (this.renewing) return;
+    this.renewing = true;
+    try {
+      const { lost, errors } = await leases.renewDue();
+      for (const run of lost) {
+        this.opts.onNotice?.({ kind: 'lease-lost', run, message: 'lease lost (another controller took the run over, or it could not be renewed in time); standing down for this run' });
+      }
+      for (const { run, error } of errors) {
+        this.opts.onNotice?.({ kind: 'lease-error', message: `could not renew the lease on ${run}: ${errorMessage(error)}` });
+      }
+    } catch (err) {
+      this.opts.onNotice?.({ kind: 'lease-error', message: `could not renew leases: ${errorMessage(err)}` });
+    } finally {
+      this.renewing = false;
+    }
   }
 
   private allSettled(): boolean {
@@ -181,4 +336,16 @@ export class Controller {
       failed: statuses.filter((s) => s.phase === 'Failed').map((s) => s.run),
     };
   }
+}
+
+function errorKind(err: unknown): string {
+  if (err instanceof StaleWriteError) return 'stale-write';
+  if (err instanceof CapacityError) return 'capacity';
+  if (err instanceof TerminalError) return 'terminal';
+  if (err instanceof RetryableError) return 'retryable';
+  return 'other';
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

@@ -23,7 +23,10 @@ export interface PruneGuardInput {
 export function pruneRefusal(input: PruneGuardInput): string | undefined {
   const desired = new Set(input.desired);
   const invalid = new Set(input.invalidFiles);
-  const doomed = input.stored.filter((s) => !desired.has(s.run) && !(s.file && invalid.has(s.file))).map((s) => s.run);
+  const doomed = input.stored
+    .filter((s) => !desired.has(s.run) && !(s.file && invalid.has(s.file)))
+    .map((s) => s.run)
+    .sort();
   if (doomed.length === 0) return undefined;
   const which = `${doomed.length} run${doomed.length === 1 ? '' : 's'} (${list(doomed)})`;
   if (input.unreadable.length > 0) {

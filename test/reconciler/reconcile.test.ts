@@ -199,10 +199,12 @@ describe('reconciler against the in-memory cloud', () => {
 
   it('with prune, a removed run goes through Terminating and its status is archived', async () => {
     const run = testRun('nu');
-    const h = harness([run], { prune: true, script: { totalSteps: 1000 } });
+    // Another run stays: removing every run at once is refused by the deletion guard (watch tests).
+    const stays = testRun('xi');
+    const h = harness([run, stays], { prune: true, script: { totalSteps: 1000 } });
     const settled = h.controller.runUntilSettled();
     await waitFor(() => (h.provider.world.agents['nu/g1/a1']?.step ?? 0) >= 30);
-    h.desired.runs = [];
+    h.desired.runs = [stays];
     await h.controller.resync();
     await settled;
     expect(await h.store.getStatus('nu')).toBeUndefined();
