@@ -5,6 +5,8 @@ import { register as validate } from './validate.js';
 import { register as schema } from './schema.js';
 import { register as iamPolicy } from './iam-policy.js';
 import { register as reconcile } from './reconcile.js';
+import { register as plan } from './plan.js';
+import { register as apply } from './apply.js';
 import { register as status } from './status.js';
 import { register as describe } from './describe.js';
 import { register as logs } from './logs.js';
@@ -14,6 +16,8 @@ import { register as graph } from './graph.js';
 export const commands: Array<(program: Command) => void> = [
   validate,
   reconcile,
+  plan,
+  apply,
   status,
   describe,
   logs,

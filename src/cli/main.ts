@@ -26,8 +26,8 @@ export async function main(argv: string[]): Promise<number> {
       return err.exitCode === 0 ? 0 : 2;
     }
     if (err instanceof UsageError) {
-      process.stderr.write(`runctl: ${err.message}\n`);
-      return 2;
+      if (err.message) process.stderr.write(`runctl: ${err.message}\n`);
+      return err.exitCode;
     }
     throw err;
   }

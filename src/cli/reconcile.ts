@@ -1,74 +1,116 @@
 import type { Command } from 'commander';
-import { Controller, type Summary } from '../reconciler/controller.js';
+import { Controller, type DesiredState, type Summary } from '../reconciler/controller.js';
 import { loadDesired } from '../reconciler/desired.js';
-import { formatDiagnostic } from '../spec/diagnostics.js';
+import { GitFollower, withRevisions } from '../reconciler/git-follow.js';
+import { RunctlMetrics, startMetricsServer, MetricsAddressError, type MetricsServer } from '../reconciler/metrics.js';
+import { DEFAULT_RESYNC_INTERVAL_MS, SpecWatcher } from '../reconciler/watch.js';
+import { DEFAULT_LEASE_TTL_MS } from '../state/lease.js';
 import { LockHeldError } from '../state/types.js';
-import type { RunEvent } from '../state/types.js';
 import { colorsFor, LiveDisplay } from '../ui/index.js';
-import { addCommonOptions, cliContext, reportProjectProblems, type CommonOptions } from './context.js';
-import { FileStore } from '../state/file-store.js';
+import {
+  addCommonOptions,
+  cliContext,
+  durationOption,
+  openControllerStore,
+  reportProjectProblems,
+  type CliOverrides,
+  type CommonOptions,
+  type ControllerStore,
+} from './context.js';
+import { DiagnosticsReporter, eventLine, noticePrinter } from './controller-output.js';
+import { UsageError } from './errors.js';
 
-interface ReconcileOptions extends CommonOptions {
+export interface ReconcileOptions extends CommonOptions {
   once?: boolean;
   prune?: boolean;
+  allowEmptyPrune?: boolean;
   workers?: string;
+  watch?: boolean;
+  pullInterval?: string;
+  resyncInterval?: string;
+  metrics?: string;
+  leaseDuration?: string;
 }
 
 export function register(program: Command): void {
   addCommonOptions(
     program
       .command('reconcile')
-      .description('Drive every TrainingRun to its desired state; runs until all are Completed, Failed or Suspended')
+      .description('Drive every TrainingRun to its desired state; runs until all are Completed, Failed or Suspended (or, with --watch, until stopped)')
       .argument('[paths...]', 'spec files or folders (default: runs/)')
       .option('--once', 'do a single pass over every run and return')
+      .option('--watch', 'keep running: follow changes to the spec files and resync periodically; stop with Ctrl-C or SIGTERM (runs keep training)')
+      .option('--pull-interval <duration>', 'with --watch: `git pull --ff-only` the repository this often (e.g. 1m)')
+      .option('--resync-interval <duration>', 'with --watch: full resync this often, changes or not', '60s')
       .option('--prune', 'stop and forget runs whose spec files were removed (default: runctl.yaml prune)')
+      .option('--allow-empty-prune', 'let prune delete every run when the runs folder holds none (refused otherwise)')
+      .option('--metrics <addr>', 'serve Prometheus metrics at http://ADDR/metrics and /healthz (e.g. 127.0.0.1:9464)')
+      .option('--lease-duration <duration>', 'with shared state: how long a run lease lasts without renewal', `${DEFAULT_LEASE_TTL_MS / 1000}s`)
       .option('--workers <n>', 'runs reconciled at the same time', '4'),
   ).action(async (paths: string[], opts: ReconcileOptions) => {
     process.exitCode = await reconcileCommand(paths, opts);
   });
 }
 
-async function reconcileCommand(paths: string[], opts: ReconcileOptions): Promise<number> {
-  const ctx = await cliContext(opts);
-  if (reportProjectProblems(ctx)) return 1;
+export async function reconcileCommand(paths: string[], opts: ReconcileOptions, overrides?: CliOverrides): Promise<number> {
+  if (opts.watch && opts.once) throw new UsageError('--watch keeps running and --once does one pass: use one of them');
+  if (opts.pullInterval !== undefined && !opts.watch) throw new UsageError('--pull-interval follows the repository while watching: add --watch');
+  const pullMs = opts.pullInterval !== undefined ? durationOption('--pull-interval', opts.pullInterval, 0, 1000) : undefined;
+  const resyncMs = durationOption('--resync-interval', opts.resyncInterval, DEFAULT_RESYNC_INTERVAL_MS, 1000);
+  const leaseTtlMs = durationOption('--lease-duration', opts.leaseDuration, DEFAULT_LEASE_TTL_MS, 1000);
   const workers = Number(opts.workers ?? 4);
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
-    process.stderr.write(`runctl: --workers must be a whole number from 1 to 64 (got ${opts.workers})\n`);
-    return 2;
+    throw new UsageError(`--workers must be a whole number from 1 to 64 (got ${opts.workers})`);
   }
-  const store = new FileStore(ctx.stateDir, { command: `runctl reconcile ${paths.join(' ')}`.trim() });
+  const ctx = await cliContext(opts, overrides);
+  if (reportProjectProblems(ctx)) return 1;
+  if (pullMs !== undefined) {
+    const problem = await GitFollower.check(ctx.repoRoot);
+    if (problem) throw new UsageError(problem);
+  }
+
+  let opened: ControllerStore;
   try {
-    const opened = await store.open();
-    if (opened && opened.note) process.stderr.write(`runctl: ${opened.note}\n`);
+    opened = await openControllerStore(ctx, { command: `runctl reconcile ${paths.join(' ')}`.trim(), leaseTtlMs });
   } catch (err) {
-    if (err instanceof LockHeldError) {
-      process.stderr.write(`runctl: ${err.message}\n`);
-      return 1;
+    process.stderr.write(`runctl: ${err instanceof LockHeldError ? err.message : `cannot open the state store: ${(err as Error).message}`}\n`);
+    await ctx.providers.close();
+    return 1;
+  }
+  if (opened.note) process.stderr.write(`runctl: ${opened.note}\n`);
+
+  let metricsServer: MetricsServer | undefined;
+  const metrics = opts.metrics !== undefined ? new RunctlMetrics() : undefined;
+  if (metrics && opts.metrics !== undefined) {
+    try {
+      metricsServer = await startMetricsServer(opts.metrics, metrics.registry);
+    } catch (err) {
+      await opened.close();
+      await ctx.providers.close();
+      if (err instanceof MetricsAddressError) throw new UsageError(err.message);
+      throw err;
     }
-    throw err;
   }
 
   const display = LiveDisplay.forStream(process.stdout, process.env);
   const colors = colorsFor(process.stdout, process.env);
-  const printed = new Set<string>();
+  const diagnostics = new DiagnosticsReporter((line) => display.log(line));
+  const load = async (): Promise<DesiredState> => {
+    const desired = await withRevisions(await loadDesired(paths, ctx.repoRoot, ctx.project), ctx.repoRoot);
+    diagnostics.report(desired.diagnostics, desired.invalidFiles);
+    return desired;
+  };
   const controller = new Controller({
-    store,
+    store: opened.store,
     provider: (name) => ctx.providers.get(name),
-    load: async () => {
-      const desired = await loadDesired(paths, ctx.repoRoot, ctx.project);
-      for (const d of desired.diagnostics) {
-        const line = formatDiagnostic(d);
-        if (!printed.has(line)) {
-          printed.add(line);
-          display.log(line);
-        }
-      }
-      return desired;
-    },
+    load,
     controller: ctx.controller,
     repoRoot: ctx.repoRoot,
     prune: opts.prune ?? ctx.project.prune,
+    allowEmptyPrune: opts.allowEmptyPrune,
     workers,
+    leases: opened.leases,
+    metrics,
     onStatus: () => display.update(controller.runs),
     onEvent: (e) => {
       const line = eventLine(e);
@@ -77,29 +119,104 @@ async function reconcileCommand(paths: string[], opts: ReconcileOptions): Promis
     onError: (run, err, retryIn) => {
       display.log(`${run}: ${err instanceof Error ? err.message : String(err)} (retrying in ${Math.ceil(retryIn / 1000)}s)`);
     },
+    onNotice: noticePrinter((line) => display.log(line)),
   });
 
   const abort = new AbortController();
-  const onSignal = () => abort.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  let summary: Summary;
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      // A second Ctrl-C: the user will not wait for the effect in flight. Intents are persisted
+      // before effects, so the next controller replays whatever was cut short.
+      process.stderr.write(`runctl: ${signal} again: exiting now; the next controller finishes what was in flight\n`);
+      process.exit(130);
+    }
+    process.stderr.write(`runctl: ${signal}: finishing the work in flight, then stopping (${signal} again to exit at once)\n`);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let summary: Summary | undefined;
   try {
-    summary = opts.once ? await controller.runOnce() : await controller.runUntilSettled(abort.signal);
+    if (opts.watch) {
+      await watchUntilAborted(controller, {
+        paths: paths.length > 0 ? paths : [`${ctx.repoRoot}/runs`],
+        repoRoot: ctx.repoRoot,
+        resyncMs,
+        pullMs,
+        signal: abort.signal,
+        log: (line) => display.log(line),
+        store: opened.description,
+      });
+    } else {
+      summary = opts.once ? await controller.runOnce() : await controller.runUntilSettled(abort.signal);
+    }
     await controller.stop();
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     display.update(controller.runs);
     display.close();
-    await store.close();
+    await opened.close();
     await ctx.providers.close();
+    await metricsServer?.close();
   }
-  if (abort.signal.aborted) {
+  if (abort.signal.aborted || !summary) {
     process.stderr.write('runctl: stopped; runs keep going on their instances and the next `runctl reconcile` picks them up\n');
     return 0;
   }
   return finish(summary, opts.once === true);
+}
+
+interface WatchSettings {
+  paths: string[];
+  repoRoot: string;
+  resyncMs: number;
+  pullMs?: number;
+  signal: AbortSignal;
+  log(line: string): void;
+  store: string;
+}
+
+/** `reconcile --watch`: reconcile, then follow the files (and the repository) until a signal. */
+async function watchUntilAborted(controller: Controller, w: WatchSettings): Promise<void> {
+  w.log(`runctl: watching ${w.paths.join(', ')} (state: ${w.store}); resync every ${Math.round(w.resyncMs / 1000)}s${w.pullMs ? `, git pull every ${Math.round(w.pullMs / 1000)}s` : ''}`);
+  await controller.resync();
+  const watcher = await SpecWatcher.start({
+    paths: w.paths,
+    resyncIntervalMs: w.resyncMs,
+    reload: async ({ files }) => {
+      if (files.length > 0) w.log(`runctl: spec change: ${[...new Set(files)].map((f) => shortPath(f, w.repoRoot)).join(', ')}`);
+      await controller.resync();
+    },
+    onError: (err) => w.log(`runctl: watching the runs folder: ${err.message} (the periodic resync still runs)`),
+  });
+  const follower =
+    w.pullMs !== undefined
+      ? new GitFollower({
+          repoRoot: w.repoRoot,
+          intervalMs: w.pullMs,
+          onPull: (o) => {
+            if (!o.ok) w.log(`runctl: ${o.message}; trying again in ${Math.round((w.pullMs as number) / 1000)}s`);
+            else if (o.before !== o.after) {
+              w.log(`runctl: pulled ${o.before?.slice(0, 12) ?? '(none)'}..${o.after?.slice(0, 12) ?? '(none)'}`);
+              watcher.trigger();
+            }
+          },
+        })
+      : undefined;
+  follower?.start();
+  try {
+    if (!w.signal.aborted) await new Promise<void>((resolve) => w.signal.addEventListener('abort', () => resolve(), { once: true }));
+  } finally {
+    await watcher.close();
+    await follower?.stop();
+  }
+}
+
+function shortPath(file: string, root: string): string {
+  return file.startsWith(`${root}/`) ? file.slice(root.length + 1) : file;
 }
 
 function finish(summary: Summary, once: boolean): number {
@@ -123,23 +240,4 @@ function finish(summary: Summary, once: boolean): number {
     if (done) process.stdout.write(`All runs settled: ${done}.\n`);
   }
   return 0;
-}
-
-/** The events worth a line of their own above the live display. */
-function eventLine(e: RunEvent): string | undefined {
-  // Self-transitions (e.g. a rehearsal being armed) say nothing a person needs; the effect line does.
-  if (e.kind === 'transition' && e.action.includes('->')) {
-    const why = e.message && !/^[A-Z_]+$/.test(e.message) ? ` (${firstLine(e.message)})` : '';
-    return `${e.run}: ${e.action}${why}`;
-  }
-  if (e.kind === 'effect' && (e.action === 'launch' || e.action === 'deliverSpotNotice' || e.result === 'error')) {
-    return `${e.run}: ${e.message ?? e.action}`;
-  }
-  if (e.kind === 'error') return `${e.run}: ${e.action} failed: ${e.message ?? ''} (will retry)`;
-  return undefined;
-}
-
-function firstLine(text: string): string {
-  const line = text.split('\n')[0] ?? '';
-  return line.length > 160 ? `${line.slice(0, 157)}...` : line;
 }

@@ -1,0 +1,96 @@
+// `runctl plan [PATH...]`: what a reconcile pass would change, run by run, without changing
+// anything: no lock, no lease, no provider call. Exit codes as Terraform's: 0 no changes, 1 error
+// (including invalid spec files), 2 changes when --detailed-exitcode is given (else 0).
+import { Option, type Command } from 'commander';
+import { planChanges, type Plan } from '../reconciler/plan.js';
+import type { DesiredState } from '../reconciler/controller.js';
+import { formatDiagnostic, formatGithubAnnotation } from '../spec/diagnostics.js';
+import type { RunStatus, StateStore } from '../state/types.js';
+import { colorsFor } from '../ui/index.js';
+import { addCommonOptions, cliContext, readOnlyStore, reportProjectProblems, type CliContext, type CliOverrides, type CommonOptions } from './context.js';
+import { UsageError } from './errors.js';
+import { PLAN_FORMATS, renderPlanJson, renderPlanMarkdown, renderPlanText, type PlanFormat } from './plan-output.js';
+
+export interface PlanOptions extends CommonOptions {
+  detailedExitcode?: boolean;
+  format: PlanFormat;
+  prune?: boolean;
+  allowEmptyPrune?: boolean;
+}
+
+export function register(program: Command): void {
+  addCommonOptions(
+    program
+      .command('plan')
+      .description('Show what a reconcile pass would change for each run (create, update in place, new generation, suspend, resume, prune) without changing anything')
+      .argument('[paths...]', 'spec files or folders (default: runs/)')
+      .option('--detailed-exitcode', 'exit 2 when there are changes (0 none, 1 error), as `terraform plan -detailed-exitcode`')
+      .addOption(new Option('--format <format>', 'output format (markdown suits a CI job summary)').choices([...PLAN_FORMATS]).default('text'))
+      .option('--prune', 'plan with prune on (default: runctl.yaml prune)')
+      .option('--allow-empty-prune', 'plan as if prune may delete every run when the runs folder holds none'),
+  )
+    // With --detailed-exitcode, 2 means "changes": a usage mistake must not look like one.
+    .exitOverride((err) => {
+      if (err.exitCode === 0) throw err;
+      throw new UsageError('', 1);
+    })
+    .action(async (paths: string[], opts: PlanOptions) => {
+      process.exitCode = await planCommand(paths, opts);
+    });
+}
+
+export async function planCommand(paths: string[], opts: PlanOptions, overrides?: CliOverrides): Promise<number> {
+  let ctx: CliContext;
+  try {
+    ctx = await cliContext(opts, overrides);
+  } catch (err) {
+    if (err instanceof UsageError) throw new UsageError(err.message, 1);
+    throw err;
+  }
+  if (reportProjectProblems(ctx)) return 1;
+  const { loadDesired } = await import('../reconciler/desired.js');
+  const desired = await loadDesired(paths, ctx.repoRoot, ctx.project);
+  const store = readOnlyStore(ctx);
+  let statuses: RunStatus[];
+  try {
+    statuses = await readStatuses(store);
+  } catch (err) {
+    process.stderr.write(`runctl: cannot read the state store (${storeName(ctx)}): ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await store.close();
+  }
+  const plan = computePlan(desired, statuses, opts, ctx);
+  printPlan(plan, desired, opts.format, storeName(ctx));
+  if (plan.invalidFiles.length > 0 || desired.diagnostics.some((d) => d.severity === 'error')) return 1;
+  return opts.detailedExitcode && plan.changes > 0 ? 2 : 0;
+}
+
+/** The plan for these inputs, as `apply` computes it too. */
+export function computePlan(desired: DesiredState, statuses: readonly RunStatus[], opts: { prune?: boolean; allowEmptyPrune?: boolean }, ctx: CliContext): Plan {
+  return planChanges({ desired, statuses, prune: opts.prune ?? ctx.project.prune, allowEmptyPrune: opts.allowEmptyPrune });
+}
+
+export function printPlan(plan: Plan, desired: DesiredState, format: PlanFormat, store: string): void {
+  if (format === 'json') {
+    process.stdout.write(renderPlanJson(plan, desired.diagnostics, { store }));
+    return;
+  }
+  // Spec problems go to stderr as `validate` prints them; in a GitHub workflow as annotations too.
+  const annotate = process.env.GITHUB_ACTIONS === 'true';
+  for (const d of desired.diagnostics) process.stderr.write(`${annotate ? formatGithubAnnotation(d) : formatDiagnostic(d)}\n`);
+  process.stdout.write(format === 'markdown' ? renderPlanMarkdown(plan, { store }) : renderPlanText(plan, { store, colors: colorsFor(process.stdout, process.env) }));
+}
+
+export async function readStatuses(store: StateStore): Promise<RunStatus[]> {
+  const out: RunStatus[] = [];
+  for (const run of await store.listRuns()) {
+    const s = await store.getStatus(run);
+    if (s) out.push(s);
+  }
+  return out;
+}
+
+export function storeName(ctx: CliContext): string {
+  return ctx.stateUrl ?? (ctx.stateDir.startsWith(`${process.cwd()}/`) ? ctx.stateDir.slice(process.cwd().length + 1) : ctx.stateDir);
+}
