@@ -62,7 +62,9 @@ export async function reconcileRun(deps: ReconcileDeps, name: string, desired: D
     if (!desired.loaded) return {};
     status = await createStatus(deps, desired.loaded, desired.revision);
   }
-  await flushOutbox(deps, status);
+  // Replayed, not announced: these events were announced by whoever wrote them (this process
+  // before a crash, or another controller that held the run).
+  await flushOutbox(deps, status, false);
   status = await recordSource(deps, status, desired);
 
   let lastEffectAt: number | undefined;
@@ -529,7 +531,7 @@ async function putStatus(deps: ReconcileDeps, status: RunStatus, label: string):
 // Event ids this process has already appended and announced, so replays stay quiet.
 const announced = new WeakMap<ReconcileDeps, Set<string>>();
 
-async function flushOutbox(deps: ReconcileDeps, status: RunStatus): Promise<void> {
+async function flushOutbox(deps: ReconcileDeps, status: RunStatus, announce = true): Promise<void> {
   let seen = announced.get(deps);
   if (!seen || seen.size > 50_000) announced.set(deps, (seen = new Set()));
   const fresh = (status.outbox ?? []).filter((e) => !seen.has(e.id));
@@ -537,7 +539,7 @@ async function flushOutbox(deps: ReconcileDeps, status: RunStatus): Promise<void
   await deps.store.appendEvents(status.run, fresh);
   for (const e of fresh) {
     seen.add(e.id);
-    deps.onEvent?.(e);
+    if (announce) deps.onEvent?.(e);
   }
 }
 
