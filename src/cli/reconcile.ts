@@ -84,6 +84,7 @@ export async function reconcileCommand(paths: string[], opts: ReconcileOptions, 
   if (metrics && opts.metrics !== undefined) {
     try {
       metricsServer = await startMetricsServer(opts.metrics, metrics.registry);
+      process.stderr.write(`runctl: metrics at ${metricsServer.url}/metrics (health: ${metricsServer.url}/healthz)\n`);
     } catch (err) {
       await opened.close();
       await ctx.providers.close();

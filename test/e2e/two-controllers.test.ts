@@ -117,7 +117,7 @@ afterAll(async () => {
 describe('two controllers on shared S3 state', () => {
   it('one acts on each run at a time; a controller paused past its lease is taken over and its late write refused', async () => {
     // The control host: pauses itself just before its 12th status update (runs are under way by then).
-    const watcher = harness(['reconcile', '--watch', 'runs', '--lease-duration', LEASE, '--resync-interval', '2s', '--workers', '1'], {
+    const watcher = harness(['reconcile', '--watch', 'runs', '--lease-duration', LEASE, '--resync-interval', '2s', '--workers', '1', '--metrics', '127.0.0.1:0'], {
       GITOPS_PAUSE_AT_STATUS_PUT: '12',
     });
     // CI: apply, again and again, until told to stop.
@@ -166,6 +166,16 @@ describe('two controllers on shared S3 state', () => {
       },
       40_000,
     );
+
+    // What the control host's metrics say about all this.
+    const metricsUrl = /metrics at (http:\/\/\S+\/metrics)/.exec(watcher.out)![1]!;
+    const scrape = await until('a scrape showing 3 Completed runs', async () => {
+      const text = await (await fetch(metricsUrl)).text();
+      return /^runctl_runs\{phase="Completed"\} 3$/m.test(text) ? text : undefined;
+    });
+    expect(Number(/^runctl_reconcile_errors_total\{kind="stale-write"\} (\d+)$/m.exec(scrape)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(Number(/^runctl_reconciles_total\{result="stood-down"\} (\d+)$/m.exec(scrape)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(Number(/^runctl_reconcile_duration_seconds_count (\d+)$/m.exec(scrape)?.[1])).toBeGreaterThan(0);
 
     watcher.child.kill('SIGTERM');
     expect(await watcher.exit).toBe(0);

@@ -49,7 +49,9 @@ const memory = withWorldLock(() => new MemoryProvider(script, { file: worldFile,
 
 function record(op: string, run: string, key?: Partial<AttemptKey>): void {
   if (!journal) return;
-  const lease = leases?.held(run);
+  // The lease this process acts under (it checked it was live just before the call), even if the
+  // clock has since moved past its safety margin: the journal records whose action this was.
+  const lease = (leases as unknown as { leases?: Map<string, { holder: string; epoch: number }> } | undefined)?.leases?.get(run);
   const line = { op, run, generation: key?.generation, attempt: key?.attempt, pid: process.pid, holder: lease?.holder ?? null, epoch: lease?.epoch ?? null };
   fs.appendFileSync(journal, `${JSON.stringify(line)}\n`);
 }
