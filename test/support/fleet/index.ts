@@ -53,6 +53,8 @@ export interface CallRecord {
   injected: boolean;
   fromSdk: boolean;
   at: number;
+  /** Time to answer, once answered. */
+  ms?: number;
 }
 
 export interface Fleet {
@@ -288,6 +290,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         at: Date.now(),
       };
       calls.push(record);
+      res.on('finish', () => {
+        record.ms = Date.now() - record.at;
+      });
 
       const fault = faults.match(aws);
       if (fault) {
