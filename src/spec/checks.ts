@@ -86,12 +86,24 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
   return problems;
 }
 
+/** Specs in one folder repeat the same few durations; each is parsed once. */
+const parsedDurations = new Map<string, number>();
+
+function durationMs(text: string): number {
+  let ms = parsedDurations.get(text);
+  if (ms === undefined) {
+    ms = parseDuration(text);
+    if (parsedDurations.size < 10_000) parsedDurations.set(text, ms);
+  }
+  return ms;
+}
+
 function checkDurations(spec: Obj, problems: Problem[]): void {
   const parsed = new Map<string, number>();
   for (const { path, min, max } of DURATION_BOUNDS) {
     const value = str(obj(spec[path[1] as string])?.[path[2] as string]);
     if (value === undefined || !DURATION.test(value)) continue;
-    const ms = parseDuration(value);
+    const ms = durationMs(value);
     parsed.set(path.join('.'), ms);
     if (ms <= 0) problems.push(error(path, `must be positive (got ${JSON.stringify(value)})`));
     else if (ms < min) problems.push(error(path, `must be at least ${formatDuration(min)} (got ${JSON.stringify(value)})`));
@@ -144,7 +156,7 @@ function checkAws(resources: Obj, checkpoints: Obj, problems: Problem[]): void {
     problems.push(warning(['spec', 'resources', 'availabilityZones'], 'is ignored when subnetId is set: the subnet decides the zone', 'key'));
   }
   const grace = str(checkpoints.gracePeriod);
-  if (grace !== undefined && DURATION.test(grace) && resources.market !== 'on-demand' && parseDuration(grace) > SPOT_NOTICE_MS) {
+  if (grace !== undefined && DURATION.test(grace) && resources.market !== 'on-demand' && durationMs(grace) > SPOT_NOTICE_MS) {
     problems.push(
       warning(['spec', 'checkpoints', 'gracePeriod'], `is longer than the 2-minute spot interruption notice; on spot the instance may be reclaimed before ${grace} have passed`),
     );

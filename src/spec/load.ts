@@ -3,12 +3,10 @@
 import path from 'node:path';
 import { CodePathChecker } from './code-path.js';
 import { compareDiagnostics, type Diagnostic } from './diagnostics.js';
-import { validateDocument } from './document.js';
 import { displayPath, findRepoRoot, findSpecFiles, PROJECT_FILE } from './files.js';
-import { specHash } from './hash.js';
 import { loadProjectConfig } from './project.js';
-import type { LoadedRun, ProjectConfig, TrainingRun } from './types.js';
-import { readYamlFile } from './yaml-file.js';
+import { loadFile, type NamedRun } from './load-file.js';
+import type { LoadedRun, ProjectConfig } from './types.js';
 
 export { loadProjectConfig } from './project.js';
 
@@ -50,26 +48,20 @@ export async function loadRuns(paths: string[], opts: LoadOptions = {}): Promise
     diagnostics.push({ file: displayPath(path.resolve(cwd, missing), cwd), line: 1, column: 1, path: '', message: reason, severity: 'error' });
   }
 
-  const codePaths = new CodePathChecker(repoRoot);
+  const ctx = { project, codePaths: new CodePathChecker(repoRoot) };
   const runs: LoadedRun[] = [];
-  const names = new Map<string, Array<{ file: string; position: () => { line: number; column: number }; run?: LoadedRun }>>();
+  const names = new Map<string, NamedRun[]>();
   const files: string[] = [];
   for (const abs of found.files) {
     const file = displayPath(abs, cwd);
     files.push(file);
-    const read = readYamlFile(abs, file);
-    diagnostics.push(...read.diagnostics);
-    if (!read.lineCounter) continue;
-    for (const { doc, index } of read.documents) {
-      const result = validateDocument(doc, { file, lineCounter: read.lineCounter, project, codePaths });
-      diagnostics.push(...result.diagnostics);
-      const loaded = result.run ? loadedRun(result.run, file, index) : undefined;
-      if (loaded) runs.push(loaded);
-      if (result.name) {
-        const places = names.get(result.name.value) ?? [];
-        places.push({ file, position: result.name.position, run: loaded });
-        names.set(result.name.value, places);
-      }
+    const result = loadFile(abs, file, ctx);
+    runs.push(...result.runs);
+    diagnostics.push(...result.diagnostics);
+    for (const named of result.names) {
+      const places = names.get(named.name);
+      if (places) places.push(named);
+      else names.set(named.name, [named]);
     }
   }
 
@@ -94,18 +86,4 @@ export async function loadRuns(paths: string[], opts: LoadOptions = {}): Promise
 
   diagnostics.sort(compareDiagnostics);
   return { runs: runs.filter((r) => !ambiguous.has(r)), diagnostics, files };
-}
-
-/** specHash is computed on first read: validating needs none, the reconciler reads each once. */
-function loadedRun(run: TrainingRun, file: string, documentIndex: number): LoadedRun {
-  let hash: string | undefined;
-  return {
-    run,
-    file,
-    documentIndex,
-    get specHash(): string {
-      hash ??= specHash(run);
-      return hash;
-    },
-  };
 }

@@ -1,7 +1,7 @@
 // Deeply nested YAML (`[[[[…` or `- - - - …`) makes the yaml composer recurse until the process
 // runs out of stack or memory, and its parser slows down badly long before that. A spec is at most
 // a handful of levels deep, so nesting is bounded before the parser runs.
-import { CST, Lexer } from 'yaml';
+import { yaml } from './yaml-module.js';
 
 /** Deepest nesting accepted; a TrainingRun needs about 6. */
 export const MAX_NESTING = 64;
@@ -52,6 +52,7 @@ function cheapNestingBound(text: string): number {
 
 /** Nesting measured on lexer tokens, which tell structure from quoted, plain and block scalars. */
 function lexedNestingOffset(text: string): number {
+  const { CST, Lexer } = yaml();
   let flow = 0;
   let indicators = 0;
   let offset = 0;

@@ -1,17 +1,8 @@
 // YAML documents with their source positions: parsing, finding the node behind a field path,
 // and the structural checks the yaml package leaves to us (duplicate keys, odd keys, aliases).
-import {
-  isAlias,
-  isMap,
-  isScalar,
-  isSeq,
-  LineCounter,
-  parseAllDocuments,
-  type Document,
-  type Node,
-  type Pair,
-} from 'yaml';
+import type { Document, LineCounter, Node, Pair } from 'yaml';
 import type { Segment } from './field-path.js';
+import { yaml } from './yaml-module.js';
 
 export type YamlDocument = Document.Parsed;
 
@@ -24,6 +15,7 @@ export interface ParsedYaml {
 }
 
 export function parseYaml(text: string): ParsedYaml {
+  const { LineCounter, parseAllDocuments } = yaml();
   const lineCounter = new LineCounter();
   // Duplicate keys are found by findStructureProblems, which can name both places.
   const parsed = parseAllDocuments(text, { lineCounter, uniqueKeys: false, prettyErrors: false });
@@ -42,12 +34,13 @@ export function positionAt(lineCounter: LineCounter, offset: number): Position {
 
 /** True when the document holds nothing (only comments, or an empty `---`). */
 export function isEmptyDocument(doc: YamlDocument): boolean {
+  const { isScalar } = yaml();
   const contents = doc.contents;
   return contents === null || (isScalar(contents) && contents.value === null && !contents.source);
 }
 
 function keyText(key: unknown): string | undefined {
-  if (isScalar(key)) return key.value === null ? '' : String(key.value);
+  if (yaml().isScalar(key)) return key.value === null ? '' : String(key.value);
   return undefined;
 }
 
@@ -56,7 +49,7 @@ function start(node: { range?: [number, number, number] | null } | null | undefi
 }
 
 function isBlank(node: unknown): boolean {
-  return node === null || node === undefined || (isScalar(node) && node.value === null && !node.source);
+  return node === null || node === undefined || (yaml().isScalar(node) && node.value === null && !node.source);
 }
 
 /**
@@ -65,6 +58,7 @@ function isBlank(node: unknown): boolean {
  * filled in by a default), the nearest enclosing node that does exist is used.
  */
 export function offsetOf(doc: YamlDocument, path: readonly Segment[], anchor: 'value' | 'key' = 'value'): number {
+  const { isAlias, isMap, isSeq } = yaml();
   let node: unknown = doc.contents;
   let nearest = start(node as Node) ?? 0;
   for (let i = 0; i < path.length; i++) {
@@ -106,6 +100,7 @@ export interface StructureReport {
 
 /** Duplicate keys (naming both places) and keys that are not plain scalars, in one pass. */
 export function findStructureProblems(doc: YamlDocument, lineCounter: LineCounter): StructureReport {
+  const { isAlias, isMap, isSeq } = yaml();
   const problems: StructureProblem[] = [];
   let firstAliasOffset: number | undefined;
   const stack: Array<{ node: unknown; path: Segment[] }> = [{ node: doc.contents, path: [] }];

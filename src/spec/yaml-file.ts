@@ -13,26 +13,36 @@ export interface YamlFile {
   diagnostics: Diagnostic[];
 }
 
-export function readYamlFile(abs: string, file: string): YamlFile {
-  const fail = (line: number, column: number, message: string): YamlFile => ({
-    documents: [],
-    diagnostics: [{ file, line, column, path: '', message, severity: 'error' }],
-  });
+function failure(file: string, line: number, column: number, message: string): YamlFile {
+  return { documents: [], diagnostics: [{ file, line, column, path: '', message, severity: 'error' }] };
+}
+
+/** The file's text, or a diagnostic-only result (too big, binary, not UTF-8, empty, too deep). */
+export function readYamlText(abs: string, file: string): { text: string } | YamlFile {
   const source = readSpecSource(abs);
-  if (!source.ok) return fail(source.line, source.column, source.message);
+  if (!source.ok) return failure(file, source.line, source.column, source.message);
   const deep = excessiveNestingOffset(source.text);
   if (deep !== -1) {
     const { line, column } = positionInText(source.text, deep);
-    return fail(line, column, `YAML nested deeper than ${MAX_NESTING} levels; refused before parsing (a spec needs fewer than 10)`);
+    return failure(file, line, column, `YAML nested deeper than ${MAX_NESTING} levels; refused before parsing (a spec needs fewer than 10)`);
   }
-  const { documents, lineCounter } = parseYaml(source.text);
+  return { text: source.text };
+}
+
+export function parseYamlText(text: string, file: string): YamlFile {
+  const { documents, lineCounter } = parseYaml(text);
   const withContent = documents
     .map((doc, index) => ({ doc, index }))
     .filter(({ doc }) => !isEmptyDocument(doc) || doc.errors.length > 0 || doc.warnings.length > 0);
   if (withContent.length === 0) {
-    return fail(1, 1, 'file has no YAML document (only comments or blank lines); expected a TrainingRun');
+    return failure(file, 1, 1, 'file has no YAML document (only comments or blank lines); expected a TrainingRun');
   }
   return { documents: withContent, lineCounter, diagnostics: [] };
+}
+
+export function readYamlFile(abs: string, file: string): YamlFile {
+  const read = readYamlText(abs, file);
+  return 'text' in read ? parseYamlText(read.text, file) : read;
 }
 
 function positionInText(text: string, offset: number): { line: number; column: number } {
