@@ -4,8 +4,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
+import { parse, parseAllDocuments, stringify } from 'yaml';
+import { fastParse } from '../../src/spec/fast-parse.js';
 import { loadRuns } from '../../src/spec/load.js';
+import { findStructureProblems, isEmptyDocument, parseYaml } from '../../src/spec/yaml-document.js';
 import { trainingRunValidator } from '../../src/spec/validators.js';
 import { FIXTURES, NO_PROJECT, tempRepo } from './helpers.js';
 
@@ -129,6 +131,93 @@ describe('mutated specs', () => {
         await check(stringify(doc, { aliasDuplicateObjects: false }));
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+/** What the yaml package (the authority) makes of `text`, when it is one clean document. */
+function authoritative(text: string): { ok: true; value: unknown } | { ok: false } {
+  const { documents, lineCounter } = parseYaml(text);
+  const docs = documents.filter((d) => !isEmptyDocument(d) || d.errors.length > 0);
+  if (docs.length !== 1) return { ok: false };
+  const doc = docs[0]!;
+  if (doc.errors.length > 0 || doc.warnings.length > 0 || findStructureProblems(doc, lineCounter).problems.length > 0) return { ok: false };
+  try {
+    return { ok: true, value: doc.toJS({ maxAliasCount: 100 }) };
+  } catch {
+    return { ok: false };
+  }
+}
+
+function agrees(text: string): void {
+  const fast = fastParse(text);
+  if (fast === undefined) return;
+  const full = authoritative(text);
+  expect(full.ok, `the fast path accepted what the yaml package refuses:\n${text}`).toBe(true);
+  // -0 and 0 differ only to Object.is; every check (and JSON) treats them alike.
+  if (full.ok) expect(JSON.parse(JSON.stringify(fast)), text).toStrictEqual(JSON.parse(JSON.stringify(full.value)));
+}
+
+const scalarish = fc.constantFrom(
+  '~', 'null', 'Null', 'NULL', 'true', 'True', 'FALSE', 'yes', 'no', 'on', 'off', 'y', 'n',
+  '0', '-0', '+1', '007', '0o17', '0x1F', '0b101', '1_000', '1e3', '1.5', '.5', '5.', '.inf', '-.Inf', '.nan',
+  '2024-01-01', '12:30:00', '1:20', '"quoted"', "'single'", '"esc\\t\\u00e9"', "'it''s'", '|\n  block\n', '>-\n  folded\n  text\n',
+  'a: b', '- x', '[a, b]', '{a: 1}', '? [A]', '[A]', '{a: b}', '&x', '*x', '!!str 1', '<<', '"a\\\nb"', '# c', 'plain # c', 'a:b', '-', '?',
+);
+
+describe('the fast path', () => {
+  it('accepts only what the yaml package reads the same way (mutated specs)', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...SEEDS), fc.array(textMutation, { minLength: 1, maxLength: 4 }), (seed, mutations) => {
+        agrees(mutations.reduce(applyText, seed));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('accepts only what the yaml package reads the same way (keys and values in every YAML spelling)', () => {
+    const entry = fc.tuple(fc.oneof(scalarish, fc.string({ maxLength: 5 })), fc.oneof(scalarish, fc.string({ maxLength: 5 })));
+    fc.assert(
+      fc.property(fc.array(entry, { minLength: 1, maxLength: 4 }), fc.constantFrom('', '  ', '- '), (entries, indent) => {
+        const text = entries.map(([k, v]) => `${indent}${k}: ${v}`).join('\n') + '\n';
+        agrees(text);
+        agrees(`spec:\n  env:\n${entries.map(([k, v]) => `    ${k}: ${v}`).join('\n')}\n`);
+        agrees(`[${entries.map(([k, v]) => `${k}, ${v}`).join(', ')}]\n`);
+        agrees(`{${entries.map(([k, v]) => `${k}: ${v}`).join(', ')}}\n`);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('accepts only what the yaml package reads the same way (random line layouts)', () => {
+    const word = fc.oneof(scalarish, fc.constantFrom('a', 'b', 'run', 'env', 'x y', 'ssm:/a', 'http://h:1/p', 'a: b', 'a #b', "it's", '"', "'"));
+    const line = fc.tuple(
+      fc.integer({ min: 0, max: 6 }),
+      fc.constantFrom(
+        'k: v', '- v', '- k: v', 'k:', 'k: |', 'k: >-', '- |', 'k: |2', 'k: >+', 'v', 'k: [v, v]', 'k: {k: v}', '[v]', '- [v, {k: v}]', '# c',
+        'k: v # c', 'k: "v"', "k: 'v'", '? k', ': v', '---', '...', '', '- - v', '-', '- k:', 'k: - v', '"k": v', "'k': v", 'k: v: v', 'k: [v,', 'v]',
+      ),
+      word,
+      word,
+    );
+    fc.assert(
+      fc.property(fc.array(line, { minLength: 1, maxLength: 8 }), (lines) => {
+        const text = lines
+          .map(([indent, shape, k, v]) => ' '.repeat(indent) + shape.replace(/k/g, () => (k.includes('\n') ? 'key' : k)).replace(/v/g, () => (v.includes('\n') ? 'val' : v)))
+          .join('\n');
+        agrees(`${text}\n`);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('takes documents written out by the yaml package in any style', () => {
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 3 }), fc.record({ flow: fc.boolean(), quote: fc.boolean(), width: fc.integer({ min: 20, max: 80 }) }), (value, o) => {
+        const text = stringify(value, { collectionStyle: o.flow ? 'flow' : 'block', singleQuote: o.quote, lineWidth: o.width, minContentWidth: 10 });
+        agrees(text);
+      }),
+      { numRuns: 1000 },
     );
   });
 });
