@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+// `npm run bench`: runs every bench/*.bench.js and bench/*.bench.ts module, each in its own
+// process, in name order. `npm run bench -- validate` runs only the modules whose name contains
+// "validate". A module prints its own table and writes its section of docs/BENCHMARKS.md.
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const filters = process.argv.slice(2);
+const modules = readdirSync(here)
+  .filter((name) => /\.bench\.(js|mjs|ts|mts)$/.test(name))
+  .filter((name) => filters.length === 0 || filters.some((f) => name.includes(f)))
+  .sort();
+
+if (modules.length === 0) {
+  process.stderr.write(`no bench/*.bench.{js,ts} module${filters.length ? ` matching ${filters.join(', ')}` : ''}\n`);
+  process.exit(2);
+}
+
+let failed = 0;
+for (const name of modules) {
+  process.stdout.write(`\n== ${name}\n`);
+  // TypeScript modules run through tsx (a dev dependency), JavaScript ones directly.
+  const loader = /\.m?ts$/.test(name) ? ['--import', 'tsx'] : [];
+  const result = spawnSync(process.execPath, [...loader, path.join(here, name)], { stdio: 'inherit', cwd: path.dirname(here) });
+  if (result.status !== 0) {
+    failed++;
+    process.stderr.write(`${name} failed (exit ${result.status ?? result.signal})\n`);
+  }
+}
+process.exit(failed > 0 ? 1 : 0);
