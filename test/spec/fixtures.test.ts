@@ -1,15 +1,14 @@
 // Every invalid fixture holds one mistake and says, in `# expect:` header lines, exactly which
 // diagnostics it must produce: line:column, severity, field path and message. Loading the whole
 // folder at once also checks run names across files.
-import { readdirSync, readFileSync, symlinkSync, mkdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatDiagnostic } from '../../src/spec/diagnostics.js';
 import { loadRuns } from '../../src/spec/load.js';
 import { MAX_SPEC_BYTES } from '../../src/spec/source.js';
-import { FIXTURES, loadFixtures, localSpec, NO_PROJECT, shown, tempRepo } from './helpers.js';
+import { FIXTURES, loadFixtures, localSpec, NO_PROJECT, shown, tempDir, tempRepo } from './helpers.js';
 
 const INVALID = path.join(FIXTURES, 'invalid');
 
@@ -148,8 +147,7 @@ describe('cases built at test time', () => {
 
   it('refuses a code.path that leaves the repository through a symlink', async () => {
     const repo = tempRepo();
-    const outside = path.join(os.tmpdir(), `runctl-outside-${process.pid}`);
-    mkdirSync(outside, { recursive: true });
+    const outside = tempDir('runctl-outside-');
     writeFileSync(path.join(outside, 'secrets.txt'), 'not yours');
     symlinkSync(outside, path.join(repo.root, 'escape'));
     const file = repo.write('runs/escape.yaml', localSpec('escape').replace('./code', './escape'));

@@ -1,9 +1,10 @@
 // Shared by the spec tests: where the repository and the fixtures are, and a loader that applies
 // no runctl.yaml so fixtures mean the same thing wherever the suite runs.
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 import { loadRuns, type LoadResult } from '../../src/spec/load.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -19,9 +20,22 @@ export function shown(abs: string): string {
   return path.relative(process.cwd(), abs).split(path.sep).join('/');
 }
 
+const temporary: string[] = [];
+// Registered while the importing test file is collected, so it runs after that file's tests.
+afterAll(() => {
+  for (const dir of temporary.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A folder removed when the test file is done. */
+export function tempDir(prefix: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  temporary.push(dir);
+  return dir;
+}
+
 /** A throwaway repository with a code folder, and a helper to write files into it. */
 export function tempRepo(): { root: string; write(rel: string, text: string | Buffer): string } {
-  const root = mkdtempSync(path.join(os.tmpdir(), 'runctl-spec-'));
+  const root = tempDir('runctl-spec-');
   mkdirSync(path.join(root, '.git'));
   mkdirSync(path.join(root, 'code'));
   writeFileSync(path.join(root, 'code/train.py'), 'print("train")\n');
