@@ -12,7 +12,7 @@
 // instance the cloud made (no lost status write). The watcher is paused with SIGSTOP just before
 // a status write, past its lease: CI takes the run over, and the late write, sent after SIGCONT,
 // is refused by S3 (412) and the watcher stands down. SIGTERM then stops it with exit 0.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -37,6 +37,8 @@ let proxy: SerialProxy;
 let dir: string;
 let objects: S3ObjectStore;
 const children: ChildProcess[] = [];
+/** Set when the test ends, however it ends: nothing new is started after that. */
+let finished = false;
 
 interface Proc {
   child: ChildProcess;
@@ -64,6 +66,14 @@ function harness(args: string[], env: Record<string, string> = {}): Proc {
   child.stdout?.on('data', (d: Buffer) => (proc.out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (proc.out += d.toString()));
   return proc;
+}
+
+function runctl(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [path.resolve('bin/runctl.js'), ...args], { cwd: dir, env, timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
 }
 
 async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
@@ -107,6 +117,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  finished = true;
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   objects?.close();
   await proxy?.close();
@@ -124,7 +135,7 @@ describe('two controllers on shared S3 state', () => {
     let ci = true;
     const applies: Array<{ proc: Proc; code: number | null }> = [];
     const ciLoop = (async () => {
-      while (ci) {
+      while (ci && !finished) {
         const proc = harness(['apply', 'runs', '--lease-duration', LEASE]);
         applies.push({ proc, code: await proc.exit });
       }
@@ -169,9 +180,12 @@ describe('two controllers on shared S3 state', () => {
 
     // What the control host's metrics say about all this.
     const metricsUrl = /metrics at (http:\/\/\S+\/metrics)/.exec(watcher.out)![1]!;
+    let lastScrape = '';
     const scrape = await until('a scrape showing 3 Completed runs', async () => {
-      const text = await (await fetch(metricsUrl)).text();
-      return /^runctl_runs\{phase="Completed"\} 3$/m.test(text) ? text : undefined;
+      lastScrape = await (await fetch(metricsUrl, { signal: AbortSignal.timeout(5_000) })).text();
+      return /^runctl_runs\{phase="Completed"\} 3$/m.test(lastScrape) ? lastScrape : undefined;
+    }, 15_000).catch((err: Error) => {
+      throw new Error(`${err.message}; last scrape:\n${lastScrape}`);
     });
     expect(Number(/^runctl_reconcile_errors_total\{kind="stale-write"\} (\d+)$/m.exec(scrape)?.[1])).toBeGreaterThanOrEqual(1);
     expect(Number(/^runctl_reconciles_total\{result="stood-down"\} (\d+)$/m.exec(scrape)?.[1])).toBeGreaterThanOrEqual(1);
@@ -180,6 +194,15 @@ describe('two controllers on shared S3 state', () => {
     watcher.child.kill('SIGTERM');
     expect(await watcher.exit).toBe(0);
     expect(watcher.out).toContain('runs keep going on their instances');
+
+    // The read-only commands see the same shared state (runctl.yaml names it), without a lease.
+    const env = { ...process.env, NO_COLOR: '1', AWS_ENDPOINT_URL: proxy.url, AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing' };
+    // (Not spawnSync: the proxy they talk to lives in this process.)
+    const status = await runctl(['status', '-o', 'json'], env);
+    expect(status.stderr).toBe('');
+    expect((JSON.parse(status.stdout) as Array<{ run: string; phase: string }>).map((r) => [r.run, r.phase])).toEqual(RUNS.map((r) => [r, 'Completed']));
+    const plan = await runctl(['plan', '--detailed-exitcode'], env);
+    expect([plan.code, plan.stdout.trim().split('\n').at(-1)]).toEqual([0, 'No changes. 3 unchanged.']);
 
     // --- every cloud-changing call, in the order the cloud saw them
     const journal = fs
