@@ -158,10 +158,13 @@ async function recordSource(deps: ReconcileDeps, status: RunStatus, desired: Des
   const loaded = desired.loaded;
   if (!loaded) return status;
   const latest = status.nextSpec?.spec ?? status.spec;
-  const changes = specChanges(latest, loaded.run.spec);
   const moved = status.source?.file !== loaded.file;
   const before = status.source?.revision;
   const revision = desired.revision;
+  // The common case, every pass over an unchanged run: nothing to record, no field walk.
+  const revisionStays = revision === undefined || revision === before || (before !== undefined && !before.endsWith('-dirty'));
+  if (!moved && revisionStays && JSON.stringify(latest) === JSON.stringify(loaded.run.spec)) return status;
+  const changes = specChanges(latest, loaded.run.spec);
   const contentChanged = changes.length > 0 || moved;
   const revisionNow = contentChanged ? revision : revision !== undefined && (before === undefined || (before.endsWith('-dirty') && revision !== before)) ? revision : before;
   if (!contentChanged && revisionNow === before) return status;
