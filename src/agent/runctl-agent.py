@@ -675,8 +675,12 @@ class Agent:
         cursor = read_json(self.p("logs.cursor")) or {"offset": 0, "seq": 0}
         try:
             with open(self.p("job.log"), "rb") as f:
+                # Ship only what was there on entry: a job printing faster than one upload takes
+                # would otherwise keep this loop (and the status heartbeat behind it) busy forever.
+                f.seek(0, os.SEEK_END)
+                end = f.tell()
                 f.seek(cursor["offset"])
-                data = f.read(SEGMENT_MAX_BYTES)
+                data = f.read(min(SEGMENT_MAX_BYTES, max(0, end - cursor["offset"])))
                 while data:
                     chunk = data
                     if not final and len(data) < SEGMENT_MAX_BYTES:
@@ -689,7 +693,7 @@ class Agent:
                     cursor = {"offset": cursor["offset"] + len(chunk), "seq": seq}
                     atomic_write(self.p("logs.cursor"), json_bytes(cursor))
                     f.seek(cursor["offset"])
-                    data = f.read(SEGMENT_MAX_BYTES)
+                    data = f.read(min(SEGMENT_MAX_BYTES, max(0, end - cursor["offset"])))
         except FileNotFoundError:
             return
         except (StorageError, OSError) as e:

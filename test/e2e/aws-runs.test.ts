@@ -1,0 +1,120 @@
+// The aws provider end to end, through the controller: moto is EC2, SSM and S3; the fleet simulator
+// brings moto's instances alive (runs the SSM commands with the real agent and the real AWS CLI
+// against moto's S3, serves IMDSv2). The tiny trainer trains on them, is interrupted, resumes.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Controller } from '../../src/reconciler/controller.js';
+import type { LoadedRun } from '../../src/spec/types.js';
+import type { RunStatus } from '../../src/state/types.js';
+import { awsSpec, CREDENTIALS, REGION, startRig, type AwsRig } from '../providers/aws/harness.js';
+import { MemoryStore } from '../support/memory-store.js';
+import { testRun } from '../support/runs.js';
+
+const repoRoot = path.resolve('.');
+const STEPS = 120;
+const EVERY = 10;
+const TRAIN = `.venv/bin/python train.py --steps ${STEPS} --checkpoint-every ${EVERY} --step-delay 0.25`;
+
+let rig: AwsRig;
+let s3: S3Client;
+
+beforeAll(async () => {
+  rig = await startRig({ bootDelayMs: 300 });
+  s3 = new S3Client({ region: REGION, endpoint: rig.motoUrl, forcePathStyle: true, credentials: CREDENTIALS });
+});
+afterAll(async () => {
+  s3?.destroy();
+  await rig?.release();
+});
+
+function awsRun(name: string): LoadedRun {
+  const spec = awsSpec(rig.bucket, {
+    code: { path: './examples/tiny-trainer', exclude: ['.venv/**', 'checkpoints/**', 'wheelhouse/**'] },
+    setup: 'bash setup.sh',
+    run: TRAIN,
+    checkpoints: { syncInterval: '2s', gracePeriod: '20s' },
+  });
+  const loaded = testRun(name);
+  return { ...loaded, run: { ...loaded.run, spec } };
+}
+
+async function text(key: string): Promise<string> {
+  const out = await s3.send(new GetObjectCommand({ Bucket: rig.bucket, Key: key }));
+  return (await out.Body?.transformToString()) ?? '';
+}
+
+async function finalWeights(run: string): Promise<string> {
+  const prefix = `runctl/runs/${run}/g1/checkpoints/`;
+  const listed = await s3.send(new ListObjectsV2Command({ Bucket: rig.bucket, Prefix: prefix }));
+  const manifests = (listed.Contents ?? []).map((o) => o.Key as string).filter((k) => k.endsWith('/MANIFEST.json')).sort();
+  const newest = (manifests.at(-1) as string).replace(/MANIFEST\.json$/, '');
+  return text(`${newest}final-weights.json`);
+}
+
+/** The same trainer run locally, uninterrupted, straight through: the weights everyone must match. */
+function referenceWeights(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-ref-'));
+  const r = spawnSync('python3', ['train.py', '--steps', String(STEPS), '--checkpoint-every', String(EVERY), '--step-delay', '0'], {
+    cwd: path.join(repoRoot, 'examples/tiny-trainer'),
+    env: { ...process.env, RUNCTL_CHECKPOINT_DIR: dir, PYTHONPATH: 'vendor/tinymath' },
+    encoding: 'utf8',
+  });
+  expect(r.status, r.stderr).toBe(0);
+  return fs.readFileSync(path.join(dir, 'final-weights.json'), 'utf8');
+}
+
+describe('aws provider through the controller, on moto with the fleet simulator', () => {
+  it('trains to Completed; a spot notice and an out-of-band termination each resume on attempt 2 with identical weights', async () => {
+    const { provider, recorder } = rig.provider({ controller: 'e2e', agentTiming: { heartbeatSeconds: 2, noticePollSeconds: 1 } });
+    const store = new MemoryStore();
+    const runs = [awsRun('aws-spot'), awsRun('aws-gone')];
+    const controller = new Controller({
+      store,
+      provider: async () => provider,
+      load: async () => ({ runs, diagnostics: [], invalidFiles: [] }),
+      controller: 'e2e',
+      repoRoot,
+      prune: false,
+    });
+    const disrupted = new Set<string>();
+    const byName = (run: string) => controller.runs.find((s) => s.run === run) as RunStatus | undefined;
+    const watcher = setInterval(() => {
+      for (const [run, how] of [
+        ['aws-spot', 'spot'],
+        ['aws-gone', 'out-of-band'],
+      ] as const) {
+        const s = byName(run);
+        if (!s || disrupted.has(run) || s.phase !== 'Training') continue;
+        const instance = s.instances.find((i) => i.attempt === 1 && !i.endedAt);
+        if (!instance) continue;
+        disrupted.add(run);
+        void (how === 'spot' ? rig.fleet.deliverSpotNotice(instance.id) : rig.fleet.terminateOutOfBand(instance.id));
+      }
+    }, 100);
+    const summary = await controller.runUntilSettled();
+    clearInterval(watcher);
+    await controller.stop();
+
+    expect(summary.statuses.map((s) => [s.run, s.phase, s.attempt, s.interruptions])).toEqual([
+      ['aws-gone', 'Completed', 2, 1],
+      ['aws-spot', 'Completed', 2, 1],
+    ]);
+    const reference = referenceWeights();
+    expect(await finalWeights('aws-spot')).toBe(reference);
+    expect(await finalWeights('aws-gone')).toBe(reference);
+
+    // The spot interruption was recognised as one; the out-of-band termination as what it was.
+    const events = async (run: string) => (await store.readEvents(run)).map((e) => `${e.action} ${e.message ?? ''}`);
+    expect((await events('aws-spot')).some((e) => e.startsWith('Training -> Interrupted') && /Spot|interrupt/i.test(e))).toBe(true);
+    expect((await events('aws-gone')).some((e) => e.startsWith('Training -> Interrupted') && /outside runctl/.test(e))).toBe(true);
+
+    // One instance per attempt, every one launched safely (checked on the wire), none left running.
+    expect(recorder.count('ec2', 'RunInstances')).toBe(4);
+    expect(recorder.launchesChecked).toBe(4);
+    expect([...rig.fleet.instances.values()].every((i) => i.state === 'terminated')).toBe(true);
+  }, 600_000);
+});
