@@ -267,4 +267,14 @@ describe('runctl apply', () => {
     const after = runctl(dir, 'plan', '--detailed-exitcode');
     expect(after.status).toBe(0);
   });
+
+  it('--wait keeps reconciling until every run is done, then exits 0', () => {
+    const dir = project('wait');
+    write(dir, 'quick.yaml', spec('quick'));
+    const env = { ...process.env, NO_COLOR: '1', GITHUB_ACTIONS: '', GITOPS_SCRIPT: JSON.stringify({ totalSteps: 30, stepsPerTick: 5, checkpointEvery: 10 }) };
+    const apply = spawnSync(process.execPath, ['--import', TSX, HARNESS, path.join(dir, 'world.json'), 'apply', '--wait'], { cwd: dir, encoding: 'utf8', env });
+    expect(apply.status).toBe(0);
+    expect(apply.stdout).toContain('quick: Training -> Completed');
+    expect(apply.stdout).toContain('quick: create applied; now Completed');
+  });
 });
