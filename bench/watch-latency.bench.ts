@@ -3,12 +3,14 @@
 // records a `spec` event in the file store (fsync on, as in production). The provider is the
 // in-memory cloud, so the figure is runctl's own latency, not a cloud's.
 // Writes its section of docs/BENCHMARKS.md. Environment: BENCH_EDITS (default 40), BENCH_RUNS_IN_FOLDER (default 20).
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Controller } from '../src/reconciler/controller.js';
 import { loadDesired } from '../src/reconciler/desired.js';
+import { withRevisions } from '../src/reconciler/git-follow.js';
 import { DEFAULT_DEBOUNCE_MS, SpecWatcher } from '../src/reconciler/watch.js';
 import { FileStore } from '../src/state/file-store.js';
 import type { RunEvent } from '../src/state/types.js';
@@ -45,6 +47,11 @@ async function measure(debounceMs: number): Promise<Result> {
   writeFileSync(path.join(dir, 'code', 'train.py'), 'print(1)\n');
   writeFileSync(path.join(dir, 'runctl.yaml'), 'prune: false\n');
   for (let i = 0; i < FOLDER_RUNS; i++) writeFileSync(path.join(runs, `run-${i}.yaml`), spec(`run-${i}`, '48h'));
+  // A git checkout, as on a control host: every reload also reads HEAD and the dirty files.
+  const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=bench', '-c', 'user.email=bench@example.com', ...args], { cwd: dir, stdio: 'ignore' });
+  git('init', '-q');
+  git('add', '-A');
+  git('commit', '-q', '-m', 'runs');
 
   const store = new FileStore(path.join(dir, '.runctl'));
   await store.open();
@@ -53,7 +60,7 @@ async function measure(debounceMs: number): Promise<Result> {
   const controller = new Controller({
     store,
     provider: async () => provider,
-    load: () => loadDesired([runs], dir),
+    load: async () => withRevisions(await loadDesired([runs], dir), dir),
     controller: 'bench',
     repoRoot: dir,
     prune: false,
@@ -105,7 +112,8 @@ const section = [
   `Each edit changes \`spec.timeouts.training\` of one run in a folder of ${FOLDER_RUNS} runs, all in Training. The clock starts`,
   'before `writeFileSync` and stops when the controller appends the `spec` event ("changed in place") to the',
   'run\'s log in the file store (fsync on). In between: chokidar\'s event, the debounce, a reload and validation of',
-  'the whole folder, and a reconcile of every run (the resync), of which the edited run\'s records the event. The',
+  'the whole folder, reading the git revision (the folder is a git checkout, so `git rev-parse` and `git status` run),',
+  'and a reconcile of every run (the resync), of which the edited run\'s records the event. The',
   'provider is the in-memory cloud (`test/support/memory-provider.ts`), so no cloud latency is included.',
   '',
   '| debounce | median | p90 | min | max |',
