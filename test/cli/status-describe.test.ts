@@ -89,7 +89,9 @@ describe('runctl describe', () => {
     expect(out.status, out.stderr).toBe(0);
     expect(out.stdout).toContain('Conditions:');
     expect(out.stdout).toMatch(/Interrupted\s+False\s+Recovered/);
-    expect(out.stdout).toContain('Training -> Interrupted');
+    // Both runs share one simulated world, so how many ticks pass between two looks at bravo depends
+    // on scheduling: the notice may be first seen while bravo was last seen Installing or Training.
+    expect(out.stdout).toMatch(/(Installing|Training) -> Interrupted\s/);
     expect(out.stdout).toContain('Resuming -> Provisioning');
     expect(out.stdout).toContain('python3 train.py');
     const status = JSON.parse(runctl('status', 'bravo', '-o', 'json').stdout) as Array<{ instances: Array<{ id: string }> }>;
