@@ -132,6 +132,19 @@ export interface DeployRequest extends AttemptKey {
   seedGeneration?: number;
 }
 
+/** What deployAgent did that the run's record should keep. */
+export interface DeployReport {
+  /** sha256 of the content-addressed code bundle the attempt runs (`bundles/<sha256>.tar.gz` in storage). */
+  codeBundle?: string;
+}
+
+export interface BundlePruneResult {
+  /** Storage keys deleted. */
+  deleted: string[];
+  /** Bundles kept: referenced, too young, or not of runctl's key shape. */
+  kept: number;
+}
+
 export interface Provider {
   readonly name: string;
   /** How often the reconciler should look again at a run that is in flight. */
@@ -141,7 +154,7 @@ export interface Provider {
   /** Launch (or adopt, if one already exists for this attempt) an instance. */
   launch(req: LaunchRequest): Promise<LaunchResult>;
   /** Bundle and ship the code, install and start the agent detached. Adopts a running agent. */
-  deployAgent(req: DeployRequest): Promise<void>;
+  deployAgent(req: DeployRequest): Promise<DeployReport | void>;
   /** The agent's newest status object for an attempt, or undefined if it has written none. */
   readAgentStatus(key: AttemptKey, spec: RunSpec): Promise<AgentStatus | undefined>;
   /** Ask the agent to signal the job, wait its grace period, sync a checkpoint and stop. */
@@ -159,6 +172,11 @@ export interface Provider {
    * observation depends on the spec (aws: the run's region) use it; others may leave it out.
    */
   track?(run: string, spec: RunSpec): void;
+  /**
+   * Delete the code bundles in `spec`'s storage that are not in `referenced` (sha256s) and were
+   * stored more than `minAgeMs` ago. Only keys of runctl's own `bundles/<sha256>.tar.gz` shape.
+   */
+  pruneBundles?(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult>;
   /** Release resources held by the provider object (servers, clients). */
   close?(): Promise<void>;
 }

@@ -2,12 +2,14 @@
 // run until it settles. One controller per state store (the file store's lock enforces it), or,
 // with a shared store and leases, one controller per run at a time: a run is reconciled only
 // while this controller holds its lease.
+import { DEFAULT_BUNDLE_MIN_AGE_MS } from '../providers/bundle-gc.js';
 import { CapacityError, RetryableError, TerminalError, type Provider } from '../providers/types.js';
 import type { Diagnostic } from '../spec/diagnostics.js';
 import type { LoadedRun, RunSpec } from '../spec/types.js';
 import type { Lease } from '../state/lease.js';
 import { StaleWriteError, type RunEvent, type RunStatus, type StateStore } from '../state/types.js';
 import type { RunctlMetrics } from './metrics.js';
+import { planBundleSweeps } from './bundle-sweep.js';
 import { Observer } from './observer.js';
 import { pruneRefusal } from './prune-guard.js';
 import { WorkQueue } from './queue.js';
@@ -38,7 +40,7 @@ export interface RunLeases {
 /** Things a user should hear about that are neither events of a run nor errors. */
 export type ControllerNotice =
   | { kind: 'lease-held-elsewhere' | 'stood-down' | 'lease-lost'; run: string; message: string }
-  | { kind: 'prune-refused' | 'lease-error'; message: string };
+  | { kind: 'prune-refused' | 'lease-error' | 'bundles-deleted' | 'bundle-sweep-error'; message: string };
 
 export interface ControllerOptions {
   store: StateStore;
@@ -61,7 +63,13 @@ export interface ControllerOptions {
   /** Let prune delete every run when the runs folder has none (see prune-guard.ts). */
   allowEmptyPrune?: boolean;
   onNotice?: (notice: ControllerNotice) => void;
+  /** Look for code bundles no live instance uses at most this often (default 1 h); 0 never. */
+  bundleSweepIntervalMs?: number;
+  /** Unused bundles stored more recently than this are kept (default 24 h). */
+  bundleMinAgeMs?: number;
 }
+
+const DEFAULT_BUNDLE_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
 
 export interface Summary {
   statuses: RunStatus[];
@@ -88,6 +96,8 @@ export class Controller {
   private revisionOf?: (file: string) => string | undefined;
   private renewTimer?: NodeJS.Timeout;
   private renewing = false;
+  private lastBundleSweepAt?: number;
+  private bundleSweep?: Promise<void>;
 
   constructor(private readonly opts: ControllerOptions) {
     this.now = opts.now ?? Date.now;
@@ -150,6 +160,7 @@ export class Controller {
       : undefined;
     if (this.pruneRefused) this.opts.onNotice?.({ kind: 'prune-refused', message: this.pruneRefused });
     for (const run of this.known) this.queue.add(run);
+    this.maybeSweepBundles();
     return state;
   }
 
@@ -158,6 +169,7 @@ export class Controller {
     this.once = true;
     await this.resync();
     await this.queue.whenIdle();
+    await this.bundleSweep;
     return this.summary();
   }
 
@@ -168,6 +180,7 @@ export class Controller {
       await this.nextChange(signal);
     }
     await this.queue.drain();
+    await this.bundleSweep;
     return this.summary();
   }
 
@@ -177,6 +190,7 @@ export class Controller {
    */
   async stop(): Promise<void> {
     await this.queue.shutdown();
+    await this.bundleSweep;
     if (this.renewTimer) clearInterval(this.renewTimer);
     this.renewTimer = undefined;
     await this.opts.leases?.releaseAll().catch((err: unknown) => {
@@ -261,6 +275,41 @@ export class Controller {
       if (result.status.phase === 'Deleted') this.known.delete(run);
     }
     return result.requeueAfterMs;
+  }
+
+  /**
+   * Deletes code bundles no live instance runs, at most once per interval, in the background: it
+   * never holds up reconciling. What is in use is read afresh from the store, so runs another
+   * controller acts on (shared state) are counted too.
+   */
+  private maybeSweepBundles(): void {
+    const every = this.opts.bundleSweepIntervalMs ?? DEFAULT_BUNDLE_SWEEP_INTERVAL_MS;
+    if (every <= 0 || this.bundleSweep) return;
+    if (this.lastBundleSweepAt !== undefined && this.now() - this.lastBundleSweepAt < every) return;
+    this.lastBundleSweepAt = this.now();
+    this.bundleSweep = this.sweepBundles()
+      .catch((err: unknown) => this.opts.onNotice?.({ kind: 'bundle-sweep-error', message: `could not clean up unused code bundles: ${errorMessage(err)} (tried again later)` }))
+      .finally(() => {
+        this.bundleSweep = undefined;
+      });
+  }
+
+  private async sweepBundles(): Promise<void> {
+    const statuses: RunStatus[] = [];
+    for (const run of await this.opts.store.listRuns()) {
+      const status = await this.opts.store.getStatus(run);
+      if (status) statuses.push(status);
+    }
+    const minAgeMs = this.opts.bundleMinAgeMs ?? DEFAULT_BUNDLE_MIN_AGE_MS;
+    for (const sweep of planBundleSweeps(statuses).sweeps) {
+      const provider = await this.opts.provider(sweep.spec.provider);
+      if (!provider.pruneBundles) continue;
+      const { deleted } = await provider.pruneBundles(sweep.spec, sweep.referenced, { minAgeMs });
+      if (deleted.length > 0) {
+        const n = deleted.length;
+        this.opts.onNotice?.({ kind: 'bundles-deleted', message: `deleted ${n} code bundle${n === 1 ? '' : 's'} no run uses any more from ${sweep.storage}` });
+      }
+    }
   }
 
   /** Effects run only under a live lease: one that lapsed mid-reconcile stops the run's work. */

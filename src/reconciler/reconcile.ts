@@ -392,12 +392,14 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
       const instance = status.instances.find((i) => i.generation === key.generation && i.attempt === key.attempt && !i.endedAt);
       if (!instance) throw new ProviderError(`no live instance recorded for attempt ${key.attempt}`);
       const seedGeneration = spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, key.generation) : undefined;
-      await provider.deployAgent({ ...key, spec, instance, repoRoot: deps.repoRoot, seedGeneration });
+      const report = await provider.deployAgent({ ...key, spec, instance, repoRoot: deps.repoRoot, seedGeneration });
       const now = iso(deps.now());
+      const codeBundle = report?.codeBundle;
+      const instances = codeBundle ? status.instances.map((i) => (i === instance ? { ...i, codeBundle } : i)) : status.instances;
       return {
-        status: { ...status, agent: { attempt: key.attempt, phase: 'starting', seq: 0, heartbeatAt: now, deployedAt: now } },
+        status: { ...status, instances, agent: { attempt: key.attempt, phase: 'starting', seq: 0, heartbeatAt: now, deployedAt: now } },
         result: 'ok',
-        message: `agent started on ${instance.id}`,
+        message: `agent started on ${instance.id}${codeBundle ? ` (code bundle ${codeBundle.slice(0, 12)})` : ''}`,
       };
     }
     case 'requestStop': {

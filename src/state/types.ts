@@ -35,6 +35,8 @@ export interface InstanceRecord extends InstanceRef {
   endReason?: string;
   /** Cost of this instance so far (or in total, once ended), in USD, when the price is known. */
   costUSD?: number;
+  /** sha256 of the code bundle the agent on this instance was given (kept from deletion while the instance lives). */
+  codeBundle?: string;
 }
 
 /** An effect the reconciler has decided on and not yet finished: replayed after a crash. */

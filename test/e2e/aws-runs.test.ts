@@ -112,6 +112,14 @@ describe('aws provider through the controller, on moto with the fleet simulator'
     expect((await events('aws-spot')).some((e) => e.startsWith('Training -> Interrupted') && /Spot|interrupt/i.test(e))).toBe(true);
     expect((await events('aws-gone')).some((e) => e.startsWith('Training -> Interrupted') && /outside runctl/.test(e))).toBe(true);
 
+    // Every attempt recorded the content-addressed bundle it was given; the same code is one object.
+    const bundles = new Set(summary.statuses.flatMap((s) => s.instances.map((i) => i.codeBundle)));
+    expect(bundles.size).toBe(1);
+    const [bundle] = [...bundles];
+    expect(bundle).toMatch(/^[0-9a-f]{64}$/);
+    const stored = await s3.send(new ListObjectsV2Command({ Bucket: rig.bucket, Prefix: 'runctl/bundles/' }));
+    expect((stored.Contents ?? []).map((o) => o.Key)).toEqual([`runctl/bundles/${bundle}.tar.gz`]);
+
     // One instance per attempt, every one launched safely (checked on the wire), none left running.
     expect(recorder.count('ec2', 'RunInstances')).toBe(4);
     expect(recorder.launchesChecked).toBe(4);

@@ -3,6 +3,7 @@
 // steps per tick, checkpoints every few steps, and succeeds. A script injects spot notices, job
 // failures and provider faults. With `file`, the world is kept on disk after every call, so a
 // controller process can be killed and a new one sees the same cloud (the crash test).
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import {
   CapacityError,
@@ -10,7 +11,9 @@ import {
   TerminalError,
   type AgentStatus,
   type AttemptKey,
+  type BundlePruneResult,
   type CheckpointManifest,
+  type DeployReport,
   type DeployRequest,
   type InstanceObservation,
   type LaunchRequest,
@@ -68,6 +71,8 @@ export interface World {
   /** attempt key -> how many instances were actually created (adoptions excluded). */
   launches: Record<string, number>;
   calls: Record<string, number>;
+  /** Code bundles in storage: `<storage>|<sha256>` -> when stored (epoch ms). */
+  bundles?: Record<string, number>;
 }
 
 const keyOf = (k: AttemptKey) => `${k.run}/g${k.generation}/a${k.attempt}`;
@@ -164,8 +169,16 @@ export class MemoryProvider implements Provider {
     return { instance: { id, launchedAt, pricePerHour: 0.5, market: 'spot', type: 'mem.small' }, adopted: false };
   }
 
-  async deployAgent(req: DeployRequest): Promise<void> {
+  /** Each generation of a run has its own code in this world. */
+  static codeBundleOf(run: string, generation: number): string {
+    return createHash('sha256').update(`${run}/g${generation}`).digest('hex');
+  }
+
+  async deployAgent(req: DeployRequest): Promise<DeployReport> {
     this.enter('deployAgent');
+    const codeBundle = MemoryProvider.codeBundleOf(req.run, req.generation);
+    const bundles = (this.world.bundles ??= {});
+    bundles[`${req.spec.checkpoints.storage ?? ''}|${codeBundle}`] ??= Date.now();
     const k = keyOf(req);
     const agent = this.world.agents[k];
     if (agent) {
@@ -177,6 +190,27 @@ export class MemoryProvider implements Provider {
       this.world.agents[k] = { run: req.run, generation: req.generation, attempt: req.attempt, phase: 'starting', seq: 0, step: start, startStep: start, deploys: 1 };
     }
     this.save();
+    return { codeBundle };
+  }
+
+  // Not counted in `calls` and never faulted: the sweep runs beside reconciling, not as part of it.
+  async pruneBundles(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult> {
+    this.load();
+    const prefix = `${spec.checkpoints.storage ?? ''}|`;
+    const deleted: string[] = [];
+    let kept = 0;
+    for (const [key, storedAt] of Object.entries(this.world.bundles ?? {})) {
+      if (!key.startsWith(prefix)) continue;
+      const sha = key.slice(prefix.length);
+      if (referenced.has(sha) || Date.now() - storedAt < opts.minAgeMs) {
+        kept++;
+        continue;
+      }
+      delete this.world.bundles![key];
+      deleted.push(`bundles/${sha}.tar.gz`);
+    }
+    this.save();
+    return { deleted, kept };
   }
 
   async readAgentStatus(key: AttemptKey): Promise<AgentStatus | undefined> {

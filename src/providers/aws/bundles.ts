@@ -3,10 +3,9 @@
 // of exactly that shape under runctl's own prefix, and spares recent uploads (another controller,
 // e.g. CI, may have just uploaded a bundle for a run this one does not know yet).
 import { bundleKey } from '../../agent/layout.js';
+import { unusedBundles } from '../bundle-gc.js';
+import type { BundlePruneResult } from '../types.js';
 import type { S3Storage } from './storage.js';
-
-const BUNDLE_KEY = /^bundles\/([0-9a-f]{64})\.tar\.gz$/;
-export const DEFAULT_BUNDLE_MIN_AGE_MS = 24 * 60 * 60 * 1000;
 
 /** Uploads the bundle unless an object with its hash already exists. Returns the bytes uploaded (0 when present). */
 export async function ensureBundle(storage: S3Storage, bundle: { sha256: string; file: string; bytes: number }): Promise<number> {
@@ -16,29 +15,15 @@ export async function ensureBundle(storage: S3Storage, bundle: { sha256: string;
   return bundle.bytes;
 }
 
-export interface PruneResult {
-  deleted: string[];
-  kept: number;
-}
-
-export async function pruneBundles(
-  storage: S3Storage,
-  referenced: Set<string>,
-  minAgeMs = DEFAULT_BUNDLE_MIN_AGE_MS,
-  now = Date.now(),
-): Promise<PruneResult> {
+/** Deletes the bundles under runctl's `bundles/` prefix that `unusedBundles` condemns. */
+export async function pruneBundles(storage: S3Storage, referenced: ReadonlySet<string>, minAgeMs: number, now = Date.now()): Promise<BundlePruneResult> {
   const objects = await storage.list('bundles/');
-  const doomed: string[] = [];
-  let kept = 0;
-  for (const o of objects) {
-    const sha = o.Key.match(BUNDLE_KEY)?.[1];
-    const age = now - (o.LastModified?.getTime() ?? now);
-    if (!sha || referenced.has(sha) || age < minAgeMs) {
-      kept++;
-      continue;
-    }
-    doomed.push(o.Key);
-  }
+  const { doomed, kept } = unusedBundles(
+    objects.map((o) => ({ key: o.Key, modifiedAt: o.LastModified })),
+    referenced,
+    minAgeMs,
+    now,
+  );
   if (doomed.length > 0) await storage.deleteMany(doomed);
   return { deleted: doomed, kept };
 }

@@ -8,7 +8,9 @@ import {
   RetryableError,
   type AgentStatus,
   type AttemptKey,
+  type BundlePruneResult,
   type CheckpointManifest,
+  type DeployReport,
   type DeployRequest,
   type InstanceObservation,
   type LaunchRequest,
@@ -17,7 +19,7 @@ import {
   type Provider,
   type StopReason,
 } from '../types.js';
-import { pruneBundles, type PruneResult } from './bundles.js';
+import { pruneBundles } from './bundles.js';
 import { chainRegion, createClients, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
 import { deployAgent, stopRequest, type DeployOutcome } from './deploy.js';
 import { launchAttempt } from './ec2-launch.js';
@@ -166,8 +168,9 @@ export class AwsProvider implements Provider {
     return result;
   }
 
-  async deployAgent(req: DeployRequest): Promise<void> {
-    await this.deploy(req);
+  async deployAgent(req: DeployRequest): Promise<DeployReport> {
+    const outcome = await this.deploy(req);
+    return { codeBundle: outcome.bundleSha256 };
   }
 
   /** deployAgent, returning what it did (bundle bytes uploaded, SSM command id) for tests and the event log. */
@@ -281,11 +284,9 @@ export class AwsProvider implements Provider {
     return checkInstanceTypeOfferings(this.clientsFor(await this.regionFor(spec)), spec.resources);
   }
 
-  /** Delete code bundles under `storage` that no run references any more (runctl's own bundles/ prefix only). */
-  async pruneBundles(storage: string, referencedSha256: Iterable<string>, opts: { minAgeMs?: number } = {}): Promise<PruneResult> {
-    const location = parseStorageUrl(storage);
-    const region = await this.regionFor();
-    return pruneBundles(new S3Storage(this.clientsFor(region).s3, location, region), new Set(referencedSha256), opts.minAgeMs);
+  /** Delete code bundles in the spec's storage that no run references any more (runctl's own bundles/ prefix only). */
+  async pruneBundles(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult> {
+    return pruneBundles(await this.storageFor(spec), referenced, opts.minAgeMs);
   }
 
   async close(): Promise<void> {

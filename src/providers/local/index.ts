@@ -10,7 +10,9 @@ import {
   TerminalError,
   type AgentStatus,
   type AttemptKey,
+  type BundlePruneResult,
   type CheckpointManifest,
+  type DeployReport,
   type DeployRequest,
   type InstanceObservation,
   type InstanceRef,
@@ -20,6 +22,7 @@ import {
   type Provider,
   type StopReason,
 } from '../types.js';
+import { unusedBundles } from '../bundle-gc.js';
 import { shipBundle, startAgent, type ShippedBundle } from './deploy.js';
 import { fsCall } from './errors.js';
 import { createJsonExclusive, sleep } from './fs-util.js';
@@ -211,7 +214,7 @@ export class LocalProvider implements Provider {
     return found[0];
   }
 
-  async deployAgent(req: DeployRequest): Promise<void> {
+  async deployAgent(req: DeployRequest): Promise<DeployReport> {
     const sandbox = this.sandboxOf(req.instance.id);
     const tags = attemptFromTags(await sandbox.tags());
     if (!tags) throw new TerminalError(`local instance ${req.instance.id} does not exist (no sandbox at ${sandbox.dir})`, { code: 'InstanceNotFound' });
@@ -231,6 +234,15 @@ export class LocalProvider implements Provider {
       noticePollSeconds: this.opts.noticePollSeconds ?? 1,
       heartbeatSeconds: this.opts.heartbeatSeconds,
     });
+    return { codeBundle: bundle.sha256 };
+  }
+
+  /** Delete code bundles in the spec's storage folder that no run references any more. */
+  async pruneBundles(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult> {
+    const storage = this.storageFor(spec);
+    const { doomed, kept } = unusedBundles(await storage.listBundles(), referenced, opts.minAgeMs);
+    for (const key of doomed) await storage.deleteObject(key);
+    return { deleted: doomed, kept };
   }
 
   private async waitForHost(sandbox: Sandbox): Promise<HostRecord> {

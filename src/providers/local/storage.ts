@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { bundleKey, checkpointsPrefix, controlKey, logsPrefix, manifestKey, statusKey } from '../../agent/layout.js';
 import type { RunSpec } from '../../spec/types.js';
+import type { StoredObject } from '../bundle-gc.js';
 import { RetryableError, TerminalError, type AgentStatus, type AttemptKey, type CheckpointManifest, type LogChunk, type StopReason } from '../types.js';
 import { fsCall } from './errors.js';
 import { errnoCode, exists, tempPathFor, writeJsonAtomic } from './fs-util.js';
@@ -134,6 +135,29 @@ export class LocalStorage {
       }
       return (await fs.stat(target)).size;
     });
+  }
+
+  /** Every object under bundles/, with when it was stored. */
+  async listBundles(): Promise<StoredObject[]> {
+    const dir = this.path('bundles');
+    const out: StoredObject[] = [];
+    for (const name of await this.listNames(dir, 'listing the code bundles')) {
+      const key = `bundles/${name}`;
+      const stat = await fsCall('reading a code bundle', this.path(key), async () => {
+        try {
+          return await fs.stat(this.path(key));
+        } catch (err) {
+          if (errnoCode(err) === 'ENOENT') return undefined;
+          throw err;
+        }
+      });
+      if (stat?.isFile()) out.push({ key, modifiedAt: stat.mtime });
+    }
+    return out;
+  }
+
+  async deleteObject(key: string): Promise<void> {
+    await fsCall('deleting a code bundle', this.path(key), () => fs.rm(this.path(key), { force: true }));
   }
 
   async ensureRoot(): Promise<void> {

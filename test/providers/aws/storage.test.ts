@@ -80,9 +80,10 @@ describe('S3 storage', () => {
     ]) {
       await put(s3, key, 'x');
     }
-    const young = await provider.pruneBundles(`s3://${rig.bucket}/prune`, [keep]);
+    const spec = awsSpec(rig.bucket, { checkpoints: { storage: `s3://${rig.bucket}/prune` } });
+    const young = await provider.pruneBundles(spec, new Set([keep]), { minAgeMs: 60_000 });
     expect(young.deleted).toEqual([]);
-    const result = await provider.pruneBundles(`s3://${rig.bucket}/prune`, [keep], { minAgeMs: 0 });
+    const result = await provider.pruneBundles(spec, new Set([keep]), { minAgeMs: 0 });
     expect(result.deleted).toEqual([`bundles/${drop}.tar.gz`]);
     const left = await s3.send(new ListObjectsV2Command({ Bucket: rig.bucket }));
     const keys = (left.Contents ?? []).map((o) => o.Key);

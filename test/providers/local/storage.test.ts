@@ -1,10 +1,12 @@
 // The file:// storage as the local provider reads it: log cursors, published checkpoints only,
-// stop requests in the agent's format, and content-addressed bundles that copy nothing twice.
-import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+// stop requests in the agent's format, and content-addressed bundles that copy nothing twice and
+// are cleaned up once unused.
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { shipBundle } from '../../../src/providers/local/deploy.js';
+import { createLocalProvider } from '../../../src/providers/local/index.js';
 import { LOG_CHUNK_BYTES, LocalStorage } from '../../../src/providers/local/storage.js';
 import { TerminalError } from '../../../src/providers/types.js';
 import { spec } from './helpers.js';
@@ -103,6 +105,25 @@ describe('code bundles', () => {
     const changed = await shipBundle(repo, code, storage, path.join(dir, 'scratch'));
     expect(changed.sha256).not.toBe(first.sha256);
     expect(changed.copiedBytes).toBeGreaterThan(0);
+  });
+
+  it('prune deletes only old, unreferenced bundles of runctl’s key shape in the spec’s storage', async () => {
+    const provider = createLocalProvider({ repoRoot: dir, controller: 'test' });
+    const bundles = path.join(storage.root, 'bundles');
+    await mkdir(bundles, { recursive: true });
+    const [kept, old, young] = ['a', 'b', 'c'].map((c) => c.repeat(64)) as [string, string, string];
+    const dayAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+    for (const name of [`${kept}.tar.gz`, `${old}.tar.gz`, `${young}.tar.gz`, 'notes.txt']) {
+      await writeFile(path.join(bundles, name), 'x');
+      if (!name.startsWith(young)) await utimes(path.join(bundles, name), dayAgo, dayAgo);
+    }
+    const inStorage = spec({ checkpoints: { storage: storage.url } });
+    const result = await provider.pruneBundles(inStorage, new Set([kept]), { minAgeMs: 24 * 3600 * 1000 });
+    expect(result).toEqual({ deleted: [`bundles/${old}.tar.gz`], kept: 3 });
+    expect((await readdir(bundles)).sort()).toEqual([`${kept}.tar.gz`, `${young}.tar.gz`, 'notes.txt']);
+    // Nothing stored yet is nothing to do, not an error.
+    const empty = spec({ checkpoints: { storage: `file://${path.join(dir, 'empty')}` } });
+    expect(await provider.pruneBundles(empty, new Set(), { minAgeMs: 0 })).toEqual({ deleted: [], kept: 0 });
   });
 
   it('says which code.path is wrong', async () => {
