@@ -66,12 +66,13 @@ export function renderDescribe(input: DescribeInput): string {
         formatDuration(end - Date.parse(i.launchedAt)) + (i.endedAt ? '' : ' (running)'),
         i.endReason ? firstLine(i.endReason) : '-',
         formatUSD(i.costUSD),
+        i.codeBundle ? sanitizeLine(i.codeBundle.slice(0, 12)) : '-',
       ];
     });
     out.push(
-      ...alignColumns([['ATTEMPT', 'GEN', 'INSTANCE', 'TYPE', 'MARKET', 'ZONE', 'LAUNCHED', 'RAN', 'END REASON', 'COST'], ...rows], {
+      ...alignColumns([['ATTEMPT', 'GEN', 'INSTANCE', 'TYPE', 'MARKET', 'ZONE', 'LAUNCHED', 'RAN', 'END REASON', 'COST', 'CODE'], ...rows], {
         indent: '  ',
-        align: ['right', 'right', 'left', 'left', 'left', 'left', 'left', 'left', 'left', 'right'],
+        align: ['right', 'right', 'left', 'left', 'left', 'left', 'left', 'left', 'left', 'right', 'left'],
       }),
     );
     out.push(`  Total cost: ${formatUSD(s.costUSD)}`);

@@ -96,6 +96,9 @@ describe('runctl describe', () => {
     expect(out.stdout).toContain('python3 train.py');
     const status = JSON.parse(runctl('status', 'bravo', '-o', 'json').stdout) as Array<{ instances: Array<{ id: string }> }>;
     for (const instance of status[0]!.instances) expect(out.stdout).toContain(instance.id);
+    // Which code each attempt ran: the start of its bundle's sha256.
+    expect(out.stdout).toMatch(/END REASON\s+COST\s+CODE/);
+    expect(out.stdout).toContain(MemoryProvider.codeBundleOf('bravo', 1).slice(0, 12));
   });
 
   it('shows why a run failed, with the log tail', () => {

@@ -15,8 +15,8 @@ const quickstart: RunStatus = statusFixture('quickstart', {
   interruptions: 1,
   progress: { step: 120, total: 400, loss: 0.31234 },
   instances: [
-    { id: 'i-0aaa', type: 'g5.xlarge', market: 'spot', zone: 'us-east-1a', generation: 1, attempt: 1, launchedAt: at(0), endedAt: at(60_000), endReason: 'spot interruption', costUSD: 0.0031 },
-    { id: 'i-0bbb', type: 'g6.xlarge', market: 'spot', zone: 'us-east-1b', generation: 1, attempt: 2, launchedAt: at(70_000), costUSD: 0.0011 },
+    { id: 'i-0aaa', type: 'g5.xlarge', market: 'spot', zone: 'us-east-1a', generation: 1, attempt: 1, launchedAt: at(0), endedAt: at(60_000), endReason: 'spot interruption', costUSD: 0.0031, codeBundle: '3f9a0c1d2e4b'.padEnd(64, '0') },
+    { id: 'i-0bbb', type: 'g6.xlarge', market: 'spot', zone: 'us-east-1b', generation: 1, attempt: 2, launchedAt: at(70_000), costUSD: 0.0011, codeBundle: '3f9a0c1d2e4b'.padEnd(64, '0') },
   ],
   lastCheckpoint: { id: '000004', step: 100, files: 2, bytes: 2048, at: at(150_000), generation: 1 },
   conditions: [
@@ -104,9 +104,9 @@ describe('renderDescribe', () => {
         '  Interrupted   False    Resumed    2m02s   resumed from 000002 (+1 more lines)',
         '',
         'Instances:',
-        '  ATTEMPT   GEN   INSTANCE   TYPE        MARKET   ZONE         LAUNCHED               RAN               END REASON             COST',
-        '        1     1   i-0aaa     g5.xlarge   spot     us-east-1a   2026-01-01T12:00:00Z   1m00s             spot interruption   $0.0031',
-        '        2     1   i-0bbb     g6.xlarge   spot     us-east-1b   2026-01-01T12:01:10Z   2m02s (running)   -                   $0.0011',
+        '  ATTEMPT   GEN   INSTANCE   TYPE        MARKET   ZONE         LAUNCHED               RAN               END REASON             COST   CODE',
+        '        1     1   i-0aaa     g5.xlarge   spot     us-east-1a   2026-01-01T12:00:00Z   1m00s             spot interruption   $0.0031   3f9a0c1d2e4b',
+        '        2     1   i-0bbb     g6.xlarge   spot     us-east-1b   2026-01-01T12:01:10Z   2m02s (running)   -                   $0.0011   3f9a0c1d2e4b',
         '  Total cost: $0.0042',
         '',
         'Events:',
