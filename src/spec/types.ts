@@ -119,6 +119,4 @@ export interface LoadedRun {
   documentIndex: number;
   /** Stable hash over what is trained (code, setup, run, env, secrets, resources). */
   specHash: string;
-  /** Hash over the content of code.path, when it was computed (content-addressed bundle id). */
-  codeHash?: string;
 }
