@@ -64,6 +64,7 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
   }
 
   if (provider === 'aws') checkAws(resources, checkpoints, problems);
+  if (provider === 'local') checkLocal(checkpoints, problems);
   if (provider === 'local') {
     for (const key of AWS_ONLY_RESOURCES) {
       if (explicitResourceKeys.has(key)) problems.push(warning(['spec', 'resources', key], 'is ignored by provider local', 'key'));
@@ -114,6 +115,18 @@ function checkDurations(spec: Obj, problems: Problem[]): void {
   if (rehearsal !== undefined && training !== undefined && rehearsal >= training) {
     problems.push(
       warning(['spec', 'rehearsal', 'interruptAfter'], `is not shorter than timeouts.training (${formatDuration(training)}), so the rehearsal never happens`),
+    );
+  }
+}
+
+function checkLocal(checkpoints: Obj, problems: Problem[]): void {
+  const storage = str(checkpoints.storage);
+  if (storage?.startsWith('s3://')) {
+    problems.push(
+      error(
+        ['spec', 'checkpoints', 'storage'],
+        `must be a file:///absolute/path URL for provider local, which keeps storage in a folder (got ${JSON.stringify(storage)}); leave it out to use .runctl/local/storage`,
+      ),
     );
   }
 }
