@@ -12,12 +12,14 @@ import { colorsFor } from '../ui/index.js';
 import { addCommonOptions, cliContext, durationOption, openControllerStore, reportProjectProblems, type CliOverrides, type CommonOptions, type ControllerStore } from './context.js';
 import { eventLine, noticePrinter } from './controller-output.js';
 import { UsageError } from './errors.js';
-import { computePlan, printPlan, readStatuses } from './plan.js';
+import { planWithCloudChecks, printPlan, readStatuses } from './plan.js';
 
 export interface ApplyOptions extends CommonOptions {
   prune?: boolean;
   allowEmptyPrune?: boolean;
   wait?: boolean;
+  /** False with --no-cloud-checks. */
+  cloudChecks?: boolean;
   workers?: string;
   leaseDuration?: string;
 }
@@ -31,6 +33,7 @@ export function register(program: Command): void {
       .option('--prune', 'stop and forget runs whose spec files were removed (default: runctl.yaml prune)')
       .option('--allow-empty-prune', 'let prune delete every run when the runs folder holds none (refused otherwise)')
       .option('--wait', 'keep reconciling until every run is Completed, Failed or Suspended')
+      .option('--no-cloud-checks', 'skip checking instance types against the cloud before launching (see `runctl plan --help`)')
       .option('--lease-duration <duration>', 'with shared state: how long a run lease lasts without renewal', `${DEFAULT_LEASE_TTL_MS / 1000}s`)
       .option('--workers <n>', 'runs reconciled at the same time', '4'),
   ).action(async (paths: string[], opts: ApplyOptions) => {
@@ -67,8 +70,9 @@ export async function applyCommand(paths: string[], opts: ApplyOptions, override
   const leftToOthers = new Set<string>();
   try {
     // Loaded once: the plan printed and the pass that follows read the very same desired state.
-    const desired = await withRevisions(await loadDesired(paths, ctx.repoRoot, ctx.project), ctx.repoRoot);
-    const plan = computePlan(desired, await readStatuses(opened.store), opts, ctx);
+    const loaded = await withRevisions(await loadDesired(paths, ctx.repoRoot, ctx.project), ctx.repoRoot);
+    // Runs failing a cloud check are left out of the pass as if their files had errors.
+    const { plan, desired } = await planWithCloudChecks(loaded, await readStatuses(opened.store), opts, ctx);
     printPlan(plan, desired, 'text', opened.description);
     planned = new Map(plan.runs.filter((r) => CHANGING_ACTIONS.has(r.action)).map((r) => [r.run, r.action]));
     const notices = noticePrinter(print);

@@ -1,8 +1,11 @@
 // `runctl plan [PATH...]`: what a reconcile pass would change, run by run, without changing
-// anything: no lock, no lease, no provider call. Exit codes as Terraform's: 0 no changes, 1 error
-// (including invalid spec files), 2 changes when --detailed-exitcode is given (else 0).
+// anything: no lock, no lease, no effect. The only cloud calls are the read-only checks of runs a
+// pass would launch capacity for (instance types offered where asked: reconciler/preflight.ts),
+// unless --no-cloud-checks. Exit codes as Terraform's: 0 no changes, 1 error (including invalid
+// spec files and failed cloud checks), 2 changes when --detailed-exitcode is given (else 0).
 import { Option, type Command } from 'commander';
 import { planChanges, type Plan } from '../reconciler/plan.js';
+import { preflightPlan, withoutRefused } from '../reconciler/preflight.js';
 import type { DesiredState } from '../reconciler/controller.js';
 import { formatDiagnostic, formatGithubAnnotation } from '../spec/diagnostics.js';
 import type { RunStatus, StateStore } from '../state/types.js';
@@ -16,6 +19,8 @@ export interface PlanOptions extends CommonOptions {
   format: PlanFormat;
   prune?: boolean;
   allowEmptyPrune?: boolean;
+  /** False with --no-cloud-checks. */
+  cloudChecks?: boolean;
 }
 
 export function register(program: Command): void {
@@ -27,7 +32,8 @@ export function register(program: Command): void {
       .option('--detailed-exitcode', 'exit 2 when there are changes (0 none, 1 error), as `terraform plan -detailed-exitcode`')
       .addOption(new Option('--format <format>', 'output format (markdown suits a CI job summary)').choices([...PLAN_FORMATS]).default('text'))
       .option('--prune', 'plan with prune on (default: runctl.yaml prune)')
-      .option('--allow-empty-prune', 'plan as if prune may delete every run when the runs folder holds none'),
+      .option('--allow-empty-prune', 'plan as if prune may delete every run when the runs folder holds none')
+      .option('--no-cloud-checks', 'skip checking instance types against the cloud (DescribeInstanceTypeOfferings) for runs that would launch'),
   )
     // With --detailed-exitcode, 2 means "changes": a usage mistake must not look like one.
     .exitOverride((err) => {
@@ -60,15 +66,44 @@ export async function planCommand(paths: string[], opts: PlanOptions, overrides?
   } finally {
     await store.close();
   }
-  const plan = computePlan(desired, statuses, opts, ctx);
-  printPlan(plan, desired, opts.format, storeName(ctx));
-  if (plan.invalidFiles.length > 0 || desired.diagnostics.some((d) => d.severity === 'error')) return 1;
+  let checked: { plan: Plan; desired: DesiredState };
+  try {
+    checked = await planWithCloudChecks(desired, statuses, opts, ctx);
+  } finally {
+    await ctx.providers.close();
+  }
+  const { plan } = checked;
+  printPlan(plan, checked.desired, opts.format, storeName(ctx));
+  if (plan.invalidFiles.length > 0 || checked.desired.diagnostics.some((d) => d.severity === 'error')) return 1;
   return opts.detailedExitcode && plan.changes > 0 ? 2 : 0;
 }
 
 /** The plan for these inputs, as `apply` computes it too. */
 export function computePlan(desired: DesiredState, statuses: readonly RunStatus[], opts: { prune?: boolean; allowEmptyPrune?: boolean }, ctx: CliContext): Plan {
   return planChanges({ desired, statuses, prune: opts.prune ?? ctx.project.prune, allowEmptyPrune: opts.allowEmptyPrune });
+}
+
+/**
+ * The plan, after checking against the cloud the runs it would launch (unless --no-cloud-checks).
+ * A run that fails a check is planned as if its file had an error: nothing is launched or pruned
+ * for it, and the check's diagnostics join the spec diagnostics. A check that cannot be made is
+ * said on stderr and skipped.
+ */
+export async function planWithCloudChecks(
+  desired: DesiredState,
+  statuses: readonly RunStatus[],
+  opts: { prune?: boolean; allowEmptyPrune?: boolean; cloudChecks?: boolean },
+  ctx: CliContext,
+): Promise<{ plan: Plan; desired: DesiredState }> {
+  const plan = computePlan(desired, statuses, opts, ctx);
+  if (opts.cloudChecks === false) return { plan, desired };
+  const checked = await preflightPlan(desired, plan, (name) => ctx.providers.get(name));
+  for (const u of checked.unchecked) {
+    process.stderr.write(`runctl: warning: could not check the instance types of ${u.run} against the cloud: ${u.message} (the plan goes on without that check; --no-cloud-checks skips it)\n`);
+  }
+  if (checked.diagnostics.length === 0) return { plan, desired };
+  const narrowed = withoutRefused(desired, checked);
+  return { plan: computePlan(narrowed, statuses, opts, ctx), desired: narrowed };
 }
 
 export function printPlan(plan: Plan, desired: DesiredState, format: PlanFormat, store: string): void {

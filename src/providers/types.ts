@@ -138,6 +138,14 @@ export interface DeployReport {
   codeBundle?: string;
 }
 
+/** A problem with a spec that only the cloud can tell (e.g. an instance type not offered there). */
+export interface PreflightProblem {
+  /** Field path, e.g. ['spec', 'resources', 'instanceTypes', 1]. */
+  path: Array<string | number>;
+  message: string;
+  severity: 'error' | 'warning';
+}
+
 export interface BundlePruneResult {
   /** Storage keys deleted. */
   deleted: string[];
@@ -172,6 +180,11 @@ export interface Provider {
    * observation depends on the spec (aws: the run's region) use it; others may leave it out.
    */
   track?(run: string, spec: RunSpec): void;
+  /**
+   * Checks against the cloud what validation cannot know, before anything is launched (`plan`,
+   * `apply`). Read-only. Throws when it cannot ask (credentials, permissions, network).
+   */
+  preflight?(spec: RunSpec): Promise<PreflightProblem[]>;
   /**
    * Delete the code bundles in `spec`'s storage that are not in `referenced` (sha256s) and were
    * stored more than `minAgeMs` ago. Only keys of runctl's own `bundles/<sha256>.tar.gz` shape.

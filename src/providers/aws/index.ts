@@ -16,6 +16,7 @@ import {
   type LaunchRequest,
   type LaunchResult,
   type LogChunk,
+  type PreflightProblem,
   type Provider,
   type StopReason,
 } from '../types.js';
@@ -26,7 +27,7 @@ import { launchAttempt } from './ec2-launch.js';
 import { awsCall, errorCode } from './errors.js';
 import { ImageResolver } from './image.js';
 import { describeOwnedInstances, groupByRun } from './observe.js';
-import { checkInstanceTypeOfferings, type OfferingProblem } from './offerings.js';
+import { checkInstanceTypeOfferings } from './offerings.js';
 import { SpotPrices } from './pricing.js';
 import type { RetryOptions } from './retry.js';
 import { onlineInstances } from './ssm.js';
@@ -279,8 +280,8 @@ export class AwsProvider implements Provider {
     return { attempt: key.attempt, cursor: last, text };
   }
 
-  /** Plan-time check of spec.resources.instanceTypes against the region's offerings. */
-  async checkOfferings(spec: RunSpec): Promise<OfferingProblem[]> {
+  /** Plan-time check of spec.resources.instanceTypes against the region's (or the zones') offerings. */
+  async preflight(spec: RunSpec): Promise<PreflightProblem[]> {
     return checkInstanceTypeOfferings(this.clientsFor(await this.regionFor(spec)), spec.resources);
   }
 

@@ -3,17 +3,13 @@
 // guessing from type-name prefixes.
 import { paginateDescribeInstanceTypeOfferings } from '@aws-sdk/client-ec2';
 import type { ResourcesSpec } from '../../spec/types.js';
+import type { PreflightProblem } from '../types.js';
 import type { AwsClients } from './clients.js';
 import { awsCall } from './errors.js';
 
-export interface OfferingProblem {
-  /** Spec path of the offending value, e.g. `spec.resources.instanceTypes[1]`. */
-  field: string;
-  message: string;
-}
 
-/** Problems found; an empty list means every type is offered in every zone (or in the region). */
-export async function checkInstanceTypeOfferings(clients: AwsClients, resources: ResourcesSpec): Promise<OfferingProblem[]> {
+/** Problems found (a type offered nowhere asked: error; in some of the zones: warning); an empty list means every type is offered in every zone (or in the region). */
+export async function checkInstanceTypeOfferings(clients: AwsClients, resources: ResourcesSpec): Promise<PreflightProblem[]> {
   const types = resources.instanceTypes;
   if (types.length === 0) return [];
   const zones = resources.availabilityZones;
@@ -40,13 +36,14 @@ export async function checkInstanceTypeOfferings(clients: AwsClients, resources:
     }
   });
 
-  const problems: OfferingProblem[] = [];
+  const problems: PreflightProblem[] = [];
   types.forEach((type, i) => {
     const where = offered.get(type);
-    const field = `spec.resources.instanceTypes[${i}]`;
+    const path = ['spec', 'resources', 'instanceTypes', i];
     if (!where || where.size === 0) {
       problems.push({
-        field,
+        path,
+        severity: 'error',
         message: `${type} is not offered in ${byZone ? `any of ${zones.join(', ')}` : `region ${clients.region}`}; check the spelling (e.g. g5.xlarge) or choose another type or region`,
       });
       return;
@@ -54,7 +51,8 @@ export async function checkInstanceTypeOfferings(clients: AwsClients, resources:
     const missing = byZone ? zones.filter((z) => !where.has(z)) : [];
     if (missing.length > 0 && missing.length < zones.length) {
       problems.push({
-        field,
+        path,
+        severity: 'warning',
         message: `${type} is not offered in ${missing.join(', ')} (offered in ${[...where].sort().join(', ')}); launches there fail and runctl moves on to the next zone`,
       });
     }

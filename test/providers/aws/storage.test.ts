@@ -150,15 +150,17 @@ describe('instance type offerings', () => {
   it('reports types not offered in the region or in some of the zones', async () => {
     const { provider } = rig.provider();
     const ok = awsSpec(rig.bucket, { resources: { instanceTypes: ['g5.xlarge', 't3.micro'] } });
-    expect(await provider.checkOfferings(ok)).toEqual([]);
+    expect(await provider.preflight(ok)).toEqual([]);
 
     const typo = awsSpec(rig.bucket, { resources: { instanceTypes: ['g5.xlarge', 'g5.xlarg'] } });
-    const problems = await provider.checkOfferings(typo);
-    expect(problems).toEqual([{ field: 'spec.resources.instanceTypes[1]', message: expect.stringMatching(/g5\.xlarg is not offered in region us-east-1/) }]);
+    const problems = await provider.preflight(typo);
+    expect(problems).toEqual([{ path: ['spec', 'resources', 'instanceTypes', 1], severity: 'error', message: expect.stringMatching(/g5\.xlarg is not offered in region us-east-1/) }]);
 
     // c5.xlarge is not offered in us-east-1e (as in AWS, and in moto's offerings data).
     const zonal = awsSpec(rig.bucket, { resources: { instanceTypes: ['c5.xlarge'], availabilityZones: ['us-east-1a', 'us-east-1e'] } });
-    const zoneProblems = await provider.checkOfferings(zonal);
-    expect(zoneProblems).toEqual([{ field: 'spec.resources.instanceTypes[0]', message: expect.stringMatching(/c5\.xlarge is not offered in us-east-1e \(offered in us-east-1a\)/) }]);
+    const zoneProblems = await provider.preflight(zonal);
+    expect(zoneProblems).toEqual([
+      { path: ['spec', 'resources', 'instanceTypes', 0], severity: 'warning', message: expect.stringMatching(/c5\.xlarge is not offered in us-east-1e \(offered in us-east-1a\)/) },
+    ]);
   });
 });

@@ -1,0 +1,133 @@
+// `runctl plan` and `apply` check the instance types of runs they would launch against the cloud
+// (DescribeInstanceTypeOfferings, here moto's offerings data through the real SDK): a type offered
+// nowhere asked is an error at its list item and nothing is launched for that run; a type missing
+// from some zones is a warning; a check that cannot be made is said and skipped.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBucket, createInstanceProfile, freePort, motoQuery, useMoto } from '../support/moto.js';
+
+const RUNCTL = path.resolve('bin/runctl.js');
+const BUCKET = 'runctl-cloud-checks';
+const PROFILE = 'runctl-cloud-checks';
+let moto: { url: string; release(): Promise<void> };
+let dir: string;
+
+function spec(name: string, resources: string[]): string {
+  return [
+    'apiVersion: runctl.dev/v1alpha1',
+    'kind: TrainingRun',
+    'metadata:',
+    `  name: ${name}`,
+    'spec:',
+    '  provider: aws',
+    '  code: {path: ./code}',
+    '  run: python3 train.py',
+    '  resources:',
+    '    region: us-east-1',
+    '    image: ami-12c6146b',
+    `    iamInstanceProfile: ${PROFILE}`,
+    ...resources.map((line) => `    ${line}`),
+    '  checkpoints:',
+    `    storage: s3://${BUCKET}/runs`,
+    '',
+  ].join('\n');
+}
+
+function runctl(endpoint: string, ...args: string[]) {
+  return spawnSync(process.execPath, [RUNCTL, ...args], {
+    cwd: dir,
+    encoding: 'utf8',
+    env: {
+      ...process.env,
+      NO_COLOR: '1',
+      GITHUB_ACTIONS: '',
+      AWS_ENDPOINT_URL: endpoint,
+      AWS_ACCESS_KEY_ID: 'testing',
+      AWS_SECRET_ACCESS_KEY: 'testing',
+      AWS_REGION: 'us-east-1',
+      AWS_EC2_METADATA_DISABLED: 'true',
+    },
+  });
+}
+
+beforeAll(async () => {
+  moto = await useMoto();
+  await createBucket(moto.url, BUCKET);
+  await createInstanceProfile(moto.url, PROFILE);
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-cloud-checks-'));
+  fs.mkdirSync(path.join(dir, 'runs'));
+  fs.mkdirSync(path.join(dir, 'code'));
+  fs.writeFileSync(path.join(dir, 'code', 'train.py'), 'print(1)\n');
+  fs.writeFileSync(path.join(dir, 'runs', 'cc-good.yaml'), spec('cc-good', ['instanceTypes: [t3.micro]', 'market: on-demand']));
+  fs.writeFileSync(path.join(dir, 'runs', 'cc-typo.yaml'), spec('cc-typo', ['instanceTypes:', '  - m5.large', '  - g5.xlarg']));
+  fs.writeFileSync(
+    path.join(dir, 'runs', 'cc-zonal.yaml'),
+    // c5.xlarge is not offered in us-east-1e (in AWS, and in moto's offerings data).
+    spec('cc-zonal', ['instanceTypes: [c5.xlarge]', 'availabilityZones: [us-east-1a, us-east-1e]']),
+  );
+});
+
+afterAll(async () => {
+  await moto?.release();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function instancesOf(run: string): Promise<number> {
+  const xml = await motoQuery(moto.url, 'ec2', { Action: 'DescribeInstances', 'Filter.1.Name': 'tag:runctl:run', 'Filter.1.Value.1': run });
+  return (xml.match(/<instanceId>/g) ?? []).length;
+}
+
+describe('plan checks instance types against the cloud', () => {
+  it('fails on a type offered nowhere asked, at its list item, and warns on one missing from a zone', () => {
+    const out = runctl(moto.url, 'plan', '--detailed-exitcode');
+    expect(out.status, out.stderr).toBe(1);
+    expect(out.stderr).toContain(
+      'runs/cc-typo.yaml:15:9 error spec.resources.instanceTypes[1]: g5.xlarg is not offered in region us-east-1; check the spelling',
+    );
+    expect(out.stderr).toMatch(/runs\/cc-zonal\.yaml:13:21 warning spec\.resources\.instanceTypes\[0\]: c5\.xlarge is not offered in us-east-1e \(offered in us-east-1a\)/);
+    // The run with the bad type is not planned for creation; the others are.
+    expect(out.stdout).toMatch(/\+ create cc-good/);
+    expect(out.stdout).toMatch(/\+ create cc-zonal/);
+    expect(out.stdout).not.toMatch(/create cc-typo/);
+  });
+
+  it('--no-cloud-checks plans without asking', () => {
+    const out = runctl(`http://127.0.0.1:9`, 'plan', '--detailed-exitcode', '--no-cloud-checks');
+    expect(out.status, out.stderr).toBe(2);
+    expect(out.stderr).not.toContain('not offered');
+    expect(out.stderr).not.toContain('could not check');
+    expect(out.stdout).toMatch(/\+ create cc-typo/);
+  });
+
+  it('says when it cannot check, and plans anyway', async () => {
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    const out = runctl(closed, 'plan', '--detailed-exitcode');
+    expect(out.status, out.stderr).toBe(2);
+    for (const run of ['cc-good', 'cc-typo', 'cc-zonal']) {
+      expect(out.stderr).toContain(`runctl: warning: could not check the instance types of ${run} against the cloud:`);
+    }
+    expect(out.stdout).toMatch(/\+ create cc-typo/);
+  });
+
+  it('apply launches nothing for the run that fails the check, and exits 1', async () => {
+    const out = runctl(moto.url, 'apply');
+    expect(out.status, out.stdout + out.stderr).toBe(1);
+    expect(out.stderr).toContain('spec.resources.instanceTypes[1]: g5.xlarg is not offered');
+    expect(await instancesOf('cc-typo')).toBe(0);
+    expect(await instancesOf('cc-good')).toBe(1);
+    // Clean up what the pass launched: the controller that follows would terminate it on delete.
+    const xml = await motoQuery(moto.url, 'ec2', {
+      Action: 'DescribeInstances',
+      'Filter.1.Name': 'tag:runctl:run',
+      'Filter.1.Value.1': 'cc-good',
+      'Filter.1.Value.2': 'cc-zonal',
+    });
+    const ids = [...xml.matchAll(/<instanceId>(i-[0-9a-f]+)<\/instanceId>/g)].map((m) => m[1]!);
+    const params: Record<string, string> = { Action: 'TerminateInstances' };
+    ids.forEach((id, i) => (params[`InstanceId.${i + 1}`] = id));
+    if (ids.length) await motoQuery(moto.url, 'ec2', params);
+  }, 120_000);
+});
