@@ -209,7 +209,9 @@ describe('reconciler against the in-memory cloud', () => {
     await settled;
     expect(await h.store.getStatus('nu')).toBeUndefined();
     const transitions = await h.transitions('nu');
-    expect(transitions).toContain('Training -> Terminating');
+    // Two runs share the simulated world, so the phase nu was last seen in before the removal
+    // depends on scheduling; what matters is that it stops through Terminating.
+    expect(transitions.filter((t) => t.endsWith('-> Terminating'))).toHaveLength(1);
     expect(transitions.at(-1)).toBe('Terminating -> Deleted');
     expect(h.provider.world.agents['nu/g1/a1']!.phase).toBe('stopped');
     expect(h.provider.world.instances.every((i) => i.state === 'terminated')).toBe(true);
