@@ -99,7 +99,7 @@ export async function planWithCloudChecks(
   if (opts.cloudChecks === false) return { plan, desired };
   const checked = await preflightPlan(desired, plan, (name) => ctx.providers.get(name));
   for (const u of checked.unchecked) {
-    process.stderr.write(`runctl: warning: could not check the instance types of ${u.run} against the cloud: ${u.message} (the plan goes on without that check; --no-cloud-checks skips it)\n`);
+    process.stderr.write(`runctl: warning: could not check instance types of ${u.run} against EC2 offerings: ${u.message}\n`);
   }
   if (checked.diagnostics.length === 0) return { plan, desired };
   const narrowed = withoutRefused(desired, checked);

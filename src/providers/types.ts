@@ -1,5 +1,6 @@
 // The Provider port: everything the reconciler needs from a place that runs instances and holds
 // storage. Every operation is idempotent: the reconciler may repeat any of them after a crash.
+import type { Segment } from '../spec/field-path.js';
 import type { RunSpec } from '../spec/types.js';
 
 /** Identifies one attempt of one generation of one run; instances are tagged with all of it. */
@@ -141,7 +142,7 @@ export interface DeployReport {
 /** A problem with a spec that only the cloud can tell (e.g. an instance type not offered there). */
 export interface PreflightProblem {
   /** Field path, e.g. ['spec', 'resources', 'instanceTypes', 1]. */
-  path: Array<string | number>;
+  path: Segment[];
   message: string;
   severity: 'error' | 'warning';
 }

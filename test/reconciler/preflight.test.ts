@@ -74,6 +74,18 @@ describe('preflightPlan', () => {
     expect(withoutRefused(desired, result)).toBe(desired);
   });
 
+  it('a provider without preflight is not asked; one that cannot be set up is a check not made', async () => {
+    const local = { name: 'local' } as unknown as Provider;
+    const none = await preflightPlan(desired, planOf({ a: 'create' }), async () => local);
+    expect(none).toEqual({ diagnostics: [], unchecked: [], refused: new Set() });
+
+    const broken = await preflightPlan(desired, planOf({ a: 'create' }), async () => {
+      throw new Error('no region: set AWS_REGION');
+    });
+    expect(broken.unchecked).toEqual([{ run: 'a', message: 'no region: set AWS_REGION' }]);
+    expect(broken.refused.size).toBe(0);
+  });
+
   it('a warning does not refuse the run', async () => {
     const { provider } = fakeProvider(async () => [{ ...typo, severity: 'warning' }]);
     const result = await preflightPlan(desired, planOf({ a: 'create' }), async () => provider);

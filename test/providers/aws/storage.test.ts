@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { controlKey, logsPrefix, manifestKey, padSeq } from '../../../src/agent/layout.js';
 import { ensureBundle } from '../../../src/providers/aws/bundles.js';
 import { parseStorageUrl, S3Storage } from '../../../src/providers/aws/storage.js';
-import { TerminalError } from '../../../src/providers/types.js';
+import { RetryableError, TerminalError } from '../../../src/providers/types.js';
+import { freePort } from '../../support/moto.js';
 import { awsSpec, REGION, startRig, type AwsRig } from './harness.js';
 
 let rig: AwsRig;
@@ -147,20 +148,49 @@ describe('S3 storage', () => {
 });
 
 describe('instance type offerings', () => {
-  it('reports types not offered in the region or in some of the zones', async () => {
-    const { provider } = rig.provider();
+  const at = (i: number) => ['spec', 'resources', 'instanceTypes', i];
+
+  it('reports types not offered in the region or in some of the zones, in one call', async () => {
+    const { provider, recorder } = rig.provider();
     const ok = awsSpec(rig.bucket, { resources: { instanceTypes: ['g5.xlarge', 't3.micro'] } });
     expect(await provider.preflight(ok)).toEqual([]);
+    expect(recorder.count('ec2')).toBe(1);
 
-    const typo = awsSpec(rig.bucket, { resources: { instanceTypes: ['g5.xlarge', 'g5.xlarg'] } });
-    const problems = await provider.preflight(typo);
-    expect(problems).toEqual([{ path: ['spec', 'resources', 'instanceTypes', 1], severity: 'error', message: expect.stringMatching(/g5\.xlarg is not offered in region us-east-1/) }]);
-
-    // c5.xlarge is not offered in us-east-1e (as in AWS, and in moto's offerings data).
+    // c5.xlarge is not offered in us-east-1e (as in AWS, and in moto's offerings data): launches
+    // there move on to the next zone, so a warning.
+    recorder.reset();
     const zonal = awsSpec(rig.bucket, { resources: { instanceTypes: ['c5.xlarge'], availabilityZones: ['us-east-1a', 'us-east-1e'] } });
-    const zoneProblems = await provider.preflight(zonal);
-    expect(zoneProblems).toEqual([
-      { path: ['spec', 'resources', 'instanceTypes', 0], severity: 'warning', message: expect.stringMatching(/c5\.xlarge is not offered in us-east-1e \(offered in us-east-1a\)/) },
+    expect(await provider.preflight(zonal)).toEqual([
+      { path: at(0), severity: 'warning', message: expect.stringMatching(/^c5\.xlarge is not offered in us-east-1e \(offered in us-east-1a\)/) },
     ]);
+    expect(recorder.count('ec2')).toBe(1);
+  });
+
+  it('a type offered nowhere asked is an error, with the closest type the region offers', async () => {
+    const { provider, recorder } = rig.provider();
+    const typo = awsSpec(rig.bucket, { resources: { instanceTypes: ['g5.xlarge', 'g5.xlarg', 'zz9.enormous'] } });
+    expect(await provider.preflight(typo)).toEqual([
+      { path: at(1), severity: 'error', message: 'g5.xlarg is not offered in region us-east-1 (did you mean g5.xlarge?); check the spelling, or choose another type or region' },
+      { path: at(2), severity: 'error', message: 'zz9.enormous is not offered in region us-east-1; check the spelling, or choose another type or region' },
+    ]);
+    // The check, then the region's list for the suggestion: only because something was wrong.
+    expect(recorder.calls.map((c) => [c.operation, c.input.LocationType])).toEqual([
+      ['DescribeInstanceTypeOfferings', 'region'],
+      ['DescribeInstanceTypeOfferings', 'region'],
+    ]);
+
+    // g5.xlarge exists in us-east-1, but not in us-east-1e: offered nowhere asked, so an error.
+    const elsewhere = awsSpec(rig.bucket, { resources: { instanceTypes: ['g5.xlarge'], availabilityZones: ['us-east-1e'] } });
+    expect(await provider.preflight(elsewhere)).toEqual([
+      { path: at(0), severity: 'error', message: expect.stringMatching(/^g5\.xlarge is not offered in any of us-east-1e \(only in other zones of us-east-1\)/) },
+    ]);
+  });
+
+  it('a check that cannot be made throws a message that does not promise a retry', async () => {
+    const { provider } = rig.provider({ endpointUrl: `http://127.0.0.1:${await freePort()}`, retry: { maxAttempts: 2, baseDelayMs: 1 } });
+    const err = await provider.preflight(awsSpec(rig.bucket)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RetryableError);
+    expect((err as Error).message).toMatch(/DescribeInstanceTypeOfferings in us-east-1 failed temporarily \(ECONNREFUSED\).*gave up after retrying/);
+    expect((err as Error).message).not.toContain('runctl will retry');
   });
 });
