@@ -136,6 +136,16 @@ export function controllerPolicy(opts: PolicyOptions = {}): PolicyDocument {
         Condition: { StringEquals: { 'iam:PassedToService': 'ec2.amazonaws.com' } },
       },
       {
+        // The first spot request of an account creates AWSServiceRoleForEC2Spot; without this EC2
+        // answers AuthFailure.ServiceLinkedRoleCreationNotPermitted (EC2 user guide, "Service-linked
+        // role for Spot Instances"). Scoped to that one role and service.
+        Sid: 'CreateSpotServiceLinkedRole',
+        Effect: 'Allow',
+        Action: ['iam:CreateServiceLinkedRole'],
+        Resource: 'arn:aws:iam::*:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot',
+        Condition: { StringLike: { 'iam:AWSServiceName': 'spot.amazonaws.com' } },
+      },
+      {
         Sid: 'RunAgentInstallOnOwnInstances',
         Effect: 'Allow',
         Action: ['ssm:SendCommand'],

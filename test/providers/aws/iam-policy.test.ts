@@ -44,6 +44,12 @@ describe('iam-policy', () => {
       Null: { 'aws:RequestTag/runctl:run': 'false', 'aws:RequestTag/runctl:controller': 'false' },
     });
     expect(statement(doc, 'TagOnlyAtLaunch')?.Condition).toEqual({ StringEquals: { 'ec2:CreateAction': 'RunInstances' } });
+    // Issue 11, fault 6: the spot service-linked role may be created, and only that role.
+    expect(statement(doc, 'CreateSpotServiceLinkedRole')).toMatchObject({
+      Action: ['iam:CreateServiceLinkedRole'],
+      Resource: 'arn:aws:iam::*:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot',
+      Condition: { StringLike: { 'iam:AWSServiceName': 'spot.amazonaws.com' } },
+    });
     expect(statement(doc, 'TerminateOwnInstances')?.Condition).toEqual({ StringEquals: { 'aws:ResourceTag/runctl:controller': 'ci' } });
     expect(statement(doc, 'RunAgentInstallOnOwnInstances')?.Condition).toEqual({ StringEquals: { 'ssm:resourceTag/runctl:controller': 'ci' } });
     expect(statement(doc, 'StorageObjects')?.Resource).toBe('arn:aws:s3:::ml-bucket/runctl/*');
