@@ -80,6 +80,26 @@ export interface CheckpointRef {
   at: string;
 }
 
+/**
+ * A fault the agent sees on the instance and reports while it lasts (the fault channel agreed for
+ * issues 9 and 10). The reconciler turns each into a run condition of the same type (status True;
+ * False once the agent stops listing it) and an event on each appearance.
+ */
+export interface AgentFault {
+  /**
+   * PascalCase condition type, e.g. MetadataServiceUnreachable, JobCrashedOnNotice,
+   * CheckpointSyncFailing, CheckpointSyncStalled, SecretUnresolved, AgentRestarted.
+   * docs/conditions.md lists each with what to do.
+   */
+  reason: string;
+  /** One sentence for people that says what to do; secrets redacted by the agent. */
+  message: string;
+  /** ISO time the agent first saw this fault (kept while it lasts). */
+  since: string;
+  /** The file concerned, when there is one (e.g. a checkpoint file that cannot be read). */
+  file?: string;
+}
+
 export interface AgentStatus extends AttemptKey {
   phase: AgentPhase;
   /** Monotonic per attempt; lets readers ignore stale writes. */
@@ -102,6 +122,8 @@ export interface AgentStatus extends AttemptKey {
   /** Last lines of setup output while installing, and of the job output on failure. */
   logTail?: string[];
   message?: string;
+  /** Faults present now; an entry disappears when its fault clears. */
+  faults?: AgentFault[];
 }
 
 export interface CheckpointManifest {
@@ -119,6 +141,11 @@ export interface LogChunk {
   /** Opaque cursor to pass back to continue reading after this chunk. */
   cursor: string;
   text: string;
+}
+
+export interface LogReadOptions {
+  /** Skip segments stored before this time. */
+  since?: Date;
 }
 
 /** Why the controller asks an agent to checkpoint and stop its job. */
@@ -179,8 +206,12 @@ export interface Provider {
   terminate(instanceId: string): Promise<void>;
   /** Newest checkpoint whose manifest is published, for a run's generation. */
   latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined>;
-  /** Log text of an attempt from storage, starting after `cursor`. */
-  readLogs(key: AttemptKey, spec: RunSpec, cursor?: string): Promise<LogChunk>;
+  /**
+   * Log text of an attempt from storage, starting after `cursor`; at most a bounded amount per
+   * call (empty text: nothing more yet). `since` skips log segments stored before that time
+   * (segments are shipped every agent heartbeat, so that is the precision).
+   */
+  readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts?: LogReadOptions): Promise<LogChunk>;
   /**
    * Tells the provider which spec a run has, before observe() is asked about it. Providers whose
    * observation depends on the spec (aws: the run's region) use it; others may leave it out.
