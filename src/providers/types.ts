@@ -137,6 +137,26 @@ export interface FinalSyncReport {
   message: string;
 }
 
+/**
+ * A fault the agent sees on the instance and reports while it lasts (the fault channel agreed for
+ * issues 9 and 10). The reconciler turns each into a run condition of the same type (status True;
+ * False once the agent stops listing it) and an event on each appearance.
+ */
+export interface AgentFault {
+  /**
+   * PascalCase condition type, e.g. MetadataServiceUnreachable, JobCrashedOnNotice,
+   * CheckpointSyncFailing, CheckpointSyncStalled, SecretUnresolved, AgentRestarted.
+   * docs/conditions.md lists each with what to do.
+   */
+  reason: string;
+  /** One sentence for people that says what to do; secrets redacted by the agent. */
+  message: string;
+  /** ISO time the agent first saw this fault (kept while it lasts). */
+  since: string;
+  /** The file concerned, when there is one (e.g. a checkpoint file that cannot be read). */
+  file?: string;
+}
+
 export interface AgentStatus extends AttemptKey {
   phase: AgentPhase;
   /** Monotonic per attempt; lets readers ignore stale writes. */
@@ -168,6 +188,8 @@ export interface AgentStatus extends AttemptKey {
   /** Last lines of setup output while installing, and of the job output on failure. */
   logTail?: string[];
   message?: string;
+  /** Faults present now; an entry disappears when its fault clears. */
+  faults?: AgentFault[];
 }
 
 export interface CheckpointManifest {

@@ -3,10 +3,11 @@
 import type { RunContext } from '../machine/run-machine.js';
 import type { RestoredFrom } from '../providers/types.js';
 import type { Condition, Phase, RunStatus } from '../state/types.js';
+import { faultConditions, type WantedCondition } from './faults.js';
 
 const ACTIVE: readonly Phase[] = ['Provisioning', 'Syncing', 'Installing', 'Training', 'Interrupted', 'Resuming', 'Terminating'];
 
-type Wanted = Omit<Condition, 'lastTransitionTime'>;
+type Wanted = WantedCondition;
 
 export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatus): Wanted[] {
   const out: Wanted[] = [];
@@ -40,6 +41,8 @@ export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatu
   }
   const fallback = checkpointFallback(status.agent?.restoredFrom);
   if (fallback) out.push(fallback);
+  // Faults the agent reports (the fault channel): one condition per reason, after the run's own.
+  out.push(...faultConditions(status.faults));
   return out;
 }
 
@@ -50,7 +53,8 @@ export function mergeConditions(existing: Condition[], wanted: Wanted[], now: st
     const old = byType.get(w.type);
     byType.delete(w.type);
     const flipped = !old || old.status !== w.status;
-    merged.push({ ...w, lastTransitionTime: flipped ? now : (old as Condition).lastTransitionTime });
+    const { at, ...condition } = w;
+    merged.push({ ...condition, lastTransitionTime: flipped ? (at ?? now) : (old as Condition).lastTransitionTime });
   }
   // Conditions no longer derived (e.g. CapacityAvailable after capacity was found) are kept as history
   // only when they carry information; transient ones are dropped.

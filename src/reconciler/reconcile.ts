@@ -24,6 +24,7 @@ import type { LoadedRun, RunSpec } from '../spec/types.js';
 import type { EffectRecord, InstanceRecord, RunEvent, RunStatus, StateStore } from '../state/types.js';
 import { mergeConditions, wantedConditions } from './conditions.js';
 import { deriveObservedEvent, deriveSpecEvent, type Desired } from './derive.js';
+import { absorbFaults, reportedFaults } from './faults.js';
 import { limitsFromSpec } from './limits.js';
 import { describeChange, specChanges } from './spec-diff.js';
 
@@ -93,6 +94,7 @@ export async function reconcileRun(deps: ReconcileDeps, name: string, desired: D
         observedAfter = deps.now();
         observed = await observe(deps, provider, status, snapshot, lastEffectAt ?? 0);
         await recordFinalSync(deps, status, snapshot, observed.agent);
+        status = await absorbAgentFaults(deps, status, snapshot, observed.agent);
         status = absorbObservation(status, snapshot, observed, deps.now());
       }
       event = deriveObservedEvent(snapshot, status, { now: deps.now(), ...observed });
@@ -256,6 +258,44 @@ async function recordFinalSync(deps: ReconcileDeps, status: RunStatus, snapshot:
       ...(report.safeSecondsBeforeTermination !== undefined ? { safeSecondsBeforeTermination: report.safeSecondsBeforeTermination } : {}),
     },
   });
+}
+
+/**
+ * The fault channel: folds the faults the current attempt's agent lists into the run's faults and
+ * conditions, and appends an event for each fault that appeared or cleared. Event ids are derived
+ * from the fault (reason and first-seen time), so a replay after a crash appends nothing twice.
+ */
+async function absorbAgentFaults(deps: ReconcileDeps, status: RunStatus, snapshot: RunSnapshot, agent: AgentStatus | undefined): Promise<RunStatus> {
+  const ctx = snapshot.context;
+  if (!agent || agent.attempt !== ctx.attempt || agent.generation !== ctx.generation) return status;
+  const reported = reportedFaults(agent.faults);
+  if (reported.length === 0 && !(status.faults ?? []).some((f) => !f.clearedAt)) return status;
+  const now = iso(deps.now());
+  const change = absorbFaults(status.faults, reported, { run: status.run, generation: ctx.generation, attempt: ctx.attempt }, now);
+  if (JSON.stringify(change.faults) === JSON.stringify(status.faults ?? [])) return status;
+  const next: RunStatus = { ...status, faults: change.faults };
+  next.conditions = mergeConditions(status.conditions, wantedConditions(phaseOf(snapshot.value), ctx, next), now);
+  for (const f of change.appeared) {
+    await appendNow(deps, next, {
+      id: `${status.run}:fault:g${f.generation}:a${f.attempt}:${f.reason}:${f.since}`,
+      kind: 'observation',
+      action: `fault ${f.reason}`,
+      result: 'error',
+      message: f.file ? `${f.message} (file: ${f.file})` : f.message,
+      data: { reason: f.reason, since: f.since, ...(f.file ? { file: f.file } : {}) },
+    });
+  }
+  for (const f of change.cleared) {
+    await appendNow(deps, next, {
+      id: `${status.run}:fault:g${f.generation}:a${f.attempt}:${f.reason}:${f.since}:cleared`,
+      kind: 'observation',
+      action: `fault ${f.reason} cleared`,
+      result: 'ok',
+      message: `the agent no longer reports ${f.reason}`,
+      data: { reason: f.reason, since: f.since },
+    });
+  }
+  return next;
 }
 
 /** Folds what was observed into status fields that are facts, not transitions. */

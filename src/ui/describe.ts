@@ -29,6 +29,16 @@ export function renderDescribe(input: DescribeInput): string {
 
   out.push(...keyValues(summary(s, now, c)));
   if (s.failure) out.push(...block('Failure', s.failure.message));
+  const faults = (s.faults ?? []).filter((f) => !f.clearedAt);
+  if (faults.length > 0) {
+    // Faults the agent reports on the instance, in full: the conditions table shows one line each.
+    out.push('', c.bold('Faults:'));
+    for (const f of faults) {
+      out.push(`  ${c.red(sanitizeLine(f.reason))} (attempt ${f.attempt}, since ${formatTime(f.since)}, ${formatAge(f.since, now)} ago)`);
+      const lines = (f.file ? `${f.message}\nfile: ${f.file}` : f.message).split(/\r?\n/).map(sanitizeLine);
+      out.push(...lines.map((l) => `    ${l}`.trimEnd()));
+    }
+  }
 
   const spec = input.spec ? (Array.isArray(input.spec) ? input.spec : Object.entries(input.spec)) : [];
   if (spec.length > 0) {
