@@ -211,6 +211,11 @@ export interface LogChunk {
   text: string;
 }
 
+export interface LogReadOptions {
+  /** Skip segments stored before this time. */
+  since?: Date;
+}
+
 /** Why the controller asks an agent to checkpoint and stop its job. */
 export type StopReason = 'suspend' | 'delete' | 'new-generation' | 'timeout' | 'budget';
 
@@ -264,8 +269,12 @@ export interface Provider {
   terminate(instanceId: string): Promise<void>;
   /** Newest checkpoint whose manifest is published, for a run's generation. */
   latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined>;
-  /** Log text of an attempt from storage, starting after `cursor`. */
-  readLogs(key: AttemptKey, spec: RunSpec, cursor?: string): Promise<LogChunk>;
+  /**
+   * Log text of an attempt from storage, starting after `cursor`; at most a bounded amount per
+   * call (empty text: nothing more yet). `since` skips log segments stored before that time
+   * (segments are shipped every agent heartbeat, so that is the precision).
+   */
+  readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts?: LogReadOptions): Promise<LogChunk>;
   /**
    * Tells the provider which spec a run has, before observe() is asked about it. Providers whose
    * observation depends on the spec (aws: the run's region) use it; others may leave it out.

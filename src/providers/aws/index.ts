@@ -16,6 +16,7 @@ import {
   type LaunchRequest,
   type LaunchResult,
   type LogChunk,
+  type LogReadOptions,
   type PreflightProblem,
   type Provider,
   type StopReason,
@@ -266,12 +267,16 @@ export class AwsProvider implements Provider {
     return undefined;
   }
 
-  async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string): Promise<LogChunk> {
+  async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts: LogReadOptions = {}): Promise<LogChunk> {
     const storage = await this.storageFor(spec);
     const segments = await storage.list(logsPrefix(key), { startAfter: cursor, limit: 50 });
     let text = '';
     let last = cursor ?? '';
     for (const segment of segments) {
+      if (opts.since && segment.LastModified && segment.LastModified < opts.since) {
+        last = segment.Key;
+        continue;
+      }
       const body = await storage.getText(segment.Key);
       if (body === undefined) break;
       text += body;
