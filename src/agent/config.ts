@@ -64,6 +64,7 @@ export function renderAgentConfig(input: AgentConfigInput): AgentConfig {
     syncIntervalSeconds: seconds(spec.checkpoints.syncInterval, 'checkpoints.syncInterval'),
     keep: spec.checkpoints.keep,
     signal: spec.checkpoints.signal,
+    signalScope: spec.checkpoints.signalScope ?? 'main',
     gracePeriodSeconds: seconds(spec.checkpoints.gracePeriod, 'checkpoints.gracePeriod'),
     imdsUrl: input.imdsUrl ?? EC2_IMDS_URL,
     heartbeatSeconds: input.heartbeatSeconds ?? (s3 ? 10 : 1),

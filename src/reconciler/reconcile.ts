@@ -93,6 +93,7 @@ export async function reconcileRun(deps: ReconcileDeps, name: string, desired: D
       if (!observed || (lastEffectAt !== undefined && observedAfter < lastEffectAt)) {
         observedAfter = deps.now();
         observed = await observe(deps, provider, status, snapshot, lastEffectAt ?? 0);
+        await recordFinalSync(deps, status, snapshot, observed.agent);
         status = await absorbAgentFaults(deps, status, snapshot, observed.agent);
         status = absorbObservation(status, snapshot, observed, deps.now());
       }
@@ -233,6 +234,33 @@ async function observe(
 }
 
 /**
+ * Once per attempt, the event saying how the final sync after a notice or stop went: how many
+ * seconds before the notice's termination time the final checkpoint was safe in storage, or that
+ * it was not and which checkpoint a resume gets (issue 9). The id is per attempt, so a replay
+ * appends nothing new; status.agent.finalSync records that it was written.
+ */
+async function recordFinalSync(deps: ReconcileDeps, status: RunStatus, snapshot: RunSnapshot, agent: AgentStatus | undefined): Promise<void> {
+  const ctx = snapshot.context;
+  const report = agent?.finalSync;
+  if (!agent || !report || agent.attempt !== ctx.attempt || agent.generation !== ctx.generation) return;
+  if (status.agent?.attempt === agent.attempt && status.agent.finalSync) return;
+  await appendNow(deps, status, {
+    id: `${status.run}:final-sync:g${agent.generation}:a${agent.attempt}`,
+    kind: 'observation',
+    action: 'final checkpoint',
+    result: report.safe ? 'ok' : 'error',
+    message: report.message,
+    data: {
+      safe: report.safe,
+      ...(report.checkpoint ? { checkpoint: report.checkpoint } : {}),
+      ...(report.newest ? { newest: report.newest } : {}),
+      ...(report.terminationTime ? { terminationTime: report.terminationTime } : {}),
+      ...(report.safeSecondsBeforeTermination !== undefined ? { safeSecondsBeforeTermination: report.safeSecondsBeforeTermination } : {}),
+    },
+  });
+}
+
+/**
  * The fault channel: folds the faults the current attempt's agent lists into the run's faults and
  * conditions, and appends an event for each fault that appeared or cleared. Event ids are derived
  * from the fault (reason and first-seen time), so a replay after a crash appends nothing twice.
@@ -303,9 +331,12 @@ function absorbObservation(
       message: agent.message,
       logTail: agent.logTail,
       restoredFrom: agent.restoredFrom ?? prev?.restoredFrom,
+      failureReason: agent.failureReason,
+      finalSync: agent.finalSync ?? prev?.finalSync,
     };
     if (agent.progress) next.progress = agent.progress;
     if (agent.lastCheckpoint) next.lastCheckpoint = { ...agent.lastCheckpoint, generation: agent.generation };
+    if (agent.checkpoints) next.checkpoints = agent.checkpoints;
   }
   return next;
 }
@@ -513,6 +544,7 @@ function settleSnapshot(status: RunStatus, snapshot: RunSnapshot, now: number): 
       nextSpec: undefined,
       progress: undefined,
       lastCheckpoint: undefined,
+      checkpoints: undefined,
       trainingStartedAt: undefined,
     };
   }

@@ -21,7 +21,7 @@ describe('renderAgentConfig', () => {
       env: { WANDB_MODE: 'offline' },
       secrets: { HF_TOKEN: 'ssm:/team/hf-token' },
       resources: { region: 'us-east-1' },
-      checkpoints: { dir: '/opt/ckpt', syncInterval: '5m', keep: 4, signal: 'SIGUSR1', gracePeriod: '1m30s' },
+      checkpoints: { dir: '/opt/ckpt', syncInterval: '5m', keep: 4, signal: 'SIGUSR1', signalScope: 'group', gracePeriod: '1m30s' },
     });
     const config = renderAgentConfig({ ...base, spec });
     expect(config).toEqual({
@@ -41,6 +41,7 @@ describe('renderAgentConfig', () => {
       syncIntervalSeconds: 300,
       keep: 4,
       signal: 'SIGUSR1',
+      signalScope: 'group',
       gracePeriodSeconds: 90,
       imdsUrl: 'http://169.254.169.254',
       heartbeatSeconds: 10,

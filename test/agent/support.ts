@@ -205,6 +205,7 @@ export class Sandbox {
       syncIntervalSeconds: 0.3,
       keep: 3,
       signal: 'SIGTERM',
+      signalScope: 'main',
       gracePeriodSeconds: 5,
       imdsUrl,
       heartbeatSeconds: 0.2,

@@ -146,6 +146,7 @@ describe('agent install script', () => {
     syncIntervalSeconds: 60,
     keep: 3,
     signal: 'SIGTERM',
+    signalScope: 'main',
     gracePeriodSeconds: 90,
     imdsUrl: 'http://169.254.169.254',
     heartbeatSeconds: 10,
