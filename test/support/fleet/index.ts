@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { motoQuery } from '../moto.js';
 import { errorResponse, instanceIdsInXml, jsonResponse, listParam, parseRequest, patchStateReason, withoutInstances, type AwsRequest, type WireError } from './aws-wire.js';
+import { AccountModel } from './account.js';
 import { Faults, type FaultRule } from './faults.js';
 import { Imds, type ImdsInstance } from './imds.js';
 import { instanceProcesses, killInstanceProcesses, runInSandbox, type Invocation } from './sandbox.js';
@@ -67,6 +68,8 @@ export interface Fleet {
   readonly calls: CallRecord[];
   readonly imds: Imds;
   readonly faults: Faults;
+  /** Service Quotas, the IAM policy simulator and image root sizes, which moto lacks (account.ts). */
+  readonly account: AccountModel;
   injectFault(rule: FaultRule): () => void;
   clearFaults(): void;
   imdsUrl(instanceId: string): string;
@@ -119,6 +122,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const invocations = new Map<string, Invocation>();
   const calls: CallRecord[] = [];
   const faults = new Faults();
+  const account = new AccountModel(opts.motoUrl);
   const imds = new Imds((id) => instances.get(id));
   const terminationWaiters = new Map<string, (() => void)[]>();
   // RunInstances idempotency as EC2 documents it (moto ignores ClientToken): a repeated token with
@@ -333,6 +337,11 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         record.injected = true;
         return sendWire(res, fault);
       }
+      const accountAnswer = await account.answer(aws);
+      if (accountAnswer) {
+        record.status = accountAnswer.status;
+        return sendWire(res, accountAnswer);
+      }
       if (aws.service === 'ssm') {
         const answer = ssmAnswer(aws);
         if (answer) {
@@ -355,6 +364,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         }
         if (aws.action === 'TerminateInstances') for (const id of listParam(aws.params, 'InstanceId')) markTerminated(id, false);
         if (aws.action === 'DescribeInstances') payload = Buffer.from(withoutInstances(patchDescribe(xml), hiddenNow()), 'utf8');
+        if (aws.action === 'DescribeImages') payload = Buffer.from(account.patchDescribeImages(xml), 'utf8');
       }
       if (upstream.status === 200 && aws.service === 'ssm' && aws.action === 'SendCommand') startCommand(aws, payload);
 
@@ -383,6 +393,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     calls,
     imds,
     faults,
+    account,
     injectFault: (rule) => faults.add(rule),
     clearFaults: () => faults.clear(),
     imdsUrl,
