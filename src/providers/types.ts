@@ -205,6 +205,8 @@ export interface AgentStatus extends AttemptKey {
   /** Last lines of setup output while installing, and of the job output on failure. */
   logTail?: string[];
   message?: string;
+  /** Why the attempt failed when it is not a plain exit: `Stalled` (spec.timeouts.stall). */
+  reason?: string;
   /** Faults present now; an entry disappears when its fault clears. */
   faults?: AgentFault[];
 }

@@ -27,13 +27,24 @@ export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatu
       ? { type: 'Suspended', status: 'True', reason: 'SpecSuspended', message: 'spec.suspend is true; set it to false to resume from the latest checkpoint' }
       : { type: 'Suspended', status: 'False', reason: 'NotSuspended', message: '' },
   );
-  if (ctx.interruptions > 0 || phase === 'Interrupted' || phase === 'Resuming') {
-    const now = phase === 'Interrupted' || phase === 'Resuming';
+  // A retry after the job failed is not an interruption: it has its own condition.
+  const resumingFor = phase === 'Resuming' ? (ctx.resumeCause ?? 'interruption') : undefined;
+  if (ctx.interruptions > 0 || phase === 'Interrupted' || resumingFor === 'interruption') {
+    const now = phase === 'Interrupted' || resumingFor === 'interruption';
     out.push({
       type: 'Interrupted',
       status: now ? 'True' : 'False',
       reason: now ? 'Interruption' : 'Recovered',
       message: `${ctx.interruptions} interruption(s) so far; last: ${ctx.lastInterruption ?? 'none'}`,
+    });
+  }
+  if (ctx.errorRetries > 0) {
+    const now = resumingFor === 'retry';
+    out.push({
+      type: 'Retrying',
+      status: now ? 'True' : 'False',
+      reason: now ? 'ErrorRetry' : 'Retried',
+      message: `${ctx.errorRetries} of ${ctx.limits.maxRetriesOnError} retries on error used (spec.recovery.maxRetriesOnError); last: ${ctx.lastRetry ?? 'unknown'}`,
     });
   }
   if (status.launchBlocked && phase === 'Provisioning') {
