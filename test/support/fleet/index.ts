@@ -44,6 +44,8 @@ export interface FleetInstance extends ImdsInstance {
   terminatedAt?: Date;
   /** Set when the simulator terminated it for a spot interruption. */
   spotTermination?: { at: Date };
+  /** The state reason EC2 would report, where moto cannot (a stop by AWS, a launch-time failure). */
+  stateReason?: { code: string; message: string; transition: string };
   invocations: Invocation[];
 }
 
@@ -86,6 +88,13 @@ export interface Fleet {
    * Returns the undo.
    */
   hideNewInstances(ms: number): () => void;
+  /**
+   * Stop the instance in moto as EC2 would: `spot` as a spot interruption with the stop (or
+   * hibernate) behaviour (state reason Server.SpotInstanceShutdown), otherwise as a user stop.
+   */
+  stopInstance(instanceId: string, opts?: { spot?: boolean }): Promise<void>;
+  /** End the instance the way EC2 ends one that fails at launch, with that state reason (e.g. Client.InternalError). */
+  failAtLaunch(instanceId: string, code: string, message: string): Promise<void>;
   /** Instances moto holds in a live state (pending, running, stopping, stopped), optionally for one run tag. */
   liveInMoto(run?: string): Promise<string[]>;
   close(): Promise<void>;
@@ -288,6 +297,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   function patchDescribe(xml: string): string {
     let out = xml;
     for (const inst of instances.values()) {
+      if (inst.stateReason) out = patchStateReason(out, inst.id, inst.stateReason.code, inst.stateReason.message, inst.stateReason.transition);
       if (!inst.spotTermination) continue;
       const when = inst.spotTermination.at.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' GMT');
       out = patchStateReason(
@@ -435,6 +445,30 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     async terminateOutOfBand(instanceId) {
       await terminateInMoto(instanceId);
       markTerminated(instanceId, false);
+    },
+
+    async stopInstance(instanceId, stopOpts = {}) {
+      const inst = instances.get(instanceId);
+      if (!inst) throw new Error(`fleet: unknown instance ${instanceId}`);
+      await motoQuery(opts.motoUrl, 'ec2', { Action: 'StopInstances', 'InstanceId.1': instanceId }, region);
+      killInstanceProcesses(instanceId);
+      const when = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' GMT');
+      if (stopOpts.spot) {
+        inst.stateReason = {
+          code: 'Server.SpotInstanceShutdown',
+          message: 'Server.SpotInstanceShutdown: Spot instance shutdown',
+          transition: `Service initiated (${when})`,
+        };
+      }
+    },
+
+    async failAtLaunch(instanceId, code, message) {
+      const inst = instances.get(instanceId);
+      if (!inst) throw new Error(`fleet: unknown instance ${instanceId}`);
+      await terminateInMoto(instanceId);
+      markTerminated(instanceId, false);
+      const when = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' GMT');
+      inst.stateReason = { code, message: `${code}: ${message}`, transition: `Server initiated (${when})` };
     },
 
     hideNewInstances(ms) {
