@@ -164,6 +164,7 @@ export function deriveObservedEvent(
       if (instance && instance.state === 'running' && instance.ready) return { type: 'INSTANCE_READY', at };
       const failedLaunch = launchFailure(status, ctx, obs);
       if (failedLaunch) return { type: 'FATAL', reason: 'LaunchFailed', message: failedLaunch, at };
+      if (instance?.degraded) return { type: 'SPOT_NOTICE', reason: instance.degraded.message, at };
       const gone = instanceGone(status, ctx, obs);
       if (gone) return { type: 'INSTANCE_GONE', ...gone, at };
       if (overBudget) return { type: 'BUDGET_EXCEEDED', message: budgetMessage(status, budget), at };
@@ -198,6 +199,9 @@ export function deriveObservedEvent(
           : { type: 'JOB_FAILED', message: failureMessage(agent), at };
       }
       if (instance?.spotInterruption) return { type: 'SPOT_NOTICE', reason: instance.spotInterruption.reason, at };
+      // A scheduled retirement, stop or reboot, or failed status checks: move before EC2 does
+      // (Interrupted then waits for the agent's stop, up to the stop grace period).
+      if (instance?.degraded) return { type: 'SPOT_NOTICE', reason: instance.degraded.message, at };
       if (agent && ['interrupting', 'interrupted', 'stopping', 'stopped'].includes(agent.phase)) {
         return { type: 'SPOT_NOTICE', reason: agent.message ?? `agent reported ${agent.phase}`, at };
       }
@@ -229,6 +233,8 @@ export function deriveObservedEvent(
       if (gone || !instance || instance.state === 'terminated') {
         return { type: 'INSTANCE_GONE', spot: true, reason: gone?.reason ?? 'instance gone', at };
       }
+      // Interrupted before the agent was started (still provisioning): nothing to checkpoint, move on.
+      if (!status.agent || status.agent.attempt !== ctx.attempt || !status.agent.deployedAt) return { type: 'AGENT_STOPPED', at };
       if (deadlinePassed) return { type: 'TICK', at };
       return undefined;
     }
