@@ -8,8 +8,8 @@ export type FaultRule =
   | { kind: 'insufficient-capacity'; instanceTypes: string[]; market?: 'spot' | 'on-demand' }
   /** Every spot RunInstances fails the way EC2 says "no spot capacity". */
   | { kind: 'spot-unavailable' }
-  /** Any error, for the next `times` matching calls (all of them when omitted). */
-  | { kind: 'error'; service: 'ec2' | 'ssm' | 's3'; action: string; status: number; code: string; message?: string; times?: number };
+  /** Any error, for the next `times` matching calls (all of them when omitted); an `action` ending in * is a prefix. */
+  | { kind: 'error'; service: 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'servicequotas'; action: string; status: number; code: string; message?: string; times?: number };
 
 interface ActiveRule {
   rule: FaultRule;
@@ -95,7 +95,9 @@ export class Faults {
           return errorResponse('ec2', 500, 'InsufficientInstanceCapacity', 'There is no Spot capacity available that matches your request.');
         }
         case 'error': {
-          if (req.service !== rule.service || req.action !== rule.action) break;
+          // An action ending in * matches by prefix (S3 actions are `METHOD /bucket/key`).
+          const actionMatches = rule.action.endsWith('*') ? req.action.startsWith(rule.action.slice(0, -1)) : req.action === rule.action;
+          if (req.service !== rule.service || !actionMatches) break;
           if (rule.times !== undefined && state.used >= rule.times) break;
           state.used++;
           this.count(`error:${rule.code}`);
