@@ -28,6 +28,23 @@ export interface LaunchRequest extends AttemptKey {
   controller: string;
   /** Instance types / zones / markets already found without capacity for this attempt. */
   exhausted?: string[];
+  /**
+   * The rung and idempotency token of a launch request that may have been sent before a crash
+   * (recorded by `beforeRunInstances`); it is tried first, with the same token, so the instance it
+   * may have started is returned instead of a second one being launched elsewhere.
+   */
+  inFlight?: LaunchIntent;
+  /**
+   * Called before each launch request with the rung and token about to be used, so the caller can
+   * record the intent before the effect (DESIGN.md, crash safety). A throw stops the launch.
+   */
+  beforeRunInstances?(intent: LaunchIntent): Promise<void>;
+}
+
+/** One launch request about to be sent: the ladder rung (e.g. `spot/g5.xlarge/us-east-1a`) and its idempotency token. */
+export interface LaunchIntent {
+  rung: string;
+  token: string;
 }
 
 export interface LaunchResult {
@@ -272,8 +289,11 @@ export interface Provider {
   requestStop(key: AttemptKey, spec: RunSpec, reason: StopReason): Promise<void>;
   /** Deliver a (simulated) spot interruption notice to the attempt's instance. */
   deliverSpotNotice(key: AttemptKey, instanceId: string): Promise<void>;
-  /** Terminate an instance. Succeeds if it is already gone. */
-  terminate(instanceId: string): Promise<void>;
+  /**
+   * Terminate an instance. Succeeds if it is already gone. `launchedAt` (ISO time), when known,
+   * lets a provider whose API is eventually consistent tell "gone" from "not visible yet".
+   */
+  terminate(instanceId: string, opts?: { launchedAt?: string }): Promise<void>;
   /** Newest checkpoint whose manifest is published, for a run's generation. */
   latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined>;
   /**
@@ -318,8 +338,20 @@ export class ProviderError extends Error {
 /** Throttling, 5xx, network: try the same thing again after a bounded backoff. */
 export class RetryableError extends ProviderError {}
 
-/** No capacity for any rung of the ladder right now: retry later, until the phase deadline. */
-export class CapacityError extends ProviderError {}
+/**
+ * No rung of the ladder can launch right now, for a reason that passes with time: retry later,
+ * until the provisioning deadline. `reason` is the condition reason the run shows while it waits:
+ * `InsufficientCapacity` (EC2 has none), `QuotaExceeded` (an account or subnet quota refused every
+ * rung left; recently terminated instances still count for a while, per the EC2 user guide), or
+ * `InstanceProfileNotReady` (IAM is eventually consistent: a new profile is refused for seconds).
+ */
+export class CapacityError extends ProviderError {
+  readonly reason: string;
+  constructor(message: string, opts: { code?: string; requestId?: string; cause?: unknown; reason?: string } = {}) {
+    super(message, opts);
+    this.reason = opts.reason ?? 'InsufficientCapacity';
+  }
+}
 
 /** Will not succeed by retrying (quota, permission, invalid parameter): the message says what to do. */
 export class TerminalError extends ProviderError {}

@@ -48,7 +48,10 @@ export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatu
     });
   }
   if (status.launchBlocked && phase === 'Provisioning') {
-    out.push({ type: 'CapacityAvailable', status: 'False', reason: 'InsufficientCapacity', message: status.launchBlocked.message });
+    const reason = status.launchBlocked.reason ?? 'InsufficientCapacity';
+    // A profile IAM has not propagated yet is not a capacity problem; quotas are capacity the account is granted.
+    const type = reason === 'InstanceProfileNotReady' ? 'InstanceProfileReady' : 'CapacityAvailable';
+    out.push({ type, status: 'False', reason, message: status.launchBlocked.message });
   }
   const fallback = checkpointFallback(status.agent?.restoredFrom);
   if (fallback) out.push(fallback);

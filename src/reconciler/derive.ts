@@ -132,8 +132,17 @@ export function deriveObservedEvent(
       const gone = instanceGone(status, ctx, obs);
       if (gone) return { type: 'INSTANCE_GONE', ...gone, at };
       if (overBudget) return { type: 'BUDGET_EXCEEDED', message: budgetMessage(status, budget), at };
-      if (deadlinePassed) return { type: 'TICK', at };
       const blocked = status.launchBlocked;
+      if (deadlinePassed && blocked && !recordedInstance(status, ctx)) {
+        // The generic timeout message would hide why: say what kept refusing the launch.
+        return {
+          type: 'FATAL',
+          reason: blocked.reason === 'InstanceProfileNotReady' ? 'InstanceProfileNotFound' : blocked.reason === 'QuotaExceeded' ? 'QuotaExceeded' : 'ProvisioningTimeout',
+          message: `no instance could be launched within spec.timeouts.provisioning (${ctx.limits.text.provisioning}) on attempt ${ctx.attempt}; the last refusal: ${blocked.message}`,
+          at,
+        };
+      }
+      if (deadlinePassed) return { type: 'TICK', at };
       if (!recordedInstance(status, ctx) && blocked && at >= Date.parse(blocked.retryAt)) {
         return { type: 'RETRY_LAUNCH', at };
       }
