@@ -87,7 +87,9 @@ describe('runctl logs', () => {
     expect(jobLines.at(-1)).toBe(`line ${String(LINES - 1).padStart(5, '0')} ${'x'.repeat(90)}`);
     expect(out.stdout).toContain('Traceback (most recent call last):');
     expect(out.stdout).toContain('ValueError: boom: the data file is missing\n');
-    expect(out.stdout).toContain('final words without a newline');
+    // On its own line: not glued to runctl's "attempt ended" note.
+    expect(lines).toContain('final words without a newline');
+    expect(lines.at(-2)).toMatch(/^\[runctl-agent\] \S+ attempt ended: failed \(exit code 1\)$/);
     expect(out.stdout.endsWith('\n')).toBe(true);
   });
 
