@@ -266,6 +266,30 @@ export interface PreflightProblem {
   orAt?: Segment[];
 }
 
+/** One run as `runctl doctor` checks it. */
+export interface DoctorTarget {
+  run: string;
+  spec: RunSpec;
+}
+
+/** pass: verified; warn: works, but not as well as it could, or could not be verified; fail: a run would fail. */
+export type DoctorStatus = 'pass' | 'warn' | 'fail';
+
+/** The result of one `runctl doctor` check: one line of its output. */
+export interface DoctorCheck {
+  /** What kind of check, e.g. `credentials`, `bucket`, `probe`, `instance-profile`, `role-storage`, `quota`. */
+  check: string;
+  /** What was checked: a region, `s3://bucket/prefix`, an instance profile, an image, a quota. */
+  subject: string;
+  status: DoctorStatus;
+  /** What was found, in a sentence. */
+  message: string;
+  /** For warn and fail: what to do (an IAM statement, a CLI command, the quota to request). */
+  fix?: string;
+  /** The runs this check concerns. */
+  runs: string[];
+}
+
 export interface BundlePruneResult {
   /** Storage keys deleted. */
   deleted: string[];
@@ -312,6 +336,13 @@ export interface Provider {
    * `apply`). Read-only. Throws when it cannot ask (credentials, permissions, network).
    */
   preflight?(spec: RunSpec): Promise<PreflightProblem[]>;
+  /**
+   * Checks, for `runctl doctor`, that the account is ready for these runs: credentials, storage,
+   * instance profile and its role, image, network, quotas. Read-only except for one probe object
+   * per storage location, which it deletes. Never throws for a failed check: each becomes a
+   * DoctorCheck with status fail (or warn when it could not be made for lack of a read permission).
+   */
+  doctor?(targets: DoctorTarget[]): Promise<DoctorCheck[]>;
   /**
    * Delete the code bundles in `spec`'s storage that are not in `referenced` (sha256s) and were
    * stored more than `minAgeMs` ago. Only keys of runctl's own `bundles/<sha256>.tar.gz` shape.

@@ -10,6 +10,8 @@ import {
   type AttemptKey,
   type BundlePruneResult,
   type CheckpointManifest,
+  type DoctorCheck,
+  type DoctorTarget,
   type DeployReport,
   type DeployRequest,
   type InstanceObservation,
@@ -24,6 +26,7 @@ import {
 import { pruneBundles } from './bundles.js';
 import { chainRegion, createClients, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
 import { deployAgent, stopRequest, type DeployOutcome } from './deploy.js';
+import type { DoctorClients } from './doctor/clients.js';
 import { launchAttempt } from './ec2-launch.js';
 import { awsCall, errorCode, requestIdOf } from './errors.js';
 import { ImageResolver } from './image.js';
@@ -89,6 +92,7 @@ export class AwsProvider implements Provider {
   private readonly specByRun = new Map<string, RunSpec>();
   private readonly knownObjects = new Set<string>();
   private defaultRegion?: Promise<string>;
+  private readonly doctorClients = new Map<string, DoctorClients>();
 
   constructor(private readonly opts: AwsProviderOptions = {}) {
     this.pollIntervalMs = opts.pollIntervalMs ?? 15_000;
@@ -324,6 +328,32 @@ export class AwsProvider implements Provider {
     return [...offered, ...findings.map(({ path, severity, message, orAt }) => ({ path, severity, message, ...(orAt ? { orAt } : {}) }))];
   }
 
+  /**
+   * `runctl doctor`: credentials, storage (with one probe object, deleted), instance profile and its
+   * role (IAM policy simulator), image, subnets, spot service-linked role and vCPU quotas for these
+   * runs. The IAM, STS and Service Quotas clients are loaded only here.
+   */
+  async doctor(targets: DoctorTarget[]): Promise<DoctorCheck[]> {
+    const [{ runDoctor }, { createDoctorClients }] = await Promise.all([import('./doctor/index.js'), import('./doctor/clients.js')]);
+    return runDoctor(
+      {
+        clientsFor: (region) => this.clientsFor(region),
+        doctorClientsFor: (region) => {
+          let c = this.doctorClients.get(region);
+          if (!c) {
+            c = createDoctorClients(region, this.clientOpts);
+            this.doctorClients.set(region, c);
+          }
+          return c;
+        },
+        regionFor: (spec) => this.regionFor(spec),
+        images: this.images,
+        defaultStorage: this.opts.defaultStorage,
+      },
+      targets,
+    );
+  }
+
   /** Delete code bundles in the spec's storage that no run references any more (runctl's own bundles/ prefix only). */
   async pruneBundles(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult> {
     return pruneBundles(await this.storageFor(spec), referenced, opts.minAgeMs);
@@ -336,6 +366,12 @@ export class AwsProvider implements Provider {
       clients.s3.destroy();
     }
     this.clientsByRegion.clear();
+    for (const c of this.doctorClients.values()) {
+      c.iam.destroy();
+      c.sts.destroy();
+      c.quotas.destroy();
+    }
+    this.doctorClients.clear();
   }
 }
 

@@ -9,12 +9,13 @@ export type FaultRule =
   /** Every spot RunInstances fails the way EC2 says "no spot capacity". */
   | { kind: 'spot-unavailable' }
   /**
-   * Any error, for the next `times` matching calls (all of them when omitted). For RunInstances,
-   * `instanceTypes` and `market` narrow it to some rungs (a quota of one instance family, say).
+   * Any error, for the next `times` matching calls (all of them when omitted); an `action` ending
+   * in * is a prefix. For RunInstances, `instanceTypes` and `market` narrow it to some rungs (a
+   * quota of one instance family, say).
    */
   | {
       kind: 'error';
-      service: 'ec2' | 'ssm' | 's3';
+      service: 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'servicequotas';
       action: string;
       status: number;
       code: string;
@@ -110,7 +111,9 @@ export class Faults {
           return errorResponse('ec2', 500, 'InsufficientInstanceCapacity', 'There is no Spot capacity available that matches your request.');
         }
         case 'error': {
-          if (req.service !== rule.service || req.action !== rule.action) break;
+          // An action ending in * matches by prefix (S3 actions are `METHOD /bucket/key`).
+          const actionMatches = rule.action.endsWith('*') ? req.action.startsWith(rule.action.slice(0, -1)) : req.action === rule.action;
+          if (req.service !== rule.service || !actionMatches) break;
           if (rule.instanceTypes && !rule.instanceTypes.includes(req.params.InstanceType ?? '')) break;
           if (rule.market && rule.market !== (req.params['InstanceMarketOptions.MarketType'] === 'spot' ? 'spot' : 'on-demand')) break;
           if (rule.instanceIds && !namedInstances(req).some((id) => rule.instanceIds?.includes(id))) break;
