@@ -2,6 +2,7 @@
 // own file and only parses arguments and prints; the work happens in spec/, reconciler/, state/.
 import { Command, CommanderError } from 'commander';
 import { commands } from './commands.js';
+import { StateCorruptError } from '../state/event-log.js';
 import { UsageError } from './errors.js';
 
 export function buildProgram(): Command {
@@ -28,6 +29,11 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof UsageError) {
       if (err.message) process.stderr.write(`runctl: ${err.message}\n`);
       return err.exitCode;
+    }
+    // A damaged state file: the message names the file and what to do; a stack trace would not help.
+    if (err instanceof StateCorruptError) {
+      process.stderr.write(`runctl: ${err.message}\n`);
+      return 1;
     }
     throw err;
   }
