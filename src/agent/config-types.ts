@@ -28,6 +28,12 @@ export interface AgentConfig {
   syncIntervalSeconds: number;
   keep: number;
   signal: string;
+  /**
+   * `main`: the signal goes to the job's main process (the `run` command, or the command a `run`
+   * shell script runs); `group`: to its whole process group. SIGKILL to the group when the grace
+   * period ends either way. Absent means `main`.
+   */
+  signalScope: 'main' | 'group';
   gracePeriodSeconds: number;
   /** IMDSv2-compatible base URL, e.g. http://169.254.169.254 */
   imdsUrl: string;

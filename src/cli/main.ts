@@ -1,6 +1,7 @@
 // Entry point: builds the command tree and maps outcomes to exit codes. Each command lives in its
 // own file and only parses arguments and prints; the work happens in spec/, reconciler/, state/.
 import { Command, CommanderError } from 'commander';
+import { quietOnClosedOutput } from './closed-output.js';
 import { commands } from './commands.js';
 import { StateCorruptError } from '../state/event-log.js';
 import { UsageError } from './errors.js';
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
 /** Runs the CLI and resolves with the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  quietOnClosedOutput();
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

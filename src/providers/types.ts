@@ -80,11 +80,88 @@ export type AgentPhase =
 export interface CheckpointRef {
   /** Zero-padded sequence number, monotonically increasing within a generation. */
   id: string;
-  /** Training step the job had reported when the checkpoint was taken, when known. */
+  /**
+   * The training step the checkpoint *holds*: declared by the job (`RUNCTL_CHECKPOINT step=N` or
+   * the marker file) or read from a recognised layout (`checkpoint-<N>/`, `…step=N….ckpt`).
+   * Absent means unknown; never the progress printed at sync time (docs/checkpoints.md, issue 9).
+   */
   step?: number;
+  /** Where `step` came from: `marker`, `line`, `huggingface`, `lightning`. Absent with `step`. */
+  stepSource?: CheckpointStepSource;
+  /** Files (regular files) in the checkpoint. */
   files: number;
+  /** Bytes of those files. */
   bytes: number;
   at: string;
+  /** Files whose content this sync uploaded (new to storage). */
+  uploaded?: number;
+  /** Files whose content was already stored (by an earlier checkpoint of the run) and reused. */
+  reused?: number;
+  /** Bytes this sync uploaded. */
+  uploadedBytes?: number;
+}
+
+/** How the step of a checkpoint was learned (docs/checkpoints.md, "Saying which step"). */
+export type CheckpointStepSource = 'marker' | 'line' | 'huggingface' | 'lightning';
+
+/**
+ * The checkpoint an attempt restored, and why not a newer one. `fallbackFrom`/`reason` name the
+ * newest checkpoint passed over; `avoided` lists every checkpoint passed over because an earlier
+ * attempt restored it and failed before publishing anything newer (issue 9: evidence against it).
+ */
+export interface RestoredFrom {
+  id: string;
+  fallbackFrom?: string;
+  reason?: string;
+  generation?: number;
+  avoided?: AvoidedCheckpoint[];
+}
+
+/** A checkpoint not restored because an attempt that restored it failed before publishing a newer one. */
+export interface AvoidedCheckpoint {
+  id: string;
+  /** The attempt that restored it and then failed. */
+  attempt: number;
+  /** How that attempt ended, e.g. `the job exited with code 1`. */
+  reason: string;
+}
+
+/**
+ * How the final sync after a notice went, against the termination time the notice gave
+ * (recorded once per attempt as an event by the reconciler).
+ */
+export interface FinalSyncReport {
+  /** ISO time the notice said the instance would be reclaimed, when it said one. */
+  terminationTime?: string;
+  /** The checkpoint the final sync published (or found current), when there is one. */
+  checkpoint?: string;
+  /** Seconds between that checkpoint being safe in storage and the termination time. */
+  safeSecondsBeforeTermination?: number;
+  /** False when the final sync did not publish a checkpoint in time; `newest` is then what a resume gets. */
+  safe: boolean;
+  /** The newest published checkpoint after the final sync. */
+  newest?: string;
+  message: string;
+}
+
+/**
+ * A fault the agent sees on the instance and reports while it lasts (the fault channel agreed for
+ * issues 9 and 10). The reconciler turns each into a run condition of the same type (status True;
+ * False once the agent stops listing it) and an event on each appearance.
+ */
+export interface AgentFault {
+  /**
+   * PascalCase condition type, e.g. MetadataServiceUnreachable, JobCrashedOnNotice,
+   * CheckpointSyncFailing, CheckpointSyncStalled, SecretUnresolved, AgentRestarted.
+   * docs/conditions.md lists each with what to do.
+   */
+  reason: string;
+  /** One sentence for people that says what to do; secrets redacted by the agent. */
+  message: string;
+  /** ISO time the agent first saw this fault (kept while it lasts). */
+  since: string;
+  /** The file concerned, when there is one (e.g. a checkpoint file that cannot be read). */
+  file?: string;
 }
 
 export interface AgentStatus extends AttemptKey {
@@ -101,7 +178,16 @@ export interface AgentStatus extends AttemptKey {
    * checkpoint failed verification and this older one was used; generation when it came from
    * the seed generation.
    */
-  restoredFrom?: { id: string; fallbackFrom?: string; reason?: string; generation?: number };
+  restoredFrom?: RestoredFrom;
+  /** Every checkpoint kept in storage for this generation, oldest first, as of the last sync. */
+  checkpoints?: CheckpointRef[];
+  /** Set once the final sync after a notice or stop ran. */
+  finalSync?: FinalSyncReport;
+  /**
+   * Machine-readable cause of a `failed` phase the controller must not retry:
+   * `NoCheckpointLeft` when every kept checkpoint was restored by an attempt that then failed.
+   */
+  failureReason?: 'NoCheckpointLeft';
   /** EC2 rebalance recommendation seen in IMDS (reported, not acted on). */
   rebalanceRecommendation?: { noticeTime?: string };
   /** The agent process writing this status. */
@@ -109,6 +195,8 @@ export interface AgentStatus extends AttemptKey {
   /** Last lines of setup output while installing, and of the job output on failure. */
   logTail?: string[];
   message?: string;
+  /** Faults present now; an entry disappears when its fault clears. */
+  faults?: AgentFault[];
 }
 
 export interface CheckpointManifest {
@@ -116,7 +204,9 @@ export interface CheckpointManifest {
   run: string;
   generation: number;
   attempt: number;
+  /** The step the checkpoint holds, when known (see CheckpointRef.step). */
   step?: number;
+  stepSource?: CheckpointStepSource;
   createdAt: string;
   files: { path: string; size: number; sha256: string }[];
 }
@@ -126,6 +216,11 @@ export interface LogChunk {
   /** Opaque cursor to pass back to continue reading after this chunk. */
   cursor: string;
   text: string;
+}
+
+export interface LogReadOptions {
+  /** Skip segments stored before this time. */
+  since?: Date;
 }
 
 /** Why the controller asks an agent to checkpoint and stop its job. */
@@ -152,6 +247,11 @@ export interface PreflightProblem {
   path: Segment[];
   message: string;
   severity: 'error' | 'warning';
+  /**
+   * Where to report instead when `path` is not written in the file (its value is a default): e.g. a
+   * root snapshot larger than the default rootVolumeGiB is reported at spec.resources.image.
+   */
+  orAt?: Segment[];
 }
 
 export interface BundlePruneResult {
@@ -181,8 +281,12 @@ export interface Provider {
   terminate(instanceId: string): Promise<void>;
   /** Newest checkpoint whose manifest is published, for a run's generation. */
   latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined>;
-  /** Log text of an attempt from storage, starting after `cursor`. */
-  readLogs(key: AttemptKey, spec: RunSpec, cursor?: string): Promise<LogChunk>;
+  /**
+   * Log text of an attempt from storage, starting after `cursor`; at most a bounded amount per
+   * call (empty text: nothing more yet). `since` skips log segments stored before that time
+   * (segments are shipped every agent heartbeat, so that is the precision).
+   */
+  readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts?: LogReadOptions): Promise<LogChunk>;
   /**
    * Tells the provider which spec a run has, before observe() is asked about it. Providers whose
    * observation depends on the spec (aws: the run's region) use it; others may leave it out.

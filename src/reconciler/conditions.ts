@@ -1,11 +1,13 @@
 // Kubernetes-style conditions derived from the run's phase and what the machine remembers.
 // lastTransitionTime changes only when a condition's status actually flips.
 import type { RunContext } from '../machine/run-machine.js';
+import type { RestoredFrom } from '../providers/types.js';
 import type { Condition, Phase, RunStatus } from '../state/types.js';
+import { faultConditions, type WantedCondition } from './faults.js';
 
 const ACTIVE: readonly Phase[] = ['Provisioning', 'Syncing', 'Installing', 'Training', 'Interrupted', 'Resuming', 'Terminating'];
 
-type Wanted = Omit<Condition, 'lastTransitionTime'>;
+type Wanted = WantedCondition;
 
 export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatus): Wanted[] {
   const out: Wanted[] = [];
@@ -37,15 +39,10 @@ export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatu
   if (status.launchBlocked && phase === 'Provisioning') {
     out.push({ type: 'CapacityAvailable', status: 'False', reason: 'InsufficientCapacity', message: status.launchBlocked.message });
   }
-  const restored = status.agent?.restoredFrom;
-  if (restored?.fallbackFrom) {
-    out.push({
-      type: 'CheckpointFallback',
-      status: 'True',
-      reason: 'NewestCheckpointCorrupt',
-      message: `checkpoint ${restored.fallbackFrom} failed verification (${restored.reason ?? 'checksum mismatch'}); restored ${restored.id} instead`,
-    });
-  }
+  const fallback = checkpointFallback(status.agent?.restoredFrom);
+  if (fallback) out.push(fallback);
+  // Faults the agent reports (the fault channel): one condition per reason, after the run's own.
+  out.push(...faultConditions(status.faults));
   return out;
 }
 
@@ -56,7 +53,8 @@ export function mergeConditions(existing: Condition[], wanted: Wanted[], now: st
     const old = byType.get(w.type);
     byType.delete(w.type);
     const flipped = !old || old.status !== w.status;
-    merged.push({ ...w, lastTransitionTime: flipped ? now : (old as Condition).lastTransitionTime });
+    const { at, ...condition } = w;
+    merged.push({ ...condition, lastTransitionTime: flipped ? (at ?? now) : (old as Condition).lastTransitionTime });
   }
   // Conditions no longer derived (e.g. CapacityAvailable after capacity was found) are kept as history
   // only when they carry information; transient ones are dropped.
@@ -64,4 +62,29 @@ export function mergeConditions(existing: Condition[], wanted: Wanted[], now: st
     if (old.type === 'CheckpointFallback') merged.push(old);
   }
   return merged;
+}
+
+/**
+ * `CheckpointFallback`: the attempt restored an older checkpoint than the newest kept. Reasons:
+ * `ResumeFailed` when an earlier attempt restored a newer one and failed before publishing
+ * anything newer (evidence against it, issue 9); `NewestCheckpointCorrupt` when the newest
+ * failed verification. The message names the checkpoints passed over and why.
+ */
+export function checkpointFallback(restored: RestoredFrom | undefined): Wanted | undefined {
+  if (!restored) return undefined;
+  const avoided = restored.avoided ?? [];
+  if (avoided.length > 0) {
+    const why = avoided.map((a) => `checkpoint ${a.id} was restored by attempt ${a.attempt}, which failed before publishing a newer one (${a.reason})`);
+    const corrupt = restored.fallbackFrom && !avoided.some((a) => a.id === restored.fallbackFrom) ? `; checkpoint ${restored.fallbackFrom} failed verification (${restored.reason ?? 'checksum mismatch'})` : '';
+    return { type: 'CheckpointFallback', status: 'True', reason: 'ResumeFailed', message: `${why.join('; ')}${corrupt}; restored ${restored.id} instead` };
+  }
+  if (restored.fallbackFrom) {
+    return {
+      type: 'CheckpointFallback',
+      status: 'True',
+      reason: 'NewestCheckpointCorrupt',
+      message: `checkpoint ${restored.fallbackFrom} failed verification (${restored.reason ?? 'checksum mismatch'}); restored ${restored.id} instead`,
+    };
+  }
+  return undefined;
 }

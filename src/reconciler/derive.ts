@@ -133,6 +133,10 @@ export function deriveObservedEvent(
     case 'Installing':
     case 'Training': {
       if (agent?.phase === 'succeeded') return { type: 'JOB_SUCCEEDED', at };
+      // Retrying cannot help: every kept checkpoint was restored by an attempt that then failed.
+      if (agent?.phase === 'failed' && agent.failureReason === 'NoCheckpointLeft') {
+        return { type: 'FATAL', reason: 'NoCheckpointLeft', message: failureMessage(agent), at };
+      }
       if (agent?.phase === 'failed' || agent?.phase === 'lost') {
         return { type: 'JOB_FAILED', message: failureMessage(agent), at };
       }

@@ -25,6 +25,7 @@ import { eventIdBase, newUid, providerUid } from '../state/identity.js';
 import type { EffectRecord, InstanceRecord, RunEvent, RunStatus, StateStore } from '../state/types.js';
 import { mergeConditions, wantedConditions } from './conditions.js';
 import { deriveObservedEvent, deriveSpecEvent, type Desired } from './derive.js';
+import { absorbFaults, reportedFaults } from './faults.js';
 import { limitsFromSpec } from './limits.js';
 import { describeChange, specChanges } from './spec-diff.js';
 
@@ -93,6 +94,8 @@ export async function reconcileRun(deps: ReconcileDeps, name: string, desired: D
       if (!observed || (lastEffectAt !== undefined && observedAfter < lastEffectAt)) {
         observedAfter = deps.now();
         observed = await observe(deps, provider, status, snapshot, lastEffectAt ?? 0);
+        await recordFinalSync(deps, status, snapshot, observed.agent);
+        status = await absorbAgentFaults(deps, status, snapshot, observed.agent);
         status = absorbObservation(status, snapshot, observed, deps.now());
       }
       event = deriveObservedEvent(snapshot, status, { now: deps.now(), ...observed });
@@ -234,6 +237,71 @@ async function observe(
   return agent ? { instances, agent } : { instances };
 }
 
+/**
+ * Once per attempt, the event saying how the final sync after a notice or stop went: how many
+ * seconds before the notice's termination time the final checkpoint was safe in storage, or that
+ * it was not and which checkpoint a resume gets (issue 9). The id is per attempt, so a replay
+ * appends nothing new; status.agent.finalSync records that it was written.
+ */
+async function recordFinalSync(deps: ReconcileDeps, status: RunStatus, snapshot: RunSnapshot, agent: AgentStatus | undefined): Promise<void> {
+  const ctx = snapshot.context;
+  const report = agent?.finalSync;
+  if (!agent || !report || agent.attempt !== ctx.attempt || agent.generation !== ctx.generation) return;
+  if (status.agent?.attempt === agent.attempt && status.agent.finalSync) return;
+  await appendNow(deps, status, {
+    id: `${status.run}:final-sync:g${agent.generation}:a${agent.attempt}`,
+    kind: 'observation',
+    action: 'final checkpoint',
+    result: report.safe ? 'ok' : 'error',
+    message: report.message,
+    data: {
+      safe: report.safe,
+      ...(report.checkpoint ? { checkpoint: report.checkpoint } : {}),
+      ...(report.newest ? { newest: report.newest } : {}),
+      ...(report.terminationTime ? { terminationTime: report.terminationTime } : {}),
+      ...(report.safeSecondsBeforeTermination !== undefined ? { safeSecondsBeforeTermination: report.safeSecondsBeforeTermination } : {}),
+    },
+  });
+}
+
+/**
+ * The fault channel: folds the faults the current attempt's agent lists into the run's faults and
+ * conditions, and appends an event for each fault that appeared or cleared. Event ids are derived
+ * from the fault (reason and first-seen time), so a replay after a crash appends nothing twice.
+ */
+async function absorbAgentFaults(deps: ReconcileDeps, status: RunStatus, snapshot: RunSnapshot, agent: AgentStatus | undefined): Promise<RunStatus> {
+  const ctx = snapshot.context;
+  if (!agent || agent.attempt !== ctx.attempt || agent.generation !== ctx.generation) return status;
+  const reported = reportedFaults(agent.faults);
+  if (reported.length === 0 && !(status.faults ?? []).some((f) => !f.clearedAt)) return status;
+  const now = iso(deps.now());
+  const change = absorbFaults(status.faults, reported, { run: status.run, generation: ctx.generation, attempt: ctx.attempt }, now);
+  if (JSON.stringify(change.faults) === JSON.stringify(status.faults ?? [])) return status;
+  const next: RunStatus = { ...status, faults: change.faults };
+  next.conditions = mergeConditions(status.conditions, wantedConditions(phaseOf(snapshot.value), ctx, next), now);
+  for (const f of change.appeared) {
+    await appendNow(deps, next, {
+      id: `${status.run}:fault:g${f.generation}:a${f.attempt}:${f.reason}:${f.since}`,
+      kind: 'observation',
+      action: `fault ${f.reason}`,
+      result: 'error',
+      message: f.file ? `${f.message} (file: ${f.file})` : f.message,
+      data: { reason: f.reason, since: f.since, ...(f.file ? { file: f.file } : {}) },
+    });
+  }
+  for (const f of change.cleared) {
+    await appendNow(deps, next, {
+      id: `${status.run}:fault:g${f.generation}:a${f.attempt}:${f.reason}:${f.since}:cleared`,
+      kind: 'observation',
+      action: `fault ${f.reason} cleared`,
+      result: 'ok',
+      message: `the agent no longer reports ${f.reason}`,
+      data: { reason: f.reason, since: f.since },
+    });
+  }
+  return next;
+}
+
 /** Folds what was observed into status fields that are facts, not transitions. */
 function absorbObservation(
   status: RunStatus,
@@ -267,9 +335,12 @@ function absorbObservation(
       message: agent.message,
       logTail: agent.logTail,
       restoredFrom: agent.restoredFrom ?? prev?.restoredFrom,
+      failureReason: agent.failureReason,
+      finalSync: agent.finalSync ?? prev?.finalSync,
     };
     if (agent.progress) next.progress = agent.progress;
     if (agent.lastCheckpoint) next.lastCheckpoint = { ...agent.lastCheckpoint, generation: agent.generation };
+    if (agent.checkpoints) next.checkpoints = agent.checkpoints;
   }
   return next;
 }
@@ -477,6 +548,7 @@ function settleSnapshot(status: RunStatus, snapshot: RunSnapshot, now: number): 
       nextSpec: undefined,
       progress: undefined,
       lastCheckpoint: undefined,
+      checkpoints: undefined,
       trainingStartedAt: undefined,
     };
   }

@@ -72,6 +72,12 @@ export interface CheckpointsSpec {
   syncInterval: string;
   keep: number;
   signal: 'SIGTERM' | 'SIGINT' | 'SIGUSR1' | 'SIGUSR2' | 'SIGHUP';
+  /**
+   * Who gets `signal`: `main` (the process `run` starts, or the command a `run` shell script
+   * runs; its workers keep running while it saves) or `group` (the job's whole process group).
+   * Either way the group gets SIGKILL when `gracePeriod` ends (docs/checkpoints.md, issue 9).
+   */
+  signalScope: 'main' | 'group';
   gracePeriod: string;
 }
 

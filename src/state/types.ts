@@ -1,6 +1,6 @@
 // What runctl remembers about each run, and the store port that keeps it. Two stores implement
 // the port: files under .runctl/ (default, one controller per folder) and S3 (shared, leased).
-import type { AgentPhase, CheckpointRef, InstanceRef } from '../providers/types.js';
+import type { AgentFault, AgentPhase, AgentStatus, CheckpointRef, FinalSyncReport, InstanceRef, RestoredFrom } from '../providers/types.js';
 import type { RunSpec } from '../spec/types.js';
 
 export type Phase =
@@ -75,6 +75,8 @@ export interface RunStatus {
   conditions: Condition[];
   instances: InstanceRecord[];
   lastCheckpoint?: CheckpointRef & { generation: number };
+  /** Checkpoints kept in storage for `generation`, oldest first, as the agent last listed them. */
+  checkpoints?: CheckpointRef[];
   progress?: { step: number; total?: number; loss?: number };
   /** Absolute deadlines (ISO time) the reconciler enforces; survive restarts. */
   deadlines: Record<string, string>;
@@ -103,8 +105,16 @@ export interface RunStatus {
     deployedAt?: string;
     message?: string;
     logTail?: string[];
-    restoredFrom?: { id: string; fallbackFrom?: string; reason?: string };
+    restoredFrom?: RestoredFrom;
+    failureReason?: AgentStatus['failureReason'];
+    /** The agent's report on the final sync after a notice or stop (its event is written once). */
+    finalSync?: FinalSyncReport;
   };
+  /**
+   * Faults the agents of this run reported (one entry per reason, the newest), from the fault
+   * channel: `clearedAt` is set once the agent stopped listing it. Conditions are derived from it.
+   */
+  faults?: RunFault[];
   /** Set while no capacity could be found for the current attempt. */
   launchBlocked?: { since: string; message: string; retryAt: string; failures: number };
   /** When the current attempt entered Training (drives the rehearsal interruption). */
@@ -116,6 +126,14 @@ export interface RunStatus {
   /** Monotonic counter of events appended for this run. */
   eventSeq: number;
   costUSD: number;
+}
+
+/** An agent fault as the run's record keeps it: which attempt reported it, and when it cleared. */
+export interface RunFault extends AgentFault {
+  generation: number;
+  attempt: number;
+  /** ISO time the reconciler first saw the agent no longer list it. */
+  clearedAt?: string;
 }
 
 export interface RunEvent {

@@ -30,6 +30,16 @@ export function renderDescribe(input: DescribeInput): string {
 
   out.push(...keyValues(summary(s, now, c)));
   if (s.failure) out.push(...block('Failure', s.failure.message));
+  const faults = (s.faults ?? []).filter((f) => !f.clearedAt);
+  if (faults.length > 0) {
+    // Faults the agent reports on the instance, in full: the conditions table shows one line each.
+    out.push('', c.bold('Faults:'));
+    for (const f of faults) {
+      out.push(`  ${c.red(sanitizeLine(f.reason))} (attempt ${f.attempt}, since ${formatTime(f.since)}, ${formatAge(f.since, now)} ago)`);
+      const lines = (f.file ? `${f.message}\nfile: ${f.file}` : f.message).split(/\r?\n/).map(sanitizeLine);
+      out.push(...lines.map((l) => `    ${l}`.trimEnd()));
+    }
+  }
 
   const spec = input.spec ? (Array.isArray(input.spec) ? input.spec : Object.entries(input.spec)) : [];
   if (spec.length > 0) {
@@ -50,6 +60,9 @@ export function renderDescribe(input: DescribeInput): string {
       ),
     );
   }
+
+  out.push('', c.bold('Checkpoints:'));
+  out.push(...checkpointRows(s, now));
 
   out.push('', c.bold('Instances:'));
   if (s.instances.length === 0) out.push(NONE);
@@ -106,7 +119,7 @@ function summary(s: RunStatus, now: number, c: Colors): Array<[string, string]> 
   }
   if (s.lastCheckpoint) {
     const cp = s.lastCheckpoint;
-    const step = cp.step !== undefined ? ` at step ${cp.step}` : '';
+    const step = cp.step !== undefined ? ` at step ${cp.step}` : ', step unknown';
     rows.push(['Last checkpoint', `${sanitizeLine(cp.id)}${step} (${formatAge(cp.at, now)} ago, ${plural(cp.files, 'file')}, ${formatBytes(cp.bytes)})`]);
   }
   rows.push(['Cost', formatUSD(s.costUSD)]);
@@ -117,6 +130,30 @@ function summary(s: RunStatus, now: number, c: Colors): Array<[string, string]> 
   }
   if (s.nextSpec) rows.push(['Next generation', `${s.nextSpec.generation} (spec ${s.nextSpec.specHash}), waiting for the current attempt to stop`]);
   return rows;
+}
+
+/**
+ * The checkpoints kept in storage for the current generation, oldest first: the step each holds
+ * (`unknown` when neither the job nor a recognised layout said), size, and how many of its files
+ * the sync that published it uploaded vs found already stored (docs/checkpoints.md).
+ */
+function checkpointRows(s: RunStatus, now: number): string[] {
+  const kept = s.checkpoints ?? (s.lastCheckpoint ? [s.lastCheckpoint] : []);
+  if (kept.length === 0) return [NONE];
+  const rows = kept.map((cp) => [
+    sanitizeLine(cp.id),
+    cp.step !== undefined ? String(cp.step) : 'unknown',
+    cp.stepSource ?? '-',
+    formatBytes(cp.bytes),
+    String(cp.files),
+    cp.uploaded !== undefined ? String(cp.uploaded) : '-',
+    cp.reused !== undefined ? String(cp.reused) : '-',
+    `${formatAge(cp.at, now)} ago`,
+  ]);
+  return alignColumns([['ID', 'STEP', 'STEP FROM', 'SIZE', 'FILES', 'UPLOADED', 'REUSED', 'AGE'], ...rows], {
+    indent: '  ',
+    align: ['left', 'right', 'left', 'right', 'right', 'right', 'right', 'left'],
+  });
 }
 
 function keyValues(rows: ReadonlyArray<readonly [string, string]>, indent = ''): string[] {

@@ -71,10 +71,10 @@ export function currentInstance(s: RunStatus): string {
   return sanitizeLine(details ? `${live.id} (${details})` : live.id);
 }
 
-/** `000004 step 200, 1m05s ago`, or `-`. */
+/** `000004 step 200, 1m05s ago` (`step unknown` when the checkpoint's step is not known), or `-`. */
 export function lastCheckpoint(s: RunStatus, now: number): string {
   const cp = s.lastCheckpoint;
   if (!cp) return '-';
-  const step = cp.step !== undefined ? ` step ${cp.step}` : '';
+  const step = cp.step !== undefined ? ` step ${cp.step}` : ' step unknown';
   return `${sanitizeLine(cp.id)}${step}, ${formatAge(cp.at, now)} ago`;
 }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -21,7 +22,7 @@ describe('renderAgentConfig', () => {
       env: { WANDB_MODE: 'offline' },
       secrets: { HF_TOKEN: 'ssm:/team/hf-token' },
       resources: { region: 'us-east-1' },
-      checkpoints: { dir: '/opt/ckpt', syncInterval: '5m', keep: 4, signal: 'SIGUSR1', gracePeriod: '1m30s' },
+      checkpoints: { dir: '/opt/ckpt', syncInterval: '5m', keep: 4, signal: 'SIGUSR1', signalScope: 'group', gracePeriod: '1m30s' },
     });
     const config = renderAgentConfig({ ...base, spec });
     expect(config).toEqual({
@@ -41,6 +42,7 @@ describe('renderAgentConfig', () => {
       syncIntervalSeconds: 300,
       keep: 4,
       signal: 'SIGUSR1',
+      signalScope: 'group',
       gracePeriodSeconds: 90,
       imdsUrl: 'http://169.254.169.254',
       heartbeatSeconds: 10,
@@ -68,10 +70,11 @@ describe('renderAgentConfig', () => {
 });
 
 describe('agentScriptPath', () => {
-  it('finds the agent script shipped in the package', () => {
+  it('finds the agent zipapp shipped in the package, and it runs', () => {
     const script = agentScriptPath();
     expect(existsSync(script)).toBe(true);
-    expect(script.endsWith(path.join('src', 'agent', 'runctl-agent.py'))).toBe(true);
+    expect(script.endsWith(path.join('dist', 'agent', 'runctl-agent.pyz'))).toBe(true);
+    expect(execFileSync('python3', [script, '--help'], { encoding: 'utf8' })).toMatch(/--config CONFIG/);
     expect(agentCommand('/x/config.json', { detach: true })).toEqual(['python3', script, '--config', '/x/config.json', '--detach']);
   });
 

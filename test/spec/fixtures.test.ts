@@ -77,7 +77,7 @@ describe('invalid fixtures', async () => {
       'bad files': ['empty', 'comments-only', 'binary', 'latin1', 'utf16'],
       'alias bombs and nesting': ['alias-bomb', 'deep-nesting'],
       'unknown fields': ['unknown-field-typo', 'unknown-field-misplaced', 'unknown-field-top', 'unknown-field-no-match'],
-      enums: ['market-typo', 'provider-enum', 'signal-enum'],
+      enums: ['market-typo', 'provider-enum', 'signal-enum', 'signal-scope-enum'],
     };
     for (const [check, fixtures] of Object.entries(checks)) {
       for (const fixture of fixtures) expect(names.has(fixture), `${check}: ${fixture}`).toBe(true);
@@ -118,7 +118,7 @@ describe('valid fixtures', () => {
         env: {},
         secrets: {},
         resources: { instanceTypes: [], market: 'spot', availabilityZones: [], rootVolumeGiB: 100, securityGroupIds: [] },
-        checkpoints: { dir: '/opt/runctl/checkpoints', syncInterval: '5m', keep: 3, signal: 'SIGTERM', gracePeriod: '90s' },
+        checkpoints: { dir: '/opt/runctl/checkpoints', syncInterval: '5m', keep: 3, signal: 'SIGTERM', signalScope: 'main', gracePeriod: '90s' },
         recovery: { maxInterruptions: 20, maxRetriesOnError: 1, seedFromPreviousGeneration: false },
         timeouts: { provisioning: '15m', installing: '30m', training: '48h' },
         budget: {},

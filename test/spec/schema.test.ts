@@ -50,7 +50,7 @@ const everyField: DeepRequired<TrainingRun> = {
       subnetId: 'subnet-0123456789abcdef0',
       securityGroupIds: ['sg-0123456789abcdef0'],
     },
-    checkpoints: { dir: '/opt/runctl/checkpoints', storage: 's3://my-bucket/runctl', syncInterval: '5m', keep: 3, signal: 'SIGTERM', gracePeriod: '90s' },
+    checkpoints: { dir: '/opt/runctl/checkpoints', storage: 's3://my-bucket/runctl', syncInterval: '5m', keep: 3, signal: 'SIGTERM', signalScope: 'main', gracePeriod: '90s' },
     recovery: { maxInterruptions: 20, maxRetriesOnError: 1, seedFromPreviousGeneration: false },
     timeouts: { provisioning: '15m', installing: '30m', training: '48h' },
     budget: { maxCostUSD: 250 },

@@ -36,6 +36,8 @@ export interface Script {
   killAt?: { run: string; attempt: number; step: number }[];
   /** Fail the next `times` calls of an operation. */
   faults?: { op: keyof Provider; kind: 'retryable' | 'capacity' | 'terminal'; times: number }[];
+  /** The agent lists this fault (fault channel) while its step is in [fromStep, untilStep). */
+  faultsAt?: { run: string; attempt: number; fromStep: number; untilStep?: number; reason: string; message: string }[];
   /** Ticks an instance spends pending before it runs. */
   bootTicks?: number;
 }
@@ -235,6 +237,9 @@ export class MemoryProvider implements Provider {
           ? { id: String(a.lastCheckpoint).padStart(8, '0'), step: a.lastCheckpoint, files: 1, bytes: 8, at: new Date().toISOString() }
           : undefined,
       logTail: a.phase === 'failed' ? [`step=${a.step}/${total}`, 'Traceback: injected failure'] : undefined,
+      faults: (this.world.script.faultsAt ?? [])
+        .filter((f) => f.run === a.run && f.attempt === a.attempt && a.step >= f.fromStep && (f.untilStep === undefined || a.step < f.untilStep))
+        .map((f) => ({ reason: f.reason, message: f.message, since: new Date(Date.UTC(2026, 0, 1) + f.fromStep * 1000).toISOString() })),
     };
   }
 

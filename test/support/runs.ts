@@ -12,7 +12,7 @@ export function testSpec(overrides: DeepPartial<RunSpec> = {}): RunSpec {
     env: {},
     secrets: {},
     resources: { instanceTypes: [], market: 'spot', availabilityZones: [], rootVolumeGiB: 100, securityGroupIds: [] },
-    checkpoints: { dir: '/opt/runctl/checkpoints', syncInterval: '5m', keep: 3, signal: 'SIGTERM', gracePeriod: '90s' },
+    checkpoints: { dir: '/opt/runctl/checkpoints', syncInterval: '5m', keep: 3, signal: 'SIGTERM', signalScope: 'main', gracePeriod: '90s' },
     recovery: { maxInterruptions: 20, maxRetriesOnError: 1, seedFromPreviousGeneration: false },
     timeouts: { provisioning: '15m', installing: '30m', training: '48h' },
     budget: {},

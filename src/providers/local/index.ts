@@ -19,6 +19,7 @@ import {
   type LaunchRequest,
   type LaunchResult,
   type LogChunk,
+  type LogReadOptions,
   type Provider,
   type StopReason,
 } from '../types.js';
@@ -325,8 +326,8 @@ export class LocalProvider implements Provider {
     return this.storageFor(spec).latestCheckpoint(run, generation);
   }
 
-  async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string): Promise<LogChunk> {
-    return this.storageFor(spec).readLogs(key, cursor);
+  async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts?: LogReadOptions): Promise<LogChunk> {
+    return this.storageFor(spec).readLogs(key, cursor, opts);
   }
 
   async close(): Promise<void> {

@@ -7,7 +7,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { bundleKey, checkpointsPrefix, controlKey, logsPrefix, manifestKey, statusKey } from '../../agent/layout.js';
 import type { RunSpec } from '../../spec/types.js';
 import type { StoredObject } from '../bundle-gc.js';
-import { RetryableError, TerminalError, type AgentStatus, type AttemptKey, type CheckpointManifest, type LogChunk, type StopReason } from '../types.js';
+import { RetryableError, TerminalError, type AgentStatus, type AttemptKey, type CheckpointManifest, type LogChunk, type LogReadOptions, type StopReason } from '../types.js';
 import { fsCall } from './errors.js';
 import { errnoCode, exists, tempPathFor, writeJsonAtomic } from './fs-util.js';
 
@@ -89,7 +89,7 @@ export class LocalStorage {
    * Log text after `cursor`. The cursor is `<segment file>:<byte offset>` of the last byte read, so
    * a segment that grows after it was read is continued, not repeated.
    */
-  async readLogs(key: AttemptKey, cursor?: string): Promise<LogChunk> {
+  async readLogs(key: AttemptKey, cursor?: string, opts: LogReadOptions = {}): Promise<LogChunk> {
     const dir = this.path(logsPrefix(key));
     const from = parseLogCursor(cursor);
     const segments = (await this.listNames(dir, 'listing log segments')).filter((n) => /^\d+\.log$/.test(n)).sort();
@@ -99,6 +99,14 @@ export class LocalStorage {
     for (const name of segments) {
       if (from && name < from.segment) continue;
       const start = from && name === from.segment ? from.offset : 0;
+      if (opts.since && start === 0) {
+        const stored = await this.modifiedAt(path.join(dir, name));
+        if (stored === undefined) break;
+        if (stored < opts.since) {
+          last = { segment: name, offset: await this.sizeOf(path.join(dir, name)) };
+          continue;
+        }
+      }
       const data = await this.readBytes(path.join(dir, name), start, budget);
       if (data === undefined) break;
       if (data.length === 0) {
@@ -168,6 +176,25 @@ export class LocalStorage {
     return fsCall(what, file, async () => {
       try {
         return await fs.readFile(file, 'utf8');
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') return undefined;
+        throw err;
+      }
+    });
+  }
+
+  private async modifiedAt(file: string): Promise<Date | undefined> {
+    return (await this.statOf(file))?.mtime;
+  }
+
+  private async sizeOf(file: string): Promise<number> {
+    return (await this.statOf(file))?.size ?? 0;
+  }
+
+  private async statOf(file: string) {
+    return fsCall('reading a log segment', file, async () => {
+      try {
+        return await fs.stat(file);
       } catch (err) {
         if (errnoCode(err) === 'ENOENT') return undefined;
         throw err;

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 export const validateTrainingRun = validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}}}},"setup":{"description":"Shell command for the installing phase (run once per instance, before training), e.g. pip install -r requirements.txt. Leave out if there is nothing to install.","type":"string","minLength":1},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job's process group when an interruption notice arrives, so it can save a checkpoint.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
+const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}}}},"setup":{"description":"Shell command for the installing phase (run once per instance, before training), e.g. pip install -r requirements.txt. Leave out if there is nothing to install.","type":"string","minLength":1},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
 const schema32 = {"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"};
 const schema33 = {"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"};
 const schema34 = {"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"};
@@ -1076,11 +1076,14 @@ data32.keep = 3;
 if(data32.signal === undefined){
 data32.signal = "SIGTERM";
 }
+if(data32.signalScope === undefined){
+data32.signalScope = "main";
+}
 if(data32.gracePeriod === undefined){
 data32.gracePeriod = "90s";
 }
 for(const key11 in data32){
-if(!((((((key11 === "dir") || (key11 === "storage")) || (key11 === "syncInterval")) || (key11 === "keep")) || (key11 === "signal")) || (key11 === "gracePeriod"))){
+if(!(((((((key11 === "dir") || (key11 === "storage")) || (key11 === "syncInterval")) || (key11 === "keep")) || (key11 === "signal")) || (key11 === "signalScope")) || (key11 === "gracePeriod"))){
 const err78 = {instancePath:instancePath+"/spec/checkpoints",schemaPath:"#/properties/spec/properties/checkpoints/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key11},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err78];
@@ -1206,10 +1209,9 @@ vErrors.push(err88);
 }
 errors++;
 }
-let data38 = data32.gracePeriod;
-if(typeof data38 === "string"){
-if(!pattern18.test(data38)){
-const err89 = {instancePath:instancePath+"/spec/checkpoints/gracePeriod",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+let data38 = data32.signalScope;
+if(!((data38 === "main") || (data38 === "group"))){
+const err89 = {instancePath:instancePath+"/spec/checkpoints/signalScope",schemaPath:"#/properties/spec/properties/checkpoints/properties/signalScope/enum",keyword:"enum",params:{allowedValues: schema31.properties.spec.properties.checkpoints.properties.signalScope.enum},message:"must be equal to one of the allowed values"};
 if(vErrors === null){
 vErrors = [err89];
 }
@@ -1218,9 +1220,10 @@ vErrors.push(err89);
 }
 errors++;
 }
-}
-else {
-const err90 = {instancePath:instancePath+"/spec/checkpoints/gracePeriod",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+let data39 = data32.gracePeriod;
+if(typeof data39 === "string"){
+if(!pattern18.test(data39)){
+const err90 = {instancePath:instancePath+"/spec/checkpoints/gracePeriod",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err90];
 }
@@ -1231,7 +1234,7 @@ errors++;
 }
 }
 else {
-const err91 = {instancePath:instancePath+"/spec/checkpoints",schemaPath:"#/properties/spec/properties/checkpoints/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err91 = {instancePath:instancePath+"/spec/checkpoints/gracePeriod",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err91];
 }
@@ -1240,20 +1243,9 @@ vErrors.push(err91);
 }
 errors++;
 }
-let data39 = data6.recovery;
-if(data39 && typeof data39 == "object" && !Array.isArray(data39)){
-if(data39.maxInterruptions === undefined){
-data39.maxInterruptions = 20;
 }
-if(data39.maxRetriesOnError === undefined){
-data39.maxRetriesOnError = 1;
-}
-if(data39.seedFromPreviousGeneration === undefined){
-data39.seedFromPreviousGeneration = false;
-}
-for(const key12 in data39){
-if(!(((key12 === "maxInterruptions") || (key12 === "maxRetriesOnError")) || (key12 === "seedFromPreviousGeneration"))){
-const err92 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"};
+else {
+const err92 = {instancePath:instancePath+"/spec/checkpoints",schemaPath:"#/properties/spec/properties/checkpoints/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err92];
 }
@@ -1262,10 +1254,20 @@ vErrors.push(err92);
 }
 errors++;
 }
+let data40 = data6.recovery;
+if(data40 && typeof data40 == "object" && !Array.isArray(data40)){
+if(data40.maxInterruptions === undefined){
+data40.maxInterruptions = 20;
 }
-let data40 = data39.maxInterruptions;
-if(!(((typeof data40 == "number") && (!(data40 % 1) && !isNaN(data40))) && (isFinite(data40)))){
-const err93 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
+if(data40.maxRetriesOnError === undefined){
+data40.maxRetriesOnError = 1;
+}
+if(data40.seedFromPreviousGeneration === undefined){
+data40.seedFromPreviousGeneration = false;
+}
+for(const key12 in data40){
+if(!(((key12 === "maxInterruptions") || (key12 === "maxRetriesOnError")) || (key12 === "seedFromPreviousGeneration"))){
+const err93 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err93];
 }
@@ -1274,9 +1276,10 @@ vErrors.push(err93);
 }
 errors++;
 }
-if((typeof data40 == "number") && (isFinite(data40))){
-if(data40 > 1000 || isNaN(data40)){
-const err94 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000},message:"must be <= 1000"};
+}
+let data41 = data40.maxInterruptions;
+if(!(((typeof data41 == "number") && (!(data41 % 1) && !isNaN(data41))) && (isFinite(data41)))){
+const err94 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
 if(vErrors === null){
 vErrors = [err94];
 }
@@ -1285,8 +1288,9 @@ vErrors.push(err94);
 }
 errors++;
 }
-if(data40 < 0 || isNaN(data40)){
-const err95 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"};
+if((typeof data41 == "number") && (isFinite(data41))){
+if(data41 > 1000 || isNaN(data41)){
+const err95 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000},message:"must be <= 1000"};
 if(vErrors === null){
 vErrors = [err95];
 }
@@ -1295,10 +1299,8 @@ vErrors.push(err95);
 }
 errors++;
 }
-}
-let data41 = data39.maxRetriesOnError;
-if(!(((typeof data41 == "number") && (!(data41 % 1) && !isNaN(data41))) && (isFinite(data41)))){
-const err96 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
+if(data41 < 0 || isNaN(data41)){
+const err96 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"};
 if(vErrors === null){
 vErrors = [err96];
 }
@@ -1307,9 +1309,10 @@ vErrors.push(err96);
 }
 errors++;
 }
-if((typeof data41 == "number") && (isFinite(data41))){
-if(data41 > 100 || isNaN(data41)){
-const err97 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"};
+}
+let data42 = data40.maxRetriesOnError;
+if(!(((typeof data42 == "number") && (!(data42 % 1) && !isNaN(data42))) && (isFinite(data42)))){
+const err97 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
 if(vErrors === null){
 vErrors = [err97];
 }
@@ -1318,8 +1321,9 @@ vErrors.push(err97);
 }
 errors++;
 }
-if(data41 < 0 || isNaN(data41)){
-const err98 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"};
+if((typeof data42 == "number") && (isFinite(data42))){
+if(data42 > 100 || isNaN(data42)){
+const err98 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"};
 if(vErrors === null){
 vErrors = [err98];
 }
@@ -1328,9 +1332,8 @@ vErrors.push(err98);
 }
 errors++;
 }
-}
-if(typeof data39.seedFromPreviousGeneration !== "boolean"){
-const err99 = {instancePath:instancePath+"/spec/recovery/seedFromPreviousGeneration",schemaPath:"#/properties/spec/properties/recovery/properties/seedFromPreviousGeneration/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+if(data42 < 0 || isNaN(data42)){
+const err99 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"};
 if(vErrors === null){
 vErrors = [err99];
 }
@@ -1340,8 +1343,8 @@ vErrors.push(err99);
 errors++;
 }
 }
-else {
-const err100 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(typeof data40.seedFromPreviousGeneration !== "boolean"){
+const err100 = {instancePath:instancePath+"/spec/recovery/seedFromPreviousGeneration",schemaPath:"#/properties/spec/properties/recovery/properties/seedFromPreviousGeneration/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
 if(vErrors === null){
 vErrors = [err100];
 }
@@ -1350,20 +1353,9 @@ vErrors.push(err100);
 }
 errors++;
 }
-let data43 = data6.timeouts;
-if(data43 && typeof data43 == "object" && !Array.isArray(data43)){
-if(data43.provisioning === undefined){
-data43.provisioning = "15m";
 }
-if(data43.installing === undefined){
-data43.installing = "30m";
-}
-if(data43.training === undefined){
-data43.training = "48h";
-}
-for(const key13 in data43){
-if(!(((key13 === "provisioning") || (key13 === "installing")) || (key13 === "training"))){
-const err101 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"};
+else {
+const err101 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err101];
 }
@@ -1372,11 +1364,20 @@ vErrors.push(err101);
 }
 errors++;
 }
+let data44 = data6.timeouts;
+if(data44 && typeof data44 == "object" && !Array.isArray(data44)){
+if(data44.provisioning === undefined){
+data44.provisioning = "15m";
 }
-let data44 = data43.provisioning;
-if(typeof data44 === "string"){
-if(!pattern18.test(data44)){
-const err102 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(data44.installing === undefined){
+data44.installing = "30m";
+}
+if(data44.training === undefined){
+data44.training = "48h";
+}
+for(const key13 in data44){
+if(!(((key13 === "provisioning") || (key13 === "installing")) || (key13 === "training"))){
+const err102 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err102];
 }
@@ -1386,8 +1387,10 @@ vErrors.push(err102);
 errors++;
 }
 }
-else {
-const err103 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+let data45 = data44.provisioning;
+if(typeof data45 === "string"){
+if(!pattern18.test(data45)){
+const err103 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err103];
 }
@@ -1396,10 +1399,9 @@ vErrors.push(err103);
 }
 errors++;
 }
-let data45 = data43.installing;
-if(typeof data45 === "string"){
-if(!pattern18.test(data45)){
-const err104 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+}
+else {
+const err104 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err104];
 }
@@ -1408,9 +1410,10 @@ vErrors.push(err104);
 }
 errors++;
 }
-}
-else {
-const err105 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+let data46 = data44.installing;
+if(typeof data46 === "string"){
+if(!pattern18.test(data46)){
+const err105 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err105];
 }
@@ -1419,10 +1422,9 @@ vErrors.push(err105);
 }
 errors++;
 }
-let data46 = data43.training;
-if(typeof data46 === "string"){
-if(!pattern18.test(data46)){
-const err106 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+}
+else {
+const err106 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err106];
 }
@@ -1431,9 +1433,10 @@ vErrors.push(err106);
 }
 errors++;
 }
-}
-else {
-const err107 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+let data47 = data44.training;
+if(typeof data47 === "string"){
+if(!pattern18.test(data47)){
+const err107 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err107];
 }
@@ -1444,7 +1447,7 @@ errors++;
 }
 }
 else {
-const err108 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err108 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err108];
 }
@@ -1453,11 +1456,9 @@ vErrors.push(err108);
 }
 errors++;
 }
-let data47 = data6.budget;
-if(data47 && typeof data47 == "object" && !Array.isArray(data47)){
-for(const key14 in data47){
-if(!(key14 === "maxCostUSD")){
-const err109 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"};
+}
+else {
+const err109 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err109];
 }
@@ -1466,12 +1467,11 @@ vErrors.push(err109);
 }
 errors++;
 }
-}
-if(data47.maxCostUSD !== undefined){
-let data48 = data47.maxCostUSD;
-if((typeof data48 == "number") && (isFinite(data48))){
-if(data48 > 1000000 || isNaN(data48)){
-const err110 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000000},message:"must be <= 1000000"};
+let data48 = data6.budget;
+if(data48 && typeof data48 == "object" && !Array.isArray(data48)){
+for(const key14 in data48){
+if(!(key14 === "maxCostUSD")){
+const err110 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err110];
 }
@@ -1480,8 +1480,12 @@ vErrors.push(err110);
 }
 errors++;
 }
-if(data48 <= 0 || isNaN(data48)){
-const err111 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
+}
+if(data48.maxCostUSD !== undefined){
+let data49 = data48.maxCostUSD;
+if((typeof data49 == "number") && (isFinite(data49))){
+if(data49 > 1000000 || isNaN(data49)){
+const err111 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000000},message:"must be <= 1000000"};
 if(vErrors === null){
 vErrors = [err111];
 }
@@ -1490,9 +1494,8 @@ vErrors.push(err111);
 }
 errors++;
 }
-}
-else {
-const err112 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/type",keyword:"type",params:{type: "number"},message:"must be number"};
+if(data49 <= 0 || isNaN(data49)){
+const err112 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
 if(vErrors === null){
 vErrors = [err112];
 }
@@ -1502,9 +1505,8 @@ vErrors.push(err112);
 errors++;
 }
 }
-}
 else {
-const err113 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err113 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/type",keyword:"type",params:{type: "number"},message:"must be number"};
 if(vErrors === null){
 vErrors = [err113];
 }
@@ -1513,8 +1515,10 @@ vErrors.push(err113);
 }
 errors++;
 }
-if(typeof data6.suspend !== "boolean"){
-const err114 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+}
+}
+else {
+const err114 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err114];
 }
@@ -1523,11 +1527,8 @@ vErrors.push(err114);
 }
 errors++;
 }
-if(data6.rehearsal !== undefined){
-let data50 = data6.rehearsal;
-if(data50 && typeof data50 == "object" && !Array.isArray(data50)){
-if(data50.interruptAfter === undefined){
-const err115 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
+if(typeof data6.suspend !== "boolean"){
+const err115 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
 if(vErrors === null){
 vErrors = [err115];
 }
@@ -1536,9 +1537,11 @@ vErrors.push(err115);
 }
 errors++;
 }
-for(const key15 in data50){
-if(!(key15 === "interruptAfter")){
-const err116 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
+if(data6.rehearsal !== undefined){
+let data51 = data6.rehearsal;
+if(data51 && typeof data51 == "object" && !Array.isArray(data51)){
+if(data51.interruptAfter === undefined){
+const err116 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
 if(vErrors === null){
 vErrors = [err116];
 }
@@ -1547,12 +1550,9 @@ vErrors.push(err116);
 }
 errors++;
 }
-}
-if(data50.interruptAfter !== undefined){
-let data51 = data50.interruptAfter;
-if(typeof data51 === "string"){
-if(!pattern18.test(data51)){
-const err117 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+for(const key15 in data51){
+if(!(key15 === "interruptAfter")){
+const err117 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err117];
 }
@@ -1562,8 +1562,11 @@ vErrors.push(err117);
 errors++;
 }
 }
-else {
-const err118 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(data51.interruptAfter !== undefined){
+let data52 = data51.interruptAfter;
+if(typeof data52 === "string"){
+if(!pattern18.test(data52)){
+const err118 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err118];
 }
@@ -1573,9 +1576,8 @@ vErrors.push(err118);
 errors++;
 }
 }
-}
 else {
-const err119 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err119 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err119];
 }
@@ -1587,7 +1589,7 @@ errors++;
 }
 }
 else {
-const err120 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err120 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err120];
 }
@@ -1599,12 +1601,24 @@ errors++;
 }
 }
 else {
-const err121 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err121 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err121];
 }
 else {
 vErrors.push(err121);
+}
+errors++;
+}
+}
+}
+else {
+const err122 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err122];
+}
+else {
+vErrors.push(err122);
 }
 errors++;
 }

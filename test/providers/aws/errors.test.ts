@@ -146,6 +146,7 @@ describe('agent install script', () => {
     syncIntervalSeconds: 60,
     keep: 3,
     signal: 'SIGTERM',
+    signalScope: 'main',
     gracePeriodSeconds: 90,
     imdsUrl: 'http://169.254.169.254',
     heartbeatSeconds: 10,
@@ -170,7 +171,7 @@ describe('agent install script', () => {
       const script = agentInstallScript({
         key: { run: 'r', generation: 1, attempt: 1 },
         config: config(hostile),
-        agentUrl: 's3://b/p/agent/x/runctl-agent.py',
+        agentUrl: 's3://b/p/agent/x/runctl-agent.pyz',
         agentSha256: 'f'.repeat(64),
         region: 'us-east-1',
       });

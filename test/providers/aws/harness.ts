@@ -174,6 +174,7 @@ export function awsSpec(bucket: string, overrides: { resources?: Partial<RunSpec
       syncInterval: '5m',
       keep: 3,
       signal: 'SIGTERM',
+      signalScope: 'main',
       gracePeriod: '90s',
       ...checkpoints,
     },

@@ -44,7 +44,7 @@ export function spec(overrides: DeepPartial<RunSpec> = {}): RunSpec {
     env: {},
     secrets: {},
     resources: { instanceTypes: [], market: 'spot', availabilityZones: [], rootVolumeGiB: 10, securityGroupIds: [] },
-    checkpoints: { dir: '/opt/runctl/checkpoints', syncInterval: '1s', keep: 3, signal: 'SIGTERM', gracePeriod: '10s' },
+    checkpoints: { dir: '/opt/runctl/checkpoints', syncInterval: '1s', keep: 3, signal: 'SIGTERM', signalScope: 'main', gracePeriod: '10s' },
     recovery: { maxInterruptions: 5, maxRetriesOnError: 0, seedFromPreviousGeneration: false },
     timeouts: { provisioning: '1m', installing: '1m', training: '5m' },
     budget: {},

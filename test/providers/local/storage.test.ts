@@ -57,6 +57,17 @@ describe('readLogs', () => {
     expect(a.text + b.text).toBe(big);
   });
 
+  it('skips segments stored before `since`, moving the cursor past them', async () => {
+    const old = await segment('00000001.log', 'old\n');
+    await segment('00000002.log', 'new\n');
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    await utimes(old, hourAgo, hourAgo);
+    const recent = await storage.readLogs(key, undefined, { since: new Date(Date.now() - 60_000) });
+    expect(recent.text).toBe('new\n');
+    expect(await storage.readLogs(key, recent.cursor)).toMatchObject({ text: '' });
+    expect((await storage.readLogs(key, undefined, { since: new Date(Date.now() - 7_200_000) })).text).toBe('old\nnew\n');
+  });
+
   it('rejects a cursor it did not make', async () => {
     await expect(storage.readLogs(key, 'logs/00000001.log')).rejects.toThrow(TerminalError);
   });
