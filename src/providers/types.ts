@@ -280,7 +280,7 @@ export interface Provider {
   /** Terminate an instance. Succeeds if it is already gone. */
   terminate(instanceId: string): Promise<void>;
   /** Newest checkpoint whose manifest is published, for a run's generation. */
-  latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined>;
+  latestCheckpoint(run: string, generation: number, spec: RunSpec, uid?: string): Promise<CheckpointManifest | undefined>;
   /**
    * Log text of an attempt from storage, starting after `cursor`; at most a bounded amount per
    * call (empty text: nothing more yet). `since` skips log segments stored before that time

@@ -322,8 +322,8 @@ export class LocalProvider implements Provider {
     }
   }
 
-  async latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined> {
-    return this.storageFor(spec).latestCheckpoint(run, generation);
+  async latestCheckpoint(run: string, generation: number, spec: RunSpec, uid?: string): Promise<CheckpointManifest | undefined> {
+    return this.storageFor(spec).latestCheckpoint(run, generation, uid);
   }
 
   async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts?: LogReadOptions): Promise<LogChunk> {
