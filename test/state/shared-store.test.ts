@@ -128,6 +128,22 @@ describe('SharedStore status writes', () => {
     await expect(new SharedStore(other).getStatus('train')).rejects.toThrow(/"phase" is "Sleeping", not one of Pending/);
   });
 
+  it('replaces an unreadable status under the lease, keeping the damaged object beside it; a stale rebuild stands down', async () => {
+    const objects = new MemoryObjectStore();
+    const { leases, store } = controller(objects, 'host-a', clock());
+    await leases.acquire('train');
+    await objects.putIfAbsent(STATUS('train'), '{"format": "runctl.status/v1", "status": {"run": "tr');
+    await expect(store.getStatus('train')).rejects.toThrow(/unreadable \(not a runctl status document|unreadable \(not valid JSON/);
+    const kept = await store.replaceUnreadableStatus(statusFixture('train'));
+    expect(kept).toMatch(/^s3:\/\/memory-bucket\/state-test\/state\/runs\/train\/status\.json\.unreadable-\d{8}T\d{6}\.\d{3}Z$/);
+    expect((await objects.get(kept.slice('s3://memory-bucket/state-test/'.length)))?.body).toBe('{"format": "runctl.status/v1", "status": {"run": "tr');
+    expect(await store.getStatus('train')).toEqual(statusFixture('train'));
+    expect(doc(objects, 'train').fence).toEqual({ holder: 'host-a', epoch: 1 });
+    // Without the lease, no rebuild.
+    const other = new SharedStore(objects, { leases: new LeaseManager(objects, 'host-b', TTL, clock()) });
+    await expect(other.replaceUnreadableStatus(statusFixture('train'))).rejects.toBeInstanceOf(StaleWriteError);
+  });
+
   it('rejects run names that would escape the layout', async () => {
     await expect(new SharedStore(new MemoryObjectStore()).getStatus('../x')).rejects.toThrow('invalid run name "../x"');
   });
