@@ -231,6 +231,10 @@ class DeferredStore implements StateStore {
   async readEvents(run: string): Promise<RunEvent[]> {
     return (await this.inner).readEvents(run);
   }
+  async replaceUnreadableStatus(status: RunStatus): Promise<string | undefined> {
+    const inner = await this.inner;
+    return inner.replaceUnreadableStatus ? inner.replaceUnreadableStatus(status) : undefined;
+  }
 }
 
 function displayPath(p: string): string {
