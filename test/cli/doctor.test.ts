@@ -314,6 +314,17 @@ describe('runctl doctor', () => {
     expect(missing.stderr).toContain('runctl: runs/nope: no such file or folder');
   }, 60_000);
 
+  it('an unreachable endpoint fails credentials naming the network and the endpoint, not the credentials', async () => {
+    // A loopback port nobody listens on: every call is refused, as behind a broken proxy or a stale AWS_ENDPOINT_URL.
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    const out = await runctlIn({ env: { AWS_ENDPOINT_URL: closed } }, 'doctor', 'runs/healthy');
+    expect(out.status, out.stdout + out.stderr).toBe(1);
+    expect(out.lines.filter((l) => /^(pass|warn|fail) /.test(l))).toEqual([
+      `fail credentials us-east-1: STS GetCallerIdentity in us-east-1 failed temporarily (ECONNREFUSED): connect ECONNREFUSED ${closed.slice('http://'.length)} (gave up after retrying); the other checks for us-east-1 were skipped — fix: AWS did not answer at ${closed}: check the endpoint (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_<SERVICE>, --endpoint-url), a proxy (HTTPS_PROXY) and the network, then run \`runctl doctor\` again`,
+    ]);
+    expect(out.stderr).not.toMatch(/\n\s+at /);
+  }, 120_000);
+
   it('without a runs/ folder and no PATH, says so and exits 2', async () => {
     const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-doctor-empty-'));
     try {
