@@ -2,6 +2,8 @@
 // src/agent/config.ts from a run's spec; the same document for every provider.
 export interface AgentConfig {
   run: string;
+  /** The run incarnation; absent for a run recorded before uids (storage prefix without it). */
+  uid?: string;
   generation: number;
   attempt: number;
   /** True when a checkpoint may exist to resume from (attempt > 1, or seeded). */
@@ -35,6 +37,8 @@ export interface AgentConfig {
    */
   signalScope: 'main' | 'group';
   gracePeriodSeconds: number;
+  /** spec.timeouts.stall: no job output for this many seconds stops the job and fails the attempt (Stalled). */
+  stallSeconds?: number;
   /** IMDSv2-compatible base URL, e.g. http://169.254.169.254 */
   imdsUrl: string;
   heartbeatSeconds: number;

@@ -12,6 +12,7 @@ import os
 import re
 import threading
 
+from .config import run_prefix
 from .storage import StorageError
 from .util import (atomic_write, json_bytes, list_files, now_iso, pad_seq, read_json, remove_quietly,
                    safe_relpath, sha256_file)
@@ -152,7 +153,7 @@ class Checkpoints:
 
     def ids(self, generation):
         """(prefix, all ids, published ids) in a generation, ascending."""
-        prefix = "runs/%s/g%d/checkpoints/" % (self.cfg["run"], generation)
+        prefix = "%s/g%d/checkpoints/" % (run_prefix(self.cfg), generation)
         ids, published = set(), set()
         for k in self.storage.list_keys(prefix):
             head, _, rest = k.partition("/")
