@@ -349,6 +349,7 @@ export class AwsProvider implements Provider {
         regionFor: (spec) => this.regionFor(spec),
         images: this.images,
         defaultStorage: this.opts.defaultStorage,
+        stsEndpoint: customEndpoint(this.clientOpts, 'STS'),
       },
       targets,
     );
