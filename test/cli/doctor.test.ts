@@ -336,4 +336,19 @@ describe('runctl doctor', () => {
       fs.rmSync(empty, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('an AWS read that keeps failing with 5xx says doctor gave up after retrying, and does not promise a retry', async () => {
+    const undo = fleet.injectFault({ kind: 'error', service: 'ec2', action: 'DescribeImages', status: 503, code: 'Unavailable', message: 'The service is unavailable. Please try again shortly.' });
+    try {
+      const out = await runctl('doctor', 'runs/image-missing');
+      expect(out.status, out.stdout + out.stderr).toBe(1);
+      const fail = out.lines.filter((l) => l.startsWith('fail ')).map((l) => l.replace(/ \(request id [^)]+\)/g, ''));
+      expect(fail).toEqual([
+        'fail image ami-0123456789abcdef0: could not check: EC2 DescribeImages in us-east-1 failed temporarily (Unavailable): The service is unavailable. Please try again shortly. (gave up after retrying) — fix: check the credentials, the region and the network, then run `runctl doctor` again',
+      ]);
+      expect(out.stdout).not.toContain('runctl will retry');
+    } finally {
+      undo();
+    }
+  }, 120_000);
 });
