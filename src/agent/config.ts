@@ -1,4 +1,4 @@
-// Renders the agent's config (AgentConfig) from a run's spec, and locates the agent script.
+// Renders the agent's config (AgentConfig) from a run's spec, and locates the agent (one zipapp).
 // Providers decide where things live on their instances; everything about *what* runs and *how*
 // it is supervised comes from the spec, so every provider runs the same job the same way.
 import { existsSync } from 'node:fs';
@@ -88,14 +88,16 @@ function seconds(text: string, field: string): number {
 }
 
 /**
- * Absolute path of runctl-agent.py. This module lives two levels below the package root both as
- * src/agent/config.ts and as dist/agent/config.js, and the package ships src/agent/runctl-agent.py
- * (package.json `files`), so one resolution serves tests, the built CLI and an installed package.
+ * Absolute path of the agent zipapp, dist/agent/runctl-agent.pyz: one file built from the Python
+ * package src/agent/runctl_agent/ by `npm run build` (src/agent/build-pyz.py). This module lives
+ * two levels below the package root both as src/agent/config.ts and as dist/agent/config.js, and
+ * the package ships dist/ (package.json `files`), so one resolution serves tests, the built CLI
+ * and an installed package. Throws when the zipapp has not been built.
  */
 export function agentScriptPath(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  const script = path.resolve(here, '..', '..', 'src', 'agent', 'runctl-agent.py');
-  if (!existsSync(script)) throw new Error(`runctl's agent script is missing: expected ${script}`);
+  const script = path.resolve(here, '..', '..', 'dist', 'agent', 'runctl-agent.pyz');
+  if (!existsSync(script)) throw new Error(`runctl's agent is missing: expected ${script}; run \`npm run build\` to build it`);
   return script;
 }
 

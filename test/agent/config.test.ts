@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -69,10 +70,11 @@ describe('renderAgentConfig', () => {
 });
 
 describe('agentScriptPath', () => {
-  it('finds the agent script shipped in the package', () => {
+  it('finds the agent zipapp shipped in the package, and it runs', () => {
     const script = agentScriptPath();
     expect(existsSync(script)).toBe(true);
-    expect(script.endsWith(path.join('src', 'agent', 'runctl-agent.py'))).toBe(true);
+    expect(script.endsWith(path.join('dist', 'agent', 'runctl-agent.pyz'))).toBe(true);
+    expect(execFileSync('python3', [script, '--help'], { encoding: 'utf8' })).toMatch(/--config CONFIG/);
     expect(agentCommand('/x/config.json', { detach: true })).toEqual(['python3', script, '--config', '/x/config.json', '--detach']);
   });
 

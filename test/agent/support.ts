@@ -1,4 +1,4 @@
-// Runs the real agent (python3 src/agent/runctl-agent.py) as a child process against file://
+// Runs the real agent (python3 dist/agent/runctl-agent.pyz, built from src/agent/runctl_agent/) as a child process against file://
 // storage in a temp dir, with a loopback IMDSv2 server that insists on the session token.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';

@@ -1,4 +1,5 @@
-// Builds dist/ once so tests that spawn the real CLI (`bin/runctl.js`) run the current sources.
+// Builds dist/ once so tests that spawn the real CLI (`bin/runctl.js`) run the current sources,
+// and the agent zipapp (dist/agent/runctl-agent.pyz) so tests run the current agent package.
 // Type errors do not stop the build here (tsc still emits); test/typecheck.test.ts fails on them.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -12,4 +13,7 @@ export default function setup(): void {
     encoding: 'utf8',
   });
   if (result.error) throw result.error;
+  const agent = spawnSync('python3', [path.join(root, 'src/agent/build-pyz.py')], { cwd: root, encoding: 'utf8' });
+  if (agent.error) throw agent.error;
+  if (agent.status !== 0) throw new Error(`building the agent zipapp failed:\n${agent.stderr}`);
 }

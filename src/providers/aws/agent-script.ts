@@ -36,7 +36,7 @@ export function attemptDir(key: AttemptKey): string {
 export interface AgentScriptInput {
   key: AttemptKey;
   config: AgentConfig;
-  /** s3://bucket/key of the agent script, content-addressed. */
+  /** s3://bucket/key of the agent zipapp (runctl-agent.pyz), content-addressed. */
   agentUrl: string;
   agentSha256: string;
   region: string;
@@ -81,13 +81,13 @@ export function agentInstallScript(input: AgentScriptInput): string {
     `  exit ${EXIT_MISSING_PREREQUISITE}`,
     'fi',
     'mkdir -p "$dir"',
-    'if ! { [ -s "$dir/runctl-agent.py" ] && echo "$agent_sha  $dir/runctl-agent.py" | sha256sum -c --status; }; then',
-    `  aws${endpoint} s3 cp --only-show-errors "$agent_url" "$dir/runctl-agent.py.tmp"`,
-    '  if ! echo "$agent_sha  $dir/runctl-agent.py.tmp" | sha256sum -c --status; then',
+    'if ! { [ -s "$dir/runctl-agent.pyz" ] && echo "$agent_sha  $dir/runctl-agent.pyz" | sha256sum -c --status; }; then',
+    `  aws${endpoint} s3 cp --only-show-errors "$agent_url" "$dir/runctl-agent.pyz.tmp"`,
+    '  if ! echo "$agent_sha  $dir/runctl-agent.pyz.tmp" | sha256sum -c --status; then',
     '    echo "runctl: the agent downloaded from $agent_url does not match sha256 $agent_sha" >&2',
     `    exit ${EXIT_AGENT_MISMATCH}`,
     '  fi',
-    '  mv -f "$dir/runctl-agent.py.tmp" "$dir/runctl-agent.py"',
+    '  mv -f "$dir/runctl-agent.pyz.tmp" "$dir/runctl-agent.pyz"',
     'fi',
     `cat > "$dir/config.json.tmp" <<'${eof}'`,
     config,
@@ -96,7 +96,7 @@ export function agentInstallScript(input: AgentScriptInput): string {
     'cd "$dir"',
     // --detach: the agent forks into its own session (setsid) and points its stdio at its state
     // directory, so it outlives this SSM command; config errors still reach the command's output.
-    'python3 "$dir/runctl-agent.py" --config "$dir/config.json" --detach </dev/null',
+    'python3 "$dir/runctl-agent.pyz" --config "$dir/config.json" --detach </dev/null',
     'echo "runctl: agent started for $dir"',
     '',
   ].join('\n');

@@ -1,5 +1,5 @@
 // Shipping an attempt to its instance: the code bundle to S3 (content-addressed, nothing uploaded
-// when unchanged), the agent script to S3 (content-addressed too), then one SSM command that
+// when unchanged), the agent zipapp to S3 (content-addressed too), then one SSM command that
 // fetches the agent, writes its config and starts it detached. Repeating all of it is harmless.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -13,9 +13,9 @@ import type { AwsClients } from './clients.js';
 import { commandFailure, runShellScript, waitForOnline } from './ssm.js';
 import type { S3Storage } from './storage.js';
 
-/** Storage key of the agent script, by its content hash (kept apart from bundles/, never pruned). */
+/** Storage key of the agent zipapp, by its content hash (kept apart from bundles/, never pruned). */
 export function agentKey(sha256: string): string {
-  return `agent/${sha256}/runctl-agent.py`;
+  return `agent/${sha256}/runctl-agent.pyz`;
 }
 
 export interface DeployDeps {
@@ -44,7 +44,7 @@ async function ensureAgent(storage: S3Storage, known: Set<string>): Promise<{ ur
   const key = agentKey(sha256);
   const url = storage.url(key);
   if (!known.has(url)) {
-    if (!(await storage.exists(key))) await storage.putText(key, body.toString('utf8'), 'text/x-python');
+    if (!(await storage.exists(key))) await storage.uploadFile(key, agentScriptPath(), 'application/zip');
     known.add(url);
   }
   return { url, sha256 };

@@ -171,7 +171,7 @@ describe('agent install script', () => {
       const script = agentInstallScript({
         key: { run: 'r', generation: 1, attempt: 1 },
         config: config(hostile),
-        agentUrl: 's3://b/p/agent/x/runctl-agent.py',
+        agentUrl: 's3://b/p/agent/x/runctl-agent.pyz',
         agentSha256: 'f'.repeat(64),
         region: 'us-east-1',
       });

@@ -132,7 +132,7 @@ describe('S3 storage', () => {
       return JSON.parse((await out.Body?.transformToString()) ?? '{}') as Record<string, unknown>;
     };
     await provider.requestStop(key, spec, 'suspend');
-    // The agent acts on {"action": "stop", "reason": …} (src/agent/runctl-agent.py, check_control).
+    // The agent acts on {"action": "stop", "reason": …} (src/agent/runctl_agent/agent.py, check_control).
     expect(await read()).toMatchObject({ action: 'stop', reason: 'suspend', run: 'r', generation: 3, attempt: 2 });
     await provider.deliverSpotNotice(key, 'i-0123456789abcdef0');
     expect(await read()).toMatchObject({ action: 'stop', reason: 'spot-rehearsal' });

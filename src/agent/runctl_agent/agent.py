@@ -1,0 +1,494 @@
+"""One attempt of one training run: the phases (syncing, restoring, installing, training, and the
+endings), the background threads (heartbeat, watch, checkpoint), and the status object.
+
+Safe to start any number of times: an agent started after a dead one adopts the job that is still
+running (or reports the exit code the job left behind) instead of starting a second job.
+
+Files in stateDir (documented in docs/agent.md):
+  agent.lock    flock held by the live agent (liveness test)
+  agent.pid     the live agent's pid
+  job.pgid      process group of the running child (setup or command); kill this group to stop it
+  job.json      the training job's pid, pgid, start time and log offset (adoption record)
+  setup.json    the same for the setup step
+  job.exit      exit code of the training job, written atomically by its wrapper
+  setup.exit    exit code of setup
+  job.log       combined output of setup and command (shipped to storage as log segments)
+  result.json   the final status once the attempt has ended (a restarted agent re-publishes it)
+  agent.log     the agent's own actions
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+import traceback
+
+from .bundle import fetch_bundle
+from .checkpoints import Checkpoints
+from .errors import AgentFailure
+from .imds import Imds
+from .joblog import JobLog
+from .processes import Child, group_alive, process_alive, process_start_time, signal_group, spawn_wrapped
+from .secrets import redaction_values, resolve_secrets
+from .storage import StorageError, open_storage
+from .util import atomic_write, json_bytes, now_iso, read_int, read_json, remove_quietly
+
+STRAGGLER_GRACE_SECONDS = 5.0
+LAUNCH_TRACE_WAIT_SECONDS = 10.0
+
+
+class StopRequest:
+    def __init__(self, kind, reason, message):
+        self.kind = kind  # "interrupt" (spot notice) or "stop" (controller)
+        self.reason = reason
+        self.message = message
+
+
+class Agent:
+    """Supervises the attempt described by cfg (AgentConfig); run() returns the exit code."""
+
+    def __init__(self, cfg, log):
+        self.cfg = cfg
+        self.log = log
+        self.key = {"run": cfg["run"], "generation": cfg["generation"], "attempt": cfg["attempt"]}
+        gen_prefix = "runs/%s/g%d" % (cfg["run"], cfg["generation"])
+        self.attempt_prefix = "%s/a%d/" % (gen_prefix, cfg["attempt"])
+        self.state = cfg["stateDir"]
+        self.secret_values = []
+        self.status_lock = threading.RLock()
+        self.status = dict(self.key, phase="starting", seq=0, heartbeatAt=now_iso(), agentPid=os.getpid())
+        self.stop_event = threading.Event()
+        self.stop_request = None
+        self.threads_stop = threading.Event()
+        self.sync_stop = threading.Event()
+        self.threads = []
+        self.publish_wake = threading.Event()
+        self.publisher_running = False
+        self.child = None
+        self.secrets = {}
+        self.tail_from = 0
+        self.progress_from = None
+        self.storage = open_storage(cfg, log)
+        self.joblog = JobLog(self.state, self.storage, self.attempt_prefix, self.redact_bytes, log)
+        self.checkpoints = Checkpoints(cfg, self.storage, self.state, self.key, log, self.job_log_note,
+                                       self.set_status, self.stopping, self.current_step)
+
+    # -- paths
+    def p(self, name):
+        return os.path.join(self.state, name)
+
+    # -- redaction
+    def redact_bytes(self, data):
+        for value in self.secret_values:
+            data = data.replace(value.encode("utf-8"), b"***")
+        return data
+
+    def redact(self, text):
+        for value in self.secret_values:
+            text = text.replace(value, "***")
+        return text
+
+    # -- status
+    def set_status(self, publish=True, **fields):
+        with self.status_lock:
+            for k, v in fields.items():
+                if v is None:
+                    self.status.pop(k, None)
+                else:
+                    self.status[k] = v
+            if "phase" in fields:
+                self.log("phase %s%s" % (fields["phase"], (": " + self.status["message"]) if fields.get("message") else ""))
+                self.job_log_note("phase %s" % fields["phase"])
+        if publish:
+            self.request_publish()
+
+    def request_publish(self):
+        """Phase changes are published at once, by the heartbeat thread when it runs (so the
+        caller never waits on storage), synchronously otherwise."""
+        if self.publisher_running:
+            self.publish_wake.set()
+        else:
+            self.publish_status()
+
+    def publish_status(self):
+        """Writes the status; only ever called from one thread at a time, so seq order is write order."""
+        with self.status_lock:
+            self.status["seq"] += 1
+            self.status["heartbeatAt"] = now_iso()
+            doc = json.loads(self.redact(json.dumps(self.status)))
+        try:
+            self.storage.put_bytes(self.attempt_prefix + "status.json", json_bytes(doc))
+        except (StorageError, OSError) as e:
+            self.log("status write failed: %s" % e)
+        return doc
+
+    def refresh_log_view(self):
+        """logTail and progress from the end of job.log (setup output while installing)."""
+        self.set_status(publish=False, **self.joblog.view(self.tail_from, self.progress_from))
+
+    def current_step(self):
+        """The progress step the job has printed by now (refreshed from job.log), or None."""
+        self.refresh_log_view()
+        return (self.status.get("progress") or {}).get("step")
+
+    def job_log_note(self, text):
+        self.joblog.note(text)
+
+    def ship_logs(self, final=False):
+        self.joblog.ship(final)
+
+    # -- background threads
+    def start_thread(self, name, target):
+        t = threading.Thread(target=self._guarded, args=(name, target), name=name, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _guarded(self, name, target):
+        try:
+            target()
+        except Exception:
+            self.log("thread %s crashed: %s" % (name, traceback.format_exc()))
+
+    def heartbeat_loop(self):
+        next_beat = time.monotonic()
+        while not self.threads_stop.is_set():
+            self.publish_wake.wait(max(0.0, next_beat - time.monotonic()))
+            if self.threads_stop.is_set():
+                return
+            self.publish_wake.clear()
+            try:
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.cfg["heartbeatSeconds"]
+                    self.ship_logs()
+                    self.refresh_log_view()
+                self.publish_status()
+            except Exception as e:
+                self.log("heartbeat failed: %s" % e)
+
+    def watch_loop(self):
+        imds = Imds(self.cfg["imdsUrl"], self.log)
+        control_every = max(self.cfg["noticePollSeconds"], self.cfg["heartbeatSeconds"])
+        last_control = 0.0
+        rebalance_seen = False
+        while not self.threads_stop.is_set():
+            notice, rebalance = imds.poll()
+            if rebalance and not rebalance_seen:
+                rebalance_seen = True
+                self.log("rebalance recommendation: %s" % json.dumps(rebalance))
+                self.set_status(publish=False, rebalanceRecommendation=rebalance)
+            if notice and not self.stop_event.is_set():
+                action = notice.get("action", "terminate")
+                when = notice.get("time")
+                msg = "spot interruption notice: %s%s" % (action, " at " + when if when else "")
+                self.request_stop(StopRequest("interrupt", "spot", msg))
+            if time.monotonic() - last_control >= control_every:
+                last_control = time.monotonic()
+                self.check_control()
+            self.threads_stop.wait(self.cfg["noticePollSeconds"])
+
+    def check_control(self):
+        try:
+            raw = self.storage.get_bytes(self.attempt_prefix + "control.json")
+        except (StorageError, OSError) as e:
+            self.log("control read failed: %s" % e)
+            return
+        if raw is None or self.stop_event.is_set():
+            return
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            self.log("control.json is not valid JSON; ignored")
+            return
+        if isinstance(doc, dict) and doc.get("action") == "stop":
+            reason = str(doc.get("reason") or "unspecified")
+            self.request_stop(StopRequest("stop", reason, "stop requested by the controller: %s" % reason))
+
+    def request_stop(self, req):
+        if self.stop_event.is_set():
+            return
+        self.stop_request = req
+        self.log(req.message)
+        self.stop_event.set()
+
+    def checkpoint_loop(self):
+        while not self.sync_stop.wait(self.cfg["syncIntervalSeconds"]):
+            try:
+                self.sync_checkpoint(final=False)
+            except Exception as e:
+                self.log("checkpoint sync failed: %s" % e)
+
+    def sync_checkpoint(self, final):
+        return self.checkpoints.sync(final)
+
+    # -- phases
+    def run(self):
+        result = read_json(self.p("result.json"))
+        if result:
+            self.log("attempt already ended (%s); re-publishing its final status" % result.get("phase"))
+            self.status = result
+            self.status["seq"] = max(self.previous_seq(), result.get("seq", 0))
+            self.publish_status()
+            return 0
+        self.status["seq"] = self.previous_seq()
+        self.publisher_running = True
+        self.start_thread("heartbeat", self.heartbeat_loop)
+        self.start_thread("watch", self.watch_loop)
+
+        job = self.launched("job")
+        if job:
+            return self.adopt(job)
+
+        self.check_control()  # a stop that is already asked for: start nothing
+        if self.stopping():
+            return self.finish_stopped()
+        try:
+            self.set_status(phase="syncing")
+            self.resolve_secrets()
+            fetch_bundle(self.storage, self.cfg["bundleKey"], self.cfg["workDir"], self.p("bundle.tar.gz"),
+                         self.cfg["storage"], self.log)
+            if self.stopping():
+                return self.finish_stopped()
+            self.set_status(phase="restoring")
+            resumed = self.checkpoints.restore()
+            if self.stopping():
+                return self.finish_stopped()
+            ended = self.install()
+            if ended is not None:
+                return ended
+            return self.train(resumed)
+        except (AgentFailure, StorageError) as e:
+            return self.finish("failed", message=str(e))
+        except OSError as e:
+            return self.finish("failed", message="agent error: %s" % e)
+
+    def previous_seq(self):
+        try:
+            raw = self.storage.get_bytes(self.attempt_prefix + "status.json")
+            if raw:
+                return int(json.loads(raw.decode("utf-8")).get("seq", 0))
+        except (StorageError, OSError, ValueError, AttributeError):
+            pass
+        return 0
+
+    def stopping(self):
+        return self.stop_event.is_set()
+
+    def resolve_secrets(self):
+        self.secrets = resolve_secrets(self.cfg, self.log)
+        self.secret_values = redaction_values(self.secrets)
+
+    def install(self):
+        """None when setup succeeded (or there is none); otherwise the attempt has been finished."""
+        setup = self.cfg.get("setup")
+        if not setup or not setup.strip():
+            return None
+        if read_int(self.p("setup.exit")) == 0:
+            self.log("setup already completed")
+            return None
+        self.set_status(phase="installing")
+        record = self.launched("setup")
+        if record and (process_alive(record["pid"], record.get("startTime")) or os.path.exists(self.p("setup.exit"))):
+            child = Child("setup", record["pid"], record.get("startTime"), self.p("setup.exit"))
+            self.tail_from = record.get("logOffset", 0)
+            self.log("adopting setup (pid %d)" % child.pid)
+        else:
+            remove_quietly(self.p("setup.exit"))
+            child = self.launch("setup", setup, self.p("setup.exit"), self.p("setup.json"))
+        self.refresh_log_view()
+        self.request_publish()
+        code, stopped = self.wait_child(child)
+        if stopped:
+            return self.finish_stopped()
+        if code == 0:
+            return None
+        if code is None:
+            return self.finish("failed", message="setup disappeared without an exit code")
+        return self.finish("failed", exitCode=code, message="setup exited with code %d" % code)
+
+    def train(self, resumed):
+        self.set_status(phase="training")
+        remove_quietly(self.p("job.exit"))
+        env_extra = {"RUNCTL_RESUMING": "1" if resumed else "0"}
+        self.child = self.launch("job", self.cfg["command"], self.p("job.exit"), self.p("job.json"), env_extra)
+        self.progress_from = self.tail_from
+        self.set_status(pid=self.child.pid)
+        return self.supervise()
+
+    def launched(self, name):
+        """The launch record of a child a previous agent started, completed with the pid the
+        wrapper wrote if that agent died before recording it; None when nothing was started."""
+        record = read_json(self.p(name + ".json"))
+        if not record:
+            return None
+        if record.get("pid"):
+            return record
+        deadline = time.monotonic() + LAUNCH_TRACE_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            pid = read_int(self.p(name + ".pid"))
+            if pid:
+                record.update(pid=pid, pgid=pid, startTime=process_start_time(pid))
+                atomic_write(self.p(name + ".json"), json_bytes(record))
+                atomic_write(self.p("job.pgid"), ("%d\n" % pid).encode("ascii"))
+                self.log("found %s pid %d written by its wrapper after the previous agent died" % (name, pid))
+                return record
+            time.sleep(0.05)
+        self.log("previous agent recorded a %s launch but no process ever started; starting afresh" % name)
+        remove_quietly(self.p(name + ".json"))
+        return None
+
+    def adopt(self, record):
+        exit_path = self.p("job.exit")
+        child = Child("job", record["pid"], record.get("startTime"), exit_path)
+        self.tail_from = self.progress_from = record.get("logOffset", 0)
+        self.secrets = {}
+        last = self.checkpoints.last_checkpoint()
+        if last:
+            self.set_status(publish=False, lastCheckpoint=last)
+        if record.get("restoredFrom"):
+            self.set_status(publish=False, restoredFrom=record["restoredFrom"])
+        self.child = child
+        self.resolve_secrets_for_redaction()
+        if child.running():
+            self.log("adopting running job (pid %d, pgid %d)" % (child.pid, child.pgid))
+            self.job_log_note("agent restarted; adopted running job pid %d" % child.pid)
+        else:
+            self.log("job (pid %d) ended while no agent was watching" % child.pid)
+        self.set_status(phase="training", pid=child.pid)
+        return self.supervise()
+
+    def resolve_secrets_for_redaction(self):
+        try:
+            self.resolve_secrets()
+        except AgentFailure as e:
+            self.log("secrets not resolved for redaction after adoption: %s" % e)
+
+    def launch(self, name, command, exit_path, record_path, env_extra=None):
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(self.cfg["env"])
+        env.update(getattr(self, "secrets", {}))
+        env.update({
+            "RUNCTL_RUN": self.cfg["run"],
+            "RUNCTL_GENERATION": str(self.cfg["generation"]),
+            "RUNCTL_ATTEMPT": str(self.cfg["attempt"]),
+            "RUNCTL_RESUMING": "0",
+            "RUNCTL_CHECKPOINT_DIR": self.cfg["checkpointDir"],
+        })
+        env.update(env_extra or {})
+        pid_path = self.p(name + ".pid")
+        self.job_log_note("starting %s" % name)
+        offset = self.joblog.size()
+        record = {"startedAt": now_iso(), "logOffset": offset}
+        if name == "job" and self.status.get("restoredFrom"):
+            record["restoredFrom"] = self.status["restoredFrom"]
+        remove_quietly(pid_path)
+        atomic_write(record_path, json_bytes(record))  # before the start: a launch is never untraced
+        popen = spawn_wrapped(name, command, self.cfg["workDir"], env, self.joblog.path, exit_path, pid_path)
+        start_time = process_start_time(popen.pid)
+        record.update(pid=popen.pid, pgid=popen.pid, startTime=start_time)
+        atomic_write(record_path, json_bytes(record))
+        atomic_write(self.p("job.pgid"), ("%d\n" % popen.pid).encode("ascii"))
+        self.tail_from = offset
+        self.log("started %s: pid/pgid %d" % (name, popen.pid))
+        return Child(name, popen.pid, start_time, exit_path, popen)
+
+    def wait_child(self, child):
+        """Wait for the child to end or a stop request. Returns (exit code or None, stopped?)."""
+        while True:
+            if self.stop_event.wait(0.1):
+                self.stop_child(child)
+                return child.exit_code(), True
+            if not child.running():
+                code = child.exit_code()
+                self.reap_stragglers(child)
+                return code, False
+
+    def stop_child(self, child):
+        req = self.stop_request
+        self.set_status(phase="interrupting" if req.kind == "interrupt" else "stopping", message=req.message)
+        sig = getattr(signal, self.cfg["signal"])
+        if child.running():
+            self.log("sending %s to process group %d" % (self.cfg["signal"], child.pgid))
+            self.job_log_note("sending %s to the job (%s)" % (self.cfg["signal"], req.message))
+            signal_group(child.pgid, sig)
+            deadline = time.monotonic() + self.cfg["gracePeriodSeconds"]
+            while child.running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if child.running():
+                self.log("grace period of %ss over; killing process group %d" % (self.cfg["gracePeriodSeconds"], child.pgid))
+                self.job_log_note("grace period over; killing the job")
+                signal_group(child.pgid, signal.SIGKILL)
+                while child.running():
+                    time.sleep(0.05)
+        self.reap_stragglers(child)
+
+    def reap_stragglers(self, child):
+        if not group_alive(child.pgid):
+            return
+        self.log("processes of group %d outlived its leader; terminating them" % child.pgid)
+        signal_group(child.pgid, signal.SIGTERM)
+        deadline = time.monotonic() + STRAGGLER_GRACE_SECONDS
+        while group_alive(child.pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal_group(child.pgid, signal.SIGKILL)
+
+    def supervise(self):
+        self.sync_stop.clear()
+        self.start_thread("checkpoint", self.checkpoint_loop)
+        code, stopped = self.wait_child(self.child)
+        self.sync_stop.set()
+        self.join_thread("checkpoint")
+        self.final_sync()
+        self.refresh_log_view()
+        if stopped:
+            return self.finish_stopped(exit_code=code)
+        if code is None:
+            return self.finish("lost", message="the job (pid %d) disappeared without writing an exit code" % self.child.pid)
+        if code == 0:
+            return self.finish("succeeded", exitCode=0)
+        return self.finish("failed", exitCode=code, message="the job exited with code %d" % code)
+
+    def final_sync(self):
+        try:
+            self.sync_checkpoint(final=True)
+        except Exception as e:
+            self.log("final checkpoint sync failed: %s" % e)
+            self.set_status(publish=False, message="final checkpoint sync failed: %s" % e)
+
+    def join_thread(self, name):
+        for t in self.threads:
+            if t.name == name:
+                t.join()
+
+    def finish_stopped(self, exit_code=None):
+        req = self.stop_request
+        phase = "interrupted" if req.kind == "interrupt" else "stopped"
+        if self.status.get("phase") not in ("interrupting", "stopping"):
+            self.set_status(phase="interrupting" if req.kind == "interrupt" else "stopping", message=req.message)
+        return self.finish(phase, exitCode=exit_code, message=req.message)
+
+    def finish(self, phase, exitCode=None, message=None):
+        """Final logs, final status, result.json; then the pid and marker files go."""
+        self.threads_stop.set()
+        self.sync_stop.set()
+        self.publish_wake.set()
+        for t in self.threads:
+            t.join()
+        self.publisher_running = False
+        self.job_log_note("attempt ended: %s%s" % (phase, "" if exitCode is None else " (exit code %d)" % exitCode))
+        self.ship_logs(final=True)
+        self.refresh_log_view()
+        self.log("phase %s%s" % (phase, (": " + message) if message else ""))
+        with self.status_lock:
+            self.status.update(phase=phase)
+            if exitCode is not None:
+                self.status["exitCode"] = exitCode
+            if message:
+                self.status["message"] = message
+            final = self.publish_status()
+        atomic_write(self.p("result.json"), json_bytes(final))
+        for name in ("job.json", "setup.json", "job.pid", "setup.pid", "job.pgid", "job.exit", "setup.exit",
+                     "logs.cursor", "checkpoints.json", "restore", "staging"):
+            remove_quietly(self.p(name))
+        return 0

@@ -1,0 +1,174 @@
+"""Storage backends: a local folder (`file:///abs/dir`) and S3 (`s3://bucket/prefix`, through the
+AWS CLI). Keys are relative to the root and use forward slashes (layout: src/agent/layout.ts).
+
+Both expose the same methods: put_bytes(key, data), put_file(key, local), put_tree(prefix, dir),
+get_bytes(key) -> bytes or None, get_file(key, dest) -> bool, get_tree(prefix, dir),
+list_keys(prefix) -> [relative keys], delete(key), delete_prefix(prefix). Errors raise
+StorageError with the backend's message; missing objects are None/False, never errors.
+"""
+
+import os
+import random
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+
+from .util import atomic_write, list_files, safe_relpath
+
+
+class StorageError(Exception):
+    """A storage operation failed for good (after retries, or at once for credential/permission errors)."""
+
+
+class FileStorage:
+    """Storage in a local folder (`file:///abs/dir`); every write is temp-then-rename."""
+
+    def __init__(self, url):
+        self.root = urllib.parse.unquote(urllib.parse.urlparse(url).path)
+
+    def _path(self, key):
+        if not safe_relpath(key.rstrip("/")):
+            raise StorageError("unsafe storage key %r" % key)
+        return os.path.join(self.root, *key.rstrip("/").split("/"))
+
+    def put_bytes(self, key, data):
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, data)
+
+    def put_file(self, key, local):
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = "%s.tmp-%d" % (path, os.getpid())
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+
+    def put_tree(self, prefix, local_dir):
+        for rel in list_files(local_dir):
+            self.put_file(prefix + rel, os.path.join(local_dir, *rel.split("/")))
+
+    def get_bytes(self, key):
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StorageError("cannot read %s: %s" % (self._path(key), e))
+
+    def get_file(self, key, dest):
+        try:
+            shutil.copyfile(self._path(key), dest)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def get_tree(self, prefix, local_dir):
+        base = self._path(prefix)
+        for rel in list_files(base):
+            dest = os.path.join(local_dir, *rel.split("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copyfile(os.path.join(base, *rel.split("/")), dest)
+
+    def list_keys(self, prefix):
+        """Keys under prefix (recursive), relative to prefix; temp files of writers excluded."""
+        base = self._path(prefix)
+        return [k for k in list_files(base) if ".tmp-" not in k.rsplit("/", 1)[-1]]
+
+    def delete(self, key):
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def delete_prefix(self, prefix):
+        shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+
+class S3Storage:
+    """Storage in S3 through the AWS CLI, with bounded retries."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, url, endpoint, region, log):
+        self.base = url.rstrip("/")
+        parsed = urllib.parse.urlparse(self.base)
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.lstrip("/")
+        self.common = []
+        if endpoint:
+            self.common += ["--endpoint-url", endpoint]
+        if region:
+            self.common += ["--region", region]
+        self.log = log
+        self.env = dict(os.environ, AWS_PAGER="")
+
+    def _url(self, key):
+        return self.base + "/" + key
+
+    def _aws(self, args, stdin_data=None, missing_ok=False, empty_ok=False):
+        cmd = ["aws"] + args + self.common
+        delay = 0.5
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                proc = subprocess.run(cmd, input=stdin_data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+            except FileNotFoundError:
+                raise StorageError("the AWS CLI (`aws`) is not installed or not on PATH; it is needed for s3:// storage")
+            if proc.returncode == 0:
+                return proc.stdout
+            err = proc.stderr.decode("utf-8", "replace").strip()
+            if empty_ok and proc.returncode == 1 and not err:
+                return b""  # `aws s3 ls` exits 1, silently, when nothing matches
+            if missing_ok and re.search(r"\(404\)|Not Found|NoSuchKey|does not exist", err):
+                return None
+            if re.search(r"AccessDenied|\(403\)|NoSuchBucket|InvalidAccessKeyId|SignatureDoesNotMatch|Unable to locate credentials", err):
+                raise StorageError("aws %s %s failed: %s" % (args[0], args[1], err))
+            if attempt == self.ATTEMPTS:
+                raise StorageError("aws %s %s failed after %d attempts: %s" % (args[0], args[1], attempt, err))
+            self.log("aws %s %s failed (attempt %d/%d), retrying: %s" % (args[0], args[1], attempt, self.ATTEMPTS, err[-300:]))
+            time.sleep(delay + random.random() * delay)
+            delay = min(delay * 2, 8.0)
+
+    def put_bytes(self, key, data):
+        content_type = ["--content-type", "application/json"] if key.endswith(".json") else []
+        self._aws(["s3", "cp", "--only-show-errors", "-", self._url(key)] + content_type, stdin_data=data)
+
+    def put_file(self, key, local):
+        self._aws(["s3", "cp", "--only-show-errors", local, self._url(key)])
+
+    def put_tree(self, prefix, local_dir):
+        self._aws(["s3", "cp", "--only-show-errors", "--recursive", local_dir, self._url(prefix)])
+
+    def get_bytes(self, key):
+        return self._aws(["s3", "cp", "--only-show-errors", self._url(key), "-"], missing_ok=True)
+
+    def get_file(self, key, dest):
+        return self._aws(["s3", "cp", "--only-show-errors", self._url(key), dest], missing_ok=True) is not None
+
+    def get_tree(self, prefix, local_dir):
+        self._aws(["s3", "cp", "--only-show-errors", "--recursive", self._url(prefix), local_dir])
+
+    def list_keys(self, prefix):
+        out = self._aws(["s3", "ls", "--recursive", self._url(prefix)], empty_ok=True)
+        full_prefix = (self.prefix + "/" if self.prefix else "") + prefix
+        keys = []
+        for line in out.decode("utf-8", "replace").splitlines():
+            parts = line.split(None, 3)
+            if len(parts) == 4 and parts[3].startswith(full_prefix):
+                keys.append(parts[3][len(full_prefix):])
+        return keys
+
+    def delete(self, key):
+        self._aws(["s3", "rm", "--only-show-errors", self._url(key)])
+
+    def delete_prefix(self, prefix):
+        self._aws(["s3", "rm", "--only-show-errors", "--recursive", self._url(prefix)])
+
+def open_storage(cfg, log):
+    """The backend for cfg["storage"] (with cfg's s3EndpointUrl and region for s3://)."""
+    url = cfg["storage"]
+    if url.startswith("file://"):
+        return FileStorage(url)
+    return S3Storage(url, cfg.get("s3EndpointUrl"), cfg.get("region"), log)
