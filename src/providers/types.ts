@@ -240,6 +240,11 @@ export interface PreflightProblem {
   path: Segment[];
   message: string;
   severity: 'error' | 'warning';
+  /**
+   * Where to report instead when `path` is not written in the file (its value is a default): e.g. a
+   * root snapshot larger than the default rootVolumeGiB is reported at spec.resources.image.
+   */
+  orAt?: Segment[];
 }
 
 export interface BundlePruneResult {

@@ -1,11 +1,12 @@
 // Plan-time checks against the cloud, for the runs a pass would launch capacity for (created,
 // moved to a new generation, resumed): what validation cannot know offline, such as whether an
-// instance type is offered in the run's region and zones. Runs that keep going or stay as they
+// instance type is offered in the run's region and zones, or whether the image's root snapshot fits
+// the root volume. Runs that keep going or stay as they
 // are cost no call, so a steady-state plan stays free of cloud requests. A check that cannot be
 // made (no credentials, no network) is reported and skipped: it never fails a plan by itself.
 import type { PreflightProblem, Provider } from '../providers/types.js';
 import { compareDiagnostics, type Diagnostic } from '../spec/diagnostics.js';
-import { diagnosticAt } from '../spec/locate.js';
+import { diagnosticAt, isWritten } from '../spec/locate.js';
 import type { LoadedRun, RunSpec } from '../spec/types.js';
 import type { DesiredState } from './controller.js';
 import type { Plan, PlanAction } from './plan.js';
@@ -41,7 +42,8 @@ export async function preflightPlan(
       try {
         const p = await provider(spec.provider);
         if (!p.preflight) return;
-        const key = JSON.stringify([spec.provider, spec.resources.region, spec.resources.instanceTypes, spec.resources.availabilityZones]);
+        const r = spec.resources;
+        const key = JSON.stringify([spec.provider, r.region, r.instanceTypes, r.availabilityZones, r.image, r.rootVolumeGiB]);
         answer = asked.get(key);
         if (!answer) {
           answer = p.preflight(spec).then(
@@ -59,7 +61,8 @@ export async function preflightPlan(
         return;
       }
       for (const problem of got.problems) {
-        result.diagnostics.push(diagnosticAt(loaded, problem.path, problem.message, problem.severity));
+        const at = problem.orAt && !isWritten(loaded, problem.path) ? problem.orAt : problem.path;
+        result.diagnostics.push(diagnosticAt(loaded, at, problem.message, problem.severity));
         if (problem.severity === 'error') result.refused.add(name);
       }
     }),

@@ -6,7 +6,7 @@ import type { Diagnostic } from './diagnostics.js';
 import { formatPath, type Segment } from './field-path.js';
 import { checkRunData, type RunDataContext } from './run-data.js';
 import type { TrainingRun } from './types.js';
-import { findStructureProblems, MAX_ALIAS_COUNT, offsetOf, positionAt, type YamlDocument } from './yaml-document.js';
+import { findStructureProblems, MAX_ALIAS_COUNT, offsetOf, positionAt, scalarSourceAt, type YamlDocument } from './yaml-document.js';
 
 export interface DocumentContext extends RunDataContext {
   file: string;
@@ -49,7 +49,7 @@ export function validateDocument(doc: YamlDocument, ctx: DocumentContext): Docum
     return { diagnostics };
   }
 
-  const result = checkRunData(data, ctx);
+  const result = checkRunData(data, { ...ctx, sourceOf: (path) => scalarSourceAt(doc, path) });
   for (const p of result.problems) at(p.offset ?? offsetOf(doc, p.path, p.anchor), p.path, p.message, p.severity);
   // Only needed when the name turns out to be a duplicate.
   const name = result.name === undefined ? undefined : { value: result.name, position: () => positionAt(ctx.lineCounter, offsetOf(doc, ['metadata', 'name'])) };

@@ -40,6 +40,19 @@ const UNIT_WORDS: Array<[RegExp, string]> = [
 ];
 
 /** A likely intended duration for a near miss such as `5 min`, `10 Minutes` or `2H`; undefined if none. */
+/**
+ * The durations a clock-style time could mean: `1:30:15` is 1h30m15s; `1:30` is 1h30m or 1m30s
+ * (YAML 1.2 reads both as text; YAML 1.1 read them as sexagesimal numbers). Empty otherwise.
+ */
+export function clockDurations(text: string): string[] {
+  const m = /^\s*([0-9]+):([0-5][0-9])(?::([0-5][0-9]))?\s*$/.exec(text);
+  if (!m) return [];
+  const [a, b, c] = [Number(m[1]), Number(m[2]), m[3] === undefined ? undefined : Number(m[3])];
+  const join = (parts: Array<[number, string]>) => parts.filter(([n], i) => n > 0 || i === 0).map(([n, u]) => `${n}${u}`).join('') || '0s';
+  if (c !== undefined) return [join([[a, 'h'], [b, 'm'], [c, 's']])];
+  return [join([[a, 'h'], [b, 'm']]), join([[a, 'm'], [b, 's']])];
+}
+
 export function suggestDuration(text: string): string | undefined {
   const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z.]+)\s*$/.exec(text);
   if (!m) return undefined;

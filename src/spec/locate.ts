@@ -8,6 +8,13 @@ import type { LoadedRun } from './types.js';
 import { offsetOf, positionAt } from './yaml-document.js';
 import { readYamlFile } from './yaml-file.js';
 
+/** True when the field at `fieldPath` is written in the run's file (not a default). */
+export function isWritten(loaded: Pick<LoadedRun, 'file' | 'documentIndex'>, fieldPath: readonly Segment[], cwd = process.cwd()): boolean {
+  const parsed = readYamlFile(path.resolve(cwd, loaded.file), loaded.file);
+  const entry = parsed.documents.find((d) => d.index === loaded.documentIndex) ?? parsed.documents[0];
+  return entry?.doc.hasIn(fieldPath as Segment[]) ?? false;
+}
+
 export function diagnosticAt(
   loaded: Pick<LoadedRun, 'file' | 'documentIndex'>,
   fieldPath: readonly Segment[],

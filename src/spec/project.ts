@@ -8,7 +8,7 @@ import { schemaProblems } from './schema-messages.js';
 import { PROJECT_SCHEMA_FILE, readSchema } from './schemas.js';
 import { projectValidator } from './validators.js';
 import type { ProjectConfig } from './types.js';
-import { findStructureProblems, MAX_ALIAS_COUNT, offsetOf, positionAt } from './yaml-document.js';
+import { findStructureProblems, MAX_ALIAS_COUNT, offsetOf, positionAt, scalarSourceAt } from './yaml-document.js';
 import { readYamlFile } from './yaml-file.js';
 
 export function defaultProjectConfig(): ProjectConfig {
@@ -50,7 +50,7 @@ export async function loadProjectConfig(repoRoot: string): Promise<{ config: Pro
   }
   const validate = projectValidator();
   const valid = validate(data);
-  for (const p of schemaProblems(validate.errors ?? [], data, readSchema(PROJECT_SCHEMA_FILE)).problems) {
+  for (const p of schemaProblems(validate.errors ?? [], data, readSchema(PROJECT_SCHEMA_FILE), (path) => scalarSourceAt(doc, path)).problems) {
     add(offsetOf(doc, p.path, p.anchor), formatPath(p.path), p.message);
   }
   if (!valid || diagnostics.length > 0) return fallback;

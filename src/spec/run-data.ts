@@ -5,7 +5,7 @@ import { checkRun } from './checks.js';
 import type { CodePathChecker } from './code-path.js';
 import { formatPath, isPrefix } from './field-path.js';
 import type { Problem } from './problem.js';
-import { schemaProblems } from './schema-messages.js';
+import { schemaProblems, type SourceOf } from './schema-messages.js';
 import { readSchema, TRAINING_RUN_SCHEMA_FILE } from './schemas.js';
 import { API_VERSION, KIND, type ProjectConfig, type TrainingRun } from './types.js';
 import { trainingRunValidator } from './validators.js';
@@ -13,6 +13,8 @@ import { trainingRunValidator } from './validators.js';
 export interface RunDataContext {
   project: ProjectConfig;
   codePaths: CodePathChecker;
+  /** The text a field's scalar was written as, when the caller has the source (advice quotes it). */
+  sourceOf?: SourceOf;
 }
 
 export interface RunDataResult {
@@ -34,7 +36,7 @@ export function checkRunData(data: unknown, ctx: RunDataContext): RunDataResult 
 
   const validate = trainingRunValidator();
   const schemaValid = validate(data);
-  const { problems, suggestedPaths } = schemaProblems(validate.errors ?? [], data, readSchema(TRAINING_RUN_SCHEMA_FILE));
+  const { problems, suggestedPaths } = schemaProblems(validate.errors ?? [], data, readSchema(TRAINING_RUN_SCHEMA_FILE), ctx.sourceOf);
   // A document of another kind (or version) would fail every other check too; say only that.
   const identity = problems.filter((p) => p.path.length === 1 && (p.path[0] === 'apiVersion' || p.path[0] === 'kind'));
   if (root && identity.length > 0) return { problems: identity, name };

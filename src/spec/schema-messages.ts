@@ -1,7 +1,7 @@
 // Turns ajv's errors into messages a person can act on: what is wrong, what would be valid, what
 // was found, and the likely intended value. Secret references are never quoted back.
 import type { ErrorObject } from 'ajv';
-import { suggestDuration } from './duration.js';
+import { clockDurations, suggestDuration } from './duration.js';
 import { formatPath, pointerSegments, type Segment } from './field-path.js';
 import { KNOWN_REGIONS } from './known-values.js';
 import { describeValue, error, isSecretPath, kindOf, type Problem } from './problem.js';
@@ -50,14 +50,17 @@ export interface SchemaProblems {
   suggestedPaths: Set<string>;
 }
 
-export function schemaProblems(errors: readonly ErrorObject[], data: unknown, root: JsonSchema): SchemaProblems {
+/** The text a field's scalar was written as in the source (`3.10`, `0x1F`, `~`), when known. */
+export type SourceOf = (path: readonly Segment[]) => string | undefined;
+
+export function schemaProblems(errors: readonly ErrorObject[], data: unknown, root: JsonSchema, sourceOf: SourceOf = () => undefined): SchemaProblems {
   const problems: Problem[] = [];
   const suggestedPaths = new Set<string>();
   const seen = new Set<string>();
   const missing = new Set<Problem>();
   for (const err of errors) {
     if (err.keyword === 'propertyNames') continue; // reported through the inner error, which names the key
-    const problem = toProblem(err, data, root, suggestedPaths);
+    const problem = toProblem(err, data, root, suggestedPaths, sourceOf);
     const key = `${formatPath(problem.path)}\u0000${problem.message}`;
     if (seen.has(key)) continue;
     seen.add(key);
@@ -83,7 +86,7 @@ function patternKind(schemaPath: string): PatternKind | undefined {
   return m && (PATTERN_KINDS as readonly string[]).includes(m[1] as string) ? (m[1] as PatternKind) : undefined;
 }
 
-function toProblem(err: ErrorObject, data: unknown, root: JsonSchema, suggestedPaths: Set<string>): Problem {
+function toProblem(err: ErrorObject, data: unknown, root: JsonSchema, suggestedPaths: Set<string>, sourceOf: SourceOf): Problem {
   const base = pointerSegments(err.instancePath, data);
   const propertyName = (err as ErrorObject & { propertyName?: string }).propertyName;
   if (propertyName !== undefined) return propertyNameProblem(err, [...base, propertyName]);
@@ -100,7 +103,7 @@ function toProblem(err: ErrorObject, data: unknown, root: JsonSchema, suggestedP
       return error(path, hint ? `is required: ${hint}` : 'is required');
     }
     case 'type':
-      return error(base, typeMessage(base, String(params.type), value, secret, kind));
+      return error(base, typeMessage(base, String(params.type), value, secret, kind, secret ? undefined : sourceOf(base)));
     case 'enum': {
       const allowed = (params.allowedValues as unknown[]).map(String);
       const suggestion = typeof value === 'string' ? closestMatch(value, allowed) : undefined;
@@ -223,7 +226,12 @@ const TYPE_NAMES: Record<string, string> = {
   integer: 'a whole number',
 };
 
-function typeMessage(path: readonly Segment[], expected: string, value: unknown, secret: boolean, kind: PatternKind | undefined): string {
+/**
+ * "must be a string (got …; quote it: …)". Advice quotes the text as written (`source`), not the
+ * value YAML made of it: `3.10` reads as the number 3.1, so quoting the value would change it
+ * (issue 10, input 9). When the two differ, the message says what YAML read.
+ */
+function typeMessage(path: readonly Segment[], expected: string, value: unknown, secret: boolean, kind: PatternKind | undefined, source: string | undefined): string {
   if (kind === 'duration' && typeof value === 'number') {
     return `must be a duration like 90s, 15m or 48h (got the number ${value}; add a unit, e.g. "${value}s")`;
   }
@@ -231,15 +239,21 @@ function typeMessage(path: readonly Segment[], expected: string, value: unknown,
   const want = TYPE_NAMES[expected] ?? expected;
   if (path.length === 0) return `the document must be a mapping with apiVersion, kind, metadata and spec (got ${kindOf(value)})`;
   if (secret) return `must be ${want} (got ${kindOf(value)}; value not shown)`;
+  const written = source !== undefined && source.trim() !== '' ? source.trim() : undefined;
+  let got = describeValue(value);
+  if (written !== undefined && written !== String(value) && (typeof value === 'number' || typeof value === 'boolean' || value === null)) {
+    got = `${value === null ? 'an empty value' : `the ${kindOf(value).replace(/^an? /, '')} ${String(value)}`}, which YAML reads from ${written}`;
+  }
   let hint = '';
-  if (expected === 'string' && (typeof value === 'number' || typeof value === 'boolean')) hint = `; quote it: "${value}"`;
+  if (expected === 'string' && (typeof value === 'number' || typeof value === 'boolean')) hint = `; quote it: ${JSON.stringify(written ?? String(value))}`;
+  else if (expected === 'string' && value === null && written !== undefined) hint = `; quote it: ${JSON.stringify(written)}, or remove the field`;
   else if (expected === 'boolean' && typeof value === 'string' && /^(yes|y|on|true)$/i.test(value)) hint = '; did you mean true?';
   else if (expected === 'boolean' && typeof value === 'string' && /^(no|n|off|false)$/i.test(value)) hint = '; did you mean false?';
   else if ((expected === 'number' || expected === 'integer') && typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) {
     hint = '; remove the quotes';
-  } else if (expected === 'array' && (typeof value === 'string' || typeof value === 'number')) hint = `; write a list: [${value}]`;
+  } else if (expected === 'array' && (typeof value === 'string' || typeof value === 'number')) hint = `; write a list: [${typeof value === 'number' ? (written ?? value) : value}]`;
   else if (expected === 'object' && typeof value === 'string' && formatPath(path) === 'spec.code') hint = `; write {path: ${value}}`;
-  return `must be ${want} (got ${describeValue(value)}${hint})`;
+  return `must be ${want} (got ${got}${hint})`;
 }
 
 function didYouMean(value: string, suggestion: string | undefined): string {
@@ -254,7 +268,12 @@ function patternMessage(kind: PatternKind, value: unknown, secret: boolean): str
   const got = `got ${describeValue(value)}`;
   switch (kind) {
     case 'duration': {
-      const hint = /^[0-9]+(\.[0-9]+)?$/.test(text.trim()) ? `; add a unit, e.g. "${text.trim()}s"` : didYouMean(text, suggestDuration(text));
+      const clock = clockDurations(text);
+      const hint = /^[0-9]+(\.[0-9]+)?$/.test(text.trim())
+        ? `; add a unit, e.g. "${text.trim()}s"`
+        : clock.length > 0
+          ? `; write ${clock.map((d) => `"${d}"`).join(' or ')}`
+          : didYouMean(text, suggestDuration(text));
       return `must be a duration like 90s, 15m or 48h (${got}${hint})`;
     }
     case 'dnsLabel': {

@@ -84,6 +84,27 @@ export function offsetOf(doc: YamlDocument, path: readonly Segment[], anchor: 'v
   return nearest;
 }
 
+/**
+ * The text a scalar was written as, for a field path: `3.10` where the data holds 3.1, `0x1F`
+ * where it holds 31, `~` where it holds null. Advice quotes this, not the parsed value (issue 10).
+ * Undefined when the path is not a scalar written in this document (missing, default, alias).
+ */
+export function scalarSourceAt(doc: YamlDocument, path: readonly Segment[]): string | undefined {
+  const { isMap, isScalar, isSeq } = yaml();
+  let node: unknown = doc.contents;
+  for (const segment of path) {
+    if (isMap(node)) {
+      const pair = (node.items as Pair[]).find((p) => keyText(p.key) === String(segment));
+      node = pair?.value;
+    } else if (isSeq(node) && typeof segment === 'number') {
+      node = node.items[segment];
+    } else {
+      return undefined;
+    }
+  }
+  return isScalar(node) && typeof node.source === 'string' ? node.source : undefined;
+}
+
 export interface StructureProblem {
   path: Segment[];
   offset: number;

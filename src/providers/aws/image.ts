@@ -10,6 +10,16 @@ import { awsCall, errorCode } from './errors.js';
 export interface ResolvedImage {
   imageId: string;
   rootDeviceName: string;
+  /** The spec's value when it was an SSM parameter path, for messages. */
+  from?: string;
+  /** EC2 architecture of the image: `x86_64`, `arm64`, `i386`, `x86_64_mac`, `arm64_mac`. */
+  architecture?: string;
+  /**
+   * Size in GiB of the snapshot behind the image's root device (BlockDeviceMappings entry whose
+   * DeviceName is RootDeviceName). EC2 refuses a root volume smaller than it
+   * (InvalidBlockDeviceMapping, "Volume of size N is smaller than snapshot"), issue 11 fault 7.
+   */
+  rootSnapshotGiB?: number;
 }
 
 const AMI_ID = /^ami-[0-9a-f]{8,17}$/;
@@ -76,7 +86,15 @@ export class ImageResolver {
       );
       const found = out.Images?.find((i) => i.ImageId === imageId);
       if (!found) throw notFound();
-      return { imageId, rootDeviceName: found.RootDeviceName ?? '/dev/xvda' };
+      const rootDeviceName = found.RootDeviceName ?? '/dev/xvda';
+      const root = found.BlockDeviceMappings?.find((m) => m.DeviceName === rootDeviceName);
+      return {
+        imageId,
+        rootDeviceName,
+        ...(asWritten !== imageId ? { from: asWritten } : {}),
+        ...(found.Architecture ? { architecture: found.Architecture } : {}),
+        ...(root?.Ebs?.VolumeSize !== undefined ? { rootSnapshotGiB: root.Ebs.VolumeSize } : {}),
+      };
     } catch (err) {
       const code = errorCode((err as { cause?: unknown }).cause);
       if (code === 'InvalidAMIID.NotFound' || code === 'InvalidAMIID.Malformed') throw notFound();

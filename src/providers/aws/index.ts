@@ -27,8 +27,9 @@ import { deployAgent, stopRequest, type DeployOutcome } from './deploy.js';
 import { launchAttempt } from './ec2-launch.js';
 import { awsCall, errorCode } from './errors.js';
 import { ImageResolver } from './image.js';
+import { checkImage } from './image-check.js';
 import { describeOwnedInstances, groupByRun } from './observe.js';
-import { checkInstanceTypeOfferings } from './offerings.js';
+import { checkInstanceTypeOfferings, gaveUp } from './offerings.js';
 import { SpotPrices } from './pricing.js';
 import type { RetryOptions } from './retry.js';
 import { onlineInstances } from './ssm.js';
@@ -285,9 +286,16 @@ export class AwsProvider implements Provider {
     return { attempt: key.attempt, cursor: last, text };
   }
 
-  /** Plan-time check of spec.resources.instanceTypes against the region's (or the zones') offerings. */
+  /**
+   * Plan-time checks: spec.resources.instanceTypes against the region's (or the zones') offerings,
+   * then the image (exists, architecture per type, root snapshot within rootVolumeGiB).
+   */
   async preflight(spec: RunSpec): Promise<PreflightProblem[]> {
-    return checkInstanceTypeOfferings(this.clientsFor(await this.regionFor(spec)), spec.resources);
+    const clients = this.clientsFor(await this.regionFor(spec));
+    const offered = await checkInstanceTypeOfferings(clients, spec.resources);
+    if (!spec.resources.image) return offered;
+    const { findings } = await gaveUp(() => checkImage(clients, spec.resources, this.images));
+    return [...offered, ...findings.map(({ path, severity, message, orAt }) => ({ path, severity, message, ...(orAt ? { orAt } : {}) }))];
   }
 
   /** Delete code bundles in the spec's storage that no run references any more (runctl's own bundles/ prefix only). */

@@ -58,8 +58,8 @@ function notOffered(type: string, zones: readonly string[] | undefined, region: 
 /** Instance type -> locations (region or zones) offering it. */
 async function offerings(clients: AwsClients, input: DescribeInstanceTypeOfferingsCommandInput): Promise<Map<string, Set<string>>> {
   const offered = new Map<string, Set<string>>();
-  try {
-    await awsCall({ service: 'ec2', operation: 'DescribeInstanceTypeOfferings', region: clients.region }, async () => {
+  await gaveUp(() =>
+    awsCall({ service: 'ec2', operation: 'DescribeInstanceTypeOfferings', region: clients.region }, async () => {
       for await (const page of paginateDescribeInstanceTypeOfferings({ client: clients.ec2 }, input)) {
         for (const o of page.InstanceTypeOfferings ?? []) {
           if (!o.InstanceType || !o.Location) continue;
@@ -68,13 +68,22 @@ async function offerings(clients: AwsClients, input: DescribeInstanceTypeOfferin
           offered.set(o.InstanceType, set);
         }
       }
-    });
+    }),
+  );
+  return offered;
+}
+
+/**
+ * Runs a one-shot check (plan, doctor). The SDK has already retried a transient failure with
+ * bounded backoff; nothing comes back to a one-shot check, so its message must not promise a retry.
+ */
+export async function gaveUp<T>(check: () => Promise<T>): Promise<T> {
+  try {
+    return await check();
   } catch (err) {
-    // The SDK has already retried; a plan does not come back to this check, so do not promise it.
     if (err instanceof RetryableError) {
       throw new RetryableError(err.message.replace('; runctl will retry', ' (gave up after retrying)'), { code: err.code, requestId: err.requestId, cause: err });
     }
     throw err;
   }
-  return offered;
 }

@@ -3,7 +3,7 @@
 // (X-Amz-Target, JSON errors) and S3 REST-XML.
 import type { IncomingHttpHeaders } from 'node:http';
 
-export type Service = 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'other';
+export type Service = 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'servicequotas' | 'other';
 
 export interface AwsRequest {
   service: Service;
@@ -21,7 +21,7 @@ export function parseRequest(method: string, url: string, headers: IncomingHttpH
   const scope = auth.match(/Credential=[^/]+\/\d+\/([^/]+)\/([^/]+)\/aws4_request/);
   const region = scope?.[1] ?? 'us-east-1';
   const scoped = scope?.[2] ?? '';
-  const service: Service = (['ec2', 'ssm', 's3', 'iam', 'sts'] as const).find((s) => s === scoped) ?? 'other';
+  const service: Service = (['ec2', 'ssm', 's3', 'iam', 'sts', 'servicequotas'] as const).find((s) => s === scoped) ?? 'other';
   const userAgent = String(headers['user-agent'] ?? '');
   const target = String(headers['x-amz-target'] ?? '');
   if (service === 'ssm' || target.startsWith('AmazonSSM.')) {
@@ -32,6 +32,15 @@ export function parseRequest(method: string, url: string, headers: IncomingHttpH
       json = {};
     }
     return { service: 'ssm', action: target.replace(/^AmazonSSM\./, ''), region, userAgent, params: {}, json };
+  }
+  if (service === 'servicequotas' || target.startsWith('ServiceQuotasV20190624.')) {
+    let json: Record<string, unknown> = {};
+    try {
+      json = JSON.parse(body.toString('utf8') || '{}') as Record<string, unknown>;
+    } catch {
+      json = {};
+    }
+    return { service: 'servicequotas', action: target.replace(/^ServiceQuotasV20190624\./, ''), region, userAgent, params: {}, json };
   }
   if (service === 's3') {
     return { service, action: `${method} ${url.split('?')[0]}`, region, userAgent, params: {} };
@@ -61,11 +70,11 @@ export function requestId(): string {
   return `fleet-${process.pid}-${Date.now().toString(36)}-${counter}`;
 }
 
-const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+export const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 export function errorResponse(service: Service, status: number, code: string, message: string): WireError {
   const id = requestId();
-  if (service === 'ssm') {
+  if (service === 'ssm' || service === 'servicequotas') {
     return {
       status,
       headers: { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': id },
@@ -77,6 +86,14 @@ export function errorResponse(service: Service, status: number, code: string, me
       status,
       headers: { 'content-type': 'application/xml', 'x-amz-request-id': id },
       body: `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${xmlEscape(message)}</Message><RequestId>${id}</RequestId></Error>`,
+    };
+  }
+  if (service === 'iam' || service === 'sts') {
+    // The awsQuery protocol's error document (IAM, STS): ErrorResponse/Error/{Type,Code,Message}.
+    return {
+      status,
+      headers: { 'content-type': 'text/xml', 'x-amzn-requestid': id },
+      body: `<ErrorResponse xmlns="https://${service}.amazonaws.com/doc/${service === 'iam' ? '2010-05-08' : '2011-06-15'}/"><Error><Type>Sender</Type><Code>${code}</Code><Message>${xmlEscape(message)}</Message></Error><RequestId>${id}</RequestId></ErrorResponse>`,
     };
   }
   return {

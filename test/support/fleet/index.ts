@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { motoQuery } from '../moto.js';
 import { errorResponse, instanceIdsInXml, jsonResponse, listParam, parseRequest, patchStateReason, type AwsRequest, type WireError } from './aws-wire.js';
+import { AccountModel } from './account.js';
 import { Faults, type FaultRule } from './faults.js';
 import { Imds, type ImdsInstance } from './imds.js';
 import { instanceProcesses, killInstanceProcesses, runInSandbox, type Invocation } from './sandbox.js';
@@ -67,6 +68,8 @@ export interface Fleet {
   readonly calls: CallRecord[];
   readonly imds: Imds;
   readonly faults: Faults;
+  /** Service Quotas, the IAM policy simulator and image root sizes, which moto lacks (account.ts). */
+  readonly account: AccountModel;
   injectFault(rule: FaultRule): () => void;
   clearFaults(): void;
   imdsUrl(instanceId: string): string;
@@ -110,6 +113,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const invocations = new Map<string, Invocation>();
   const calls: CallRecord[] = [];
   const faults = new Faults();
+  const account = new AccountModel(opts.motoUrl);
   const imds = new Imds((id) => instances.get(id));
   const terminationWaiters = new Map<string, (() => void)[]>();
   const timers = new Set<NodeJS.Timeout>();
@@ -300,6 +304,11 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         record.injected = true;
         return sendWire(res, fault);
       }
+      const accountAnswer = await account.answer(aws);
+      if (accountAnswer) {
+        record.status = accountAnswer.status;
+        return sendWire(res, accountAnswer);
+      }
       if (aws.service === 'ssm') {
         const answer = ssmAnswer(aws);
         if (answer) {
@@ -315,6 +324,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         if (aws.action === 'RunInstances') registerLaunch(aws, xml);
         if (aws.action === 'TerminateInstances') for (const id of listParam(aws.params, 'InstanceId')) markTerminated(id, false);
         if (aws.action === 'DescribeInstances') payload = Buffer.from(patchDescribe(xml), 'utf8');
+        if (aws.action === 'DescribeImages') payload = Buffer.from(account.patchDescribeImages(xml), 'utf8');
       }
       if (upstream.status === 200 && aws.service === 'ssm' && aws.action === 'SendCommand') startCommand(aws, payload);
 
@@ -343,6 +353,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     calls,
     imds,
     faults,
+    account,
     injectFault: (rule) => faults.add(rule),
     clearFaults: () => faults.clear(),
     imdsUrl,
