@@ -380,7 +380,6 @@ class Checkpoints:
             for a in sorted(avoided.values(), key=lambda a: a["id"], reverse=True):
                 self.log("not restoring checkpoint g%d/%s: attempt %d restored it and failed before publishing a newer one (%s)" % (
                     generation, a["id"], a["attempt"], a["reason"]))
-            self._remember_published(generation, published)
         tried = []
         for cid in reversed(published):
             if self.stopping():
@@ -416,6 +415,9 @@ class Checkpoints:
                 os.replace(src, dest)
             remove_quietly(tmp)
             ref = ref_of(manifest, cid)
+            if generation == self.cfg["generation"]:
+                self.kept[cid] = ref
+                self._remember_published(generation, [c for c in published if c != cid])
             restored_from = {"id": cid}
             if generation != self.cfg["generation"]:
                 restored_from["generation"] = generation
@@ -447,7 +449,7 @@ class Checkpoints:
     def _remember_published(self, generation, published):
         """The kept checkpoints' refs (for `describe`), from their manifests; the newest `keep`."""
         prefix = "runs/%s/g%d/checkpoints/" % (self.cfg["run"], generation)
-        for cid in published[-self.cfg["keep"]:]:
+        for cid in published[-(self.cfg["keep"] - 1):] if self.cfg["keep"] > 1 else []:
             try:
                 raw = self.storage.get_bytes(prefix + cid + "/" + MANIFEST_NAME)
                 manifest = json.loads(raw.decode("utf-8")) if raw else None
