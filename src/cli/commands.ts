@@ -12,12 +12,14 @@ import { register as describe } from './describe.js';
 import { register as logs } from './logs.js';
 import { register as interrupt } from './interrupt.js';
 import { register as graph } from './graph.js';
+import { register as doctor } from './doctor.js';
 
 export const commands: Array<(program: Command) => void> = [
   validate,
   reconcile,
   plan,
   apply,
+  doctor,
   status,
   describe,
   logs,

@@ -25,7 +25,7 @@ export type RunEvent =
   | ({ type: 'AGENT_INSTALLING' } & At)
   | ({ type: 'AGENT_TRAINING' } & At)
   | ({ type: 'JOB_SUCCEEDED' } & At)
-  | ({ type: 'JOB_FAILED'; message: string } & At)
+  | ({ type: 'JOB_FAILED'; message: string; /** Condition reason when not a plain exit (e.g. Stalled). */ reason?: string } & At)
   | ({ type: 'SPOT_NOTICE'; reason: string } & At)
   | ({ type: 'AGENT_STOPPED' } & At)
   | ({ type: 'INSTANCE_GONE'; spot: boolean; reason: string } & At)

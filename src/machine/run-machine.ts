@@ -29,8 +29,22 @@ export interface RunContext {
   /** Generation to start once the current attempt has stopped (NEW_GENERATION while active). */
   pendingGeneration?: number;
   failure?: Failure;
-  /** Why the last attempt ended early (interruption or retry), for status and events. */
+  /** Why the last interruption happened (spot notice, instance gone), for status and events. */
   lastInterruption?: string;
+  /** Why the last error retry happened (the failed attempt's first line). */
+  lastRetry?: string;
+  /** Why the run is (or last was) Resuming: an interruption, or a retry after the job failed. */
+  resumeCause?: 'interruption' | 'retry';
+  /**
+   * Training time of this generation's earlier attempts, summed (ms): spec.timeouts.training
+   * bounds the sum, not each attempt (schema; issue 10, input 7). Persisted with the snapshot, so
+   * a controller restart does not reset it.
+   */
+  trainingUsedMs?: number;
+  /** Epoch ms the current attempt entered Training; set only while in Training. */
+  trainingSince?: number;
+  /** Attempts that reached Training in this generation (for the timeout message). */
+  trainingAttempts?: number;
   rehearsalDone: boolean;
 }
 
@@ -52,6 +66,11 @@ function deadlineFor(kind: Deadline['kind'], limits: Limits, at: number): Deadli
   return { kind, at: at + ms };
 }
 
+/** The training deadline: what is left of the summed limit, from `at` (epoch ms). */
+function trainingDeadline(ctx: RunContext, at: number): Deadline {
+  return { kind: 'training', at: at + Math.max(0, ctx.limits.trainingMs - (ctx.trainingUsedMs ?? 0)) };
+}
+
 function timeoutFailure(kind: 'provisioning' | 'installing' | 'training', ctx: RunContext): Failure {
   const limit = ctx.limits.text[kind];
   switch (kind) {
@@ -70,13 +89,16 @@ function timeoutFailure(kind: 'provisioning' | 'installing' | 'training', ctx: R
           `code sync and setup did not finish within spec.timeouts.installing (${limit}) on attempt ${ctx.attempt}; ` +
           'check the setup output with `runctl logs`, or raise spec.timeouts.installing',
       };
-    case 'training':
+    case 'training': {
+      const attempts = ctx.trainingAttempts ?? 1;
       return {
         reason: 'TrainingTimeout',
         message:
-          `training did not finish within spec.timeouts.training (${limit}) on attempt ${ctx.attempt}; ` +
+          `training ran ${formatSeconds(ctx.trainingUsedMs ?? 0)} in total over ${attempts} attempt${attempts === 1 ? '' : 's'} ` +
+          `(attempt ${ctx.attempt} the last), reaching spec.timeouts.training (${limit}), which bounds training time summed over all attempts; ` +
           'the job was checkpointed and stopped; raise spec.timeouts.training to let it run longer',
       };
+    }
   }
 }
 
@@ -128,19 +150,31 @@ export const runMachine = setup({
       deadline: deadlineFor(params.kind, context.limits, event.at),
     })),
     clearDeadline: assign({ deadline: undefined }),
+    startTraining: assign(({ context, event }) => ({
+      trainingSince: event.at,
+      trainingAttempts: (context.trainingAttempts ?? 0) + 1,
+      deadline: trainingDeadline(context, event.at),
+    })),
+    stopTraining: assign(({ context, event }) =>
+      context.trainingSince === undefined
+        ? {}
+        : { trainingUsedMs: (context.trainingUsedMs ?? 0) + Math.max(0, event.at - context.trainingSince), trainingSince: undefined },
+    ),
     setStopReason: assign(({ event }) => ({ stopReason: stopReasonOf[event.type as StopEventType] })),
     countInterruption: assign(({ context, event }) => ({
       interruptions: context.interruptions + 1,
       lastInterruption:
         event.type === 'SPOT_NOTICE' || event.type === 'INSTANCE_GONE' ? event.reason : event.type,
+      resumeCause: 'interruption' as const,
     })),
     countRetry: assign(({ context, event }) => ({
       errorRetries: context.errorRetries + 1,
-      lastInterruption: event.type === 'JOB_FAILED' ? `job failed: ${firstLine(event.message)}` : event.type,
+      lastRetry: event.type === 'JOB_FAILED' ? firstLine(event.message) : event.type,
+      resumeCause: 'retry' as const,
     })),
     failJob: assign(({ context, event }) => ({
       failure: {
-        reason: 'JobFailed',
+        reason: (event.type === 'JOB_FAILED' && event.reason) || 'JobFailed',
         message:
           (event.type === 'JOB_FAILED' ? event.message : 'the job failed') +
           (context.limits.maxRetriesOnError > 0
@@ -194,6 +228,8 @@ export const runMachine = setup({
       errorRetries: 0,
       failure: undefined,
       rehearsalDone: false,
+      trainingUsedMs: 0,
+      trainingAttempts: 0,
     })),
     adoptPendingGeneration: assign(({ context }) =>
       context.pendingGeneration === undefined
@@ -205,12 +241,19 @@ export const runMachine = setup({
             interruptions: 0,
             errorRetries: 0,
             rehearsalDone: false,
+            trainingUsedMs: 0,
+            trainingAttempts: 0,
           },
     ),
     markRehearsed: assign({ rehearsalDone: true }),
-    updateLimits: assign(({ event, context }) => ({
-      limits: event.type === 'LIMITS' ? event.limits : context.limits,
-    })),
+    updateLimits: assign(({ event, context }) => {
+      const limits = event.type === 'LIMITS' ? event.limits : context.limits;
+      // A training limit changed in place applies to the attempt that is training now.
+      if (context.deadline?.kind === 'training' && context.trainingSince !== undefined) {
+        return { limits, deadline: trainingDeadline({ ...context, limits }, context.trainingSince) };
+      }
+      return { limits };
+    }),
   },
   guards: {
     deadlinePassed: ({ context, event }) => context.deadline !== undefined && event.at >= context.deadline.at,
@@ -278,7 +321,8 @@ export const runMachine = setup({
     },
 
     Training: {
-      entry: { type: 'setDeadline', params: { kind: 'training' } },
+      entry: 'startTraining',
+      exit: 'stopTraining',
       on: {
         ...whileAgentRuns,
         REDEPLOY: { actions: 'deployAgent' },
@@ -399,6 +443,13 @@ export const runMachine = setup({
     Deleted: { type: 'final' },
   },
 });
+
+function formatSeconds(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s}s`;
+  const m = Math.floor(s / 60);
+  return m < 120 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
 
 function firstLine(text: string): string {
   const line = text.split('\n').find((l) => l.trim() !== '') ?? text;

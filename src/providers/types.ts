@@ -28,6 +28,23 @@ export interface LaunchRequest extends AttemptKey {
   controller: string;
   /** Instance types / zones / markets already found without capacity for this attempt. */
   exhausted?: string[];
+  /**
+   * The rung and idempotency token of a launch request that may have been sent before a crash
+   * (recorded by `beforeRunInstances`); it is tried first, with the same token, so the instance it
+   * may have started is returned instead of a second one being launched elsewhere.
+   */
+  inFlight?: LaunchIntent;
+  /**
+   * Called before each launch request with the rung and token about to be used, so the caller can
+   * record the intent before the effect (DESIGN.md, crash safety). A throw stops the launch.
+   */
+  beforeRunInstances?(intent: LaunchIntent): Promise<void>;
+}
+
+/** One launch request about to be sent: the ladder rung (e.g. `spot/g5.xlarge/us-east-1a`) and its idempotency token. */
+export interface LaunchIntent {
+  rung: string;
+  token: string;
 }
 
 export interface LaunchResult {
@@ -188,6 +205,8 @@ export interface AgentStatus extends AttemptKey {
   /** Last lines of setup output while installing, and of the job output on failure. */
   logTail?: string[];
   message?: string;
+  /** Why the attempt failed when it is not a plain exit: `Stalled` (spec.timeouts.stall). */
+  reason?: string;
   /** Faults present now; an entry disappears when its fault clears. */
   faults?: AgentFault[];
 }
@@ -247,6 +266,30 @@ export interface PreflightProblem {
   orAt?: Segment[];
 }
 
+/** One run as `runctl doctor` checks it. */
+export interface DoctorTarget {
+  run: string;
+  spec: RunSpec;
+}
+
+/** pass: verified; warn: works, but not as well as it could, or could not be verified; fail: a run would fail. */
+export type DoctorStatus = 'pass' | 'warn' | 'fail';
+
+/** The result of one `runctl doctor` check: one line of its output. */
+export interface DoctorCheck {
+  /** What kind of check, e.g. `credentials`, `bucket`, `probe`, `instance-profile`, `role-storage`, `quota`. */
+  check: string;
+  /** What was checked: a region, `s3://bucket/prefix`, an instance profile, an image, a quota. */
+  subject: string;
+  status: DoctorStatus;
+  /** What was found, in a sentence. */
+  message: string;
+  /** For warn and fail: what to do (an IAM statement, a CLI command, the quota to request). */
+  fix?: string;
+  /** The runs this check concerns. */
+  runs: string[];
+}
+
 export interface BundlePruneResult {
   /** Storage keys deleted. */
   deleted: string[];
@@ -270,8 +313,11 @@ export interface Provider {
   requestStop(key: AttemptKey, spec: RunSpec, reason: StopReason): Promise<void>;
   /** Deliver a (simulated) spot interruption notice to the attempt's instance. */
   deliverSpotNotice(key: AttemptKey, instanceId: string): Promise<void>;
-  /** Terminate an instance. Succeeds if it is already gone. */
-  terminate(instanceId: string): Promise<void>;
+  /**
+   * Terminate an instance. Succeeds if it is already gone. `launchedAt` (ISO time), when known,
+   * lets a provider whose API is eventually consistent tell "gone" from "not visible yet".
+   */
+  terminate(instanceId: string, opts?: { launchedAt?: string }): Promise<void>;
   /** Newest checkpoint whose manifest is published, for a run's generation. */
   latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined>;
   /**
@@ -290,6 +336,13 @@ export interface Provider {
    * `apply`). Read-only. Throws when it cannot ask (credentials, permissions, network).
    */
   preflight?(spec: RunSpec): Promise<PreflightProblem[]>;
+  /**
+   * Checks, for `runctl doctor`, that the account is ready for these runs: credentials, storage,
+   * instance profile and its role, image, network, quotas. Read-only except for one probe object
+   * per storage location, which it deletes. Never throws for a failed check: each becomes a
+   * DoctorCheck with status fail (or warn when it could not be made for lack of a read permission).
+   */
+  doctor?(targets: DoctorTarget[]): Promise<DoctorCheck[]>;
   /**
    * Delete the code bundles in `spec`'s storage that are not in `referenced` (sha256s) and were
    * stored more than `minAgeMs` ago. Only keys of runctl's own `bundles/<sha256>.tar.gz` shape.
@@ -316,8 +369,20 @@ export class ProviderError extends Error {
 /** Throttling, 5xx, network: try the same thing again after a bounded backoff. */
 export class RetryableError extends ProviderError {}
 
-/** No capacity for any rung of the ladder right now: retry later, until the phase deadline. */
-export class CapacityError extends ProviderError {}
+/**
+ * No rung of the ladder can launch right now, for a reason that passes with time: retry later,
+ * until the provisioning deadline. `reason` is the condition reason the run shows while it waits:
+ * `InsufficientCapacity` (EC2 has none), `QuotaExceeded` (an account or subnet quota refused every
+ * rung left; recently terminated instances still count for a while, per the EC2 user guide), or
+ * `InstanceProfileNotReady` (IAM is eventually consistent: a new profile is refused for seconds).
+ */
+export class CapacityError extends ProviderError {
+  readonly reason: string;
+  constructor(message: string, opts: { code?: string; requestId?: string; cause?: unknown; reason?: string } = {}) {
+    super(message, opts);
+    this.reason = opts.reason ?? 'InsufficientCapacity';
+  }
+}
 
 /** Will not succeed by retrying (quota, permission, invalid parameter): the message says what to do. */
 export class TerminalError extends ProviderError {}

@@ -27,8 +27,10 @@ export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatu
       ? { type: 'Suspended', status: 'True', reason: 'SpecSuspended', message: 'spec.suspend is true; set it to false to resume from the latest checkpoint' }
       : { type: 'Suspended', status: 'False', reason: 'NotSuspended', message: '' },
   );
-  if (ctx.interruptions > 0 || phase === 'Interrupted' || phase === 'Resuming') {
-    const now = phase === 'Interrupted' || phase === 'Resuming';
+  // A retry after the job failed is not an interruption: it has its own condition.
+  const resumingFor = phase === 'Resuming' ? (ctx.resumeCause ?? 'interruption') : undefined;
+  if (ctx.interruptions > 0 || phase === 'Interrupted' || resumingFor === 'interruption') {
+    const now = phase === 'Interrupted' || resumingFor === 'interruption';
     out.push({
       type: 'Interrupted',
       status: now ? 'True' : 'False',
@@ -36,8 +38,20 @@ export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatu
       message: `${ctx.interruptions} interruption(s) so far; last: ${ctx.lastInterruption ?? 'none'}`,
     });
   }
+  if (ctx.errorRetries > 0) {
+    const now = resumingFor === 'retry';
+    out.push({
+      type: 'Retrying',
+      status: now ? 'True' : 'False',
+      reason: now ? 'ErrorRetry' : 'Retried',
+      message: `${ctx.errorRetries} of ${ctx.limits.maxRetriesOnError} retries on error used (spec.recovery.maxRetriesOnError); last: ${ctx.lastRetry ?? 'unknown'}`,
+    });
+  }
   if (status.launchBlocked && phase === 'Provisioning') {
-    out.push({ type: 'CapacityAvailable', status: 'False', reason: 'InsufficientCapacity', message: status.launchBlocked.message });
+    const reason = status.launchBlocked.reason ?? 'InsufficientCapacity';
+    // A profile IAM has not propagated yet is not a capacity problem; quotas are capacity the account is granted.
+    const type = reason === 'InstanceProfileNotReady' ? 'InstanceProfileReady' : 'CapacityAvailable';
+    out.push({ type, status: 'False', reason, message: status.launchBlocked.message });
   }
   const fallback = checkpointFallback(status.agent?.restoredFrom);
   if (fallback) out.push(fallback);

@@ -87,13 +87,24 @@ function instanceGone(status: RunStatus, ctx: RunSnapshot['context'], obs: Obser
   return { spot, reason: spot ? `spot interruption (${reason})` : `instance ended outside runctl: ${reason}` };
 }
 
-function failureMessage(agent: AgentStatus): string {
-  const head =
-    agent.phase === 'lost'
+/**
+ * "the job exited with code 1 on attempt 3; last output: …". The agent's own message is used as
+ * the head when it already says how the attempt ended (it names setup or the job), and added in
+ * parentheses only when it says something more, so the message never repeats itself.
+ */
+export function failureMessage(agent: AgentStatus): string {
+  const own = agent.message?.trim();
+  const saysHowItEnded = own !== undefined && /(exited with code -?\d+|disappeared without (writing )?an exit code)$/.test(own);
+  const head = saysHowItEnded
+    ? `${own}${agent.phase === 'lost' ? ' (lost)' : ''}`
+    : agent.phase === 'lost'
       ? 'the job process vanished without an exit code (lost)'
-      : `the job exited with code ${agent.exitCode ?? 'unknown'}`;
+      : agent.exitCode === undefined && own
+        ? own
+        : `the job exited with code ${agent.exitCode ?? 'unknown'}`;
+  const extra = own && !saysHowItEnded && head !== own ? ` (${own})` : '';
   const tail = agent.logTail?.length ? `; last output:\n${agent.logTail.join('\n')}` : '';
-  return `${head} on attempt ${agent.attempt}${agent.message ? ` (${agent.message})` : ''}${tail}`;
+  return `${head} on attempt ${agent.attempt}${extra}${tail}`;
 }
 
 /** The next event from observation, deadlines, budget and rehearsal; undefined when nothing is due. */
@@ -121,8 +132,17 @@ export function deriveObservedEvent(
       const gone = instanceGone(status, ctx, obs);
       if (gone) return { type: 'INSTANCE_GONE', ...gone, at };
       if (overBudget) return { type: 'BUDGET_EXCEEDED', message: budgetMessage(status, budget), at };
-      if (deadlinePassed) return { type: 'TICK', at };
       const blocked = status.launchBlocked;
+      if (deadlinePassed && blocked && !recordedInstance(status, ctx)) {
+        // The generic timeout message would hide why: say what kept refusing the launch.
+        return {
+          type: 'FATAL',
+          reason: blocked.reason === 'InstanceProfileNotReady' ? 'InstanceProfileNotFound' : blocked.reason === 'QuotaExceeded' ? 'QuotaExceeded' : 'ProvisioningTimeout',
+          message: `no instance could be launched within spec.timeouts.provisioning (${ctx.limits.text.provisioning}) on attempt ${ctx.attempt}; the last refusal: ${blocked.message}`,
+          at,
+        };
+      }
+      if (deadlinePassed) return { type: 'TICK', at };
       if (!recordedInstance(status, ctx) && blocked && at >= Date.parse(blocked.retryAt)) {
         return { type: 'RETRY_LAUNCH', at };
       }
@@ -138,7 +158,9 @@ export function deriveObservedEvent(
         return { type: 'FATAL', reason: 'NoCheckpointLeft', message: `attempt ${agent.attempt} did not start the job: ${agent.message ?? 'no checkpoint is left to restore'}`, at };
       }
       if (agent?.phase === 'failed' || agent?.phase === 'lost') {
-        return { type: 'JOB_FAILED', message: failureMessage(agent), at };
+        return agent.reason
+          ? { type: 'JOB_FAILED', message: failureMessage(agent), reason: agent.reason, at }
+          : { type: 'JOB_FAILED', message: failureMessage(agent), at };
       }
       if (instance?.spotInterruption) return { type: 'SPOT_NOTICE', reason: instance.spotInterruption.reason, at };
       if (agent && ['interrupting', 'interrupted', 'stopping', 'stopped'].includes(agent.phase)) {

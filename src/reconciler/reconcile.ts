@@ -18,6 +18,7 @@ import {
   type AgentStatus,
   type AttemptKey,
   type InstanceObservation,
+  type LaunchIntent,
   type Provider,
 } from '../providers/types.js';
 import type { LoadedRun, RunSpec } from '../spec/types.js';
@@ -395,7 +396,7 @@ async function applyPending(deps: ReconcileDeps, status: RunStatus): Promise<Run
     deps.beforeEffect?.(status.run);
     deps.boundary?.(`before-effect:${id}`);
     try {
-      const outcome = await executeEffect(deps, next, after, effect);
+      const outcome = await executeEffect(deps, next, after, effect, index);
       next = outcome.status;
       results.push(event(next, deps.now(), { id, kind: 'effect', action: effect.type, result: outcome.result, message: outcome.message, requestId: outcome.requestId, data: outcome.data }));
     } catch (err) {
@@ -407,6 +408,7 @@ async function applyPending(deps: ReconcileDeps, status: RunStatus): Promise<Run
           message: err.message,
           retryAt: iso(deps.now() + wait),
           failures,
+          reason: err.reason,
         };
         results.push(event(next, deps.now(), { id, kind: 'effect', action: 'launch', result: 'error', message: `${err.message}; trying again in ${Math.round(wait / 1000)}s`, requestId: err.requestId }));
       } else if (err instanceof TerminalError) {
@@ -440,14 +442,32 @@ interface EffectOutcome {
   data?: Record<string, unknown>;
 }
 
-async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunSnapshot, effect: EffectRecord): Promise<EffectOutcome> {
+async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunSnapshot, effect: EffectRecord, index: number): Promise<EffectOutcome> {
   const ctx = after.context;
   const spec = specFor(status, ctx.generation);
   const provider = await deps.provider(spec.provider);
   const key: AttemptKey = { run: status.run, generation: ctx.generation, attempt: ctx.attempt };
   switch (effect.type) {
     case 'launch': {
-      const { instance, adopted } = await provider.launch({ ...key, spec, controller: deps.controller });
+      // Intent before effect, per rung: the rung and token about to be requested are written into
+      // the pending effect first, so a controller restarted after an unrecorded launch replays that
+      // request (EC2 returns the same instance for the same token) before trying any other rung.
+      const recorded = launchIntentOf(effect);
+      let current = status;
+      const beforeRunInstances = async (intent: LaunchIntent): Promise<void> => {
+        const pending = current.pending;
+        if (!pending || (recorded?.rung === intent.rung && recorded.token === intent.token)) return;
+        const effects = pending.effects.map((e, i) => (i === index ? { ...e, params: { ...e.params, inFlight: { ...intent } } } : e));
+        current = await putStatus(deps, { ...current, pending: { ...pending, effects } }, `launch-intent:${pending.transitionId}/${index}`);
+      };
+      const { instance, adopted } = await provider.launch({
+        ...key,
+        spec,
+        controller: deps.controller,
+        ...(recorded ? { inFlight: recorded } : {}),
+        beforeRunInstances,
+      });
+      status = current;
       const instances = status.instances.some((i) => i.id === instance.id)
         ? status.instances
         : [...status.instances, { ...instance, generation: key.generation, attempt: key.attempt }];
@@ -487,7 +507,7 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
     case 'terminate': {
       const reason = String(effect.params?.reason ?? 'terminate');
       const live = await liveInstanceIds(deps, provider, status);
-      for (const id of live) await provider.terminate(id);
+      for (const id of live) await provider.terminate(id, launchInfo(status, id));
       const now = iso(deps.now());
       const instances = status.instances.map((i) => (live.includes(i.id) && !i.endedAt ? { ...i, endedAt: now, endReason: reason } : i));
       return {
@@ -501,6 +521,12 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
   }
 }
 
+/** The launch request a pending launch effect recorded before it was sent, if any. */
+function launchIntentOf(effect: EffectRecord): LaunchIntent | undefined {
+  const v = effect.params?.inFlight as Partial<LaunchIntent> | undefined;
+  return typeof v?.rung === 'string' && typeof v.token === 'string' ? { rung: v.rung, token: v.token } : undefined;
+}
+
 /**
  * The generation a new one is seeded from: the latest earlier generation that ran. Not simply
  * generation - 1: edits made while an attempt was stopping skip generations that never ran.
@@ -508,6 +534,11 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
 function previousGeneration(status: RunStatus, generation: number): number | undefined {
   const earlier = status.instances.map((i) => i.generation).filter((g) => g < generation);
   return earlier.length ? Math.max(...earlier) : undefined;
+}
+
+function launchInfo(status: RunStatus, id: string): { launchedAt?: string } {
+  const launchedAt = status.instances.find((i) => i.id === id)?.launchedAt;
+  return launchedAt ? { launchedAt } : {};
 }
 
 /** Every instance of the run that may still be alive: observed live, or recorded and not ended. */
@@ -563,7 +594,7 @@ async function finishRun(deps: ReconcileDeps, status: RunStatus, desired: Desire
     const provider = await deps.provider(status.spec.provider);
     const live = await liveInstanceIds(deps, provider, status);
     if (live.length > 0) {
-      for (const id of live) await provider.terminate(id);
+      for (const id of live) await provider.terminate(id, launchInfo(status, id));
       const now = iso(deps.now());
       next = {
         ...next,

@@ -111,7 +111,11 @@ export interface RunStatus {
    */
   faults?: RunFault[];
   /** Set while no capacity could be found for the current attempt. */
-  launchBlocked?: { since: string; message: string; retryAt: string; failures: number };
+  /**
+   * Why the current attempt has no instance yet, while runctl waits and tries again. `reason` is
+   * the condition reason (InsufficientCapacity, QuotaExceeded, InstanceProfileNotReady).
+   */
+  launchBlocked?: { since: string; message: string; retryAt: string; failures: number; reason?: string };
   /** When the current attempt entered Training (drives the rehearsal interruption). */
   trainingStartedAt?: string;
   /** Why the run failed, when it did. */

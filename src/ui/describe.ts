@@ -43,7 +43,9 @@ export function renderDescribe(input: DescribeInput): string {
   const spec = input.spec ? (Array.isArray(input.spec) ? input.spec : Object.entries(input.spec)) : [];
   if (spec.length > 0) {
     out.push('', c.bold('Spec:'));
-    out.push(...keyValues(spec.map(([k, v]) => [k, sanitizeLine(v)] as [string, string]), '  '));
+    // A multi-line `run:` or `setup:` is shell: its lines are shown as written, aligned under the
+    // first, never joined (joined, it reads as different, often invalid, shell).
+    out.push(...keyValues(spec.map(([k, v]) => [k, v.replace(/\n+$/, '').split('\n').map(sanitizeLine).join('\n')] as [string, string]), '  '));
   }
 
   out.push('', c.bold('Conditions:'));
@@ -156,7 +158,10 @@ function checkpointRows(s: RunStatus, now: number): string[] {
 
 function keyValues(rows: ReadonlyArray<readonly [string, string]>, indent = ''): string[] {
   const width = Math.max(...rows.map(([k]) => k.length)) + 2;
-  return rows.map(([k, v]) => `${indent}${padEnd(`${k}:`, width)}${v}`.trimEnd());
+  return rows.flatMap(([k, v]) => {
+    const [first = '', ...rest] = v.split('\n');
+    return [`${indent}${padEnd(`${k}:`, width)}${first}`.trimEnd(), ...rest.map((l) => `${indent}${' '.repeat(width)}${l}`.trimEnd())];
+  });
 }
 
 /** A multi-line message under its own label, every line indented and made safe to print. */

@@ -172,6 +172,9 @@ describe('agent lifecycle', () => {
     const failed = await box.run(config2, env);
     expect(failed.phase).toBe('failed');
     expect(failed.message).toMatch(/cannot resolve secret HF_TOKEN from ssm:\/team\/missing: .*ParameterNotFound/);
+    // ...and reports it on the fault channel, with what to do.
+    expect(failed.faults?.map((f) => f.reason)).toEqual(['SecretUnresolved']);
+    expect(failed.faults?.[0]?.message).toMatch(/cannot resolve secret HF_TOKEN from ssm:\/team\/missing: .*; check that the parameter exists in the run's region and that the instance profile may ssm:GetParameter it/);
   });
 
   it.each([

@@ -53,6 +53,7 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(dir, 'runctl.yaml'), 'prune: false\n');
   fs.writeFileSync(path.join(dir, 'code', 'job.py'), JOB);
   fs.writeFileSync(path.join(dir, 'runs', 'big.yaml'), spec('big', 'python3 job.py'));
+  fs.writeFileSync(path.join(dir, 'runs', 'multi.yaml'), spec('multi', '|\n    echo "first step"\n    echo second \\\n      step\n    test -n "$RUNCTL_RUN"'));
   const reconcile = spawn(process.execPath, [BIN, 'reconcile', 'runs'], { cwd: dir, env: { ...process.env, NO_COLOR: '1' }, stdio: 'ignore' });
   const reconciled = new Promise<number | null>((resolve) => reconcile.on('close', resolve));
   // Follow from while the job trains: -f must print everything and end when the run settles.
@@ -69,7 +70,7 @@ beforeAll(async () => {
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
-  expect(await reconciled).toBe(1); // the run failed: exit 1
+  expect(await reconciled).toBe(1); // big failed: exit 1
 }, 180_000);
 
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -86,7 +87,9 @@ describe('runctl logs', () => {
     expect(jobLines.at(-1)).toBe(`line ${String(LINES - 1).padStart(5, '0')} ${'x'.repeat(90)}`);
     expect(out.stdout).toContain('Traceback (most recent call last):');
     expect(out.stdout).toContain('ValueError: boom: the data file is missing\n');
-    expect(out.stdout).toContain('final words without a newline');
+    // On its own line: not glued to runctl's "attempt ended" note.
+    expect(lines).toContain('final words without a newline');
+    expect(lines.at(-2)).toMatch(/^\[runctl-agent\] \S+ attempt ended: failed \(exit code 1\)$/);
     expect(out.stdout.endsWith('\n')).toBe(true);
   });
 
@@ -129,6 +132,16 @@ describe('runctl logs', () => {
     expect(attempt.status).toBe(2);
     expect(attempt.stderr).toBe('runctl: run "big" has no attempt 4 in generation 1 (attempts: 1)\n');
     expect(runctl('logs', 'big', '--tail', '-1').stderr).toBe('runctl: --tail must be a whole number from 0 (got "-1")\n');
+  });
+
+  it('describe shows a multi-line run: as written, and a failure message that does not repeat itself', () => {
+    const multi = runctl('describe', 'multi');
+    expect(multi.status, multi.stderr).toBe(0);
+    expect(multi.stdout).toMatch(/^  Run: +echo "first step"\n {2,}echo second \\\n {2,}  step\n {2,}test -n "\$RUNCTL_RUN"\n/m);
+    expect(multi.stdout).toMatch(/^Phase: +Completed/m);
+    const big = runctl('describe', 'big');
+    expect(big.stdout).toMatch(/^Failure:\n  the job exited with code 1 on attempt 1; last output:\n/m);
+    expect(big.stdout).not.toContain('(the job exited');
   });
 
   it('ends quietly with exit 0 when its reader goes away (| head -1)', () => {

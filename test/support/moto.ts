@@ -143,7 +143,12 @@ export async function createInstanceProfile(motoUrl: string, name: string): Prom
 }
 
 export async function createBucket(motoUrl: string, bucket: string, region = 'us-east-1'): Promise<void> {
-  const res = await fetch(`${motoUrl}/${bucket}`, { method: 'PUT', headers: { authorization: authFor('s3', region) } });
+  // Outside us-east-1, S3 wants the region in the body too (CreateBucketConfiguration).
+  const body =
+    region === 'us-east-1'
+      ? undefined
+      : `<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LocationConstraint>${region}</LocationConstraint></CreateBucketConfiguration>`;
+  const res = await fetch(`${motoUrl}/${bucket}`, { method: 'PUT', headers: { authorization: authFor('s3', region) }, body });
   const text = await res.text();
   if (!res.ok && !/BucketAlreadyOwnedByYou/.test(text)) throw new Error(`moto CreateBucket ${bucket} failed (${res.status}): ${text}`);
 }

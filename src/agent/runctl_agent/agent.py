@@ -39,6 +39,14 @@ from .util import atomic_write, json_bytes, now_iso, read_int, read_json, remove
 STRAGGLER_GRACE_SECONDS = 5.0
 FINAL_SYNC_MARGIN_SECONDS = 5.0  # kept between the end of the final upload and the termination time
 LAUNCH_TRACE_WAIT_SECONDS = 10.0
+# Consecutive failed IMDS polls before MetadataServiceUnreachable is reported: one slow answer on
+# a loaded instance is not a fault; three in a row (noticePollSeconds apart) is.
+IMDS_FAILURES_FOR_FAULT = 3
+# Consecutive failed periodic checkpoint syncs before CheckpointSyncFailing is reported.
+SYNC_FAILURES_FOR_FAULT = 2
+# How long AgentRestarted stays listed after the agent adopted a running job (then it clears; the
+# controller keeps the event).
+AGENT_RESTARTED_FAULT_SECONDS = 300.0
 
 
 class StopRequest:
@@ -87,9 +95,11 @@ class Agent:
         self.secrets = {}
         self.tail_from = 0
         self.progress_from = None
+        self.faults = Faults(lambda items: self.set_status(faults=items or None), log)
+        self.sync_failures = 0
+        self.restarted_at = None
         self.storage = open_storage(cfg, log)
         self.joblog = JobLog(self.state, self.storage, self.attempt_prefix, self.redact_bytes, log)
-        self.faults = Faults()
         self.checkpoints = Checkpoints(cfg, self.storage, self.state, self.key, log, self.job_log_note,
                                        self.set_status, self.stopping, self.current_step, self.faults)
 
@@ -135,11 +145,6 @@ class Agent:
         with self.status_lock:
             self.status["seq"] += 1
             self.status["heartbeatAt"] = now_iso()
-            faults = self.faults.list()
-            if faults:
-                self.status["faults"] = faults
-            else:
-                self.status.pop("faults", None)
             doc = json.loads(self.redact(json.dumps(self.status)))
         try:
             self.storage.put_bytes(self.attempt_prefix + "status.json", json_bytes(doc))
@@ -186,6 +191,9 @@ class Agent:
                     next_beat = time.monotonic() + self.cfg["heartbeatSeconds"]
                     self.ship_logs()
                     self.refresh_log_view()
+                    if self.restarted_at is not None and time.monotonic() - self.restarted_at > AGENT_RESTARTED_FAULT_SECONDS:
+                        self.restarted_at = None
+                        self.faults.clear("AgentRestarted")
                 self.publish_status()
             except Exception as e:
                 self.log("heartbeat failed: %s" % e)
@@ -197,6 +205,7 @@ class Agent:
         rebalance_seen = False
         while not self.threads_stop.is_set():
             notice, rebalance = imds.poll()
+            self.check_imds(imds)
             if rebalance and not rebalance_seen:
                 rebalance_seen = True
                 self.log("rebalance recommendation: %s" % json.dumps(rebalance))
@@ -210,6 +219,18 @@ class Agent:
                 last_control = time.monotonic()
                 self.check_control()
             self.threads_stop.wait(self.cfg["noticePollSeconds"])
+
+    def check_imds(self, imds):
+        """MetadataServiceUnreachable while IMDS has failed IMDS_FAILURES_FOR_FAULT polls in a row."""
+        if imds.failures >= IMDS_FAILURES_FOR_FAULT:
+            self.faults.report(
+                "MetadataServiceUnreachable",
+                "the instance metadata service at %s does not answer (%s), so no spot interruption notice can be seen "
+                "and an interruption would stop the job without a final checkpoint; check the instance's metadata "
+                "options (HttpEndpoint enabled, HttpPutResponseHopLimit) and that no firewall blocks it "
+                "(runctl never sends metadata requests through an HTTP proxy)" % (imds.base, imds.last_error or "no answer"))
+        elif imds.failures == 0:
+            self.faults.clear("MetadataServiceUnreachable")
 
     def check_control(self):
         try:
@@ -248,8 +269,25 @@ class Agent:
                     next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
                     self.checkpoints.sync(final=False, sid=sid)
                     self.checkpoints.check_stalled()
+                    self.sync_ok()
             except Exception as e:
                 self.log("checkpoint sync failed: %s" % e)
+                self.sync_failed(e)
+
+    def sync_ok(self):
+        self.sync_failures = 0
+        self.faults.clear("CheckpointSyncFailing")
+
+    def sync_failed(self, err, final=False):
+        """CheckpointSyncFailing after SYNC_FAILURES_FOR_FAULT failures in a row (at once for the final sync)."""
+        self.sync_failures += 1
+        if final or self.sync_failures >= SYNC_FAILURES_FOR_FAULT:
+            self.faults.report(
+                "CheckpointSyncFailing",
+                "%s checkpoint upload to %s failed%s: %s; fix access to spec.checkpoints.storage (permissions, bucket, "
+                "disk space): until then an interruption loses the work since the last published checkpoint"
+                % ("the final" if final else "every", self.cfg["storage"],
+                   "" if final else " %d times in a row" % self.sync_failures, str(err)[-300:]))
 
     def sync_checkpoint(self, final, clean_exit=False):
         return self.checkpoints.sync(final, clean_exit=clean_exit)
@@ -312,7 +350,15 @@ class Agent:
         return self.stop_event.is_set()
 
     def resolve_secrets(self):
-        self.secrets = resolve_secrets(self.cfg, self.log)
+        try:
+            self.secrets = resolve_secrets(self.cfg, self.log)
+        except AgentFailure as e:
+            self.faults.report(
+                "SecretUnresolved",
+                "%s; check that the parameter exists in %s and that the instance profile may ssm:GetParameter it "
+                "(and kms:Decrypt for a SecureString)" % (e, self.cfg.get("region") or "the run's region"))
+            raise
+        self.faults.clear("SecretUnresolved")
         self.secret_values = redaction_values(self.secrets)
 
     def install(self):
@@ -389,6 +435,12 @@ class Agent:
         if child.running():
             self.log("adopting running job (pid %d, pgid %d)" % (child.pid, child.pgid))
             self.job_log_note("agent restarted; adopted running job pid %d" % child.pid)
+            self.restarted_at = time.monotonic()
+            self.faults.report(
+                "AgentRestarted",
+                "the agent on the instance stopped and a new one adopted the running job (pid %d) without restarting it; "
+                "nothing to do if this happens once; if it repeats, the agent is being killed (memory pressure?): "
+                "read agent.log in the instance's runctl state folder" % child.pid)
         else:
             self.log("job (pid %d) ended while no agent was watching" % child.pid)
         self.set_status(phase="training", pid=child.pid)
@@ -527,6 +579,8 @@ class Agent:
             self.report_final_sync(self.stop_request, ref)
         self.refresh_log_view()
         if stopped:
+            if code != 0:
+                self.report_crash_on_notice(code)
             return self.finish_stopped(exit_code=code)
         if code is None:
             return self.finish("lost", message="the job (pid %d) disappeared without writing an exit code" % self.child.pid)
@@ -534,12 +588,28 @@ class Agent:
             return self.finish("succeeded", exitCode=0)
         return self.finish("failed", exitCode=code, message="the job exited with code %d" % code)
 
+    def report_crash_on_notice(self, code):
+        """JobCrashedOnNotice: the job did not exit 0 after the stop signal (it crashed in its
+        handler, had none, or was killed when the grace period ran out)."""
+        req = self.stop_request
+        killed = code in (None, 137) and self.child is not None
+        how = ("was killed after the grace period of %ss" % self.cfg["gracePeriodSeconds"]) if killed else (
+            "exited with code %s" % ("unknown" if code is None else code))
+        tail = self.status.get("logTail") or []
+        self.faults.report(
+            "JobCrashedOnNotice",
+            "the job %s after %s was sent for %s, instead of saving a checkpoint and exiting 0; make its %s handler "
+            "save and exit (the run resumes from the last published checkpoint)%s"
+            % (how, self.cfg["signal"], req.message if req else "a stop", self.cfg["signal"],
+               "; last output:\n" + "\n".join(tail[-10:]) if tail else ""))
+
     def final_sync(self, clean_exit=False):
         try:
             return self.sync_checkpoint(final=True, clean_exit=clean_exit)
         except Exception as e:
             self.log("final checkpoint sync failed: %s" % e)
             self.set_status(publish=False, message="final checkpoint sync failed: %s" % e)
+            self.sync_failed(e, final=True)
             return None
 
     def join_thread(self, name):

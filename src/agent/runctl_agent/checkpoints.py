@@ -271,7 +271,7 @@ class Checkpoints:
         if busy:
             first = busy[0]
             others = len(busy) - 1
-            self.faults.raise_(
+            self.faults.report(
                 "CheckpointFileBusy",
                 "%s kept changing and was left out of the last %d checkpoints (%s)%s; the other files are published. "
                 "Write it outside RUNCTL_CHECKPOINT_DIR, or close it before declaring a save, if a resume needs it" % (
@@ -289,7 +289,7 @@ class Checkpoints:
 
     def _stalled(self, message, file):
         if self.faults is not None:
-            self.faults.raise_("CheckpointSyncStalled", message, file=file)
+            self.faults.report("CheckpointSyncStalled", message, file=file)
 
     def _not_stalled(self):
         if self.faults is not None:

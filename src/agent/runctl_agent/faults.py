@@ -1,40 +1,50 @@
-"""The agent's side of the fault channel (agreed across issues 9 and 10): faults present now,
-published as `faults` in the status object; the controller turns each into a run condition of the
-same type and an event, and sets the condition False once the entry is gone.
-
-Each entry: {"reason": PascalCase, "message": what to do (secrets redacted by the status writer),
-"since": ISO time first seen, "file"?: the file concerned}. Reasons this agent raises are listed
-in docs/conditions.md.
-"""
+"""The fault channel, agent side: faults the agent sees on the instance, listed in the status
+object as `faults` while they last (issues 9 and 10). Each is {reason, message, since, file?}:
+reason is PascalCase (the controller makes it a run condition of that type), message says what
+to do, since is when it was first seen. docs/conditions.md lists every reason."""
 
 import threading
 
 from .util import now_iso
 
 
-class Faults(object):
-    """Thread-safe set of current faults, keyed by reason."""
+class Faults:
+    """Thread-safe set of current faults, one per reason. on_change(list) is called after every
+    change with the new list (the agent puts it in its status)."""
 
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.current = {}
+    def __init__(self, on_change, log):
+        self._items = {}
+        self._lock = threading.Lock()
+        self._on_change = on_change
+        self._log = log
 
-    def raise_(self, reason, message, file=None):
-        """Report (or update) a fault; `since` stays the time it was first seen. Returns True when new."""
-        with self.lock:
-            prev = self.current.get(reason)
-            entry = {"reason": reason, "message": message, "since": prev["since"] if prev else now_iso()}
+    def report(self, reason, message, file=None):
+        """Report (or refresh the message of) a fault; `since` stays the first time it was seen."""
+        with self._lock:
+            old = self._items.get(reason)
+            entry = {"reason": reason, "message": message, "since": old["since"] if old else now_iso()}
             if file:
                 entry["file"] = file
-            self.current[reason] = entry
-            return prev is None
+            if old == entry:
+                return
+            self._items[reason] = entry
+            items = self._list()
+        if not old:
+            self._log("fault %s: %s" % (reason, message))
+        self._on_change(items)
 
     def clear(self, reason):
-        """The fault is gone; returns True when it was present."""
-        with self.lock:
-            return self.current.pop(reason, None) is not None
+        with self._lock:
+            if reason not in self._items:
+                return
+            del self._items[reason]
+            items = self._list()
+        self._log("fault %s cleared" % reason)
+        self._on_change(items)
 
-    def list(self):
-        """The faults present now, sorted by reason (None when there are none, so the status omits it)."""
-        with self.lock:
-            return [dict(v) for _, v in sorted(self.current.items())] or None
+    def active(self, reason):
+        with self._lock:
+            return reason in self._items
+
+    def _list(self):
+        return [dict(v) for v in sorted(self._items.values(), key=lambda f: f["since"])]

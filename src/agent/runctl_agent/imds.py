@@ -9,6 +9,12 @@ import urllib.request
 IMDS_TIMEOUT_SECONDS = 1.0
 IMDS_TOKEN_TTL_SECONDS = 21600
 
+# The metadata service is link-local (169.254.169.254) or, in tests, loopback: a request to it must
+# never go through an HTTP proxy (http_proxy in the instance's environment would send it to the
+# proxy, which cannot reach the instance's own IMDS, and no spot notice would ever be seen). An
+# opener with an empty ProxyHandler ignores http_proxy/HTTP_PROXY/no_proxy altogether.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 class Imds:
     def __init__(self, base, log):
@@ -17,11 +23,13 @@ class Imds:
         self.token = None
         self.token_at = 0.0
         self.reachable = None
+        self.failures = 0
+        self.last_error = None
 
     def _request(self, method, path, headers):
         req = urllib.request.Request(self.base + path, method=method, headers=headers, data=b"" if method == "PUT" else None)
         try:
-            with urllib.request.urlopen(req, timeout=IMDS_TIMEOUT_SECONDS) as resp:
+            with DIRECT.open(req, timeout=IMDS_TIMEOUT_SECONDS) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as e:
             return e.code, b""
@@ -63,8 +71,11 @@ class Imds:
             if self.reachable is not True:
                 self.log("IMDS reachable at %s" % self.base)
                 self.reachable = True
+            self.failures = 0
             return notice, rebalance
         except (OSError, urllib.error.URLError, ValueError) as e:
+            self.failures += 1
+            self.last_error = str(getattr(e, "reason", None) or e)
             if self.reachable is not False:
                 self.log("IMDS at %s unreachable (%s); no spot notices can be seen while it is" % (self.base, e))
                 self.reachable = False

@@ -19,6 +19,37 @@ PROGRESS_RE = re.compile(r"\bstep\s*[=:]\s*(\d+)(?:\s*/\s*(\d+))?")
 LOSS_RE = re.compile(r"\bloss\s*[=:]\s*([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))", re.I)
 
 
+def last_state(line):
+    """What a line drawn with carriage returns shows: its last non-empty `\\r` segment (bytes)."""
+    for part in reversed(line.split(b"\r")):
+        if part:
+            return part
+    return b""
+
+
+def compact(data, final, full):
+    """(bytes to ship, bytes of `data` consumed) for one log segment.
+
+    Progress redrawn with carriage returns (tqdm) is stored as what a terminal shows: each whole
+    line keeps only its last state, and an unfinished line that holds `\\r` is shipped now as its
+    latest state followed by `\\r` (so readers see the bar while the job runs, and the next state
+    overwrites it). Other unfinished lines wait for their newline, unless `final` (the attempt
+    ended) or `full` (a 4 MiB segment is cut mid-line)."""
+    cut = data.rfind(b"\n")
+    whole, rest = data[: cut + 1], data[cut + 1:]
+    lines = whole.split(b"\n")[:-1]
+    out = b"".join((last_state(ln) if b"\r" in ln else ln) + b"\n" for ln in lines)
+    if rest:
+        if b"\r" in rest:
+            state = last_state(rest)
+            out += state + (b"" if final or not state else b"\r")
+        elif final or full:
+            out += rest
+        else:
+            return out, len(whole)
+    return out, len(data)
+
+
 def parse_progress(line):
     """{"step": N, "total"?: T, "loss"?: X} from a `step=N[/T] ... loss=X` line, or None.
     A non-finite loss is left out."""
@@ -54,10 +85,17 @@ class JobLog:
         self.log = log
 
     def note(self, text):
-        """Append an agent line to job.log (so the shipped log tells the attempt's story)."""
+        """Append an agent line to job.log (so the shipped log tells the attempt's story), on a
+        line of its own: after a job's last line without a newline, a newline comes first."""
         try:
-            with open(self.path, "a") as f:
-                f.write("%s %s %s\n" % (NOTE_PREFIX, now_iso(), text))
+            with open(self.path, "ab+") as f:
+                f.seek(0, os.SEEK_END)
+                glued = False
+                if f.tell() > 0:
+                    f.seek(-1, os.SEEK_END)
+                    glued = f.read(1) not in (b"\n", b"")
+                line = "%s%s %s %s\n" % ("\n" if glued else "", NOTE_PREFIX, now_iso(), text)
+                f.write(line.encode("utf-8"))
         except OSError:
             pass
 
@@ -78,7 +116,10 @@ class JobLog:
         except OSError:
             return []
         text = self.redact_bytes(data).decode("utf-8", "replace")
-        lines = text.splitlines()
+        # A progress bar redrawn with \r is one line showing its latest state, not one per redraw.
+        lines = [last_state(ln.encode("utf-8")).decode("utf-8") if "\r" in ln else ln for ln in text.split("\n")]
+        if lines and lines[-1] == "":
+            lines.pop()
         if begin > start and lines:
             lines = lines[1:]  # first line is probably cut
         return [ln for ln in lines if not ln.startswith(NOTE_PREFIX)]
@@ -110,15 +151,14 @@ class JobLog:
                 f.seek(cursor["offset"])
                 data = f.read(min(SEGMENT_MAX_BYTES, max(0, end - cursor["offset"])))
                 while data:
-                    chunk = data
-                    if not final and len(data) < SEGMENT_MAX_BYTES:
-                        cut = data.rfind(b"\n")
-                        if cut < 0:
-                            return
-                        chunk = data[: cut + 1]
-                    seq = cursor["seq"] + 1
-                    self.storage.put_bytes(self.attempt_prefix + "logs/%s.log" % pad_seq(seq), self.redact_bytes(chunk))
-                    cursor = {"offset": cursor["offset"] + len(chunk), "seq": seq}
+                    out, used = compact(data, final, len(data) >= SEGMENT_MAX_BYTES)
+                    if used == 0:
+                        return
+                    seq = cursor["seq"]
+                    if out:
+                        seq += 1
+                        self.storage.put_bytes(self.attempt_prefix + "logs/%s.log" % pad_seq(seq), self.redact_bytes(out))
+                    cursor = {"offset": cursor["offset"] + used, "seq": seq}
                     atomic_write(self.cursor_path, json_bytes(cursor))
                     f.seek(cursor["offset"])
                     data = f.read(min(SEGMENT_MAX_BYTES, max(0, end - cursor["offset"])))

@@ -34,7 +34,8 @@ def resolve_secrets(cfg, log):
                 resolved[name] = proc.stdout.decode("utf-8").rstrip("\n")
                 break
             err = proc.stderr.decode("utf-8", "replace").strip()[-300:]
-            if re.search(r"ParameterNotFound|AccessDenied|Unable to locate credentials|InvalidKeyId", err):
+            # A credential fetch from the metadata service can fail transiently: retried (issue 11, fault 4).
+            if re.search(r"ParameterNotFound|AccessDenied|InvalidKeyId", err):
                 break
             time.sleep(0.5 * attempt)
         if name not in resolved:

@@ -87,6 +87,12 @@ class FileStorage:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
 
 
+# What no retry fixes. "Unable to locate credentials" is NOT here: on EC2 every `aws` call fetches the
+# instance profile's credentials from the metadata service, and that fetch fails now and then
+# (throttled IMDS, a rotation); it is retried with backoff like a network error (issue 11, fault 4).
+TERMINAL_CLI_ERRORS = re.compile(r"AccessDenied|\(403\)|NoSuchBucket|InvalidAccessKeyId|SignatureDoesNotMatch")
+
+
 class S3Storage:
     """Storage in S3 through the AWS CLI, with bounded retries."""
 
@@ -123,7 +129,7 @@ class S3Storage:
                 return b""  # `aws s3 ls` exits 1, silently, when nothing matches
             if missing_ok and re.search(r"\(404\)|Not Found|NoSuchKey|does not exist", err):
                 return None
-            if re.search(r"AccessDenied|\(403\)|NoSuchBucket|InvalidAccessKeyId|SignatureDoesNotMatch|Unable to locate credentials", err):
+            if TERMINAL_CLI_ERRORS.search(err):
                 raise StorageError("aws %s %s failed: %s" % (args[0], args[1], err))
             if attempt == self.ATTEMPTS:
                 raise StorageError("aws %s %s failed after %d attempts: %s" % (args[0], args[1], attempt, err))

@@ -25,7 +25,7 @@ import {
   type MarketKind,
 } from '../types.js';
 import type { AwsClients } from './clients.js';
-import { awsCall, classifyAwsError, errorCode, quotaName } from './errors.js';
+import { awsCall, classifyAwsError, errorCode, quotaFix, quotaGroup, quotaName, requestIdOf } from './errors.js';
 import type { ImageResolver, ResolvedImage } from './image.js';
 import { preferLive, toInstanceRef } from './instance-ref.js';
 import type { SpotPrices } from './pricing.js';
@@ -161,6 +161,86 @@ function launchHint(err: ProviderError, req: LaunchRequest): ProviderError {
   return new TerminalError(`${err.message}; ${hint}`, { code: err.code, requestId: err.requestId, cause: err.cause });
 }
 
+/**
+ * What one refused RunInstances means for the rest of the ladder (EC2 API reference, error codes):
+ * - `capacity`: this rung has none now (InsufficientInstanceCapacity, SpotMaxPriceTooLow, ...);
+ * - `quota`: a quota shared by other rungs refused it; every rung in the same `bucket` is skipped
+ *   (vCPU quotas are per market and instance family group, spot requests per group, free addresses
+ *   per subnet, EBS storage per account), the others are still tried;
+ * - `unusable`: this rung can never launch as specified (`Unsupported`: the type is not offered in
+ *   that zone or market; an AMI architecture that does not match the type); skipped, not retried;
+ * - `no-spot`: the account cannot use spot at all yet (the spot service-linked role is missing and
+ *   the caller may not create it); every spot rung is skipped, on-demand rungs are tried;
+ * - `profile-not-ready`: IAM has not propagated a just-created instance profile (every rung shares it);
+ * - `fatal`: anything else, classified as usual.
+ */
+export type LaunchRefusal =
+  | { kind: 'capacity'; code: string }
+  | { kind: 'quota'; code: string; bucket: string; quota: string; fix: string }
+  | { kind: 'unusable'; code: string; why: string }
+  | { kind: 'no-spot'; code: string; why: string }
+  | { kind: 'profile-not-ready'; code: string; message: string }
+  | { kind: 'fatal'; error: ProviderError };
+
+const SPOT_ROLE_FIX =
+  'create the spot service-linked role once with `aws iam create-service-linked-role --aws-service-name spot.amazonaws.com` ' +
+  '(an administrator), or grant the controller iam:CreateServiceLinkedRole for spot.amazonaws.com (`runctl iam-policy` includes it)';
+
+/** Classifies a RunInstances failure on one rung; see LaunchRefusal. */
+export function classifyLaunchRefusal(err: unknown, rung: Rung, resources: ResourcesSpec, region: string): LaunchRefusal {
+  const code = errorCode(err) ?? '';
+  const message = String((err as { message?: unknown } | undefined)?.message ?? '');
+  const ctx = { service: 'ec2' as const, operation: 'RunInstances', region, instanceType: rung.instanceType, market: rung.market };
+  if (code === 'VcpuLimitExceeded' || code === 'InstanceLimitExceeded' || code === 'MaxSpotInstanceCountExceeded') {
+    const market = code === 'MaxSpotInstanceCountExceeded' ? 'spot' : rung.market;
+    const quota = quotaName(rung.instanceType, market);
+    return { kind: 'quota', code, bucket: `${market}:${quotaGroup(rung.instanceType)}`, quota, fix: quotaFix(quota, region) };
+  }
+  if (code === 'InsufficientFreeAddressesInSubnet') {
+    const subnet = resources.subnetId ?? (rung.zone ? `the default subnet of ${rung.zone}` : 'the default subnet');
+    return {
+      kind: 'quota',
+      code,
+      bucket: `subnet:${resources.subnetId ?? rung.zone ?? '*'}`,
+      quota: `free IP addresses in ${subnet}`,
+      fix: 'terminate unused instances or network interfaces in that subnet, or set spec.resources.subnetId to a larger subnet',
+    };
+  }
+  if (code === 'VolumeLimitExceeded' || code === 'MaxIOPSLimitExceeded') {
+    const quota = code === 'VolumeLimitExceeded' ? 'Storage for General Purpose SSD (gp3) volumes, in TiB' : 'IOPS for General Purpose SSD (gp3) volumes';
+    return {
+      kind: 'quota',
+      code,
+      bucket: 'ebs',
+      quota,
+      fix: `raise "${quota}" in Service Quotas for ${region} (service Amazon Elastic Block Store), delete unused volumes, or lower spec.resources.rootVolumeGiB`,
+    };
+  }
+  if (code === 'Unsupported') {
+    return { kind: 'unusable', code, why: message || `${rung.instanceType} is not supported here` };
+  }
+  if ((code === 'InvalidParameterValue' || code === 'InvalidParameterCombination') && /architecture/i.test(message)) {
+    return { kind: 'unusable', code, why: `${message} (spec.resources.image must match every type in spec.resources.instanceTypes, or the mismatched type is skipped)` };
+  }
+  if (code === 'AuthFailure.ServiceLinkedRoleCreationNotPermitted' && rung.market === 'spot') {
+    return { kind: 'no-spot', code, why: `${message || code}; to use spot: ${SPOT_ROLE_FIX}` };
+  }
+  if (code === 'InvalidParameterValue' && /Invalid IAM Instance Profile|iamInstanceProfile/i.test(message)) {
+    const profile = resources.iamInstanceProfile ?? '';
+    return {
+      kind: 'profile-not-ready',
+      code,
+      message:
+        `EC2 does not accept the instance profile "${profile}" (spec.resources.iamInstanceProfile): either it does not exist ` +
+        'in this account (create it: see `runctl iam-policy` and docs/aws.md), or it was created moments ago and IAM has not ' +
+        'propagated it to EC2 yet (that takes seconds, sometimes minutes); runctl keeps trying until spec.timeouts.provisioning',
+    };
+  }
+  const classified = classifyAwsError(err, ctx);
+  if (classified instanceof CapacityError) return { kind: 'capacity', code };
+  return { kind: 'fatal', error: classified };
+}
+
 /** Adopt the attempt's instance if one exists; otherwise launch on the first rung with capacity. */
 export async function launchAttempt(deps: LaunchDeps, req: LaunchRequest): Promise<LaunchResult> {
   const { clients } = deps;
@@ -176,15 +256,29 @@ export async function launchAttempt(deps: LaunchDeps, req: LaunchRequest): Promi
   const ladder = marketLadder(req.spec.resources);
   const exhausted = new Set(req.exhausted ?? []);
   // Rungs found empty earlier in this attempt are skipped, unless that leaves nothing: capacity returns.
-  const rungs = ladder.every((r) => exhausted.has(r.id)) ? ladder : ladder.filter((r) => !exhausted.has(r.id));
+  let rungs = ladder.every((r) => exhausted.has(r.id)) ? ladder : ladder.filter((r) => !exhausted.has(r.id));
+  // A rung whose RunInstances was sent before a crash goes first, with the same token: EC2 returns
+  // the instance it launched even while Describe does not show it yet (exactly-once across rungs).
+  const replay = req.inFlight ? rungs.find((r) => r.id === req.inFlight?.rung) : undefined;
+  if (replay) rungs = [replay, ...rungs.filter((r) => r !== replay)];
+
   const failures: string[] = [];
-  let spotQuotaReached = false;
-  const spotQuotas = new Set<string>();
+  const blocked = new Map<string, { quota: string; fix: string; code: string }>();
+  const unusable: string[] = [];
+  let noSpot: string | undefined;
+  let capacityRefusals = 0;
+  let quotaRefusals = 0;
 
   for (const rung of rungs) {
-    if (rung.market === 'spot' && spotQuotaReached) continue;
-    const input = runInstancesInput(req, rung, image, clientToken(req, req.controller, rung.id));
-    const ctx = { service: 'ec2' as const, operation: 'RunInstances', region: clients.region, instanceType: rung.instanceType, market: rung.market };
+    if (rung.market === 'spot' && noSpot) continue;
+    const bucket = quotaBuckets(rung, req.spec.resources).find((b) => blocked.has(b));
+    if (bucket) {
+      failures.push(`${rung.id}: skipped, ${blocked.get(bucket)?.quota} refused`);
+      continue;
+    }
+    const token = replay === rung && req.inFlight ? req.inFlight.token : clientToken(req, req.controller, rung.id);
+    await req.beforeRunInstances?.({ rung: rung.id, token });
+    const input = runInstancesInput(req, rung, image, token);
     try {
       const out = await clients.ec2.send(new RunInstancesCommand(input));
       const instance = out.Instances?.[0];
@@ -206,25 +300,61 @@ export async function launchAttempt(deps: LaunchDeps, req: LaunchRequest): Promi
           { code, cause: err },
         );
       }
-      const classified = classifyAwsError(err, ctx);
-      if (!(classified instanceof CapacityError)) throw launchHint(classified, req);
-      failures.push(`${rung.id}: ${code}`);
-      if (code === 'MaxSpotInstanceCountExceeded') {
-        spotQuotaReached = true;
-        spotQuotas.add(quotaName(rung.instanceType, 'spot'));
+      const refusal = classifyLaunchRefusal(err, rung, req.spec.resources, clients.region);
+      switch (refusal.kind) {
+        case 'fatal':
+          throw launchHint(refusal.error, req);
+        case 'profile-not-ready':
+          throw new CapacityError(withRequest(refusal.message, err), { code: refusal.code, cause: err, reason: 'InstanceProfileNotReady' });
+        case 'capacity':
+          capacityRefusals++;
+          failures.push(`${rung.id}: ${refusal.code}`);
+          break;
+        case 'quota':
+          quotaRefusals++;
+          blocked.set(refusal.bucket, refusal);
+          failures.push(`${rung.id}: ${refusal.code} (${refusal.quota})`);
+          break;
+        case 'unusable':
+          unusable.push(`${rung.id}: ${refusal.code}: ${refusal.why}`);
+          failures.push(`${rung.id}: ${refusal.code}`);
+          break;
+        case 'no-spot':
+          noSpot = refusal.why;
+          failures.push(`${rung.id}: ${refusal.code}`);
+          break;
       }
     }
   }
 
   const market = req.spec.resources.market;
+  if (capacityRefusals + quotaRefusals === 0) {
+    // Nothing that waiting can fix: every rung was unusable, or spot is impossible and spot is all the spec allows.
+    const why = [...unusable, ...(noSpot ? [`spot: ${noSpot}`] : [])];
+    throw new TerminalError(`no rung of the ladder can launch: ${why.join('; ')}`, {
+      code: noSpot && unusable.length === 0 ? 'AuthFailure.ServiceLinkedRoleCreationNotPermitted' : 'Unsupported',
+    });
+  }
   const advice =
     market === 'spot'
       ? 'runctl keeps retrying until timeouts.provisioning; to fall back to on-demand capacity set resources.market: spot-then-on-demand, or add instance types or zones'
       : 'runctl keeps retrying until timeouts.provisioning; adding instance types or availability zones widens the search';
-  const quota = spotQuotaReached
-    ? `; the spot request quota is reached: raise ${[...spotQuotas].map((q) => `"${q}"`).join(' and ')} in Service Quotas for ${clients.region}`
-    : '';
-  throw new CapacityError(`no capacity on any rung of the ladder (${failures.join('; ')})${quota}. ${advice}`, {
-    code: 'InsufficientInstanceCapacity',
+  const quotas = [...new Map([...blocked.values()].map((b) => [b.quota, b])).values()];
+  const quotaText = quotas.length ? `; quota refused: ${quotas.map((q) => `${q.quota} (${q.code}): to fix, ${q.fix}`).join('; ')}` : '';
+  const extra = [...unusable.map((u) => `; skipped for good: ${u}`), ...(noSpot ? [`; spot skipped: ${noSpot}`] : [])].join('');
+  const onlyQuota = quotaRefusals > 0 && capacityRefusals === 0;
+  throw new CapacityError(`no rung of the ladder could launch (${failures.join('; ')})${quotaText}${extra}. ${advice}`, {
+    code: onlyQuota ? quotas[0]?.code : 'InsufficientInstanceCapacity',
+    reason: onlyQuota ? 'QuotaExceeded' : 'InsufficientCapacity',
   });
+}
+
+/** Every quota bucket a rung draws from (see LaunchRefusal). */
+function quotaBuckets(rung: Rung, resources: ResourcesSpec): string[] {
+  return [`${rung.market}:${quotaGroup(rung.instanceType)}`, `subnet:${resources.subnetId ?? rung.zone ?? '*'}`, 'ebs'];
+}
+
+function withRequest(message: string, err: unknown): string {
+  const id = requestIdOf(err);
+  return id ? `${message} (request id ${id})` : message;
 }

@@ -4,7 +4,7 @@
 import { CapacityError, ProviderError, RetryableError, TerminalError } from '../types.js';
 
 export interface AwsCallContext {
-  service: 'ec2' | 'ssm' | 's3';
+  service: 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'servicequotas';
   /** API operation, e.g. `RunInstances`. */
   operation: string;
   region?: string;
@@ -66,13 +66,16 @@ export const CAPACITY_CODES = new Set([
   'SpotMaxPriceTooLow',
   'MaxSpotInstanceCountExceeded',
   'UnfulfillableCapacity',
-  // "Your requested instance type is not supported in your requested Availability Zone".
-  'Unsupported',
 ]);
 
-const QUOTA_CODES = new Set([
+/**
+ * Quotas: the account (or a subnet) is out of something that frees up when other instances or
+ * volumes go away. EC2 user guide: terminated instances count against the limits for a while.
+ */
+export const QUOTA_CODES = new Set([
   'VcpuLimitExceeded',
   'InstanceLimitExceeded',
+  'MaxSpotInstanceCountExceeded',
   'VolumeLimitExceeded',
   'MaxIOPSLimitExceeded',
   'ResourceLimitExceeded',
@@ -155,24 +158,45 @@ export function isTransient(err: unknown): boolean {
 }
 
 function instanceFamily(type: string | undefined): string | undefined {
-  return type?.match(/^([a-z]+)\d/i)?.[1]?.toLowerCase();
+  return type?.match(/^([a-z]+(?:-[a-z0-9]+)?)\d/i)?.[1]?.toLowerCase() ?? type?.match(/^([a-z]+)/i)?.[1]?.toLowerCase();
 }
 
-/** The Service Quotas name that limits this instance type, as shown in the console. */
-export function quotaName(instanceType: string | undefined, market: 'spot' | 'on-demand' | undefined): string {
+/**
+ * The EC2 vCPU quota group ("instance bucket") of an instance type, as Service Quotas names them:
+ * Standard (A, C, D, H, I, M, R, T, Z), G and VT, P, F, X, Inf, DL, Trn, HPC, High Memory. The
+ * longer prefixes are matched first (`inf` before `i`, `dl` before `d`, `trn` before `t`, `hpc`
+ * before `h`). Source: EC2 user guide, "On-Demand Instance quotas".
+ */
+export function quotaGroup(instanceType: string | undefined): string {
   const family = instanceFamily(instanceType) ?? '';
   const groups: [RegExp, string][] = [
-    [/^(g|vt)/, 'G and VT'],
-    [/^p/, 'P'],
     [/^inf/, 'Inf'],
     [/^trn/, 'Trn'],
     [/^dl/, 'DL'],
+    [/^hpc/, 'HPC'],
+    [/^(g|vt)/, 'G and VT'],
+    [/^p/, 'P'],
     [/^f/, 'F'],
     [/^x/, 'X'],
     [/^u/, 'High Memory'],
   ];
-  const group = groups.find(([re]) => re.test(family))?.[1] ?? 'Standard (A, C, D, H, I, M, R, T, Z)';
+  return groups.find(([re]) => re.test(family))?.[1] ?? 'Standard (A, C, D, H, I, M, R, T, Z)';
+}
+
+/** The Service Quotas name that limits this instance type, as shown in the console. */
+export function quotaName(instanceType: string | undefined, market: 'spot' | 'on-demand' | undefined): string {
+  const group = quotaGroup(instanceType);
   return market === 'spot' ? `All ${group} Spot Instance Requests` : `Running On-Demand ${group} instances`;
+}
+
+/** How to raise a named EC2 quota: where it is in the console, and the CLI calls that find and raise it. */
+export function quotaFix(quota: string, region: string | undefined): string {
+  const where = region ? ` for ${region}` : '';
+  return (
+    `raise "${quota}" in Service Quotas${where} (console: Service Quotas > AWS services > Amazon EC2; or ` +
+    `\`aws service-quotas list-service-quotas --service-code ec2 --query "Quotas[?QuotaName=='${quota}'].QuotaCode"\` ` +
+    'then `aws service-quotas request-service-quota-increase --service-code ec2 --quota-code <code> --desired-value <vCPUs>`)'
+  );
 }
 
 function describe(ctx: AwsCallContext): string {

@@ -278,6 +278,21 @@ function doctorStatements(bucket: string, role: string, state?: { bucket: string
   ];
 }
 
+/** The actions of the AWS managed policy AmazonSSMManagedInstanceCore that Run Command needs on the instance. */
+export const SSM_CORE_ACTIONS: string[] = [
+  'ssm:UpdateInstanceInformation',
+  'ssmmessages:CreateControlChannel',
+  'ssmmessages:CreateDataChannel',
+  'ssmmessages:OpenControlChannel',
+  'ssmmessages:OpenDataChannel',
+  'ec2messages:AcknowledgeMessage',
+  'ec2messages:DeleteMessage',
+  'ec2messages:FailMessage',
+  'ec2messages:GetEndpoint',
+  'ec2messages:GetMessages',
+  'ec2messages:SendReply',
+];
+
 /** What the agent on the instance needs: SSM to receive the install command, storage, and its secrets. */
 export function instancePolicy(opts: PolicyOptions = {}): PolicyDocument {
   const { bucket, prefix } = validate(opts);
@@ -286,19 +301,7 @@ export function instancePolicy(opts: PolicyOptions = {}): PolicyDocument {
       // The actions of the AWS managed policy AmazonSSMManagedInstanceCore that Run Command needs.
       Sid: 'SsmManagedInstance',
       Effect: 'Allow',
-      Action: [
-        'ssm:UpdateInstanceInformation',
-        'ssmmessages:CreateControlChannel',
-        'ssmmessages:CreateDataChannel',
-        'ssmmessages:OpenControlChannel',
-        'ssmmessages:OpenDataChannel',
-        'ec2messages:AcknowledgeMessage',
-        'ec2messages:DeleteMessage',
-        'ec2messages:FailMessage',
-        'ec2messages:GetEndpoint',
-        'ec2messages:GetMessages',
-        'ec2messages:SendReply',
-      ],
+      Action: [...SSM_CORE_ACTIONS],
       Resource: '*',
     },
     ...s3Statements(bucket, prefix, 'Storage', true),

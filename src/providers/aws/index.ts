@@ -10,6 +10,8 @@ import {
   type AttemptKey,
   type BundlePruneResult,
   type CheckpointManifest,
+  type DoctorCheck,
+  type DoctorTarget,
   type DeployReport,
   type DeployRequest,
   type InstanceObservation,
@@ -24,8 +26,9 @@ import {
 import { pruneBundles } from './bundles.js';
 import { chainRegion, createClients, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
 import { deployAgent, stopRequest, type DeployOutcome } from './deploy.js';
+import type { DoctorClients } from './doctor/clients.js';
 import { launchAttempt } from './ec2-launch.js';
-import { awsCall, errorCode } from './errors.js';
+import { awsCall, errorCode, requestIdOf } from './errors.js';
 import { ImageResolver } from './image.js';
 import { checkImage } from './image-check.js';
 import { describeOwnedInstances, groupByRun } from './observe.js';
@@ -68,6 +71,9 @@ export interface AwsProviderOptions {
 
 export const DEFAULT_CONTROLLER = 'default';
 
+/** How long after its launch an instance EC2 calls unknown is taken as not yet visible rather than gone. */
+export const TERMINATE_VISIBILITY_MS = 5 * 60_000;
+
 export class AwsProvider implements Provider {
   readonly name = 'aws';
   readonly pollIntervalMs: number;
@@ -77,6 +83,8 @@ export class AwsProvider implements Provider {
   private readonly regions = new Set<string>();
   private readonly instanceRegion = new Map<string, string>();
   private readonly online = new Set<string>();
+  /** Launch times of instances this process launched or saw (ISO), for terminate's visibility window. */
+  private readonly launchedAt = new Map<string, string>();
   private readonly statusCache = new Map<string, { etag?: string; status: AgentStatus }>();
   private readonly images = new ImageResolver();
   private readonly prices = new SpotPrices();
@@ -84,6 +92,7 @@ export class AwsProvider implements Provider {
   private readonly specByRun = new Map<string, RunSpec>();
   private readonly knownObjects = new Set<string>();
   private defaultRegion?: Promise<string>;
+  private readonly doctorClients = new Map<string, DoctorClients>();
 
   constructor(private readonly opts: AwsProviderOptions = {}) {
     this.pollIntervalMs = opts.pollIntervalMs ?? 15_000;
@@ -143,7 +152,11 @@ export class AwsProvider implements Provider {
     for (const region of this.regions) {
       const clients = this.clientsFor(region);
       const instances = await describeOwnedInstances(clients, this.controller, this.opts.describePageSize);
-      for (const i of instances) if (i.InstanceId) this.instanceRegion.set(i.InstanceId, region);
+      for (const i of instances) {
+        if (!i.InstanceId) continue;
+        this.instanceRegion.set(i.InstanceId, region);
+        if (i.LaunchTime) this.launchedAt.set(i.InstanceId, i.LaunchTime.toISOString());
+      }
       // SSM is asked only about running instances not yet seen Online: none in steady state.
       const unknown = instances
         .filter((i) => i.State?.Name === 'running' && i.InstanceId && !this.online.has(i.InstanceId))
@@ -168,6 +181,7 @@ export class AwsProvider implements Provider {
     const clients = this.clientsFor(region);
     const result = await launchAttempt({ clients, images: this.images, prices: this.prices }, req);
     this.instanceRegion.set(result.instance.id, region);
+    this.launchedAt.set(result.instance.id, result.instance.launchedAt);
     return result;
   }
 
@@ -240,13 +254,29 @@ export class AwsProvider implements Provider {
     await storage.putText(controlKey(key), JSON.stringify(stopRequest(key, 'spot-rehearsal')));
   }
 
-  async terminate(instanceId: string): Promise<void> {
+  /**
+   * TerminateInstances. `InvalidInstanceID.NotFound` means "already gone" only for an instance
+   * launched more than TERMINATE_VISIBILITY_MS ago: right after RunInstances, EC2 may not know the
+   * id yet (EC2 API reference, "Eventual consistency"), and a terminated instance stays visible
+   * (and terminable, as a no-op) for about an hour. Within the window it is a RetryableError, so
+   * the reconciler's pending terminate is replayed instead of leaving the instance running.
+   */
+  async terminate(instanceId: string, opts: { launchedAt?: string } = {}): Promise<void> {
     const region = this.instanceRegion.get(instanceId) ?? (await this.regionFor());
     const clients = this.clientsFor(region);
     try {
       await clients.ec2.send(new TerminateInstancesCommand({ InstanceIds: [instanceId] }));
     } catch (err) {
-      if (errorCode(err) === 'InvalidInstanceID.NotFound') return;
+      if (errorCode(err) === 'InvalidInstanceID.NotFound') {
+        const launchedAt = opts.launchedAt ?? this.launchedAt.get(instanceId);
+        const age = launchedAt ? Date.now() - Date.parse(launchedAt) : Number.POSITIVE_INFINITY;
+        if (!(age < TERMINATE_VISIBILITY_MS)) return;
+        throw new RetryableError(
+          `EC2 does not know ${instanceId} yet (InvalidInstanceID.NotFound ${Math.round(age / 1000)}s after its launch: EC2 is ` +
+            'eventually consistent); terminating it is retried',
+          { code: 'InvalidInstanceID.NotFound', requestId: requestIdOf(err), cause: err },
+        );
+      }
       await awsCall({ service: 'ec2', operation: 'TerminateInstances', region }, () => Promise.reject(err));
     }
     this.online.delete(instanceId);
@@ -298,6 +328,32 @@ export class AwsProvider implements Provider {
     return [...offered, ...findings.map(({ path, severity, message, orAt }) => ({ path, severity, message, ...(orAt ? { orAt } : {}) }))];
   }
 
+  /**
+   * `runctl doctor`: credentials, storage (with one probe object, deleted), instance profile and its
+   * role (IAM policy simulator), image, subnets, spot service-linked role and vCPU quotas for these
+   * runs. The IAM, STS and Service Quotas clients are loaded only here.
+   */
+  async doctor(targets: DoctorTarget[]): Promise<DoctorCheck[]> {
+    const [{ runDoctor }, { createDoctorClients }] = await Promise.all([import('./doctor/index.js'), import('./doctor/clients.js')]);
+    return runDoctor(
+      {
+        clientsFor: (region) => this.clientsFor(region),
+        doctorClientsFor: (region) => {
+          let c = this.doctorClients.get(region);
+          if (!c) {
+            c = createDoctorClients(region, this.clientOpts);
+            this.doctorClients.set(region, c);
+          }
+          return c;
+        },
+        regionFor: (spec) => this.regionFor(spec),
+        images: this.images,
+        defaultStorage: this.opts.defaultStorage,
+      },
+      targets,
+    );
+  }
+
   /** Delete code bundles in the spec's storage that no run references any more (runctl's own bundles/ prefix only). */
   async pruneBundles(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult> {
     return pruneBundles(await this.storageFor(spec), referenced, opts.minAgeMs);
@@ -310,6 +366,12 @@ export class AwsProvider implements Provider {
       clients.s3.destroy();
     }
     this.clientsByRegion.clear();
+    for (const c of this.doctorClients.values()) {
+      c.iam.destroy();
+      c.sts.destroy();
+      c.quotas.destroy();
+    }
+    this.doctorClients.clear();
   }
 }
 

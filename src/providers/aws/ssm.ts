@@ -6,7 +6,7 @@ import {
   GetCommandInvocationCommand,
   SendCommandCommand,
 } from '@aws-sdk/client-ssm';
-import { RetryableError, TerminalError } from '../types.js';
+import { ProviderError, RetryableError, TerminalError } from '../types.js';
 import type { AwsClients } from './clients.js';
 import { awsCall, errorCode } from './errors.js';
 import { DeadlineExceeded, pollUntil } from './retry.js';
@@ -14,28 +14,51 @@ import { DeadlineExceeded, pollUntil } from './retry.js';
 /** DescribeInstanceInformation accepts at most 50 ids per InstanceIds filter page. */
 const IDS_PER_CALL = 50;
 
-/** The subset of `instanceIds` whose SSM agent reports PingStatus Online. */
+/**
+ * The subset of `instanceIds` whose SSM agent reports PingStatus Online. SSM answers the whole
+ * call with `InvalidInstanceId` when any id is shutting down or terminated (SSM API reference,
+ * DescribeInstanceInformation): such an instance is going away, not a fault, so the chunk is asked
+ * again id by id and the refused ids are simply not Online.
+ */
 export async function onlineInstances(clients: AwsClients, instanceIds: string[]): Promise<Set<string>> {
   const online = new Set<string>();
   for (let i = 0; i < instanceIds.length; i += IDS_PER_CALL) {
     const chunk = instanceIds.slice(i, i + IDS_PER_CALL);
-    let nextToken: string | undefined;
-    do {
-      const out = await awsCall({ service: 'ssm', operation: 'DescribeInstanceInformation', region: clients.region }, () =>
-        clients.ssm.send(
-          new DescribeInstanceInformationCommand({
-            Filters: [{ Key: 'InstanceIds', Values: chunk }],
-            MaxResults: 50,
-            NextToken: nextToken,
-          }),
-        ),
-      );
-      for (const info of out.InstanceInformationList ?? []) {
-        if (info.InstanceId && info.PingStatus === 'Online') online.add(info.InstanceId);
+    try {
+      for (const id of await onlineAmong(clients, chunk)) online.add(id);
+    } catch (err) {
+      if (!(err instanceof ProviderError) || err.code !== 'InvalidInstanceId') throw err;
+      if (chunk.length === 1) continue;
+      for (const id of chunk) {
+        try {
+          for (const ok of await onlineAmong(clients, [id])) online.add(ok);
+        } catch (inner) {
+          if (!(inner instanceof ProviderError) || inner.code !== 'InvalidInstanceId') throw inner;
+        }
       }
-      nextToken = out.NextToken;
-    } while (nextToken);
+    }
   }
+  return online;
+}
+
+async function onlineAmong(clients: AwsClients, chunk: string[]): Promise<string[]> {
+  const online: string[] = [];
+  let nextToken: string | undefined;
+  do {
+    const out = await awsCall({ service: 'ssm', operation: 'DescribeInstanceInformation', region: clients.region }, () =>
+      clients.ssm.send(
+        new DescribeInstanceInformationCommand({
+          Filters: [{ Key: 'InstanceIds', Values: chunk }],
+          MaxResults: 50,
+          NextToken: nextToken,
+        }),
+      ),
+    );
+    for (const info of out.InstanceInformationList ?? []) {
+      if (info.InstanceId && info.PingStatus === 'Online') online.push(info.InstanceId);
+    }
+    nextToken = out.NextToken;
+  } while (nextToken);
   return online;
 }
 

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { agentInstallScript, attemptDir, shQuote } from '../../../src/providers/aws/agent-script.js';
-import { classifyAwsError, quotaName } from '../../../src/providers/aws/errors.js';
+import { classifyAwsError, quotaGroup, quotaName } from '../../../src/providers/aws/errors.js';
 import { marketLadder } from '../../../src/providers/aws/ec2-launch.js';
 import { backoffDelay, BoundedRetryStrategy } from '../../../src/providers/aws/retry.js';
 import { CapacityError, RetryableError, TerminalError } from '../../../src/providers/types.js';
@@ -35,7 +35,8 @@ describe('classifyAwsError', () => {
     ['SpotMaxPriceTooLow', 400, CapacityError],
     ['MaxSpotInstanceCountExceeded', 400, CapacityError],
     ['UnfulfillableCapacity', 400, CapacityError],
-    ['Unsupported', 400, CapacityError],
+    // Outside the ladder nothing retries an unsupported configuration; the ladder skips that rung (launch-faults.test.ts).
+    ['Unsupported', 400, TerminalError],
     ['VcpuLimitExceeded', 400, TerminalError],
     ['InstanceLimitExceeded', 400, TerminalError],
     ['UnauthorizedOperation', 403, TerminalError],
@@ -63,6 +64,14 @@ describe('classifyAwsError', () => {
     expect(quotaName('p4d.24xlarge', 'spot')).toBe('All P Spot Instance Requests');
     expect(quotaName('m7i.large', 'on-demand')).toBe('Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances');
     expect(quotaName('trn1.32xlarge', 'on-demand')).toBe('Running On-Demand Trn instances');
+  });
+
+  it('puts each instance family in its Service Quotas group, longer prefixes first', () => {
+    expect(
+      ['inf2.xlarge', 'i4i.large', 'dl1.24xlarge', 'd3.xlarge', 'trn1.2xlarge', 't3.micro', 'hpc7g.4xlarge', 'h1.2xlarge', 'vt1.3xlarge', 'g6e.xlarge', 'p5.48xlarge', 'f1.2xlarge', 'x2idn.16xlarge', 'u-6tb1.metal', 'c7gn.large'].map(
+        quotaGroup,
+      ),
+    ).toEqual(['Inf', 'Standard (A, C, D, H, I, M, R, T, Z)', 'DL', 'Standard (A, C, D, H, I, M, R, T, Z)', 'Trn', 'Standard (A, C, D, H, I, M, R, T, Z)', 'HPC', 'Standard (A, C, D, H, I, M, R, T, Z)', 'G and VT', 'G and VT', 'P', 'F', 'X', 'High Memory', 'Standard (A, C, D, H, I, M, R, T, Z)']);
   });
 
   it('says how to fix credentials instead of only repeating AWS', () => {

@@ -216,24 +216,6 @@ describe('launch', () => {
     expect(clientToken(key, 'controller-with-a-long-name', 'on-demand/p4d.24xlarge/us-east-1a')).not.toBe(token);
   });
 
-  it('stops at a quota error with a message naming the quota to raise', async () => {
-    const { provider, recorder, controller } = rig.provider();
-    rig.fleet.injectFault({
-      kind: 'error',
-      service: 'ec2',
-      action: 'RunInstances',
-      status: 400,
-      code: 'VcpuLimitExceeded',
-      message: 'You have requested more vCPU capacity than your current vCPU limit of 0 allows.',
-    });
-    const err = await provider.launch(request(controller, awsSpec(rig.bucket, { resources: { market: 'on-demand' } }))).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(TerminalError);
-    expect((err as Error).message).toMatch(/Running On-Demand G and VT instances/);
-    expect((err as TerminalError).requestId).toMatch(/^fleet-/);
-    expect((err as Error).message).toContain((err as TerminalError).requestId);
-    expect(recorder.count('ec2', 'RunInstances', 'attempts')).toBe(1);
-  });
-
   it('stops at a denied launch with a message naming the missing permission', async () => {
     const { provider, controller } = rig.provider();
     rig.fleet.injectFault({

@@ -2,8 +2,10 @@
 // out-of-band terminations reported as what they are.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statusKey } from '../../../src/agent/layout.js';
-import type { AgentStatus, LaunchRequest } from '../../../src/providers/types.js';
-import { awsSpec, startRig, type AwsRig } from './harness.js';
+import { waitForOnline } from '../../../src/providers/aws/ssm.js';
+import { RetryableError, type AgentStatus, type LaunchRequest } from '../../../src/providers/types.js';
+import { ec2Errors } from '../../support/fleet/ec2-errors.js';
+import { awsSpec, REGION, startRig, type AwsRig } from './harness.js';
 
 let rig: AwsRig;
 beforeAll(async () => {
@@ -48,6 +50,28 @@ describe('observe', () => {
       expect(obs?.map((o) => [o.instance.id, o.state, o.ready])).toEqual([[instance.id, 'running', false]]);
     } finally {
       remove();
+    }
+  });
+
+  it('an instance SSM calls invalid (going away) is not ready, and the pass still reports every other instance (issue 11, fault 6)', async () => {
+    const { provider, controller } = rig.provider();
+    const spec = awsSpec(rig.bucket);
+    const going = await provider.launch({ run: 'going', generation: 1, attempt: 1, controller, spec });
+    const staying = await provider.launch({ run: 'staying', generation: 1, attempt: 1, controller, spec });
+    rig.fleet.injectFault(ec2Errors.ssmInstanceGoingAway([going.instance.id]));
+    try {
+      const ready = await until(async () => {
+        const obs = await provider.observe(['going', 'staying']);
+        return obs.get('staying')?.[0]?.ready ? obs : undefined;
+      }, 'the other instance Online');
+      expect(ready.get('going')?.map((o) => [o.instance.id, o.state, o.ready])).toEqual([[going.instance.id, 'running', false]]);
+      expect(ready.get('staying')?.map((o) => o.instance.id)).toEqual([staying.instance.id]);
+      // Deploy's wait for Online treats it as "not yet", retryable, never as a fatal error.
+      const err = await waitForOnline(provider.clientsFor(REGION), going.instance.id, Date.now() + 500, 100).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RetryableError);
+      expect((err as RetryableError).code).toBe('SsmNotOnline');
+    } finally {
+      rig.fleet.clearFaults();
     }
   });
 

@@ -1,7 +1,10 @@
 // SSM Run Command through the real client against the fleet simulator: commands sent before the
 // instance registers are retried, real exit codes come back, undeliverable and failing commands
 // are classified; and the simulator's IMDS insists on IMDSv2 tokens like EC2 with HttpTokens required.
+import fs from 'node:fs';
+import { GetCommandInvocationCommand } from '@aws-sdk/client-ssm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AwsClients } from '../../../src/providers/aws/clients.js';
 import { commandFailure, runShellScript, waitForOnline } from '../../../src/providers/aws/ssm.js';
 import { RetryableError, TerminalError } from '../../../src/providers/types.js';
 import { awsSpec, REGION, startRig, type AwsRig } from './harness.js';
@@ -55,6 +58,46 @@ describe('SSM commands', () => {
     expect((err as RetryableError).code).toBe('InvalidInstanceId');
   });
 });
+
+describe('when a command is finished (issue 11, fault 10)', () => {
+  it('like SSM, not while a background child still holds stdout: such a command never finishes, one that detaches its stdio does', async () => {
+    const { clients, id } = await launched('ssm-pipes');
+    const pidFile = `/tmp/runctl-fleet-holder-${id}`;
+    // The shell exits at once, but `sleep` keeps a copy of the command's stdout.
+    const holding = await runShellScript(clients, id, `sleep 600 & echo $! > ${pidFile}; echo started`, {
+      comment: 'holds the pipe',
+      deadline: Date.now() + 3_000,
+      executionTimeoutSeconds: 600,
+      pollMs: 200,
+    }).catch((e: unknown) => e);
+    expect(holding).toBeInstanceOf(RetryableError);
+    expect((holding as RetryableError).code).toBe('CommandTimeout');
+    const inv = rig.fleet.instances.get(id)?.invocations.at(-1);
+    expect(inv?.status).toBe('InProgress');
+
+    // Once the holder lets go, the command is finished with the shell's exit code.
+    process.kill(Number(fs.readFileSync(pidFile, 'utf8').trim()), 'SIGKILL');
+    const done = await runShellScriptResult(clients, inv?.commandId as string, id);
+    expect(done).toMatchObject({ Status: 'Success', ResponseCode: 0, StandardOutputContent: 'started\n' });
+
+    const detached = await runShellScript(clients, id, 'sleep 600 </dev/null >/dev/null 2>&1 & echo started', {
+      comment: 'detaches',
+      deadline: Date.now() + 60_000,
+      executionTimeoutSeconds: 600,
+      pollMs: 200,
+    });
+    expect(detached).toMatchObject({ status: 'Success', exitCode: 0, stdout: 'started\n' });
+  });
+});
+
+/** GetCommandInvocation until the command is no longer InProgress (a state, not a time). */
+async function runShellScriptResult(clients: AwsClients, commandId: string, instanceId: string) {
+  for (;;) {
+    const out = await clients.ssm.send(new GetCommandInvocationCommand({ CommandId: commandId, InstanceId: instanceId }));
+    if (out.Status !== 'InProgress') return out;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 describe('fleet IMDS', () => {
   it('serves metadata only with a token from PUT /latest/api/token, and the spot notice once delivered', async () => {

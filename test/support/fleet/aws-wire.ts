@@ -140,3 +140,40 @@ export function patchStateReason(xml: string, instanceId: string, code: string, 
   }
   return out;
 }
+
+/**
+ * A DescribeInstances response without the reservations that hold any of `hidden`: what EC2 answers
+ * in the seconds after RunInstances, before a new instance is visible (EC2 API reference, "Eventual
+ * consistency"). runctl launches one instance per reservation, so dropping the reservation drops
+ * exactly that instance.
+ */
+export function withoutInstances(xml: string, hidden: ReadonlySet<string>): string {
+  const open = xml.indexOf('<reservationSet>');
+  if (open < 0 || hidden.size === 0) return xml;
+  const tokens = /<item>|<\/item>|<\/reservationSet>/g;
+  tokens.lastIndex = open;
+  const ranges: [number, number][] = [];
+  let depth = 0;
+  let start = -1;
+  for (let m = tokens.exec(xml); m; m = tokens.exec(xml)) {
+    if (m[0] === '</reservationSet>') {
+      if (depth === 0) break;
+      continue;
+    }
+    if (m[0] === '<item>') {
+      if (depth === 0) start = m.index;
+      depth++;
+    } else if (--depth === 0) {
+      ranges.push([start, m.index + m[0].length]);
+    }
+  }
+  let out = '';
+  let at = 0;
+  for (const [from, to] of ranges) {
+    const ids = instanceIdsInXml(xml.slice(from, to));
+    if (!ids.some((id) => hidden.has(id))) continue;
+    out += xml.slice(at, from);
+    at = to;
+  }
+  return out + xml.slice(at);
+}

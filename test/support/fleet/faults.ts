@@ -8,8 +8,24 @@ export type FaultRule =
   | { kind: 'insufficient-capacity'; instanceTypes: string[]; market?: 'spot' | 'on-demand' }
   /** Every spot RunInstances fails the way EC2 says "no spot capacity". */
   | { kind: 'spot-unavailable' }
-  /** Any error, for the next `times` matching calls (all of them when omitted). */
-  | { kind: 'error'; service: 'ec2' | 'ssm' | 's3'; action: string; status: number; code: string; message?: string; times?: number };
+  /**
+   * Any error, for the next `times` matching calls (all of them when omitted); an `action` ending
+   * in * is a prefix. For RunInstances, `instanceTypes` and `market` narrow it to some rungs (a
+   * quota of one instance family, say).
+   */
+  | {
+      kind: 'error';
+      service: 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'servicequotas';
+      action: string;
+      status: number;
+      code: string;
+      message?: string;
+      times?: number;
+      instanceTypes?: string[];
+      market?: 'spot' | 'on-demand';
+      /** Calls naming instances (EC2 TerminateInstances, SSM DescribeInstanceInformation, ...): only those naming one of these. */
+      instanceIds?: string[];
+    };
 
 interface ActiveRule {
   rule: FaultRule;
@@ -95,7 +111,12 @@ export class Faults {
           return errorResponse('ec2', 500, 'InsufficientInstanceCapacity', 'There is no Spot capacity available that matches your request.');
         }
         case 'error': {
-          if (req.service !== rule.service || req.action !== rule.action) break;
+          // An action ending in * matches by prefix (S3 actions are `METHOD /bucket/key`).
+          const actionMatches = rule.action.endsWith('*') ? req.action.startsWith(rule.action.slice(0, -1)) : req.action === rule.action;
+          if (req.service !== rule.service || !actionMatches) break;
+          if (rule.instanceTypes && !rule.instanceTypes.includes(req.params.InstanceType ?? '')) break;
+          if (rule.market && rule.market !== (req.params['InstanceMarketOptions.MarketType'] === 'spot' ? 'spot' : 'on-demand')) break;
+          if (rule.instanceIds && !namedInstances(req).some((id) => rule.instanceIds?.includes(id))) break;
           if (rule.times !== undefined && state.used >= rule.times) break;
           state.used++;
           this.count(`error:${rule.code}`);
@@ -105,4 +126,16 @@ export class Faults {
     }
     return undefined;
   }
+}
+
+/** Instance ids a request names: EC2 `InstanceId.N` parameters, SSM `InstanceIds` and `InstanceIds` filters. */
+function namedInstances(req: AwsRequest): string[] {
+  if (req.service === 'ssm') {
+    const json = req.json ?? {};
+    const filters = (json.Filters as { Key?: string; Values?: string[] }[] | undefined) ?? [];
+    return [...((json.InstanceIds as string[] | undefined) ?? []), ...filters.filter((f) => f.Key === 'InstanceIds').flatMap((f) => f.Values ?? [])];
+  }
+  return Object.entries(req.params)
+    .filter(([k]) => /^InstanceId\.\d+$/.test(k))
+    .map(([, v]) => v);
 }

@@ -17,7 +17,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { motoQuery } from '../moto.js';
-import { errorResponse, instanceIdsInXml, jsonResponse, listParam, parseRequest, patchStateReason, type AwsRequest, type WireError } from './aws-wire.js';
+import { errorResponse, instanceIdsInXml, jsonResponse, listParam, parseRequest, patchStateReason, withoutInstances, type AwsRequest, type WireError } from './aws-wire.js';
 import { AccountModel } from './account.js';
 import { Faults, type FaultRule } from './faults.js';
 import { Imds, type ImdsInstance } from './imds.js';
@@ -79,6 +79,15 @@ export interface Fleet {
   whenTerminated(instanceId: string): Promise<void>;
   /** Terminate as someone outside runctl would (console, another script): no spot reason. */
   terminateOutOfBand(instanceId: string): Promise<void>;
+  /**
+   * EC2's eventual consistency after RunInstances: until undone, an instance launched less than
+   * `ms` ago is missing from DescribeInstances, as EC2 may for a few seconds. (Other calls naming
+   * it can be made to answer `InvalidInstanceID.NotFound` with `ec2Errors.terminateNotFound`.)
+   * Returns the undo.
+   */
+  hideNewInstances(ms: number): () => void;
+  /** Instances moto holds in a live state (pending, running, stopping, stopped), optionally for one run tag. */
+  liveInMoto(run?: string): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -116,6 +125,12 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const account = new AccountModel(opts.motoUrl);
   const imds = new Imds((id) => instances.get(id));
   const terminationWaiters = new Map<string, (() => void)[]>();
+  // RunInstances idempotency as EC2 documents it (moto ignores ClientToken): a repeated token with
+  // the same parameters returns the original reservation; with other parameters, a mismatch error.
+  const clientTokens = new Map<string, { params: string; status: number; headers: http.IncomingHttpHeaders; body: Buffer }>();
+  let hideWindowMs = 0;
+  const hiddenNow = (): Set<string> =>
+    new Set([...instances.values()].filter((i) => hideWindowMs > 0 && Date.now() - i.launchedAt.getTime() < hideWindowMs).map((i) => i.id));
   const timers = new Set<NodeJS.Timeout>();
 
   const imdsServer = http.createServer((req, res) => {
@@ -169,6 +184,11 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         ...filters.filter((f) => f.Key === 'InstanceIds').flatMap((f) => f.Values ?? []),
         ...legacy.filter((f) => f.key === 'InstanceIds').flatMap((f) => f.valueSet ?? []),
       ];
+      // Like SSM: an id that is shutting down or terminated makes the whole call InvalidInstanceId.
+      const gone = ids.filter((id) => instances.get(id)?.state === 'terminated');
+      if (gone.length > 0) {
+        return errorResponse('ssm', 400, 'InvalidInstanceId', `Instances [${gone.join(', ')}] not in a valid state for account 123456789012`);
+      }
       const list = [...instances.values()]
         .filter((i) => isOnline(i) && (ids.length === 0 || ids.includes(i.id)))
         .map((i) => ({
@@ -298,6 +318,19 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         record.ms = Date.now() - record.at;
       });
 
+      const token = aws.service === 'ec2' && aws.action === 'RunInstances' ? aws.params.ClientToken : undefined;
+      const tokenKey = token ? JSON.stringify(Object.entries(aws.params).filter(([k]) => k !== 'ClientToken').sort()) : '';
+      const earlier = token ? clientTokens.get(token) : undefined;
+      if (earlier) {
+        if (earlier.params !== tokenKey) {
+          const wire = errorResponse('ec2', 400, 'IdempotentParameterMismatch', `The client token you have provided is associated with a resource that is already deleted or has different parameters. Please use a different client token.`);
+          record.status = wire.status;
+          return sendWire(res, wire);
+        }
+        record.status = earlier.status;
+        res.writeHead(earlier.status, { ...earlier.headers, 'content-length': String(earlier.body.length) });
+        return res.end(earlier.body);
+      }
       const fault = faults.match(aws);
       if (fault) {
         record.status = fault.status;
@@ -321,9 +354,16 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
       let payload = upstream.body;
       if (upstream.status === 200 && aws.service === 'ec2') {
         const xml = payload.toString('utf8');
-        if (aws.action === 'RunInstances') registerLaunch(aws, xml);
+        if (aws.action === 'RunInstances') {
+          registerLaunch(aws, xml);
+          if (token) {
+            const headers = { ...upstream.headers };
+            delete headers['transfer-encoding'];
+            clientTokens.set(token, { params: tokenKey, status: upstream.status, headers, body: payload });
+          }
+        }
         if (aws.action === 'TerminateInstances') for (const id of listParam(aws.params, 'InstanceId')) markTerminated(id, false);
-        if (aws.action === 'DescribeInstances') payload = Buffer.from(patchDescribe(xml), 'utf8');
+        if (aws.action === 'DescribeInstances') payload = Buffer.from(withoutInstances(patchDescribe(xml), hiddenNow()), 'utf8');
         if (aws.action === 'DescribeImages') payload = Buffer.from(account.patchDescribeImages(xml), 'utf8');
       }
       if (upstream.status === 200 && aws.service === 'ssm' && aws.action === 'SendCommand') startCommand(aws, payload);
@@ -395,6 +435,26 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     async terminateOutOfBand(instanceId) {
       await terminateInMoto(instanceId);
       markTerminated(instanceId, false);
+    },
+
+    hideNewInstances(ms) {
+      hideWindowMs = ms;
+      return () => {
+        hideWindowMs = 0;
+      };
+    },
+
+    async liveInMoto(run) {
+      const params: Record<string, string> = {
+        Action: 'DescribeInstances',
+        'Filter.1.Name': 'instance-state-name',
+        'Filter.1.Value.1': 'pending',
+        'Filter.1.Value.2': 'running',
+        'Filter.1.Value.3': 'stopping',
+        'Filter.1.Value.4': 'stopped',
+      };
+      if (run) Object.assign(params, { 'Filter.2.Name': 'tag:runctl:run', 'Filter.2.Value.1': run });
+      return instanceIdsInXml(await motoQuery(opts.motoUrl, 'ec2', params, region));
     },
 
     async close() {

@@ -4,7 +4,8 @@
 // well-defined rewrites: runctl's instance root (/opt/runctl) moves into the sandbox, and the
 // IMDS address points at this instance's loopback IMDS. Every process started for the instance
 // carries RUNCTL_FLEET_INSTANCE in its environment, so "terminating the instance" can find and
-// kill all of them, detached agents and their jobs included.
+// kill all of them, detached agents and their jobs included. As with SSM, a command ends when its
+// stdout and stderr close (every process holding them has let go), not when the shell exits.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -88,8 +89,10 @@ export function runInSandbox(opts: {
     inv.status = code === 0 ? 'Success' : 'Failed';
     inv.endedAt = new Date();
   };
-  // 'exit' rather than 'close': a detached child that kept a copy of the pipes must not hold the command open.
-  child.on('exit', (code) => setTimeout(() => finish(code), 50));
+  // Like the SSM agent, a command is finished when its output streams close, not when the shell
+  // exits: a background child that kept a copy of stdout or stderr holds the command InProgress
+  // (until executionTimeout), exactly as on EC2. runctl's agent must detach its stdio to return.
+  child.on('close', (code) => finish(code));
   child.on('error', (err) => {
     inv.stderr += String(err);
     finish(127);
