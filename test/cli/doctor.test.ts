@@ -131,6 +131,7 @@ beforeAll(async () => {
   write('zone', 'dr-zone', { zones: '[us-east-1a, us-east-1g]' });
   write('spot-role', 'dr-spot-role', { market: 'spot' });
   write('quota', 'dr-quota', { types: '[g5.xlarge]', market: 'on-demand' });
+  write('quota-fallback', 'dr-quota-fallback', { types: '[g5.xlarge, t3.micro]', market: 'on-demand' });
 }, 120_000);
 
 afterAll(async () => {
@@ -293,6 +294,14 @@ describe('runctl doctor', () => {
       expect(await objectsUnder(BUCKET, 'runs/')).toEqual([]);
     }, 120_000);
   }
+
+  it('warns, and exits 0, when a quota rules out one rung but the ladder has another', async () => {
+    const out = await runctl('doctor', 'runs/quota-fallback');
+    expect(out.status, out.stdout + out.stderr).toBe(0);
+    expect(out.lines.filter((l) => /^(warn|fail) /.test(l))).toEqual([
+      'warn quota L-DB2E81BA Running On-Demand G and VT instances: 0 vCPUs in us-east-1; g5.xlarge needs 4: those rungs are never launched, the ladder moves on to the others — fix: request at least 4 vCPUs: aws service-quotas request-service-quota-increase --service-code ec2 --quota-code L-DB2E81BA --desired-value 4 --region us-east-1',
+    ]);
+  }, 120_000);
 
   it('exits 2 on a usage error', async () => {
     expect((await runctl('doctor', '-o', 'yaml')).status).toBe(2);
