@@ -35,6 +35,8 @@ export interface AgentConfig {
    */
   signalScope: 'main' | 'group';
   gracePeriodSeconds: number;
+  /** spec.timeouts.stall: no job output for this many seconds stops the job and fails the attempt (Stalled). */
+  stallSeconds?: number;
   /** IMDSv2-compatible base URL, e.g. http://169.254.169.254 */
   imdsUrl: string;
   heartbeatSeconds: number;

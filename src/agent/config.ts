@@ -71,6 +71,7 @@ export function renderAgentConfig(input: AgentConfigInput): AgentConfig {
     noticePollSeconds: input.noticePollSeconds ?? 2,
   };
   if (spec.setup !== undefined) config.setup = spec.setup;
+  if (spec.timeouts.stall !== undefined) config.stallSeconds = seconds(spec.timeouts.stall, 'timeouts.stall');
   const region = input.region ?? spec.resources.region;
   if (region !== undefined) config.region = region;
   if (input.s3EndpointUrl !== undefined) config.s3EndpointUrl = input.s3EndpointUrl;

@@ -95,14 +95,14 @@ function instanceGone(status: RunStatus, ctx: RunSnapshot['context'], obs: Obser
 export function failureMessage(agent: AgentStatus): string {
   const own = agent.message?.trim();
   const saysHowItEnded = own !== undefined && /(exited with code -?\d+|disappeared without (writing )?an exit code)$/.test(own);
-  const head = saysHowItEnded
+  const head = saysHowItEnded || (agent.reason && own)
     ? `${own}${agent.phase === 'lost' ? ' (lost)' : ''}`
     : agent.phase === 'lost'
       ? 'the job process vanished without an exit code (lost)'
       : agent.exitCode === undefined && own
         ? own
         : `the job exited with code ${agent.exitCode ?? 'unknown'}`;
-  const extra = own && !saysHowItEnded && head !== own ? ` (${own})` : '';
+  const extra = own && !saysHowItEnded && !agent.reason && head !== own ? ` (${own})` : '';
   const tail = agent.logTail?.length ? `; last output:\n${agent.logTail.join('\n')}` : '';
   return `${head} on attempt ${agent.attempt}${extra}${tail}`;
 }

@@ -16,6 +16,7 @@ export const DURATION_BOUNDS: ReadonlyArray<{ path: Segment[]; min: number; max:
   { path: ['spec', 'timeouts', 'provisioning'], min: SECOND, max: DAY },
   { path: ['spec', 'timeouts', 'installing'], min: SECOND, max: DAY },
   { path: ['spec', 'timeouts', 'training'], min: SECOND, max: 30 * DAY },
+  { path: ['spec', 'timeouts', 'stall'], min: SECOND, max: 7 * DAY },
   { path: ['spec', 'rehearsal', 'interruptAfter'], min: SECOND, max: 30 * DAY },
 ];
 

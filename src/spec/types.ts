@@ -92,6 +92,8 @@ export interface TimeoutsSpec {
   provisioning: string;
   installing: string;
   training: string;
+  /** No job output for this long fails the attempt with reason Stalled; unset: never. */
+  stall?: string;
 }
 
 export interface BudgetSpec {

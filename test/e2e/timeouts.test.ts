@@ -85,6 +85,30 @@ function trainingByAttempt(events: RunEvent[]): Map<number, number> {
   return out;
 }
 
+describe('spec.timeouts.stall', () => {
+  it('fails a job that goes silent with reason Stalled, retried once (maxRetriesOnError), with the log tail', async () => {
+    const run = testRun('hung', {
+      code: { path: './code', exclude: [] },
+      // The usual hang: a collective operation that never returns, after some progress.
+      run: 'python3 -c "print(\'step=1\', flush=True); print(\'waiting for all_reduce from rank 3\', flush=True)"; sleep 3600',
+      checkpoints: { syncInterval: '1s', gracePeriod: '2s' },
+      timeouts: { provisioning: '1m', installing: '1m', training: '10m', stall: '3s' },
+      recovery: { maxInterruptions: 5, maxRetriesOnError: 1 },
+    });
+    const w = await world([run]);
+    const summary = await w.controller().runUntilSettled();
+    const status = summary.statuses.find((s) => s.run === 'hung') as RunStatus;
+    expect(status.phase).toBe('Failed');
+    expect(status.attempt).toBe(2);
+    expect(status.errorRetries).toBe(1);
+    const failed = status.conditions.find((c) => c.type === 'Failed');
+    expect(failed?.reason).toBe('Stalled');
+    expect(failed?.message).toMatch(/^the job printed nothing for 3s \(spec\.timeouts\.stall\) and was stopped; look for a hang .* on attempt 2; last output:\nstep=1\nwaiting for all_reduce from rank 3\n/);
+    expect(failed?.message).toContain('spec.recovery.maxRetriesOnError is 1');
+    expect(status.conditions.find((c) => c.type === 'Retrying')?.message).toContain('last: the job printed nothing for 3s');
+  }, 180_000);
+});
+
 describe('spec.timeouts.training', () => {
   it('bounds training summed over attempts: interrupted after ~8 s twice, a 20 s limit ends attempt 3 early, across a controller restart', async () => {
     const run = testRun('capped', {

@@ -52,7 +52,7 @@ const everyField: DeepRequired<TrainingRun> = {
     },
     checkpoints: { dir: '/opt/runctl/checkpoints', storage: 's3://my-bucket/runctl', syncInterval: '5m', keep: 3, signal: 'SIGTERM', signalScope: 'main', gracePeriod: '90s' },
     recovery: { maxInterruptions: 20, maxRetriesOnError: 1, seedFromPreviousGeneration: false },
-    timeouts: { provisioning: '15m', installing: '30m', training: '48h' },
+    timeouts: { provisioning: '15m', installing: '30m', training: '48h', stall: '30m' },
     budget: { maxCostUSD: 250 },
     suspend: false,
     rehearsal: { interruptAfter: '10m' },
@@ -75,6 +75,7 @@ const OPTIONAL_PATHS = [
   'spec.resources.subnetId',
   'spec.checkpoints.storage',
   'spec.budget.maxCostUSD',
+  'spec.timeouts.stall',
 ];
 const OPTIONAL_PROJECT_PATHS = ['defaults.region', 'defaults.storage', 'defaults.profile', 'defaults.iamInstanceProfile', 'state'];
 

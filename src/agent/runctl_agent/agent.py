@@ -98,6 +98,7 @@ class Agent:
         self.faults = Faults(lambda items: self.set_status(faults=items or None), log)
         self.sync_failures = 0
         self.restarted_at = None
+        self.stalled = None
         self.storage = open_storage(cfg, log)
         self.joblog = JobLog(self.state, self.storage, self.attempt_prefix, self.redact_bytes, log)
         self.checkpoints = Checkpoints(cfg, self.storage, self.state, self.key, log, self.job_log_note,
@@ -483,7 +484,14 @@ class Agent:
         return Child(name, popen.pid, start_time, exit_path, popen)
 
     def wait_child(self, child):
-        """Wait for the child to end or a stop request. Returns (exit code or None, stopped?)."""
+        """Wait for the child to end or a stop request. Returns (exit code or None, stopped?).
+
+        spec.timeouts.stall is watched here, on the instance: the controller may be offline for
+        hours, and only the agent sees the job's output as it is written. A training job whose
+        output has not grown for stallSeconds is stopped like a controller stop (signal, grace
+        period, SIGKILL); self.stalled tells supervise() to fail the attempt as Stalled."""
+        stall = self.cfg.get("stallSeconds") if child.name == "job" else None
+        last_size, last_change = self.joblog.output_size(), time.monotonic()
         while True:
             if self.stop_event.wait(0.1):
                 self.stop_child(child)
@@ -492,21 +500,33 @@ class Agent:
                 code = child.exit_code()
                 self.reap_stragglers(child)
                 return code, False
+            if stall:
+                size = self.joblog.output_size()
+                if size != last_size:
+                    last_size, last_change = size, time.monotonic()
+                elif time.monotonic() - last_change >= stall:
+                    self.stalled = stall
+                    self.stop_child(child, "no output for %ss (spec.timeouts.stall)" % _num(stall))
+                    return child.exit_code(), False
 
-    def stop_child(self, child):
+    def stop_child(self, child, why=None):
+        """Signal the job, wait the grace period, then SIGKILL its group. `why` (a stall) stops it
+        without a stop request and without changing the phase."""
         req = self.stop_request
-        self.set_status(phase="interrupting" if req.kind == "interrupt" else "stopping", message=req.message)
+        if why is None:
+            self.set_status(phase="interrupting" if req.kind == "interrupt" else "stopping", message=req.message)
         sig = getattr(signal, self.cfg["signal"])
         if child.running():
+            reason = why or req.message
             sent = send_job_signal(child.pgid, sig, self.cfg.get("signalScope") or "main", self.log)
-            self.log("%s (%s)" % (sent, req.message))
-            self.job_log_note("%s (%s)" % (sent, req.message))
-            deadline, why = self.grace_deadline(req)
+            self.log("%s (%s)" % (sent, reason))
+            self.job_log_note("%s (%s)" % (sent, reason))
+            deadline, ends = self.grace_deadline(req)
             while child.running() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if child.running():
-                self.log("%s; killing process group %d" % (why, child.pgid))
-                self.job_log_note("%s; killing the job" % why)
+                self.log("%s; killing process group %d" % (ends, child.pgid))
+                self.job_log_note("%s; killing the job" % ends)
                 signal_group(child.pgid, signal.SIGKILL)
                 while child.running():
                     time.sleep(0.05)
@@ -518,7 +538,7 @@ class Agent:
         FINAL_SYNC_MARGIN_SECONDS before the termination time the notice gives."""
         grace = self.cfg["gracePeriodSeconds"]
         why = "grace period of %ss over" % grace
-        if req.terminate_at is None or req.terminate_at <= time.time():
+        if req is None or req.terminate_at is None or req.terminate_at <= time.time():
             # No time given, or one already past (a skewed clock): the grace period alone decides.
             return time.monotonic() + grace, why
         upload = self.checkpoints.final_wait_seconds(self.checkpoints.pending_bytes())
@@ -582,6 +602,12 @@ class Agent:
             if code != 0:
                 self.report_crash_on_notice(code)
             return self.finish_stopped(exit_code=code)
+        if self.stalled:
+            return self.finish(
+                "failed", exitCode=code, reason="Stalled",
+                message="the job printed nothing for %ss (spec.timeouts.stall) and was stopped; look for a hang (a collective "
+                        "operation waiting on a dead peer, a data-loader deadlock), or raise spec.timeouts.stall if it is "
+                        "legitimately quiet that long" % _num(self.stalled))
         if code is None:
             return self.finish("lost", message="the job (pid %d) disappeared without writing an exit code" % self.child.pid)
         if code == 0:
@@ -624,7 +650,7 @@ class Agent:
             self.set_status(phase="interrupting" if req.kind == "interrupt" else "stopping", message=req.message)
         return self.finish(phase, exitCode=exit_code, message=req.message)
 
-    def finish(self, phase, exitCode=None, message=None):
+    def finish(self, phase, exitCode=None, message=None, reason=None):
         """Final logs, final status, result.json; then the pid and marker files go."""
         self.threads_stop.set()
         self.sync_stop.set()
@@ -642,9 +668,16 @@ class Agent:
                 self.status["exitCode"] = exitCode
             if message:
                 self.status["message"] = message
+            if reason:
+                self.status["reason"] = reason
             final = self.publish_status()
         atomic_write(self.p("result.json"), json_bytes(final))
         for name in ("job.json", "setup.json", "job.pid", "setup.pid", "job.pgid", "job.exit", "setup.exit",
                      "logs.cursor", "checkpoints.json", "restore", "staging"):
             remove_quietly(self.p(name))
         return 0
+
+
+def _num(seconds):
+    """90 for 90.0, 1.5 for 1.5: seconds as a person writes them."""
+    return ("%d" % seconds) if float(seconds).is_integer() else ("%g" % seconds)

@@ -67,6 +67,8 @@ def load_config(path):
     need("imdsUrl", str, lambda v: v.startswith("http://") or v.startswith("https://"), "an http:// URL")
     need("heartbeatSeconds", (int, float), positive, "a positive number")
     need("noticePollSeconds", (int, float), positive, "a positive number")
+    if cfg.get("stallSeconds") is not None:
+        need("stallSeconds", (int, float), positive, "a positive number")
     optional("s3EndpointUrl", str, "a URL")
     optional("ssmEndpointUrl", str, "a URL")
     optional("region", str, "a region name")

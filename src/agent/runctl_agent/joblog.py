@@ -83,6 +83,11 @@ class JobLog:
         self.attempt_prefix = attempt_prefix
         self.redact_bytes = redact_bytes
         self.log = log
+        self.noted_bytes = 0
+
+    def output_size(self):
+        """Bytes the job (setup, command) wrote to job.log, the agent's own notes left out."""
+        return self.size() - self.noted_bytes
 
     def note(self, text):
         """Append an agent line to job.log (so the shipped log tells the attempt's story), on a
@@ -94,8 +99,9 @@ class JobLog:
                 if f.tell() > 0:
                     f.seek(-1, os.SEEK_END)
                     glued = f.read(1) not in (b"\n", b"")
-                line = "%s%s %s %s\n" % ("\n" if glued else "", NOTE_PREFIX, now_iso(), text)
-                f.write(line.encode("utf-8"))
+                line = ("%s%s %s %s\n" % ("\n" if glued else "", NOTE_PREFIX, now_iso(), text)).encode("utf-8")
+                f.write(line)
+                self.noted_bytes += len(line)
         except OSError:
             pass
 

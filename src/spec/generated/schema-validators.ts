@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 export const validateTrainingRun = validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}}}},"setup":{"description":"Shell command for the installing phase (run once per instance, before training), e.g. pip install -r requirements.txt. Leave out if there is nothing to install.","type":"string","minLength":1},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
+const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}}}},"setup":{"description":"Shell command for the installing phase (run once per instance, before training), e.g. pip install -r requirements.txt. Leave out if there is nothing to install.","type":"string","minLength":1},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"},"stall":{"description":"A job that prints nothing for this long fails the attempt with reason Stalled (counted against recovery.maxRetriesOnError), between 1s and 7d. Unset: never.","$ref":"#/$defs/duration"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
 const schema32 = {"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"};
 const schema33 = {"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"};
 const schema34 = {"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"};
@@ -1376,7 +1376,7 @@ if(data44.training === undefined){
 data44.training = "48h";
 }
 for(const key13 in data44){
-if(!(((key13 === "provisioning") || (key13 === "installing")) || (key13 === "training"))){
+if(!((((key13 === "provisioning") || (key13 === "installing")) || (key13 === "training")) || (key13 === "stall"))){
 const err102 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err102];
@@ -1456,9 +1456,11 @@ vErrors.push(err108);
 }
 errors++;
 }
-}
-else {
-const err109 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data44.stall !== undefined){
+let data48 = data44.stall;
+if(typeof data48 === "string"){
+if(!pattern18.test(data48)){
+const err109 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err109];
 }
@@ -1467,11 +1469,9 @@ vErrors.push(err109);
 }
 errors++;
 }
-let data48 = data6.budget;
-if(data48 && typeof data48 == "object" && !Array.isArray(data48)){
-for(const key14 in data48){
-if(!(key14 === "maxCostUSD")){
-const err110 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"};
+}
+else {
+const err110 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err110];
 }
@@ -1481,11 +1481,9 @@ vErrors.push(err110);
 errors++;
 }
 }
-if(data48.maxCostUSD !== undefined){
-let data49 = data48.maxCostUSD;
-if((typeof data49 == "number") && (isFinite(data49))){
-if(data49 > 1000000 || isNaN(data49)){
-const err111 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000000},message:"must be <= 1000000"};
+}
+else {
+const err111 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err111];
 }
@@ -1494,8 +1492,11 @@ vErrors.push(err111);
 }
 errors++;
 }
-if(data49 <= 0 || isNaN(data49)){
-const err112 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
+let data49 = data6.budget;
+if(data49 && typeof data49 == "object" && !Array.isArray(data49)){
+for(const key14 in data49){
+if(!(key14 === "maxCostUSD")){
+const err112 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err112];
 }
@@ -1505,8 +1506,11 @@ vErrors.push(err112);
 errors++;
 }
 }
-else {
-const err113 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/type",keyword:"type",params:{type: "number"},message:"must be number"};
+if(data49.maxCostUSD !== undefined){
+let data50 = data49.maxCostUSD;
+if((typeof data50 == "number") && (isFinite(data50))){
+if(data50 > 1000000 || isNaN(data50)){
+const err113 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000000},message:"must be <= 1000000"};
 if(vErrors === null){
 vErrors = [err113];
 }
@@ -1515,10 +1519,8 @@ vErrors.push(err113);
 }
 errors++;
 }
-}
-}
-else {
-const err114 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data50 <= 0 || isNaN(data50)){
+const err114 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
 if(vErrors === null){
 vErrors = [err114];
 }
@@ -1527,8 +1529,9 @@ vErrors.push(err114);
 }
 errors++;
 }
-if(typeof data6.suspend !== "boolean"){
-const err115 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+}
+else {
+const err115 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/type",keyword:"type",params:{type: "number"},message:"must be number"};
 if(vErrors === null){
 vErrors = [err115];
 }
@@ -1537,11 +1540,10 @@ vErrors.push(err115);
 }
 errors++;
 }
-if(data6.rehearsal !== undefined){
-let data51 = data6.rehearsal;
-if(data51 && typeof data51 == "object" && !Array.isArray(data51)){
-if(data51.interruptAfter === undefined){
-const err116 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
+}
+}
+else {
+const err116 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err116];
 }
@@ -1550,9 +1552,8 @@ vErrors.push(err116);
 }
 errors++;
 }
-for(const key15 in data51){
-if(!(key15 === "interruptAfter")){
-const err117 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
+if(typeof data6.suspend !== "boolean"){
+const err117 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
 if(vErrors === null){
 vErrors = [err117];
 }
@@ -1561,12 +1562,11 @@ vErrors.push(err117);
 }
 errors++;
 }
-}
-if(data51.interruptAfter !== undefined){
-let data52 = data51.interruptAfter;
-if(typeof data52 === "string"){
-if(!pattern18.test(data52)){
-const err118 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(data6.rehearsal !== undefined){
+let data52 = data6.rehearsal;
+if(data52 && typeof data52 == "object" && !Array.isArray(data52)){
+if(data52.interruptAfter === undefined){
+const err118 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
 if(vErrors === null){
 vErrors = [err118];
 }
@@ -1575,9 +1575,9 @@ vErrors.push(err118);
 }
 errors++;
 }
-}
-else {
-const err119 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+for(const key15 in data52){
+if(!(key15 === "interruptAfter")){
+const err119 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err119];
 }
@@ -1587,9 +1587,11 @@ vErrors.push(err119);
 errors++;
 }
 }
-}
-else {
-const err120 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data52.interruptAfter !== undefined){
+let data53 = data52.interruptAfter;
+if(typeof data53 === "string"){
+if(!pattern18.test(data53)){
+const err120 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err120];
 }
@@ -1599,9 +1601,8 @@ vErrors.push(err120);
 errors++;
 }
 }
-}
 else {
-const err121 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err121 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err121];
 }
@@ -1613,12 +1614,36 @@ errors++;
 }
 }
 else {
-const err122 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err122 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err122];
 }
 else {
 vErrors.push(err122);
+}
+errors++;
+}
+}
+}
+else {
+const err123 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err123];
+}
+else {
+vErrors.push(err123);
+}
+errors++;
+}
+}
+}
+else {
+const err124 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err124];
+}
+else {
+vErrors.push(err124);
 }
 errors++;
 }
@@ -1628,14 +1653,14 @@ return errors === 0;
 validate20.evaluated = {"props":true,"dynamicProps":false,"dynamicItems":false};
 
 export const validateProject = validate21;
-const schema52 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/project.schema.json","title":"runctl.yaml","description":"Project-wide settings for runctl, in runctl.yaml at the repository root. Every field is optional.","type":"object","additionalProperties":false,"properties":{"defaults":{"description":"Values used by aws runs that leave the matching spec field out.","type":"object","default":{},"additionalProperties":false,"properties":{"region":{"description":"AWS region for runs without spec.resources.region, e.g. us-east-1.","$ref":"#/$defs/region"},"storage":{"description":"Storage for runs without spec.checkpoints.storage: s3://bucket/prefix (a file:/// URL applies to local runs only).","$ref":"#/$defs/storageUri"},"profile":{"description":"Named profile from ~/.aws/config used by the controller; without it, the standard AWS credential chain applies.","$ref":"#/$defs/awsProfile"},"iamInstanceProfile":{"description":"Instance profile (name or ARN) for runs without spec.resources.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"}}},"state":{"description":"s3://bucket/prefix for shared controller state (status, events, leases), so CI and a control host can coordinate. Without it, state lives in .runctl/ next to this file.","$ref":"#/$defs/s3Uri"},"prune":{"description":"true terminates and forgets runs whose spec was deleted from the repository; false (the default) only reports them.","type":"boolean","default":false}},"$defs":{"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"},"s3Uri":{"description":"s3://bucket/prefix.","type":"string","pattern":"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"},"awsProfile":{"description":"A named profile from ~/.aws/config: letters, digits, '_', '.', '+', '@' and '-'.","type":"string","pattern":"^[A-Za-z0-9_.+@-]+$"}}};
-const schema53 = {"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"};
-const schema54 = {"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"};
-const schema55 = {"description":"A named profile from ~/.aws/config: letters, digits, '_', '.', '+', '@' and '-'.","type":"string","pattern":"^[A-Za-z0-9_.+@-]+$"};
-const schema56 = {"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"};
-const schema57 = {"description":"s3://bucket/prefix.","type":"string","pattern":"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"};
-const pattern26 = new RegExp("^[A-Za-z0-9_.+@-]+$", "u");
-const pattern28 = new RegExp("^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$", "u");
+const schema53 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/project.schema.json","title":"runctl.yaml","description":"Project-wide settings for runctl, in runctl.yaml at the repository root. Every field is optional.","type":"object","additionalProperties":false,"properties":{"defaults":{"description":"Values used by aws runs that leave the matching spec field out.","type":"object","default":{},"additionalProperties":false,"properties":{"region":{"description":"AWS region for runs without spec.resources.region, e.g. us-east-1.","$ref":"#/$defs/region"},"storage":{"description":"Storage for runs without spec.checkpoints.storage: s3://bucket/prefix (a file:/// URL applies to local runs only).","$ref":"#/$defs/storageUri"},"profile":{"description":"Named profile from ~/.aws/config used by the controller; without it, the standard AWS credential chain applies.","$ref":"#/$defs/awsProfile"},"iamInstanceProfile":{"description":"Instance profile (name or ARN) for runs without spec.resources.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"}}},"state":{"description":"s3://bucket/prefix for shared controller state (status, events, leases), so CI and a control host can coordinate. Without it, state lives in .runctl/ next to this file.","$ref":"#/$defs/s3Uri"},"prune":{"description":"true terminates and forgets runs whose spec was deleted from the repository; false (the default) only reports them.","type":"boolean","default":false}},"$defs":{"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"},"s3Uri":{"description":"s3://bucket/prefix.","type":"string","pattern":"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"},"awsProfile":{"description":"A named profile from ~/.aws/config: letters, digits, '_', '.', '+', '@' and '-'.","type":"string","pattern":"^[A-Za-z0-9_.+@-]+$"}}};
+const schema54 = {"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"};
+const schema55 = {"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"};
+const schema56 = {"description":"A named profile from ~/.aws/config: letters, digits, '_', '.', '+', '@' and '-'.","type":"string","pattern":"^[A-Za-z0-9_.+@-]+$"};
+const schema57 = {"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"};
+const schema58 = {"description":"s3://bucket/prefix.","type":"string","pattern":"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"};
+const pattern27 = new RegExp("^[A-Za-z0-9_.+@-]+$", "u");
+const pattern29 = new RegExp("^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$", "u");
 
 function validate21(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="https://runctl.dev/schema/project.schema.json" */;
@@ -1734,7 +1759,7 @@ errors++;
 if(data0.profile !== undefined){
 let data3 = data0.profile;
 if(typeof data3 === "string"){
-if(!pattern26.test(data3)){
+if(!pattern27.test(data3)){
 const err6 = {instancePath:instancePath+"/defaults/profile",schemaPath:"#/$defs/awsProfile/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_.+@-]+$"},message:"must match pattern \""+"^[A-Za-z0-9_.+@-]+$"+"\""};
 if(vErrors === null){
 vErrors = [err6];
@@ -1795,7 +1820,7 @@ errors++;
 if(data.state !== undefined){
 let data5 = data.state;
 if(typeof data5 === "string"){
-if(!pattern28.test(data5)){
+if(!pattern29.test(data5)){
 const err11 = {instancePath:instancePath+"/state",schemaPath:"#/$defs/s3Uri/pattern",keyword:"pattern",params:{pattern: "^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"},message:"must match pattern \""+"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"+"\""};
 if(vErrors === null){
 vErrors = [err11];
