@@ -2,6 +2,8 @@
 // src/agent/config.ts from a run's spec; the same document for every provider.
 export interface AgentConfig {
   run: string;
+  /** The run incarnation; absent for a run recorded before uids (storage prefix without it). */
+  uid?: string;
   generation: number;
   attempt: number;
   /** True when a checkpoint may exist to resume from (attempt > 1, or seeded). */

@@ -77,6 +77,7 @@ export function renderAgentConfig(input: AgentConfigInput): AgentConfig {
   if (input.s3EndpointUrl !== undefined) config.s3EndpointUrl = input.s3EndpointUrl;
   if (input.ssmEndpointUrl !== undefined) config.ssmEndpointUrl = input.ssmEndpointUrl;
   if (input.seedGeneration !== undefined) config.seedGeneration = input.seedGeneration;
+  if (key.uid !== undefined) config.uid = key.uid;
   return config;
 }
 

@@ -3,6 +3,8 @@
 // `file:///abs/dir`) and always use forward slashes.
 //
 //   bundles/<sha256>.tar.gz                          content-addressed code bundles
+//   runs/<run>/<uid>/g<gen>/…                        one run incarnation (uid: src/state/identity.ts);
+//                                                    a run recorded before uids has no <uid>/ level:
 //   runs/<run>/g<gen>/a<attempt>/status.json         agent heartbeat/status (AgentStatus)
 //   runs/<run>/g<gen>/a<attempt>/control.json        controller -> agent requests (StopRequest)
 //   runs/<run>/g<gen>/a<attempt>/logs/<seq>.log      log segments, 8-digit seq, append-only
@@ -16,12 +18,20 @@ export function bundleKey(sha256: string): string {
   return `bundles/${sha256}.tar.gz`;
 }
 
-export function generationPrefix(run: string, generation: number): string {
-  return `runs/${run}/g${generation}`;
+/**
+ * `runs/<run>/<uid>` for a run incarnation, `runs/<run>` for a run recorded before uids (uid
+ * undefined). The agent applies the same rule (runctl_agent/config.py run_prefix).
+ */
+export function runPrefix(run: string, uid?: string): string {
+  return uid ? `runs/${run}/${uid}` : `runs/${run}`;
+}
+
+export function generationPrefix(run: string, generation: number, uid?: string): string {
+  return `${runPrefix(run, uid)}/g${generation}`;
 }
 
 export function attemptPrefix(key: AttemptKey): string {
-  return `${generationPrefix(key.run, key.generation)}/a${key.attempt}`;
+  return `${generationPrefix(key.run, key.generation, key.uid)}/a${key.attempt}`;
 }
 
 export function statusKey(key: AttemptKey): string {
@@ -36,12 +46,12 @@ export function logsPrefix(key: AttemptKey): string {
   return `${attemptPrefix(key)}/logs/`;
 }
 
-export function checkpointsPrefix(run: string, generation: number): string {
-  return `${generationPrefix(run, generation)}/checkpoints/`;
+export function checkpointsPrefix(run: string, generation: number, uid?: string): string {
+  return `${generationPrefix(run, generation, uid)}/checkpoints/`;
 }
 
-export function manifestKey(run: string, generation: number, id: string): string {
-  return `${checkpointsPrefix(run, generation)}${id}/${MANIFEST_NAME}`;
+export function manifestKey(run: string, generation: number, id: string, uid?: string): string {
+  return `${checkpointsPrefix(run, generation, uid)}${id}/${MANIFEST_NAME}`;
 }
 
 /** Checkpoint and log segment ids are zero-padded so lexical order is numeric order. */

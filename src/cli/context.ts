@@ -4,7 +4,7 @@ import path from 'node:path';
 import { createProviderRegistry, type ProviderRegistry } from '../providers/registry.js';
 import { parseDuration } from '../spec/duration.js';
 import { formatDiagnostic, hasErrors, type Diagnostic } from '../spec/diagnostics.js';
-import { findRepoRoot } from '../spec/files.js';
+import { findRepoRoot, PROJECT_FILE } from '../spec/files.js';
 import { loadProjectConfig } from '../spec/project.js';
 import type { ProjectConfig } from '../spec/types.js';
 import { FileStore } from '../state/file-store.js';
@@ -95,10 +95,22 @@ export async function cliContext(opts: CommonOptions, overrides: CliOverrides = 
   };
 }
 
-/** Prints problems with runctl.yaml; true when any is an error (the command must not go on). */
+/**
+ * Prints problems with runctl.yaml (each naming file, line, column and field); true when any is an
+ * error, and then says that the command refuses to act: runctl.yaml names the state store and the
+ * defaults, so going on without it could act on the wrong state (issue 10, point 10).
+ */
 export function reportProjectProblems(ctx: CliContext): boolean {
   for (const d of ctx.projectDiagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
-  return hasErrors(ctx.projectDiagnostics);
+  const failed = hasErrors(ctx.projectDiagnostics);
+  if (failed) {
+    const file = ctx.projectDiagnostics.find((d) => d.severity === 'error')?.file ?? PROJECT_FILE;
+    process.stderr.write(
+      `runctl: ${file} is invalid, so nothing was done: it names the state store and the defaults, and acting without them ` +
+        'could act on the wrong runs; fix the errors above (`runctl validate` checks it) and run again\n',
+    );
+  }
+  return failed;
 }
 
 /** A store for reading only (status, describe, logs, plan): never takes the lock or a lease. */
@@ -218,6 +230,10 @@ class DeferredStore implements StateStore {
   }
   async readEvents(run: string): Promise<RunEvent[]> {
     return (await this.inner).readEvents(run);
+  }
+  async replaceUnreadableStatus(status: RunStatus): Promise<string | undefined> {
+    const inner = await this.inner;
+    return inner.replaceUnreadableStatus ? inner.replaceUnreadableStatus(status) : undefined;
   }
 }
 

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { requireStatus, RunNotFoundError } from '../reconciler/operations.js';
 import type { RunSpec } from '../spec/types.js';
+import { eventsOfIncarnation } from '../state/identity.js';
 import { colorsFor, renderDescribe } from '../ui/index.js';
 import { addCommonOptions, cliContext, readOnlyStore, type CommonOptions } from './context.js';
 
@@ -15,7 +16,8 @@ export function register(program: Command): void {
     const store = readOnlyStore(ctx);
     try {
       const status = await requireStatus(store, run);
-      const events = await store.readEvents(run);
+      // Only this incarnation's: a cut-short deletion can leave a predecessor's events in the log.
+      const events = eventsOfIncarnation(status.uid, await store.readEvents(run));
       process.stdout.write(
         renderDescribe({ status, events, spec: specSummary(status.spec), now: Date.now(), colors: colorsFor(process.stdout, process.env) }),
       );

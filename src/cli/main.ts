@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { quietOnClosedOutput } from './closed-output.js';
 import { commands } from './commands.js';
+import { StateCorruptError } from '../state/event-log.js';
 import { UsageError } from './errors.js';
 
 export function buildProgram(): Command {
@@ -30,6 +31,11 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof UsageError) {
       if (err.message) process.stderr.write(`runctl: ${err.message}\n`);
       return err.exitCode;
+    }
+    // A damaged state file: the message names the file and what to do; a stack trace would not help.
+    if (err instanceof StateCorruptError) {
+      process.stderr.write(`runctl: ${err.message}\n`);
+      return 1;
     }
     throw err;
   }

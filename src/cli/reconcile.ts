@@ -222,7 +222,9 @@ function shortPath(file: string, root: string): string {
 
 function finish(summary: Summary, once: boolean): number {
   const invalid = summary.diagnostics.some((d) => d.severity === 'error');
-  if (summary.statuses.length === 0 && !invalid) {
+  // Already printed as notices while reconciling; repeated last so they are not lost in the output.
+  for (const u of summary.unreadable) process.stderr.write(`${u.run}: ${u.message}\n`);
+  if (summary.statuses.length === 0 && !invalid && summary.unreadable.length === 0) {
     process.stdout.write('No TrainingRuns found. Add one to runs/ (see runs/quickstart.yaml).\n');
   }
   if (summary.failed.length > 0) {
@@ -236,6 +238,7 @@ function finish(summary: Summary, once: boolean): number {
     process.stderr.write('runctl: some spec files are invalid (see above); their runs were not changed\n');
     return 1;
   }
+  if (summary.unreadable.length > 0) return 1;
   if (!once) {
     const done = summary.statuses.map((s) => `${s.run} ${s.phase.toLowerCase()}`).join(', ');
     if (done) process.stdout.write(`All runs settled: ${done}.\n`);

@@ -6,6 +6,13 @@ import type { RunSpec } from '../spec/types.js';
 /** Identifies one attempt of one generation of one run; instances are tagged with all of it. */
 export interface AttemptKey {
   run: string;
+  /**
+   * The run incarnation (src/state/identity.ts): tag `runctl:uid`, part of storage prefixes and
+   * launch tokens. Undefined for a run recorded before uids: its instances carry no uid tag and its
+   * storage is the un-suffixed `runs/<run>/…`. Instances match a key only when their uid is the
+   * same (both undefined included), so a re-created run never adopts its predecessor's.
+   */
+  uid?: string;
   generation: number;
   attempt: number;
 }
@@ -319,7 +326,7 @@ export interface Provider {
    */
   terminate(instanceId: string, opts?: { launchedAt?: string }): Promise<void>;
   /** Newest checkpoint whose manifest is published, for a run's generation. */
-  latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined>;
+  latestCheckpoint(run: string, generation: number, spec: RunSpec, uid?: string): Promise<CheckpointManifest | undefined>;
   /**
    * Log text of an attempt from storage, starting after `cursor`; at most a bounded amount per
    * call (empty text: nothing more yet). `since` skips log segments stored before that time

@@ -7,12 +7,15 @@ import { CapacityError, RetryableError, TerminalError, type Provider } from '../
 import type { Diagnostic } from '../spec/diagnostics.js';
 import type { LoadedRun, RunSpec } from '../spec/types.js';
 import type { Lease } from '../state/lease.js';
+import { StateCorruptError } from '../state/event-log.js';
+import { StatusUnreadableError } from '../state/status-record.js';
 import { StaleWriteError, type RunEvent, type RunStatus, type StateStore } from '../state/types.js';
 import type { RunctlMetrics } from './metrics.js';
 import { planBundleSweeps } from './bundle-sweep.js';
 import { Observer } from './observer.js';
 import { pruneRefusal } from './prune-guard.js';
 import { WorkQueue } from './queue.js';
+import { rebuildStatus, rebuiltEvent } from './rebuild.js';
 import { reconcileRun, type ReconcileDeps } from './reconcile.js';
 
 export interface DesiredState {
@@ -39,7 +42,7 @@ export interface RunLeases {
 
 /** Things a user should hear about that are neither events of a run nor errors. */
 export type ControllerNotice =
-  | { kind: 'lease-held-elsewhere' | 'stood-down' | 'lease-lost'; run: string; message: string }
+  | { kind: 'lease-held-elsewhere' | 'stood-down' | 'lease-lost' | 'record-unreadable' | 'record-rebuilt'; run: string; message: string }
   | { kind: 'prune-refused' | 'lease-error' | 'bundles-deleted' | 'bundle-sweep-error'; message: string };
 
 export interface ControllerOptions {
@@ -75,7 +78,12 @@ export interface Summary {
   statuses: RunStatus[];
   diagnostics: Diagnostic[];
   failed: string[];
+  /** Runs whose status record could not be read nor rebuilt: left alone, with what to do. */
+  unreadable: { run: string; message: string }[];
 }
+
+/** How soon to look again at a run whose record could not be rebuilt (the user may fix it). */
+const UNREADABLE_RETRY_MS = 30_000;
 
 const SETTLED = new Set(['Completed', 'Failed', 'Suspended', 'Deleted']);
 
@@ -85,6 +93,8 @@ export class Controller {
   private invalidFiles = new Set<string>();
   private diagnostics: Diagnostic[] = [];
   private readonly statuses = new Map<string, RunStatus>();
+  /** Runs whose record is unreadable and could not be rebuilt yet, with what to tell the user. */
+  private readonly unreadable = new Map<string, string>();
   private readonly providersByRun = new Map<string, Provider>();
   private readonly observer: Observer;
   private readonly queue: WorkQueue;
@@ -135,7 +145,11 @@ export class Controller {
     const stored = await this.opts.store.listRuns();
     this.known = new Set([...this.desired.keys(), ...stored]);
     for (const run of this.known) {
-      const status = this.statuses.get(run) ?? (await this.opts.store.getStatus(run));
+      // An unreadable record concerns its own run only: the others are loaded and reconciled.
+      const status = this.statuses.get(run) ?? (await this.opts.store.getStatus(run).catch((err: unknown) => {
+        if (err instanceof StatusUnreadableError) return undefined;
+        throw err;
+      }));
       if (status) this.statuses.set(run, status);
       const spec = this.desired.get(run)?.run.spec ?? status?.spec;
       if (spec) {
@@ -264,17 +278,68 @@ export class Controller {
     const previous = this.statuses.get(run);
     // A run whose file is currently invalid keeps its last valid spec: never act on a bad file.
     const keepLast = !loaded && previous?.source && this.invalidFiles.has(previous.source.file);
-    const result = await reconcileRun(this.deps, run, {
+    const desired = {
       loaded: keepLast ? undefined : loaded,
       prune: this.opts.prune && !keepLast && !this.pruneRefused,
       revision: loaded ? this.revisionOf?.(loaded.file) : undefined,
-    });
+    };
+    let result;
+    try {
+      try {
+        result = await reconcileRun(this.deps, run, desired);
+      } catch (err) {
+        if (!(err instanceof StatusUnreadableError)) throw err;
+        if (!(await this.rebuild(run, err))) return this.once ? undefined : UNREADABLE_RETRY_MS;
+        result = await reconcileRun(this.deps, run, desired);
+      }
+    } catch (err) {
+      // Any other damaged state file of this run (its event log): this run waits for the fix,
+      // every other run goes on. The message names the file and what to do.
+      if (!(err instanceof StateCorruptError) || err instanceof StatusUnreadableError) throw err;
+      const message = `${err.message}; runctl leaves this run alone until then`;
+      if (this.unreadable.get(run) !== message) this.opts.onNotice?.({ kind: 'record-unreadable', run, message });
+      this.unreadable.set(run, message);
+      return this.once ? undefined : UNREADABLE_RETRY_MS;
+    }
+    this.unreadable.delete(run);
     if (result.status) {
       this.statuses.set(run, result.status);
       this.opts.onStatus?.(result.status);
       if (result.status.phase === 'Deleted') this.known.delete(run);
     }
     return result.requeueAfterMs;
+  }
+
+  /**
+   * Rebuilds a run's unreadable status record from its event log and the instances the provider
+   * shows (rebuild.ts). Until that succeeds the run is left alone: nothing is launched, stopped or
+   * written for it, and the user is told what to do. True when the record was rebuilt.
+   */
+  private async rebuild(run: string, error: StatusUnreadableError): Promise<boolean> {
+    const loaded = this.desired.get(run);
+    const provider = loaded ? await this.opts.provider(loaded.run.spec.provider) : undefined;
+    if (provider && loaded) {
+      this.providersByRun.set(run, provider);
+      provider.track?.(run, loaded.run.spec);
+    }
+    const observed = provider ? await this.observer.instances(provider, run, this.now()) : [];
+    const rebuilt = await rebuildStatus({ run, error, store: this.opts.store, loaded, observed, now: this.now() });
+    const unreadable = (problem: string) => {
+      const message = `${error.message.replace(/; runctl leaves this run alone.*$/, '')}; runctl leaves this run alone: it cannot be rebuilt because ${problem}`;
+      if (this.unreadable.get(run) !== message) this.opts.onNotice?.({ kind: 'record-unreadable', run, message });
+      this.unreadable.set(run, message);
+      return false;
+    };
+    if ('problem' in rebuilt) return unreadable(rebuilt.problem);
+    if (!this.opts.store.replaceUnreadableStatus) return unreadable('this state store cannot replace a record');
+    this.deps.beforeEffect?.(run);
+    const keptAt = await this.opts.store.replaceUnreadableStatus(rebuilt.status);
+    const event = rebuiltEvent(rebuilt.status, error, rebuilt.from, keptAt, this.now());
+    await this.opts.store.appendEvents(run, [event]);
+    this.opts.onEvent?.(event);
+    this.opts.onNotice?.({ kind: 'record-rebuilt', run, message: event.message ?? 'rebuilt' });
+    this.unreadable.delete(run);
+    return true;
   }
 
   /**
@@ -297,7 +362,11 @@ export class Controller {
   private async sweepBundles(): Promise<void> {
     const statuses: RunStatus[] = [];
     for (const run of await this.opts.store.listRuns()) {
-      const status = await this.opts.store.getStatus(run);
+      const status = await this.opts.store.getStatus(run).catch((err: unknown) => {
+        // Which bundles an unreadable record's instances run is unknown: delete none this time.
+        if (err instanceof StatusUnreadableError) throw new Error(`not cleaning up code bundles while the status record of run ${run} is unreadable`);
+        throw err;
+      });
       if (status) statuses.push(status);
     }
     const minAgeMs = this.opts.bundleMinAgeMs ?? DEFAULT_BUNDLE_MIN_AGE_MS;
@@ -352,6 +421,8 @@ export class Controller {
   private allSettled(): boolean {
     if (this.queue.busy) return false;
     for (const run of this.known) {
+      // A record that cannot be rebuilt waits for the user; it does not hold up the other runs.
+      if (this.unreadable.has(run)) continue;
       const status = this.statuses.get(run);
       if (!status) return false;
       if (!SETTLED.has(status.phase) || status.pending) return false;
@@ -383,6 +454,7 @@ export class Controller {
       statuses,
       diagnostics: this.diagnostics,
       failed: statuses.filter((s) => s.phase === 'Failed').map((s) => s.run),
+      unreadable: [...this.unreadable].map(([run, message]) => ({ run, message })),
     };
   }
 }

@@ -1,9 +1,10 @@
 // Things people ask of a run from the CLI while a controller may be running elsewhere: read its
 // logs, or rehearse an interruption. They read the store (never taking its lock) and speak to the
 // provider that owns the run's instance.
-import type { AttemptKey, LogChunk, LogReadOptions } from '../providers/types.js';
+import type { LogChunk, LogReadOptions } from '../providers/types.js';
 import type { ProviderRegistry } from '../providers/registry.js';
 import type { RunStatus, StateStore } from '../state/types.js';
+import { attemptKey } from './reconcile.js';
 
 export class RunNotFoundError extends Error {
   constructor(run: string, known: string[]) {
@@ -30,7 +31,7 @@ export async function interruptRun(store: StateStore, providers: ProviderRegistr
     throw new Error(`run "${run}" has no running instance to interrupt (phase ${status.phase}); interrupt it while it trains`);
   }
   const provider = await providers.get(status.spec.provider);
-  const key: AttemptKey = { run, generation: status.generation, attempt: status.attempt };
+  const key = attemptKey(status, status.generation, status.attempt);
   await provider.deliverSpotNotice(key, instance.id);
   return { instanceId: instance.id, attempt: status.attempt };
 }
@@ -84,7 +85,7 @@ export async function runLogs(
       attempts,
       generations,
       ended: (attempt) => !current || attempt < status.attempt || SETTLED.includes(status.phase),
-      read: (attempt, cursor, opts) => provider.readLogs({ run, generation: gen, attempt }, status.spec, cursor, opts),
+      read: (attempt, cursor, opts) => provider.readLogs(attemptKey(status, gen, attempt), status.spec, cursor, opts),
     },
   };
 }

@@ -22,6 +22,7 @@ import {
   type Provider,
 } from '../providers/types.js';
 import type { LoadedRun, RunSpec } from '../spec/types.js';
+import { eventIdBase, newUid, providerUid } from '../state/identity.js';
 import type { EffectRecord, InstanceRecord, RunEvent, RunStatus, StateStore } from '../state/types.js';
 import { mergeConditions, wantedConditions } from './conditions.js';
 import { deriveObservedEvent, deriveSpecEvent, type Desired } from './derive.js';
@@ -121,6 +122,7 @@ async function createStatus(deps: ReconcileDeps, loaded: LoadedRun, revision: st
   const snapshot = initialSnapshot({ run: loaded.run.metadata.name, generation: 1, limits: limitsFromSpec(spec) });
   const status: RunStatus = {
     run: loaded.run.metadata.name,
+    uid: newUid(),
     phase: 'Pending',
     generation: 1,
     specHash: loaded.specHash,
@@ -141,7 +143,7 @@ async function createStatus(deps: ReconcileDeps, loaded: LoadedRun, revision: st
   };
   status.outbox = [
     event(status, now, {
-      id: `${status.run}:created`,
+      id: `${eventIdBase(status.run, status.uid)}:created`,
       kind: 'spec',
       action: 'created',
       message: `generation 1 from ${loaded.file}${revision ? ` at ${shortRevision(revision)}` : ''}`,
@@ -186,13 +188,15 @@ async function recordSource(deps: ReconcileDeps, status: RunStatus, desired: Des
     .slice(0, 16);
   const next: RunStatus = { ...status, source: revisionNow ? { file: loaded.file, revision: revisionNow } : { file: loaded.file } };
   await appendNow(deps, next, {
-    id: `${status.run}:spec:${digest}`,
+    id: `${eventIdBase(status.run, status.uid)}:spec:${digest}`,
     kind: 'spec',
     action: changes.length ? (trained ? 'new-generation' : 'updated') : moved ? 'moved' : 'revision',
     message: `${what}${at}`,
     data: {
       fields: changes.map((c) => c.path),
       file: loaded.file,
+      // Lets a record be rebuilt from the log (rebuild.ts): which spec each generation came from.
+      specHash: trained ? loaded.specHash : status.specHash,
       ...(revisionNow ? { revision: revisionNow } : {}),
     },
   });
@@ -224,12 +228,12 @@ async function observe(
   snapshot: RunSnapshot,
   freshAfter: number,
 ): Promise<{ instances: InstanceObservation[]; agent?: AgentStatus }> {
-  const instances = await deps.observe(provider, status.run, freshAfter);
+  const instances = await observeOwn(deps, provider, status, freshAfter);
   const ctx = snapshot.context;
   const phase = phaseOf(snapshot.value);
   const needsAgent = ['Syncing', 'Installing', 'Training', 'Interrupted', 'Terminating'].includes(phase);
   if (!needsAgent || ctx.attempt === 0) return { instances };
-  const key: AttemptKey = { run: status.run, generation: ctx.generation, attempt: ctx.attempt };
+  const key = attemptKey(status, ctx.generation, ctx.attempt);
   const agent = await provider.readAgentStatus(key, specFor(status, ctx.generation));
   return agent ? { instances, agent } : { instances };
 }
@@ -355,7 +359,7 @@ async function commitTransition(
   const from = phaseOf(before.value);
   const to = phaseOf(after.value);
   const seq = status.eventSeq + 1;
-  const transitionId = `${status.run}:${seq}`;
+  const transitionId = `${eventIdBase(status.run, status.uid)}:${seq}`;
   const record = event(status, now, {
     id: transitionId,
     seq,
@@ -446,7 +450,7 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
   const ctx = after.context;
   const spec = specFor(status, ctx.generation);
   const provider = await deps.provider(spec.provider);
-  const key: AttemptKey = { run: status.run, generation: ctx.generation, attempt: ctx.attempt };
+  const key = attemptKey(status, ctx.generation, ctx.attempt);
   switch (effect.type) {
     case 'launch': {
       // Intent before effect, per rung: the rung and token about to be requested are written into
@@ -476,7 +480,7 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
         status: { ...status, instances, launchBlocked: undefined },
         result: adopted ? 'adopted' : 'ok',
         message: `${adopted ? 'adopted' : 'launched'} ${instance.id}${where ? ` (${where})` : ''} for attempt ${key.attempt}`,
-        data: { instanceId: instance.id },
+        data: { instanceId: instance.id, generation: key.generation, attempt: key.attempt },
       };
     }
     case 'deployAgent': {
@@ -543,7 +547,7 @@ function launchInfo(status: RunStatus, id: string): { launchedAt?: string } {
 
 /** Every instance of the run that may still be alive: observed live, or recorded and not ended. */
 async function liveInstanceIds(deps: ReconcileDeps, provider: Provider, status: RunStatus): Promise<string[]> {
-  const observed = await deps.observe(provider, status.run, deps.now());
+  const observed = await observeOwn(deps, provider, status, deps.now());
   const ids = new Set(observed.filter((o) => o.state !== 'terminated').map((o) => o.instance.id));
   for (const r of status.instances) {
     const seen = observed.find((o) => o.instance.id === r.id);
@@ -601,7 +605,7 @@ async function finishRun(deps: ReconcileDeps, status: RunStatus, desired: Desire
         instances: next.instances.map((i) => (live.includes(i.id) && !i.endedAt ? { ...i, endedAt: now, endReason: `cleanup after ${status.phase}` } : i)),
       };
       await appendNow(deps, next, {
-        id: `${status.run}:cleanup:${deps.now()}`,
+        id: `${eventIdBase(status.run, status.uid)}:cleanup:${deps.now()}`,
         kind: 'effect',
         action: 'terminate',
         result: 'ok',
@@ -666,10 +670,26 @@ function event(
     seq: partial.seq ?? status.eventSeq,
     at: iso(now),
     run: status.run,
+    uid: status.uid,
     generation: status.generation,
     attempt: status.attempt,
     ...partial,
   };
+}
+
+/**
+ * The provider's key for an attempt of this run incarnation: carries the uid, so tags, storage
+ * prefixes and launch tokens are this incarnation's only (legacy runs: undefined, see identity.ts).
+ */
+export function attemptKey(status: Pick<RunStatus, 'run' | 'uid'>, generation: number, attempt: number): AttemptKey {
+  const uid = providerUid(status.uid);
+  return uid === undefined ? { run: status.run, generation, attempt } : { run: status.run, uid, generation, attempt };
+}
+
+/** Instances observed under the run's name that belong to this incarnation: matched on uid, never on the name alone. */
+async function observeOwn(deps: ReconcileDeps, provider: Provider, status: RunStatus, freshAfter: number): Promise<InstanceObservation[]> {
+  const uid = providerUid(status.uid);
+  return (await deps.observe(provider, status.run, freshAfter)).filter((o) => o.uid === uid);
 }
 
 function specFor(status: RunStatus, generation: number): RunSpec {

@@ -3,7 +3,7 @@
 //   .runctl/controller.lock                 who controls this folder (one controller at a time)
 //   .runctl/state/runs/<run>/status.json    replaced atomically (temp file, fsync, rename)
 //   .runctl/state/runs/<run>/events.jsonl   append-only, one event per line, ids never repeat
-//   .runctl/state/archive/<run>-<time>/     a deleted run's status and events, kept as history
+//   .runctl/state/archive/<run>-<uid>/      a deleted run's status and events, kept as history
 //   .runctl/.gitignore                      `*`: local state never shows up in git
 //
 // Writers must `open()` first, which takes the lock; `readOnly` stores (status, describe, logs)
@@ -12,7 +12,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { removeStaleTempFiles, syncDirectory, writeFileAtomic } from './atomic-file.js';
 import { acquireLock, releaseLock, releaseLockSync, type AcquiredLock } from './controller-lock.js';
-import { appendLines, readLog, repairTornTail, StateCorruptError } from './event-log.js';
+import { appendLines, readLog, repairTornTail } from './event-log.js';
+import { parseStatusRecord } from './status-record.js';
 import type { RunEvent, RunStatus, StateStore } from './types.js';
 
 export const DEFAULT_STATE_ROOT = '.runctl';
@@ -117,12 +118,37 @@ export class FileStore implements StateStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
-    try {
-      return JSON.parse(text) as RunStatus;
-    } catch {
-      // Writes are atomic, so this is an edit by hand or a failing disk, not a crash.
-      throw new StateCorruptError(`${display(file)}: status is not valid JSON; restore it from the archive or delete the run's folder`, file, 1);
-    }
+    // Writes are atomic, so a record that does not parse was edited by hand or the disk failed: it
+    // concerns this run only (StatusUnreadableError), and the controller rebuilds it.
+    return parseStatusRecord(text, run, display(file));
+  }
+
+  /** Where a run's status record is kept (for messages). */
+  statusFile(run: string): string {
+    return display(this.statusPath(run));
+  }
+
+  /** Where a run's event log is kept (for messages). */
+  eventsFile(run: string): string {
+    return display(this.eventsPath(run));
+  }
+
+  /**
+   * Moves an unreadable status record aside (`status.json.unreadable-<time>`, kept for inspection)
+   * and writes `status` in its place: the last step of rebuilding a record (reconciler/rebuild.ts).
+   */
+  async replaceUnreadableStatus(status: RunStatus): Promise<string> {
+    this.assertWritable('replace an unreadable status');
+    return this.serial(status.run, async () => {
+      const file = this.statusPath(status.run);
+      const stamp = new Date(this.now()).toISOString().replace(/[-:]/g, '');
+      const aside = `${file}.unreadable-${stamp}`;
+      await fs.rename(file, aside).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+      await writeFileAtomic(file, `${JSON.stringify(status, null, 2)}\n`, { fsync: this.fsync });
+      return display(aside);
+    });
   }
 
   async putStatus(status: RunStatus): Promise<void> {
@@ -134,14 +160,21 @@ export class FileStore implements StateStore {
     });
   }
 
-  /** Moves the run's status and events to `state/archive/<run>-<time>/`; history is never destroyed. */
+  /**
+   * Moves the run's status and events to `state/archive/<run>-<uid>/` (the incarnation's own
+   * folder; `<run>-<time>` if the record cannot be read); history is never destroyed.
+   */
   async deleteStatus(run: string): Promise<void> {
     this.assertWritable('delete status');
     await this.serial(run, async () => {
       const from = this.runDir(run);
       if (!(await exists(from))) return;
       await fs.mkdir(this.archiveDir, { recursive: true });
-      const stamp = new Date(this.now()).toISOString().replace(/[-:]/g, '');
+      const uid = await fs
+        .readFile(this.statusPath(run), 'utf8')
+        .then((text) => parseStatusRecord(text, run, this.statusPath(run)).uid)
+        .catch(() => undefined);
+      const stamp = uid ?? new Date(this.now()).toISOString().replace(/[-:]/g, '');
       let to = path.join(this.archiveDir, `${run}-${stamp}`);
       for (let n = 2; await exists(to); n++) to = path.join(this.archiveDir, `${run}-${stamp}-${n}`);
       await fs.rename(from, to);

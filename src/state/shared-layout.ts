@@ -4,7 +4,7 @@
 //   state/runs/<run>/status.json                       {format, fence: {holder, epoch}, writeId, status}
 //   state/runs/<run>/events/<seq:12>-<idhash:16>.json  one immutable object per event
 //   state/leases/<run>.json                            {holder, epoch, acquiredAt, renewedAt, expiresAt, ttlMs}
-//   state/archive/<run>-<createdAt>/…                  a deleted run's status and events, kept as history
+//   state/archive/<run>-<uid>/…                        a deleted run's status and events, kept as history
 import { createHash } from 'node:crypto';
 
 export const STATE_FORMAT = { format: 'runctl-state', version: 1 } as const;
@@ -56,9 +56,12 @@ export function runOfStatusKey(key: string): string | undefined {
   return m && m[1] && RUN_NAME.test(m[1]) ? m[1] : undefined;
 }
 
-/** Archive folder for one incarnation of a run: stable, so a deletion that is retried lands in the same place. */
-export function archivePrefix(run: string, createdAt: string): string {
+/**
+ * Archive folder for one incarnation of a run, named by its uid: stable, so a deletion that is
+ * retried lands in the same place, and never shared by two incarnations of one name.
+ */
+export function archivePrefix(run: string, uid: string): string {
   assertRunName(run);
-  const stamp = createdAt.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  return `${ARCHIVE_PREFIX}${run}-${stamp}/`;
+  if (!/^[A-Za-z0-9-]+$/.test(uid)) throw new Error(`run ${run} has uid ${JSON.stringify(uid)}: not a uid runctl writes`);
+  return `${ARCHIVE_PREFIX}${run}-${uid}/`;
 }

@@ -26,6 +26,7 @@ import {
   STATE_FORMAT,
   statusKey,
 } from './shared-layout.js';
+import { statusFromRecord, StatusUnreadableError } from './status-record.js';
 import { StaleWriteError, type RunEvent, type RunStatus, type StateStore } from './types.js';
 
 /** What `status.json` holds: the status plus the fence it was written under. */
@@ -176,7 +177,7 @@ export class SharedStore implements StateStore {
   }
 
   /**
-   * Moves the run's status and events to `state/archive/<run>-<createdAt>/` (history is never
+   * Moves the run's status and events to `state/archive/<run>-<uid>/` (history is never
    * destroyed). The status delete is conditional and fenced; a deletion interrupted after it leaves
    * event objects that a later deletion of the same name removes (they were archived first).
    */
@@ -194,7 +195,7 @@ export class SharedStore implements StateStore {
           this.versions.delete(run);
           throw new StaleWriteError(`status of run ${run} at ${this.url}/${key} changed since this controller read it: not deleting it`);
         }
-        const archive = archivePrefix(run, doc.status.createdAt);
+        const archive = archivePrefix(run, doc.status.uid);
         await this.pool(events.keys, (k) => this.copyOnce(k, `${archive}events/${k.slice(eventsPrefix(run).length)}`));
         await this.copyOnce(key, `${archive}status.json`, obj.body);
         try {
@@ -304,22 +305,59 @@ export class SharedStore implements StateStore {
     return `${JSON.stringify(doc, null, 2)}\n`;
   }
 
+  /** The status document in `body`; StatusUnreadableError (this run only) when it is not one. */
   private parse(run: string, body: string): StatusDocument {
     const where = `${this.url}/${statusKey(run)}`;
     let doc: Partial<StatusDocument> | undefined;
     try {
       doc = JSON.parse(body) as Partial<StatusDocument>;
     } catch {
-      doc = undefined;
+      throw new StatusUnreadableError(run, where, body.trim() === '' ? 'the object is empty' : `not valid JSON (${body.length} bytes)`);
     }
-    if (!doc || doc.format !== 'runctl.status/v1' || !doc.status || typeof doc.status !== 'object' || doc.status.run !== run) {
-      throw new StateCorruptError(
-        `${where}: not a runctl status document for run ${run} (expected JSON {"format": "runctl.status/v1", "status": {…}}); restore it from ${this.url}/state/archive/ or delete it to start the run over`,
-        where,
-        1,
-      );
+    if (!doc || typeof doc !== 'object' || doc.format !== 'runctl.status/v1') {
+      throw new StatusUnreadableError(run, where, 'not a runctl status document (expected {"format": "runctl.status/v1", "status": {…}})');
     }
-    return doc as StatusDocument;
+    const fence = doc.fence as StatusDocument['fence'] | undefined;
+    if (fence !== undefined && (typeof fence !== 'object' || fence === null || !Number.isSafeInteger(fence.epoch))) {
+      throw new StatusUnreadableError(run, where, '"fence" is not {holder, epoch}');
+    }
+    return { ...(doc as StatusDocument), status: statusFromRecord(doc.status, run, where) };
+  }
+
+  /** Where a run's status record is kept (for messages). */
+  statusFile(run: string): string {
+    return `${this.url}/${statusKey(run)}`;
+  }
+
+  /** Where a run's event log is kept (for messages). */
+  eventsFile(run: string): string {
+    return `${this.url}/${eventsPrefix(run)}`;
+  }
+
+  /**
+   * Copies an unreadable status object aside (`status.json.unreadable-<time>`, kept for
+   * inspection) and replaces it with `status`, conditionally on the etag of the unreadable object
+   * (another controller's rebuild or write wins; this one then stands down).
+   */
+  async replaceUnreadableStatus(status: RunStatus): Promise<string> {
+    const run = status.run;
+    const key = statusKey(run);
+    return this.serial(run, async () => {
+      this.requireLease(run, 'rebuild its status');
+      const obj = await this.objects.get(key);
+      const aside = `${key}.unreadable-${new Date().toISOString().replace(/[-:]/g, '')}`;
+      if (obj) await this.copyOnce(key, aside, obj.body);
+      const lease = await this.liveLease(run, 0);
+      try {
+        const etag = await conditionalPut(this.objects, key, this.serialize(status, lease), obj?.etag);
+        this.versions.set(run, { etag, epoch: lease?.epoch ?? 0 });
+      } catch (err) {
+        if (!(err instanceof PreconditionFailed)) throw err;
+        this.versions.delete(run);
+        throw new StaleWriteError(`status of run ${run} at ${this.url}/${key} changed while it was being rebuilt: another controller wrote it; standing down for this run`);
+      }
+      return `${this.url}/${aside}`;
+    });
   }
 
   /** Copies an object to `to` unless something is already there (a retried archive lands on the same keys). */

@@ -57,6 +57,11 @@ export interface EffectRecord {
 
 export interface RunStatus {
   run: string;
+  /**
+   * This incarnation of the run (like Kubernetes metadata.uid): a UUID created when runctl first
+   * saw the run, or `legacy-<hex>` for a record written before uids (see identity.ts).
+   */
+  uid: string;
   phase: Phase;
   /** Generation of the spec being worked on (increments when what is trained changes). */
   generation: number;
@@ -141,6 +146,8 @@ export interface RunEvent {
   seq: number;
   at: string;
   run: string;
+  /** The run incarnation it belongs to; absent in events written before uids. */
+  uid?: string;
   generation: number;
   attempt: number;
   kind: 'transition' | 'effect' | 'observation' | 'error' | 'spec';
@@ -168,6 +175,11 @@ export interface StateStore {
   /** Append, skipping any event whose id is already in the log. */
   appendEvents(run: string, events: RunEvent[]): Promise<void>;
   readEvents(run: string): Promise<RunEvent[]>;
+  /**
+   * Replaces a status record that getStatus found unreadable (StatusUnreadableError) with a
+   * rebuilt one, keeping the unreadable one aside. Returns where it was kept.
+   */
+  replaceUnreadableStatus?(status: RunStatus): Promise<string | undefined>;
 }
 
 export class LockHeldError extends Error {

@@ -1,5 +1,6 @@
 // The text of `runctl describe RUN`: where the run stands, why (conditions), what it ran on and
 // what it cost (instance history), and everything that happened to it (event history).
+import { isLegacyUid } from '../state/identity.js';
 import type { RunEvent, RunStatus } from '../state/types.js';
 import { colorPhase, noColors, type Colors } from './colors.js';
 import { formatAge, formatBytes, formatDuration, formatLoss, formatTime, formatUSD } from './format.js';
@@ -107,6 +108,7 @@ export function renderDescribe(input: DescribeInput): string {
 function summary(s: RunStatus, now: number, c: Colors): Array<[string, string]> {
   const rows: Array<[string, string]> = [
     ['Name', s.run],
+    ['UID', isLegacyUid(s.uid) ? `${s.uid} (recorded before uids: storage at the un-suffixed runs/${s.run}/ prefix)` : s.uid],
     ['Phase', colorPhase(c, s.phase)],
     ['Generation', `${s.generation} (observed ${s.observedGeneration}, spec ${s.specHash})`],
     ['Attempt', `${s.attempt} (${plural(s.interruptions, 'interruption')}, ${plural(s.errorRetries, 'error retry', 'error retries')})`],

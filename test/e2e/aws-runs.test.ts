@@ -47,8 +47,8 @@ async function text(key: string): Promise<string> {
   return (await out.Body?.transformToString()) ?? '';
 }
 
-async function finalWeights(run: string): Promise<string> {
-  const prefix = `runctl/runs/${run}/g1/checkpoints/`;
+async function finalWeights(run: string, uid: string): Promise<string> {
+  const prefix = `runctl/runs/${run}/${uid}/g1/checkpoints/`;
   const listed = await s3.send(new ListObjectsV2Command({ Bucket: rig.bucket, Prefix: prefix }));
   const manifests = (listed.Contents ?? []).map((o) => o.Key as string).filter((k) => k.endsWith('/MANIFEST.json')).sort();
   const newest = (manifests.at(-1) as string).replace(/MANIFEST\.json$/, '');
@@ -104,8 +104,8 @@ describe('aws provider through the controller, on moto with the fleet simulator'
       ['aws-spot', 'Completed', 2, 1],
     ]);
     const reference = referenceWeights();
-    expect(await finalWeights('aws-spot')).toBe(reference);
-    expect(await finalWeights('aws-gone')).toBe(reference);
+    expect(await finalWeights('aws-spot', byName('aws-spot')!.uid)).toBe(reference);
+    expect(await finalWeights('aws-gone', byName('aws-gone')!.uid)).toBe(reference);
 
     // The spot interruption was recognised as one; the out-of-band termination as what it was.
     const events = async (run: string) => (await store.readEvents(run)).map((e) => `${e.action} ${e.message ?? ''}`);
@@ -124,5 +124,57 @@ describe('aws provider through the controller, on moto with the fleet simulator'
     expect(recorder.count('ec2', 'RunInstances')).toBe(4);
     expect(recorder.launchesChecked).toBe(4);
     expect([...rig.fleet.instances.values()].every((i) => i.state === 'terminated')).toBe(true);
+  }, 600_000);
+
+  it('a run deleted and re-created under its name launches its own instance with a new launch token, and never adopts the old one', async () => {
+    const { provider, recorder } = rig.provider({ controller: 'e2e-again', agentTiming: { heartbeatSeconds: 2, noticePollSeconds: 1 } });
+    const store = new MemoryStore();
+    const desired = { runs: [awsRun('aws-again')] };
+    const controller = new Controller({
+      store,
+      provider: async () => provider,
+      load: async () => ({ runs: desired.runs, diagnostics: [], invalidFiles: [] }),
+      controller: 'e2e-again',
+      repoRoot,
+      prune: true,
+      allowEmptyPrune: true,
+    });
+    const status = () => controller.runs.find((s) => s.run === 'aws-again');
+    const until = async (cond: () => boolean) => {
+      while (!cond()) await new Promise((r) => setTimeout(r, 100));
+    };
+    recorder.reset();
+    const first = controller.runUntilSettled();
+    await until(() => status()?.phase === 'Training');
+    const old = status()!;
+    desired.runs = [];
+    await controller.resync();
+    await first;
+    expect(await store.getStatus('aws-again')).toBeUndefined();
+
+    const again = awsRun('aws-again');
+    desired.runs = [{ ...again, specHash: `${again.specHash}-b`, run: { ...again.run, spec: { ...again.run.spec, env: { MODEL: 'b' } } } }];
+    const abort = new AbortController();
+    const second = controller.runUntilSettled(abort.signal);
+    await until(() => status() !== undefined && status()!.uid !== old.uid && ['Syncing', 'Installing', 'Training'].includes(status()!.phase));
+    abort.abort();
+    await second;
+    await controller.stop();
+    const now = status()!;
+    for (const i of now.instances) await provider.terminate(i.id);
+
+    expect(now.uid).not.toBe(old.uid);
+    expect([now.attempt, now.interruptions]).toEqual([1, 0]);
+    const launches = recorder.calls.filter((c) => c.service === 'ec2' && c.operation === 'RunInstances').map((c) => c.input as { ClientToken: string; TagSpecifications: { Tags: { Key: string; Value: string }[] }[] });
+    expect(launches).toHaveLength(2);
+    expect(launches[1]!.ClientToken).not.toBe(launches[0]!.ClientToken);
+    const uidTag = (l: (typeof launches)[number]) => l.TagSpecifications[0]!.Tags.find((t) => t.Key === 'runctl:uid')?.Value;
+    expect(launches.map(uidTag)).toEqual([old.uid, now.uid]);
+    const oldIds = old.instances.map((i) => i.id);
+    expect(now.instances).toHaveLength(1);
+    expect(oldIds).not.toContain(now.instances[0]!.id);
+    const mine = (await store.readEvents('aws-again')).filter((e) => e.uid === now.uid);
+    expect(mine[0]).toMatchObject({ action: 'created' });
+    expect(mine.some((e) => e.result === 'adopted')).toBe(false);
   }, 600_000);
 });

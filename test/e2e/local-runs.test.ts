@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createLocalProvider, type LocalProvider } from '../../src/providers/local/index.js';
 import { Controller } from '../../src/reconciler/controller.js';
+import { attemptKey } from '../../src/reconciler/reconcile.js';
 import type { LoadedRun } from '../../src/spec/types.js';
 import { FileStore } from '../../src/state/file-store.js';
 import type { RunStatus } from '../../src/state/types.js';
@@ -65,9 +66,11 @@ function trainer(name: string, extra: Parameters<typeof testRun>[1] = {}): Loade
 }
 
 const storageDir = (w: World) => path.join(w.root, 'local', 'storage');
+/** The run incarnation's storage folder: runs/<run>/<uid>/. */
+const runDir = (w: World, run: string) => path.join(storageDir(w), 'runs', run, w.controller.runs.find((s) => s.run === run)!.uid);
 
 function finalWeights(w: World, run: string): string {
-  const dir = path.join(storageDir(w), 'runs', run, 'g1', 'checkpoints');
+  const dir = path.join(runDir(w, run), 'g1', 'checkpoints');
   const ids = fs.readdirSync(dir).filter((d) => fs.existsSync(path.join(dir, d, 'MANIFEST.json'))).sort();
   return fs.readFileSync(path.join(dir, ids.at(-1) as string, 'final-weights.json'), 'utf8');
 }
@@ -75,7 +78,7 @@ function finalWeights(w: World, run: string): string {
 /** Steps each attempt printed, from the run's log segments in storage. */
 function stepsByAttempt(w: World, run: string): Map<number, number[]> {
   const out = new Map<number, number[]>();
-  const gen = path.join(storageDir(w), 'runs', run, 'g1');
+  const gen = path.join(runDir(w, run), 'g1');
   for (const a of fs.readdirSync(gen).filter((d) => /^a\d+$/.test(d))) {
     const logs = path.join(gen, a, 'logs');
     if (!fs.existsSync(logs)) continue;
@@ -101,7 +104,7 @@ function interruptEach(w: World, run: string, count: number, after = 8): () => v
     const inst = s.instances.find((i) => i.attempt === s.attempt && !i.endedAt);
     if (!inst) return;
     delivered.add(s.attempt);
-    void w.provider.deliverSpotNotice({ run, generation: s.generation, attempt: s.attempt }, inst.id);
+    void w.provider.deliverSpotNotice(attemptKey(s, s.generation, s.attempt), inst.id);
   }, 50);
   return () => clearInterval(timer);
 }
@@ -179,7 +182,7 @@ describe('local provider, end to end', () => {
     expect(stoppedAt).toBeGreaterThanOrEqual(25);
 
     // Corrupt the newest checkpoint in storage: the agent must notice and use the one before.
-    const ckDir = path.join(storageDir(w), 'runs', 'pausable', 'g1', 'checkpoints');
+    const ckDir = path.join(runDir(w, 'pausable'), 'g1', 'checkpoints');
     const ids = fs.readdirSync(ckDir).sort();
     const newest = path.join(ckDir, ids.at(-1) as string);
     const victim = fs.readdirSync(newest).find((f) => f.startsWith('ckpt-')) as string;

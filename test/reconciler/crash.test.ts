@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileStore } from '../../src/state/file-store.js';
-import type { World } from '../support/memory-provider.js';
+import { agentIn, checkpointsByName, launchesByName, type World } from '../support/memory-provider.js';
 
 const HARNESS = path.resolve('test/support/crash-harness.ts');
 
@@ -58,10 +58,10 @@ describe('crash safety', () => {
       const where = `killed at boundary ${k} (${crashed.stderr.trim()})`;
       expect(status?.phase, where).toBe('Completed');
       // Exactly one instance created per attempt, whatever was replayed.
-      expect(world.launches, where).toEqual(reference.world.launches);
+      expect(launchesByName(world), where).toEqual(launchesByName(reference.world));
       // No checkpoint lost: attempt 2 resumed from the step attempt 1 checkpointed at the notice.
-      expect(world.agents['crashy/g1/a2']?.startStep, where).toBe(reference.world.agents['crashy/g1/a2']?.startStep);
-      expect(world.checkpoints, where).toEqual(reference.world.checkpoints);
+      expect(agentIn(world, 'crashy', 1, 2)?.startStep, where).toBe(agentIn(reference.world, 'crashy', 1, 2)?.startStep);
+      expect(checkpointsByName(world), where).toEqual(checkpointsByName(reference.world));
       // No event missing, none doubled: the transitions form one unbroken chain with contiguous
       // sequence numbers from Pending to Completed through the interruption. (A kill before a
       // commit may mean an intermediate phase was never entered, e.g. Syncing -> Training when

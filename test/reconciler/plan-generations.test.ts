@@ -6,6 +6,7 @@ import { planChanges } from '../../src/reconciler/plan.js';
 import { testRun } from '../support/runs.js';
 import { harness } from './harness.js';
 import { waitFor } from './plan-fixtures.js';
+import { agentIn, checkpointsIn } from '../support/memory-provider.js';
 
 const LONG = { totalSteps: 1_000_000, stepsPerTick: 1, checkpointEvery: 5 };
 
@@ -13,19 +14,19 @@ describe('generation change', () => {
   it('seeded: the new generation starts from the old generation\'s latest checkpoint, as the plan said', async () => {
     const h = harness([testRun('seedy', { recovery: { seedFromPreviousGeneration: true } })], { script: LONG });
     void h.controller.runUntilSettled();
-    await waitFor(() => (h.provider.world.agents['seedy/g1/a1']?.step ?? 0) >= 30);
+    await waitFor(() => (agentIn(h.provider.world, 'seedy', 1, 1)?.step ?? 0) >= 30);
     const edited = testRun('seedy', { run: 'python3 train.py --epochs 2', recovery: { seedFromPreviousGeneration: true } });
     const plan = planChanges({ desired: { runs: [edited], diagnostics: [], invalidFiles: [] }, statuses: [(await h.store.getStatus('seedy'))!], prune: false });
     expect(plan.runs[0]!.effect).toMatch(/checkpointed and stopped .* then generation 2 starts seeded from generation 1's latest checkpoint/);
 
     h.desired.runs = [edited];
     await h.controller.resync();
-    await waitFor(() => h.provider.world.agents['seedy/g2/a1'] !== undefined);
+    await waitFor(() => agentIn(h.provider.world, 'seedy', 2, 1) !== undefined);
     await h.controller.stop();
-    const lastOfG1 = h.provider.world.checkpoints['seedy/g1']!.at(-1)!;
-    expect(h.provider.world.agents['seedy/g1/a1']!.phase).toBe('stopped');
-    expect(h.provider.world.agents['seedy/g1/a1']!.step).toBe(lastOfG1);
-    expect(h.provider.world.agents['seedy/g2/a1']!.startStep).toBe(lastOfG1);
+    const lastOfG1 = checkpointsIn(h.provider.world, 'seedy', 1)!.at(-1)!;
+    expect(agentIn(h.provider.world, 'seedy', 1, 1)!.phase).toBe('stopped');
+    expect(agentIn(h.provider.world, 'seedy', 1, 1)!.step).toBe(lastOfG1);
+    expect(agentIn(h.provider.world, 'seedy', 2, 1)!.startStep).toBe(lastOfG1);
   });
 
   it('a second edit while the first is still stopping skips a generation, and still seeds from the one that ran', async () => {
@@ -34,18 +35,18 @@ describe('generation change', () => {
       script: { ...LONG, faults: [{ op: 'requestStop', kind: 'retryable', times: 2 }] },
     });
     void h.controller.runUntilSettled();
-    await waitFor(() => (h.provider.world.agents['quick/g1/a1']?.step ?? 0) >= 30);
+    await waitFor(() => (agentIn(h.provider.world, 'quick', 1, 1)?.step ?? 0) >= 30);
     h.desired.runs = [testRun('quick', { run: 'python3 train.py --v2', recovery: { seedFromPreviousGeneration: true } })];
     await h.controller.resync();
     await waitFor(() => h.provider.world.calls.requestStop === 1);
     h.desired.runs = [testRun('quick', { run: 'python3 train.py --v3', recovery: { seedFromPreviousGeneration: true } })];
     await h.controller.resync();
-    await waitFor(() => h.provider.world.agents['quick/g3/a1'] !== undefined, 20_000);
+    await waitFor(() => agentIn(h.provider.world, 'quick', 3, 1) !== undefined, 20_000);
     await h.controller.stop();
     const status = (await h.store.getStatus('quick'))!;
     expect(status.generation).toBe(3);
     expect(status.spec.run).toBe('python3 train.py --v3');
-    expect(h.provider.world.agents['quick/g2/a1']).toBeUndefined();
-    expect(h.provider.world.agents['quick/g3/a1']!.startStep).toBe(h.provider.world.checkpoints['quick/g1']!.at(-1));
+    expect(agentIn(h.provider.world, 'quick', 2, 1)).toBeUndefined();
+    expect(agentIn(h.provider.world, 'quick', 3, 1)!.startStep).toBe(checkpointsIn(h.provider.world, 'quick', 1)!.at(-1));
   });
 });

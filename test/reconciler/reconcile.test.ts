@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { testRun } from '../support/runs.js';
 import { harness } from './harness.js';
+import { agentIn, checkpointsIn, launchesByName, launchesIn } from '../support/memory-provider.js';
 
 const HAPPY_PATH = [
   'Pending -> Provisioning',
@@ -20,7 +21,7 @@ describe('reconciler against the in-memory cloud', () => {
     expect(status.attempt).toBe(1);
     expect(status.observedGeneration).toBe(1);
     expect(await h.transitions('alpha')).toEqual(HAPPY_PATH);
-    expect(h.provider.world.launches).toEqual({ 'alpha/g1/a1': 1 });
+    expect(launchesByName(h.provider.world)).toEqual({ 'alpha/g1/a1': 1 });
     expect(h.provider.world.instances.every((i) => i.state === 'terminated')).toBe(true);
     expect(status.conditions.find((c) => c.type === 'Completed')).toMatchObject({ status: 'True', reason: 'JobSucceeded' });
     expect(status.progress).toEqual({ step: 100, total: 100 });
@@ -49,8 +50,8 @@ describe('reconciler against the in-memory cloud', () => {
       'Training -> Completed',
     ]);
     // The second attempt restarted from the checkpoint taken when the notice came (step 50).
-    expect(h.provider.world.agents['beta/g1/a2']?.startStep).toBe(50);
-    expect(h.provider.world.launches).toEqual({ 'beta/g1/a1': 1, 'beta/g1/a2': 1 });
+    expect(agentIn(h.provider.world, 'beta', 1, 2)?.startStep).toBe(50);
+    expect(launchesByName(h.provider.world)).toEqual({ 'beta/g1/a1': 1, 'beta/g1/a2': 1 });
     expect(status.conditions.find((c) => c.type === 'Interrupted')).toMatchObject({ status: 'False', reason: 'Recovered' });
   });
 
@@ -96,7 +97,7 @@ describe('reconciler against the in-memory cloud', () => {
     const h = harness([testRun('eps')], { script: { faults: [{ op: 'launch', kind: 'retryable', times: 2 }] } });
     const summary = await h.controller.runUntilSettled();
     expect(summary.statuses[0]!.phase).toBe('Completed');
-    expect(h.provider.world.launches).toEqual({ 'eps/g1/a1': 1 });
+    expect(launchesByName(h.provider.world)).toEqual({ 'eps/g1/a1': 1 });
     const errors = (await h.events('eps')).filter((e) => e.kind === 'error');
     expect(errors).toHaveLength(2);
     expect(errors[0]!.message).toContain('injected retryable fault on launch');
@@ -107,7 +108,7 @@ describe('reconciler against the in-memory cloud', () => {
     const summary = await h.controller.runUntilSettled();
     const failed = summary.statuses[0]!.conditions.find((c) => c.type === 'Failed');
     expect(failed).toMatchObject({ reason: 'LaunchFailed', message: 'injected terminal fault on launch' });
-    expect(h.provider.world.launches).toEqual({});
+    expect(launchesByName(h.provider.world)).toEqual({});
   });
 
   it('detects an instance terminated out of band and resumes the run', async () => {
@@ -118,7 +119,7 @@ describe('reconciler against the in-memory cloud', () => {
     expect(status.attempt).toBe(2);
     const interrupted = (await h.events('eta')).find((e) => e.action === 'Training -> Interrupted');
     expect(interrupted?.message).toMatch(/job process vanished|ended outside runctl/);
-    expect(h.provider.world.agents['eta/g1/a2']?.startStep).toBe(60);
+    expect(agentIn(h.provider.world, 'eta', 1, 2)?.startStep).toBe(60);
   });
 
   it('suspends with a checkpoint when spec.suspend turns true, and resumes from it when false', async () => {
@@ -126,20 +127,20 @@ describe('reconciler against the in-memory cloud', () => {
     const h = harness([run], { script: { totalSteps: 1000 } });
     const settled = h.controller.runUntilSettled();
     // Let it train a while, then suspend through the spec.
-    await waitFor(() => (h.provider.world.agents['theta/g1/a1']?.step ?? 0) >= 100);
+    await waitFor(() => (agentIn(h.provider.world, 'theta', 1, 1)?.step ?? 0) >= 100);
     run.run.spec = { ...run.run.spec, suspend: true };
     await h.controller.resync();
     const summary = await settled;
     const status = summary.statuses[0]!;
     expect(status.phase).toBe('Suspended');
-    const stoppedAt = h.provider.world.agents['theta/g1/a1']!.step;
-    expect(h.provider.world.checkpoints['theta/g1']?.at(-1)).toBe(stoppedAt);
+    const stoppedAt = agentIn(h.provider.world, 'theta', 1, 1)!.step;
+    expect(checkpointsIn(h.provider.world, 'theta', 1)?.at(-1)).toBe(stoppedAt);
     expect(h.provider.world.instances.every((i) => i.state === 'terminated')).toBe(true);
 
     run.run.spec = { ...run.run.spec, suspend: false };
     const resumed = await h.controller.runUntilSettled();
     expect(resumed.statuses[0]!.phase).toBe('Completed');
-    expect(h.provider.world.agents['theta/g1/a2']?.startStep).toBe(stoppedAt);
+    expect(agentIn(h.provider.world, 'theta', 1, 2)?.startStep).toBe(stoppedAt);
     expect(resumed.statuses[0]!.interruptions).toBe(0);
   });
 
@@ -147,7 +148,7 @@ describe('reconciler against the in-memory cloud', () => {
     const run = testRun('iota');
     const h = harness([run], { script: { totalSteps: 1000 } });
     const settled = h.controller.runUntilSettled();
-    await waitFor(() => (h.provider.world.agents['iota/g1/a1']?.step ?? 0) >= 50);
+    await waitFor(() => (agentIn(h.provider.world, 'iota', 1, 1)?.step ?? 0) >= 50);
     const changed = testRun('iota', { run: 'python3 train.py --lr 0.1' });
     h.desired.runs = [changed];
     await h.controller.resync();
@@ -157,10 +158,10 @@ describe('reconciler against the in-memory cloud', () => {
     expect(status.generation).toBe(2);
     expect(status.observedGeneration).toBe(2);
     expect(status.spec.run).toBe('python3 train.py --lr 0.1');
-    expect(h.provider.world.agents['iota/g1/a1']!.phase).toBe('stopped');
-    expect(h.provider.world.launches['iota/g2/a1']).toBe(1);
+    expect(agentIn(h.provider.world, 'iota', 1, 1)!.phase).toBe('stopped');
+    expect(launchesIn(h.provider.world, 'iota', 2, 1)).toBe(1);
     // Not seeded: the new generation starts from scratch unless the spec asks otherwise.
-    expect(h.provider.world.agents['iota/g2/a1']!.startStep).toBe(0);
+    expect(agentIn(h.provider.world, 'iota', 2, 1)!.startStep).toBe(0);
     expect(await h.transitions('iota')).toContain('Training -> Terminating');
   });
 
@@ -168,7 +169,7 @@ describe('reconciler against the in-memory cloud', () => {
     const run = testRun('kappa');
     const h = harness([run], { script: { totalSteps: 300 } });
     const settled = h.controller.runUntilSettled();
-    await waitFor(() => (h.provider.world.agents['kappa/g1/a1']?.step ?? 0) >= 50);
+    await waitFor(() => (agentIn(h.provider.world, 'kappa', 1, 1)?.step ?? 0) >= 50);
     run.run.spec = { ...run.run.spec, timeouts: { ...run.run.spec.timeouts, training: '72h' } };
     await h.controller.resync();
     const summary = await settled;
@@ -184,7 +185,7 @@ describe('reconciler against the in-memory cloud', () => {
     const failed = summary.statuses[0]!.conditions.find((c) => c.type === 'Failed');
     expect(failed?.reason).toBe('TrainingTimeout');
     expect(failed?.message).toContain('spec.timeouts.training (30s)');
-    expect(h.provider.world.agents['lambda/g1/a1']!.phase).toBe('stopped');
+    expect(agentIn(h.provider.world, 'lambda', 1, 1)!.phase).toBe('stopped');
     expect(h.provider.world.instances.every((i) => i.state === 'terminated')).toBe(true);
   });
 
@@ -203,7 +204,7 @@ describe('reconciler against the in-memory cloud', () => {
     const stays = testRun('xi');
     const h = harness([run, stays], { prune: true, script: { totalSteps: 1000 } });
     const settled = h.controller.runUntilSettled();
-    await waitFor(() => (h.provider.world.agents['nu/g1/a1']?.step ?? 0) >= 30);
+    await waitFor(() => (agentIn(h.provider.world, 'nu', 1, 1)?.step ?? 0) >= 30);
     h.desired.runs = [stays];
     await h.controller.resync();
     await settled;
@@ -213,7 +214,7 @@ describe('reconciler against the in-memory cloud', () => {
     // depends on scheduling; what matters is that it stops through Terminating.
     expect(transitions.filter((t) => t.endsWith('-> Terminating'))).toHaveLength(1);
     expect(transitions.at(-1)).toBe('Terminating -> Deleted');
-    expect(h.provider.world.agents['nu/g1/a1']!.phase).toBe('stopped');
+    expect(agentIn(h.provider.world, 'nu', 1, 1)!.phase).toBe('stopped');
     expect(h.provider.world.instances.every((i) => i.state === 'terminated')).toBe(true);
   });
 

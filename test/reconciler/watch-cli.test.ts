@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { spec } from './watch-support.js';
+import { agentIn } from '../support/memory-provider.js';
 
 const HARNESS = path.resolve('test/support/gitops-harness.ts');
 const TSX = path.resolve('node_modules/tsx/dist/loader.mjs');
@@ -67,8 +68,8 @@ describe('runctl reconcile --watch (process)', () => {
     expect(fs.existsSync(path.join(dir, '.runctl', 'controller.lock'))).toBe(false);
     const world = JSON.parse(fs.readFileSync(path.join(dir, 'world.json'), 'utf8')) as { agents: Record<string, { startStep: number; step: number; phase: string }> };
     // Resumed from the checkpoint taken when it was suspended, and still training after the controller left.
-    expect(world.agents['a/g1/a1']!.phase).toBe('stopped');
-    expect(world.agents['a/g1/a2']!.startStep).toBe(world.agents['a/g1/a1']!.step);
-    expect(world.agents['a/g1/a2']!.phase).toBe('training');
+    expect(agentIn(world, 'a', 1, 1)!.phase).toBe('stopped');
+    expect(agentIn(world, 'a', 1, 2)!.startStep).toBe(agentIn(world, 'a', 1, 1)!.step);
+    expect(agentIn(world, 'a', 1, 2)!.phase).toBe('training');
   });
 });

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually, spec, watchedFolder, type WatchedFolder } from './watch-support.js';
+import { agentIn, checkpointsIn } from '../support/memory-provider.js';
 
 let w: WatchedFolder | undefined;
 afterEach(async () => {
@@ -80,16 +81,16 @@ describe('reconcile --watch', () => {
   it('suspends and resumes a run through spec edits, from its checkpoint', async () => {
     w = await watchedFolder({ files: { 'c.yaml': spec('c') } });
     const folder = w;
-    await eventually(() => ((folder.provider.world.agents['c/g1/a1']?.step ?? 0) >= 20 ? true : undefined), 'c trained a while');
+    await eventually(() => ((agentIn(folder.provider.world, 'c', 1, 1)?.step ?? 0) >= 20 ? true : undefined), 'c trained a while');
     folder.write('c.yaml', spec('c', { suspend: true }));
     await eventually(phase(folder, 'c', 'Suspended'), 'c suspended');
-    const stoppedAt = folder.provider.world.agents['c/g1/a1']!.step;
-    expect(folder.provider.world.checkpoints['c/g1']?.at(-1)).toBe(stoppedAt);
+    const stoppedAt = agentIn(folder.provider.world, 'c', 1, 1)!.step;
+    expect(checkpointsIn(folder.provider.world, 'c', 1)?.at(-1)).toBe(stoppedAt);
     expect(folder.provider.world.instances.filter((i) => i.run === 'c').every((i) => i.state === 'terminated')).toBe(true);
 
     folder.write('c.yaml', spec('c', { suspend: false }));
     await eventually(phase(folder, 'c', 'Training'), 'c training again');
-    expect(folder.provider.world.agents['c/g1/a2']?.startStep).toBe(stoppedAt);
+    expect(agentIn(folder.provider.world, 'c', 1, 2)?.startStep).toBe(stoppedAt);
     expect(folder.stopReasons).toEqual(['suspend']);
   });
 

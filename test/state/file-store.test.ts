@@ -156,7 +156,27 @@ describe('status', () => {
     await s.putStatus(statusFixture('r1'));
     await fs.writeFile(path.join(runDir('r1'), 'status.json'), '{not json');
     await expect(s.getStatus('r1')).rejects.toThrow(StateCorruptError);
-    await expect(s.getStatus('r1')).rejects.toThrow(/status\.json: status is not valid JSON/);
+    await expect(s.getStatus('r1')).rejects.toThrow(/status\.json: the status record of run r1 is unreadable \(not valid JSON \(9 bytes\)\)/);
+    // The advice is to let reconcile rebuild it, never the archive (which holds deleted runs only).
+    await expect(s.getStatus('r1')).rejects.not.toThrow(/archive/);
+  });
+
+  it('refuses a record of the wrong shape as unreadable, naming the field, and upgrades one without a uid', async () => {
+    const s = store();
+    await s.open();
+    await s.putStatus(statusFixture('r1'));
+    const file = path.join(runDir('r1'), 'status.json');
+    await fs.writeFile(file, JSON.stringify({ ...statusFixture('r1'), instances: 'none' }));
+    await expect(s.getStatus('r1')).rejects.toThrow(/"instances" is not a list of instance records/);
+    await fs.writeFile(file, '[]');
+    await expect(s.getStatus('r1')).rejects.toThrow(/expected a JSON object, found a list/);
+    // Written by the previous version: no uid. Read with its legacy uid, the same on every read.
+    const { uid: _uid, ...old } = statusFixture('r1');
+    await fs.writeFile(file, JSON.stringify(old));
+    const upgraded = await s.getStatus('r1');
+    expect(upgraded?.uid).toMatch(/^legacy-[0-9a-f]{12}$/);
+    expect((await s.getStatus('r1'))?.uid).toBe(upgraded?.uid);
+    expect({ ...upgraded, uid: undefined }).toEqual({ ...old, uid: undefined });
   });
 });
 
@@ -174,21 +194,23 @@ describe('deleteStatus', () => {
     expect(await s.getStatus('r1')).toBeUndefined();
     expect(await s.listRuns()).toEqual([]);
     const archive = path.join(root, 'state', 'archive');
-    expect(await fs.readdir(archive)).toEqual(['r1-20260101T120000.000Z']);
-    const archived = path.join(archive, 'r1-20260101T120000.000Z');
+    const uid = statusFixture('r1').uid;
+    expect(await fs.readdir(archive)).toEqual([`r1-${uid}`]);
+    const archived = path.join(archive, `r1-${uid}`);
     expect((await fs.readdir(archived)).sort()).toEqual(['events.jsonl', 'status.json']);
     expect(JSON.parse(await fs.readFile(path.join(archived, 'status.json'), 'utf8')).phase).toBe('Deleted');
 
-    // Same name again: the archived log's ids do not suppress the new run's events.
-    await s.putStatus(statusFixture('r1'));
+    // Same name again, a new incarnation: the archived log's ids do not suppress the new run's events.
+    const second = 'a7e3c9d1-0b2f-4e6a-9c8d-7f6e5d4c3b2a';
+    await s.putStatus(statusFixture('r1', { uid: second }));
     await s.appendEvents('r1', [eventFixture('r1', 1)]);
     expect((await s.readEvents('r1')).map((e) => e.id)).toEqual(['r1:e1']);
 
     await s.deleteStatus('r1');
-    expect((await fs.readdir(archive)).sort()).toEqual(['r1-20260101T120000.000Z', 'r1-20260101T120000.001Z']);
+    expect((await fs.readdir(archive)).sort()).toEqual([`r1-${uid}`, `r1-${second}`].sort());
   });
 
-  it('keeps two archives made in the same millisecond apart', async () => {
+  it('keeps two archives of one incarnation apart (a deletion repeated after a restore by hand)', async () => {
     const s = store({ now: () => T0 });
     await s.open();
     await s.putStatus(statusFixture('r1'));
@@ -196,7 +218,8 @@ describe('deleteStatus', () => {
     await s.putStatus(statusFixture('r1', { phase: 'Failed' }));
     await s.deleteStatus('r1');
     const archive = path.join(root, 'state', 'archive');
-    expect((await fs.readdir(archive)).sort()).toEqual(['r1-20260101T120000.000Z', 'r1-20260101T120000.000Z-2']);
+    const uid = statusFixture('r1').uid;
+    expect((await fs.readdir(archive)).sort()).toEqual([`r1-${uid}`, `r1-${uid}-2`]);
   });
 });
 

@@ -209,8 +209,8 @@ describe('SharedStore on moto', () => {
     await store.deleteStatus('gone');
     expect(await store.listRuns()).toEqual(['keep']);
     expect((await objects(prefix).list('state/archive/')).keys).toEqual([
-      expect.stringMatching(/^state\/archive\/gone-20260101T120000Z\/events\/000000000001-[0-9a-f]{16}\.json$/),
-      'state/archive/gone-20260101T120000Z/status.json',
+      expect.stringMatching(/^state\/archive\/gone-6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e\/events\/000000000001-[0-9a-f]{16}\.json$/),
+      'state/archive/gone-6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e/status.json',
     ]);
   });
 });

@@ -109,7 +109,39 @@ describe('SharedStore status writes', () => {
     await objects.putIfAbsent(STATUS('train'), '{"phase": "Training"}');
     const err = await new SharedStore(objects).getStatus('train').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StateCorruptError);
-    expect((err as Error).message).toContain('s3://memory-bucket/state-test/state/runs/train/status.json: not a runctl status document for run train');
+    expect((err as Error).message).toContain(
+      's3://memory-bucket/state-test/state/runs/train/status.json: the status record of run train is unreadable (not a runctl status document',
+    );
+    expect((err as Error).message).not.toContain('archive');
+  });
+
+  it('reads a status document written before uids with its legacy uid, and refuses a wrong shape inside the envelope', async () => {
+    const objects = new MemoryObjectStore();
+    const { uid: _uid, ...old } = statusFixture('train');
+    await objects.putIfAbsent(STATUS('train'), JSON.stringify({ format: 'runctl.status/v1', writeId: 'x', status: old }));
+    const read = await new SharedStore(objects).getStatus('train');
+    expect(read?.uid).toMatch(/^legacy-[0-9a-f]{12}$/);
+    expect({ ...read, uid: undefined }).toEqual({ ...old, uid: undefined });
+
+    const other = new MemoryObjectStore();
+    await other.putIfAbsent(STATUS('train'), JSON.stringify({ format: 'runctl.status/v1', writeId: 'x', status: { ...old, phase: 'Sleeping' } }));
+    await expect(new SharedStore(other).getStatus('train')).rejects.toThrow(/"phase" is "Sleeping", not one of Pending/);
+  });
+
+  it('replaces an unreadable status under the lease, keeping the damaged object beside it; a stale rebuild stands down', async () => {
+    const objects = new MemoryObjectStore();
+    const { leases, store } = controller(objects, 'host-a', clock());
+    await leases.acquire('train');
+    await objects.putIfAbsent(STATUS('train'), '{"format": "runctl.status/v1", "status": {"run": "tr');
+    await expect(store.getStatus('train')).rejects.toThrow(/unreadable \(not a runctl status document|unreadable \(not valid JSON/);
+    const kept = await store.replaceUnreadableStatus(statusFixture('train'));
+    expect(kept).toMatch(/^s3:\/\/memory-bucket\/state-test\/state\/runs\/train\/status\.json\.unreadable-\d{8}T\d{6}\.\d{3}Z$/);
+    expect((await objects.get(kept.slice('s3://memory-bucket/state-test/'.length)))?.body).toBe('{"format": "runctl.status/v1", "status": {"run": "tr');
+    expect(await store.getStatus('train')).toEqual(statusFixture('train'));
+    expect(doc(objects, 'train').fence).toEqual({ holder: 'host-a', epoch: 1 });
+    // Without the lease, no rebuild.
+    const other = new SharedStore(objects, { leases: new LeaseManager(objects, 'host-b', TTL, clock()) });
+    await expect(other.replaceUnreadableStatus(statusFixture('train'))).rejects.toBeInstanceOf(StaleWriteError);
   });
 
   it('rejects run names that would escape the layout', async () => {
@@ -288,11 +320,11 @@ describe('SharedStore listing, archiving and opening', () => {
     expect(await store.readEvents('train')).toEqual([]);
     const archived = (await objects.list('state/archive/')).keys;
     expect(archived).toEqual([
-      expect.stringMatching(/^state\/archive\/train-20260101T120000Z\/events\/000000000001-/),
-      expect.stringMatching(/^state\/archive\/train-20260101T120000Z\/events\/000000000002-/),
-      'state/archive/train-20260101T120000Z/status.json',
+      expect.stringMatching(/^state\/archive\/train-6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e\/events\/000000000001-/),
+      expect.stringMatching(/^state\/archive\/train-6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e\/events\/000000000002-/),
+      'state/archive/train-6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e/status.json',
     ]);
-    expect((objects.body('state/archive/train-20260101T120000Z/status.json') as StatusDocument).status.run).toBe('train');
+    expect((objects.body('state/archive/train-6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e/status.json') as StatusDocument).status.run).toBe('train');
 
     // A new run under the same name starts with a clean log.
     await store.putStatus(statusFixture('train', { attempt: 1 }));

@@ -7,6 +7,7 @@ export const T0 = Date.parse('2026-01-01T12:00:00Z');
 export function statusFixture(run: string, overrides: Partial<RunStatus> = {}): RunStatus {
   return {
     run,
+    uid: '6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e',
     phase: 'Pending',
     generation: 1,
     specHash: 'abc123',
@@ -17,7 +18,7 @@ export function statusFixture(run: string, overrides: Partial<RunStatus> = {}): 
     conditions: [],
     instances: [],
     deadlines: {},
-    snapshot: { value: 'Pending' },
+    snapshot: { value: 'Pending', context: { run, generation: 1, attempt: 1, interruptions: 0, errorRetries: 0, limits: {}, rehearsalDone: false } },
     spec: testSpec(),
     createdAt: new Date(T0).toISOString(),
     updatedAt: new Date(T0).toISOString(),

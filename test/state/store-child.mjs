@@ -31,9 +31,31 @@ if (mode === 'hold' || mode === 'race') {
   await store.close();
   process.exit(0);
 } else if (mode === 'write-loop') {
+  // The shape runctl writes (readers check it), plus the fields the test looks at.
+  const at = '2026-01-01T12:00:00.000Z';
+  const crashyStatus = {
+    run: 'crashy',
+    uid: '0b6f1c2d-4a5b-4c6d-8e7f-901a2b3c4d5e',
+    phase: 'Training',
+    generation: 1,
+    specHash: 'abc',
+    observedGeneration: 1,
+    attempt: 1,
+    interruptions: 0,
+    errorRetries: 0,
+    conditions: [],
+    instances: [],
+    deadlines: {},
+    snapshot: { value: 'Training', context: { run: 'crashy', generation: 1, attempt: 1, limits: {} } },
+    spec: { provider: 'local', run: 'true', code: {}, resources: {}, checkpoints: {}, recovery: {}, timeouts: {} },
+    createdAt: at,
+    updatedAt: at,
+    eventSeq: 0,
+    costUSD: 0,
+  };
   const big = 'x'.repeat(4 * 1024 * 1024); // large enough that a kill often lands mid-write
   for (let n = 1; ; n++) {
-    await store.putStatus({ run: 'crashy', phase: 'Training', counter: n, padding: big });
+    await store.putStatus({ ...crashyStatus, counter: n, padding: big });
     if (n === 5) report({ wrote: n });
   }
 }

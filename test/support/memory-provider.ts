@@ -77,8 +77,11 @@ export interface World {
   bundles?: Record<string, number>;
 }
 
-const keyOf = (k: AttemptKey) => `${k.run}/g${k.generation}/a${k.attempt}`;
-const genKey = (run: string, generation: number) => `${run}/g${generation}`;
+// Storage and attempts are per run incarnation (uid), as in the real providers.
+const runKey = (run: string, uid?: string) => (uid ? `${run}@${uid}` : run);
+const keyOf = (k: AttemptKey) => `${runKey(k.run, k.uid)}/g${k.generation}/a${k.attempt}`;
+const genKey = (run: string, generation: number, uid?: string) => `${runKey(run, uid)}/g${generation}`;
+const sameAttempt = (a: AttemptKey, b: AttemptKey) => a.run === b.run && a.uid === b.uid && a.generation === b.generation && a.attempt === b.attempt;
 
 export class MemoryProvider implements Provider {
   readonly name = 'local';
@@ -140,6 +143,7 @@ export class MemoryProvider implements Provider {
       const list = out.get(i.run) ?? [];
       list.push({
         run: i.run,
+        ...(i.uid ? { uid: i.uid } : {}),
         generation: i.generation,
         attempt: i.attempt,
         instance: { id: i.id, launchedAt: i.launchedAt, market: 'spot', type: 'mem.small', pricePerHour: 0.5 },
@@ -156,16 +160,14 @@ export class MemoryProvider implements Provider {
 
   async launch(req: LaunchRequest): Promise<LaunchResult> {
     this.enter('launch');
-    const existing = this.world.instances.find(
-      (i) => i.run === req.run && i.generation === req.generation && i.attempt === req.attempt,
-    );
+    const existing = this.world.instances.find((i) => sameAttempt(i, req));
     if (existing) {
       this.save();
       return { instance: { id: existing.id, launchedAt: existing.launchedAt, pricePerHour: 0.5, market: 'spot' }, adopted: true };
     }
     const id = `mem-${this.world.nextId++}`;
     const launchedAt = new Date().toISOString();
-    this.world.instances.push({ id, run: req.run, generation: req.generation, attempt: req.attempt, state: 'pending', ticks: 0, launchedAt });
+    this.world.instances.push({ id, run: req.run, uid: req.uid, generation: req.generation, attempt: req.attempt, state: 'pending', ticks: 0, launchedAt });
     this.world.launches[keyOf(req)] = (this.world.launches[keyOf(req)] ?? 0) + 1;
     this.save();
     return { instance: { id, launchedAt, pricePerHour: 0.5, market: 'spot', type: 'mem.small' }, adopted: false };
@@ -186,10 +188,10 @@ export class MemoryProvider implements Provider {
     if (agent) {
       agent.deploys++;
     } else {
-      const ckpts = this.world.checkpoints[genKey(req.run, req.generation)] ?? [];
-      const seed = req.seedGeneration !== undefined ? this.world.checkpoints[genKey(req.run, req.seedGeneration)] ?? [] : [];
+      const ckpts = this.world.checkpoints[genKey(req.run, req.generation, req.uid)] ?? [];
+      const seed = req.seedGeneration !== undefined ? this.world.checkpoints[genKey(req.run, req.seedGeneration, req.uid)] ?? [] : [];
       const start = ckpts.at(-1) ?? seed.at(-1) ?? 0;
-      this.world.agents[k] = { run: req.run, generation: req.generation, attempt: req.attempt, phase: 'starting', seq: 0, step: start, startStep: start, deploys: 1 };
+      this.world.agents[k] = { run: req.run, uid: req.uid, generation: req.generation, attempt: req.attempt, phase: 'starting', seq: 0, step: start, startStep: start, deploys: 1 };
     }
     this.save();
     return { codeBundle };
@@ -265,9 +267,9 @@ export class MemoryProvider implements Provider {
     this.save();
   }
 
-  async latestCheckpoint(run: string, generation: number): Promise<CheckpointManifest | undefined> {
+  async latestCheckpoint(run: string, generation: number, _spec?: RunSpec, uid?: string): Promise<CheckpointManifest | undefined> {
     this.enter('latestCheckpoint');
-    const step = this.world.checkpoints[genKey(run, generation)]?.at(-1);
+    const step = this.world.checkpoints[genKey(run, generation, uid)]?.at(-1);
     if (step === undefined) return undefined;
     return { id: String(step).padStart(8, '0'), run, generation, attempt: 0, step, createdAt: new Date().toISOString(), files: [] };
   }
@@ -285,10 +287,10 @@ export class MemoryProvider implements Provider {
       if (i.state === 'pending' && ++i.ticks > (s.bootTicks ?? 1)) i.state = 'running';
     }
     for (const a of Object.values(w.agents)) {
-      const inst = w.instances.find((i) => i.run === a.run && i.generation === a.generation && i.attempt === a.attempt);
+      const inst = w.instances.find((i) => sameAttempt(i, a));
       if (!inst || inst.state === 'terminated') continue;
       const checkpoint = () => {
-        const list = (w.checkpoints[genKey(a.run, a.generation)] ??= []);
+        const list = (w.checkpoints[genKey(a.run, a.generation, a.uid)] ??= []);
         if (list.at(-1) !== a.step) list.push(a.step);
         a.lastCheckpoint = a.step;
       };
@@ -352,4 +354,36 @@ export class MemoryProvider implements Provider {
       }
     }
   }
+}
+
+// Lookups by run name for tests with one incarnation per name (the world keys carry the uid).
+function byName<T>(map: Record<string, T>, run: string, rest: string): T | undefined {
+  const hits = Object.keys(map).filter((k) => k === `${run}${rest}` || (k.startsWith(`${run}@`) && k.endsWith(rest) && !k.slice(run.length + 1, -rest.length).includes('/')));
+  return hits.length ? map[hits[hits.length - 1] as string] : undefined;
+}
+
+export function agentIn<A>(world: { agents: Record<string, A> }, run: string, generation: number, attempt: number): A | undefined {
+  return byName(world.agents, run, `/g${generation}/a${attempt}`);
+}
+
+export function checkpointsIn(world: World, run: string, generation: number): number[] | undefined {
+  return byName(world.checkpoints, run, `/g${generation}`);
+}
+
+export function launchesIn(world: World, run: string, generation: number, attempt: number): number | undefined {
+  return byName(world.launches, run, `/g${generation}/a${attempt}`);
+}
+
+/** world.launches keyed by run name instead of run@uid (tests with one incarnation per name). */
+export function launchesByName(world: World): Record<string, number> {
+  return withoutUids(world.launches);
+}
+
+/** world.checkpoints keyed by run name instead of run@uid (tests with one incarnation per name). */
+export function checkpointsByName(world: World): Record<string, number[]> {
+  return withoutUids(world.checkpoints);
+}
+
+function withoutUids<T>(map: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(map).map(([k, v]) => [k.replace(/@[^/]+/, ''), v]));
 }

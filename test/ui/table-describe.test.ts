@@ -88,6 +88,7 @@ describe('renderDescribe', () => {
     expect(text).toBe(
       [
         'Name:            quickstart',
+        'UID:             6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e',
         'Phase:           Training',
         'Generation:      1 (observed 1, spec abc123)',
         'Attempt:         2 (1 interruption, 0 error retries)',
@@ -139,6 +140,7 @@ describe('renderDescribe', () => {
     expect(renderDescribe({ status: failed, events, now, maxEvents: 2 })).toBe(
       [
         'Name:       broken',
+        'UID:        6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e',
         'Phase:      Failed',
         'Generation: 1 (observed 1, spec abc123)',
         'Attempt:    1 (0 interruptions, 1 error retry)',

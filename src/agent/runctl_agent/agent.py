@@ -26,6 +26,7 @@ import traceback
 
 from .bundle import fetch_bundle
 from .checkpoints import TICK_SECONDS, Checkpoints, NoCheckpointLeft
+from .config import run_prefix
 from .errors import AgentFailure
 from .faults import Faults
 from .imds import Imds
@@ -78,7 +79,7 @@ class Agent:
         self.cfg = cfg
         self.log = log
         self.key = {"run": cfg["run"], "generation": cfg["generation"], "attempt": cfg["attempt"]}
-        gen_prefix = "runs/%s/g%d" % (cfg["run"], cfg["generation"])
+        gen_prefix = "%s/g%d" % (run_prefix(cfg), cfg["generation"])
         self.attempt_prefix = "%s/a%d/" % (gen_prefix, cfg["attempt"])
         self.state = cfg["stateDir"]
         self.secret_values = []
@@ -460,6 +461,7 @@ class Agent:
         env.update(getattr(self, "secrets", {}))
         env.update({
             "RUNCTL_RUN": self.cfg["run"],
+            "RUNCTL_RUN_UID": self.cfg.get("uid") or "",
             "RUNCTL_GENERATION": str(self.cfg["generation"]),
             "RUNCTL_ATTEMPT": str(self.cfg["attempt"]),
             "RUNCTL_RESUMING": "0",

@@ -24,6 +24,7 @@ from .errors import AgentFailure
 from .resume_evidence import avoided_checkpoints
 from .steps import MARKER_FILE, layout_step, parse_marker, parse_saved_line
 
+from .config import run_prefix
 from .storage import StorageError
 from .util import (atomic_write, json_bytes, list_files, now_iso, pad_seq, read_json, remove_quietly,
                    safe_relpath, sha256_file)
@@ -247,7 +248,7 @@ class Checkpoints:
     def _carry(self, prev_id, entry, staging):
         """Put the previously published version of a file left out into staging; False if it
         cannot be had (then the file is simply absent from this checkpoint)."""
-        prefix = "runs/%s/g%d/checkpoints/" % (self.cfg["run"], self.cfg["generation"])
+        prefix = "%s/g%d/checkpoints/" % (run_prefix(self.cfg), self.cfg["generation"])
         dest = os.path.join(staging, *entry["path"].split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         try:
@@ -330,7 +331,7 @@ class Checkpoints:
 
     def ids(self, generation):
         """(prefix, all ids, published ids) in a generation, ascending."""
-        prefix = "runs/%s/g%d/checkpoints/" % (self.cfg["run"], generation)
+        prefix = "%s/g%d/checkpoints/" % (run_prefix(self.cfg), generation)
         ids, published = set(), set()
         for k in self.storage.list_keys(prefix):
             head, _, rest = k.partition("/")
@@ -375,7 +376,7 @@ class Checkpoints:
         failure = None
         avoided = {}
         if generation == self.cfg["generation"]:
-            evidence = avoided_checkpoints(self.storage, self.cfg["run"], generation, self.cfg["attempt"])
+            evidence = avoided_checkpoints(self.storage, run_prefix(self.cfg), generation, self.cfg["attempt"])
             avoided = dict((cid, evidence[cid]) for cid in published if cid in evidence)
             for a in sorted(avoided.values(), key=lambda a: a["id"], reverse=True):
                 self.log("not restoring checkpoint g%d/%s: attempt %d restored it and failed before publishing a newer one (%s)" % (
@@ -448,7 +449,7 @@ class Checkpoints:
 
     def _remember_published(self, generation, published):
         """The kept checkpoints' refs (for `describe`), from their manifests; the newest `keep`."""
-        prefix = "runs/%s/g%d/checkpoints/" % (self.cfg["run"], generation)
+        prefix = "%s/g%d/checkpoints/" % (run_prefix(self.cfg), generation)
         for cid in published[-(self.cfg["keep"] - 1):] if self.cfg["keep"] > 1 else []:
             try:
                 raw = self.storage.get_bytes(prefix + cid + "/" + MANIFEST_NAME)

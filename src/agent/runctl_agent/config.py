@@ -74,4 +74,15 @@ def load_config(path):
     optional("region", str, "a region name")
     if cfg.get("seedGeneration") is not None:
         need("seedGeneration", int, lambda v: v >= 0, "a non-negative integer")
+    optional("uid", str, "a run uid")
+    if cfg.get("uid") is not None and not re.match(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", cfg["uid"]):
+        raise ConfigError("config %s: field 'uid' must be a run uid (a lowercase UUID), got %s" % (path, json.dumps(cfg["uid"])))
     return cfg
+
+
+def run_prefix(cfg):
+    """Storage prefix of the run incarnation: runs/<run>/<uid>, or runs/<run> for a run recorded
+    before uids (src/agent/layout.ts keeps the same rule on the controller side)."""
+    if cfg.get("uid"):
+        return "runs/%s/%s" % (cfg["run"], cfg["uid"])
+    return "runs/%s" % cfg["run"]

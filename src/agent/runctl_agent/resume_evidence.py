@@ -7,7 +7,7 @@ restored, and reports the ones it passed over (`restoredFrom.avoided`), which th
 as a CheckpointFallback condition (reason ResumeFailed).
 
 Why the agent reads this from storage rather than being told by the controller: the attempt
-records (runs/<run>/g<gen>/a<n>/status.json) are written by the agents that did the work, next
+records (runs/<run>[/<uid>]/g<gen>/a<n>/status.json) are written by the agents that did the work, next
 to the checkpoints they are about, in the same storage the restoring agent already reads; they
 survive a controller that crashed or lost its state, a second controller (CI and a control host),
 and a provider change. The controller only bounds the retries (recovery.maxRetriesOnError) and
@@ -24,12 +24,13 @@ from .storage import StorageError
 EVIDENCE_PHASES = ("failed", "lost")
 
 
-def attempt_statuses(storage, run, generation, before_attempt):
-    """[(attempt, status dict)] of this generation's earlier attempts that left a status object."""
+def attempt_statuses(storage, prefix, generation, before_attempt):
+    """[(attempt, status dict)] of this generation's earlier attempts that left a status object;
+    prefix is the run's storage prefix (config.run_prefix: runs/<run>[/<uid>])."""
     out = []
     for attempt in range(1, before_attempt):
         try:
-            raw = storage.get_bytes("runs/%s/g%d/a%d/status.json" % (run, generation, attempt))
+            raw = storage.get_bytes("%s/g%d/a%d/status.json" % (prefix, generation, attempt))
         except (StorageError, OSError):
             continue
         if not raw:
@@ -51,11 +52,11 @@ def how_it_ended(status):
     return status.get("message") or "the attempt failed"
 
 
-def avoided_checkpoints(storage, run, generation, attempt):
+def avoided_checkpoints(storage, prefix, generation, attempt):
     """{checkpoint id: {"id", "attempt", "reason"}} for every checkpoint of `generation` that an
     earlier attempt restored and then failed on before publishing a newer one."""
     out = {}
-    for n, status in attempt_statuses(storage, run, generation, attempt):
+    for n, status in attempt_statuses(storage, prefix, generation, attempt):
         if status.get("phase") not in EVIDENCE_PHASES or not status.get("pid"):
             continue  # not a failure of the job itself
         restored = status.get("restoredFrom") or {}

@@ -3,7 +3,7 @@ import os
 import tempfile
 import unittest
 
-from runctl_agent.config import ConfigError, load_config
+from runctl_agent.config import ConfigError, load_config, run_prefix
 
 VALID = {
     "run": "r", "generation": 1, "attempt": 1, "resuming": False, "storage": "file:///tmp/s",
@@ -26,6 +26,14 @@ class ConfigTest(unittest.TestCase):
 
     def test_a_valid_config_loads(self):
         self.assertEqual(self.load(VALID)["keep"], 2)
+
+    def test_the_run_uid_picks_the_storage_prefix_and_a_record_before_uids_keeps_the_old_one(self):
+        uid = "6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e"
+        self.assertEqual(run_prefix(self.load(dict(VALID, uid=uid))), "runs/r/" + uid)
+        self.assertEqual(run_prefix(self.load(VALID)), "runs/r")
+        with self.assertRaises(ConfigError) as err:
+            self.load(dict(VALID, uid="../x"))
+        self.assertIn("field 'uid' must be a run uid", str(err.exception))
 
     def test_each_bad_field_is_named_with_what_would_be_valid(self):
         cases = [

@@ -29,7 +29,7 @@ import { awsCall, classifyAwsError, errorCode, quotaFix, quotaGroup, quotaName, 
 import type { ImageResolver, ResolvedImage } from './image.js';
 import { preferLive, toInstanceRef } from './instance-ref.js';
 import type { SpotPrices } from './pricing.js';
-import { TAG_ATTEMPT, TAG_CONTROLLER, TAG_GENERATION, TAG_RUN, ownershipTags } from './tags.js';
+import { TAG_ATTEMPT, TAG_CONTROLLER, TAG_GENERATION, TAG_RUN, attemptFromTags, ownershipTags, sameAttempt } from './tags.js';
 
 export interface Rung {
   /** Stable id, e.g. `spot/g5.xlarge/us-east-1a`; the reconciler passes exhausted ids back in `exhausted`. */
@@ -58,11 +58,15 @@ export function marketLadder(resources: ResourcesSpec): Rung[] {
   return rungs;
 }
 
-/** ≤ 64 ASCII characters, the same for the same attempt and rung on every controller restart. */
+/**
+ * ≤ 64 ASCII characters, the same for the same attempt and rung on every controller restart, and
+ * different for a run re-created under the same name (the uid is hashed in): EC2 keeps a token's
+ * launch for some time, and a reused token would hand back the deleted run's instance or refuse.
+ * Runs recorded before uids keep the token they had.
+ */
 export function clientToken(key: AttemptKey, controller: string, rungId: string): string {
-  const digest = createHash('sha256')
-    .update(JSON.stringify([controller, key.run, key.generation, key.attempt, rungId]))
-    .digest('hex');
+  const identity = key.uid ? [controller, key.run, key.uid, key.generation, key.attempt, rungId] : [controller, key.run, key.generation, key.attempt, rungId];
+  const digest = createHash('sha256').update(JSON.stringify(identity)).digest('hex');
   return `runctl-g${key.generation}-a${key.attempt}-${digest}`.slice(0, 64);
 }
 
@@ -109,7 +113,11 @@ export function runInstancesInput(req: LaunchRequest, rung: Rung, image: Resolve
   };
 }
 
-/** Every instance tagged with this attempt and controller, in any state. */
+/**
+ * Every instance tagged with this attempt (run incarnation included) and controller, in any state.
+ * The uid is matched here rather than in the filter: a run recorded before uids owns exactly the
+ * instances *without* a `runctl:uid` tag, which EC2 filters cannot express.
+ */
 export async function findAttemptInstances(clients: AwsClients, key: AttemptKey, controller: string): Promise<Instance[]> {
   const out = await awsCall({ service: 'ec2', operation: 'DescribeInstances', region: clients.region }, () =>
     clients.ec2.send(
@@ -123,7 +131,13 @@ export async function findAttemptInstances(clients: AwsClients, key: AttemptKey,
       }),
     ),
   );
-  return (out.Reservations ?? []).flatMap((r) => r.Instances ?? []).sort(preferLive);
+  return (out.Reservations ?? [])
+    .flatMap((r) => r.Instances ?? [])
+    .filter((i) => {
+      const tagged = attemptFromTags(i.Tags);
+      return tagged !== undefined && sameAttempt(tagged, key);
+    })
+    .sort(preferLive);
 }
 
 export interface LaunchDeps {

@@ -282,12 +282,12 @@ export class AwsProvider implements Provider {
     this.online.delete(instanceId);
   }
 
-  async latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined> {
+  async latestCheckpoint(run: string, generation: number, spec: RunSpec, uid?: string): Promise<CheckpointManifest | undefined> {
     const storage = await this.storageFor(spec);
-    const ids = (await storage.listDirectories(checkpointsPrefix(run, generation))).sort().reverse();
+    const ids = (await storage.listDirectories(checkpointsPrefix(run, generation, uid))).sort().reverse();
     // Newest first; a directory without its manifest is a checkpoint still uploading (or abandoned).
     for (const id of ids) {
-      const text = await storage.getText(manifestKey(run, generation, id));
+      const text = await storage.getText(manifestKey(run, generation, id, uid));
       if (text === undefined) continue;
       try {
         return JSON.parse(text) as CheckpointManifest;

@@ -69,7 +69,7 @@ export async function startAgent(
   try {
     config = renderAgentConfig({
       spec: req.spec,
-      key: { run: req.run, generation: req.generation, attempt: req.attempt },
+      key: req.uid ? { run: req.run, uid: req.uid, generation: req.generation, attempt: req.attempt } : { run: req.run, generation: req.generation, attempt: req.attempt },
       storage: storage.url,
       bundleKey: bundle.key,
       stateDir: sandbox.stateDir,

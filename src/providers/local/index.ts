@@ -35,6 +35,9 @@ import {
   TAG_CONTROLLER,
   attemptFromTags,
   attemptTags,
+  describeAttempt,
+  instanceIdPrefix,
+  sameAttempt,
   isInstanceId,
   isRunName,
   marketFor,
@@ -203,11 +206,12 @@ export class LocalProvider implements Provider {
   private async findAttempt(key: AttemptKey): Promise<{ sandbox: Sandbox; instance: InstanceRef } | undefined> {
     const found: { sandbox: Sandbox; instance: InstanceRef; live: boolean }[] = [];
     for (const sandbox of await this.sandboxes.list()) {
-      if (!sandbox.id.startsWith(`local-${key.run}-g${key.generation}-a${key.attempt}-`)) continue;
+      if (!sandbox.id.startsWith(instanceIdPrefix(key))) continue;
       const tags = await sandbox.tags();
       const tagged = attemptFromTags(tags);
       if (!tagged || tags?.[TAG_CONTROLLER] !== this.controller) continue;
-      if (tagged.run !== key.run || tagged.generation !== key.generation || tagged.attempt !== key.attempt) continue;
+      // Matched on the uid too: a deleted run's sandbox is never adopted by one re-created under its name.
+      if (!sameAttempt(tagged, key)) continue;
       const instance = await sandbox.instance();
       if (instance) found.push({ sandbox, instance, live: !(await sandbox.terminated()) });
     }
@@ -219,11 +223,8 @@ export class LocalProvider implements Provider {
     const sandbox = this.sandboxOf(req.instance.id);
     const tags = attemptFromTags(await sandbox.tags());
     if (!tags) throw new TerminalError(`local instance ${req.instance.id} does not exist (no sandbox at ${sandbox.dir})`, { code: 'InstanceNotFound' });
-    if (tags.run !== req.run || tags.generation !== req.generation || tags.attempt !== req.attempt) {
-      throw new TerminalError(
-        `local instance ${req.instance.id} belongs to ${tags.run} generation ${tags.generation} attempt ${tags.attempt}, not ${req.run} generation ${req.generation} attempt ${req.attempt}`,
-        { code: 'InstanceMismatch' },
-      );
+    if (!sameAttempt(tags, req)) {
+      throw new TerminalError(`local instance ${req.instance.id} belongs to ${describeAttempt(tags)}, not ${describeAttempt(req)}`, { code: 'InstanceMismatch' });
     }
     const host = await this.waitForHost(sandbox);
     const storage = this.storageFor(req.spec);
@@ -278,10 +279,8 @@ export class LocalProvider implements Provider {
     const sandbox = this.sandboxOf(instanceId);
     const tags = attemptFromTags(await sandbox.tags());
     if (!tags) throw new TerminalError(`local instance ${instanceId} does not exist`, { code: 'InstanceNotFound' });
-    if (tags.run !== key.run || tags.generation !== key.generation || tags.attempt !== key.attempt) {
-      throw new TerminalError(`local instance ${instanceId} does not belong to ${key.run} generation ${key.generation} attempt ${key.attempt}`, {
-        code: 'InstanceMismatch',
-      });
+    if (!sameAttempt(tags, key)) {
+      throw new TerminalError(`local instance ${instanceId} does not belong to ${describeAttempt(key)}`, { code: 'InstanceMismatch' });
     }
     if (await sandbox.terminated()) return;
     const now = Date.now();
@@ -323,8 +322,8 @@ export class LocalProvider implements Provider {
     }
   }
 
-  async latestCheckpoint(run: string, generation: number, spec: RunSpec): Promise<CheckpointManifest | undefined> {
-    return this.storageFor(spec).latestCheckpoint(run, generation);
+  async latestCheckpoint(run: string, generation: number, spec: RunSpec, uid?: string): Promise<CheckpointManifest | undefined> {
+    return this.storageFor(spec).latestCheckpoint(run, generation, uid);
   }
 
   async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts?: LogReadOptions): Promise<LogChunk> {

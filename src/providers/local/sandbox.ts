@@ -1,6 +1,6 @@
 // A local "instance" is a sandbox folder under `<root>/instances/<instanceId>/`:
 //
-//   tags.json                     runctl:run, runctl:generation, runctl:attempt, runctl:controller
+//   tags.json                     runctl:run, runctl:uid, runctl:generation, runctl:attempt, runctl:controller
 //   instance.json                 the InstanceRef (type, market, launchedAt, ...)
 //   groups/<pgid>.json            every process group started in the sandbox (host, agents)
 //   host.json                     written by the instance host once its IMDS endpoint listens
@@ -22,6 +22,8 @@ import { createJsonExclusive, errnoCode, readJsonIfPresent, writeJsonAtomic } fr
 import type { GroupRecord } from './processes.js';
 
 export const TAG_RUN = 'runctl:run';
+/** The run incarnation (src/state/identity.ts); absent on sandboxes of runs recorded before uids. */
+export const TAG_UID = 'runctl:uid';
 export const TAG_GENERATION = 'runctl:generation';
 export const TAG_ATTEMPT = 'runctl:attempt';
 export const TAG_CONTROLLER = 'runctl:controller';
@@ -76,13 +78,32 @@ export function isRunName(run: string): boolean {
   return RUN_NAME.test(run) && run.length <= 63;
 }
 
+/**
+ * `local-<run>-g<gen>-a<attempt>-<hex>`: the hex starts with the first 8 digits of the run's uid
+ * (when it has one), so a sandbox folder says which incarnation it belongs to.
+ */
 export function newInstanceId(key: AttemptKey): string {
-  return `local-${key.run}-g${key.generation}-a${key.attempt}-${randomBytes(4).toString('hex')}`;
+  return `${instanceIdPrefix(key)}${key.uid ? key.uid.slice(0, 8) : ''}${randomBytes(4).toString('hex')}`;
+}
+
+/** Every instance id of the attempt starts with this (legacy and uid-carrying ids alike). */
+export function instanceIdPrefix(key: AttemptKey): string {
+  return `local-${key.run}-g${key.generation}-a${key.attempt}-`;
+}
+
+/** Same run incarnation, generation and attempt (uid included: undefined only matches undefined). */
+export function sameAttempt(a: AttemptKey, b: AttemptKey): boolean {
+  return a.run === b.run && a.uid === b.uid && a.generation === b.generation && a.attempt === b.attempt;
+}
+
+export function describeAttempt(key: AttemptKey): string {
+  return `${key.run}${key.uid ? ` (uid ${key.uid})` : ''} generation ${key.generation} attempt ${key.attempt}`;
 }
 
 export function attemptTags(key: AttemptKey, controller: string): Tags {
   return {
     [TAG_RUN]: key.run,
+    ...(key.uid ? { [TAG_UID]: key.uid } : {}),
     [TAG_GENERATION]: String(key.generation),
     [TAG_ATTEMPT]: String(key.attempt),
     [TAG_CONTROLLER]: controller,
@@ -96,7 +117,8 @@ export function attemptFromTags(tags: Tags | undefined): AttemptKey | undefined 
   const generation = Number(tags[TAG_GENERATION]);
   const attempt = Number(tags[TAG_ATTEMPT]);
   if (!run || !Number.isInteger(generation) || !Number.isInteger(attempt)) return undefined;
-  return { run, generation, attempt };
+  const uid = tags[TAG_UID];
+  return uid ? { run, uid, generation, attempt } : { run, generation, attempt };
 }
 
 export function marketFor(specMarket: string): MarketKind {

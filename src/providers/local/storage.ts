@@ -69,12 +69,12 @@ export class LocalStorage {
     });
   }
 
-  async latestCheckpoint(run: string, generation: number): Promise<CheckpointManifest | undefined> {
-    const dir = this.path(checkpointsPrefix(run, generation));
+  async latestCheckpoint(run: string, generation: number, uid?: string): Promise<CheckpointManifest | undefined> {
+    const dir = this.path(checkpointsPrefix(run, generation, uid));
     const ids = (await this.listNames(dir, 'listing checkpoints')).filter((n) => /^\d+$/.test(n)).sort().reverse();
     // Newest first; a checkpoint folder without its manifest is still uploading (or abandoned).
     for (const id of ids) {
-      const text = await this.readText(this.path(manifestKey(run, generation, id)), 'reading a checkpoint manifest');
+      const text = await this.readText(this.path(manifestKey(run, generation, id, uid)), 'reading a checkpoint manifest');
       if (text === undefined) continue;
       try {
         return JSON.parse(text) as CheckpointManifest;
