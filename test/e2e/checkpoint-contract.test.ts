@@ -51,9 +51,16 @@ function job(name: string, run: string, extra: Parameters<typeof testRun>[1] = {
   });
 }
 
+/** The run incarnation's storage folder: runs/<run>/<uid>/. */
+function runDir(root: string, run: string): string {
+  const base = path.join(root, 'local', 'storage', 'runs', run);
+  const uids = fs.readdirSync(base).filter((d) => !/^g\d+$/.test(d));
+  return uids.length === 1 ? path.join(base, uids[0]!) : base;
+}
+
 /** Every manifest published for a run's generation 1 (keep is high enough that none was retired). */
 function manifests(root: string, run: string): CheckpointManifest[] {
-  const dir = path.join(root, 'local', 'storage', 'runs', run, 'g1', 'checkpoints');
+  const dir = path.join(runDir(root, run), 'g1', 'checkpoints');
   if (!fs.existsSync(dir)) return [];
   return fs
     .readdirSync(dir)
@@ -63,7 +70,7 @@ function manifests(root: string, run: string): CheckpointManifest[] {
 }
 
 function attemptLog(root: string, run: string, attempt: number): string {
-  const dir = path.join(root, 'local', 'storage', 'runs', run, 'g1', `a${attempt}`, 'logs');
+  const dir = path.join(runDir(root, run), 'g1', `a${attempt}`, 'logs');
   if (!fs.existsSync(dir)) return '';
   return fs.readdirSync(dir).sort().map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('');
 }
