@@ -143,7 +143,8 @@ class Capture(object):
         self.quiet = quiet_seconds
         self.busy_after = busy_after
         self.clock = clock
-        self.writing = {}  # path -> last time seen open for writing
+        self.writing = {}  # path -> pid seen holding it open for writing at the last look
+        self.suspect = {}  # path -> pid of a writer that died holding it open (killed mid-save)
         self.left_out = {}  # path -> {"count", "since", "reason"}
         self.declared_at = None  # time of the newest save the job declared
 
@@ -151,13 +152,14 @@ class Capture(object):
         """One look at the job's open files; returns {path: pid} open for writing now."""
         if sid is None or not proc_available():
             return {}
-        now = self.clock()
         current = open_for_writing(session_pids(sid), self.root)
+        for path, pid in list(self.writing.items()):
+            if path not in current and not os.path.exists("/proc/%d" % pid):
+                # Its writer died holding it open: killed mid-save, whatever its size says now.
+                self.suspect[path] = pid
         for path in current:
-            self.writing[path] = now
-        for path in list(self.writing):
-            if path not in current:
-                del self.writing[path]
+            self.suspect.pop(path, None)  # a new write started; judge it when it ends
+        self.writing = dict(current)
         return current
 
     def declared(self, at=None):
@@ -178,6 +180,8 @@ class Capture(object):
             reason = None
             if entry.path in open_now:
                 reason = "%s is open for writing by the job (pid %d)" % (entry.path, open_now[entry.path])
+            elif entry.path in self.suspect and not (job_ended and clean_exit):
+                reason = "%s was being written by pid %d, which died before closing it (killed mid-save)" % (entry.path, self.suspect[entry.path])
             elif job_ended and not clean_exit and entry.path in self.writing:
                 reason = "%s was still open for writing when the job ended (killed mid-save)" % entry.path
             elif not job_ended and entry.path != MARKER_FILE:
