@@ -34,6 +34,11 @@ export async function doctorCommand(paths: string[], opts: DoctorOptions, overri
   }
   const ctx = await cliContext(opts, overrides);
   if (reportProjectProblems(ctx)) return 1;
+  // As `runctl validate`: without a PATH, runs/ is the default; its absence is a usage error, not
+  // a spec file with errors next to "nothing to check".
+  if (paths.length === 0 && !fs.existsSync(path.join(ctx.repoRoot, 'runs'))) {
+    throw new UsageError(`no runs/ folder in ${ctx.repoRoot}; name the spec files or folders to check`);
+  }
   const { loadDesired } = await import('../reconciler/desired.js');
   const desired = await loadDesired(paths, ctx.repoRoot, ctx.project);
   for (const d of desired.diagnostics.filter((x) => x.severity === 'error')) process.stderr.write(`${formatDiagnostic(d)}\n`);

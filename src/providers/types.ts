@@ -77,6 +77,11 @@ export interface InstanceObservation extends AttemptKey {
   spotInterruption?: { noticedAt: string; reason: string };
   /** Provider-specific state reason, e.g. `Server.SpotInstanceTermination`. */
   stateReason?: string;
+  /**
+   * The provider will take the running instance away or it is unhealthy (aws: a scheduled event
+   * such as instance-retirement, or failed status checks, from DescribeInstanceStatus).
+   */
+  degraded?: { reason: string; message: string };
 }
 
 /** What the agent reports about one attempt (status object in storage). */

@@ -75,16 +75,49 @@ function recordedInstance(status: RunStatus, ctx: RunSnapshot['context']) {
   return status.instances.find((i) => i.generation === ctx.generation && i.attempt === ctx.attempt);
 }
 
-/** The attempt's instance was launched and is now terminated or no longer seen at all. */
+/**
+ * The attempt's instance was launched and is now terminated, stopped (or stopping: a user or AWS
+ * stop, a scheduled instance-stop, a spot `stop`/`hibernate` interruption), or no longer seen at
+ * all. A stopped instance runs nothing: the attempt is over and the run resumes elsewhere (the
+ * Resuming phase terminates the stopped instance, which would otherwise keep its volume billed).
+ */
 function instanceGone(status: RunStatus, ctx: RunSnapshot['context'], obs: Observed): { spot: boolean; reason: string } | undefined {
   const record = recordedInstance(status, ctx);
   if (!record) return undefined;
   const seen = currentInstance(ctx, obs);
-  if (seen && seen.state !== 'terminated') return undefined;
+  const stopped = seen?.state === 'stopping' || seen?.state === 'stopped';
+  if (seen && seen.state !== 'terminated' && !stopped) return undefined;
   if (!seen && obs.now - Date.parse(record.launchedAt) < LAUNCH_VISIBILITY_GRACE_MS) return undefined;
   const reason = seen?.spotInterruption?.reason ?? seen?.stateReason ?? 'instance no longer exists';
   const spot = Boolean(seen?.spotInterruption) || /spot/i.test(reason);
+  if (stopped) return { spot, reason: `instance ${seen?.instance.id} was stopped (${reason}); resuming on another instance` };
   return { spot, reason: spot ? `spot interruption (${reason})` : `instance ended outside runctl: ${reason}` };
+}
+
+/**
+ * EC2 state reasons of an instance that ended before it was ever usable, with what to do (EC2
+ * user guide, "Troubleshoot Amazon EC2 instance launch issues" and "State change reasons"). Such an
+ * end is a launch error, not an interruption: retrying the same launch fails the same way.
+ */
+const LAUNCH_FAILURES: Record<string, string> = {
+  'Client.InternalError':
+    'usually the KMS key of the account\'s EBS default encryption (or of the image\'s snapshots) cannot be used: ' +
+    'the key must be enabled and its key policy must let EC2 and the launching role use it (kms:CreateGrant, kms:Decrypt, ' +
+    'kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt*); see `aws ec2 get-ebs-default-kms-key-id`',
+  'Client.InvalidKMSKey.InvalidState': 'the KMS key for the volume is disabled or pending deletion: enable it, or change the EBS default encryption key',
+  'Client.VolumeLimitExceeded': 'the account\'s EBS volume quota is reached: delete unused volumes, raise the quota in Service Quotas (Amazon EBS), or lower spec.resources.rootVolumeGiB',
+  'Client.InvalidSnapshot.NotFound': 'a snapshot of the image no longer exists: choose another spec.resources.image',
+};
+
+/** A launch error from the state reason of the attempt's instance, if it ended at launch. */
+function launchFailure(status: RunStatus, ctx: RunSnapshot['context'], obs: Observed): string | undefined {
+  const seen = currentInstance(ctx, obs);
+  if (!seen || seen.state !== 'terminated' || seen.spotInterruption || !seen.stateReason) return undefined;
+  const code = seen.stateReason.match(/^([A-Za-z]+\.[A-Za-z.]+)/)?.[1];
+  const advice = code ? LAUNCH_FAILURES[code] : undefined;
+  if (!advice) return undefined;
+  const record = recordedInstance(status, ctx);
+  return `EC2 terminated ${seen.instance.id}${record?.type ? ` (${record.type})` : ''} as it launched: ${seen.stateReason}; ${advice}`;
 }
 
 /**
@@ -129,6 +162,9 @@ export function deriveObservedEvent(
     case 'Provisioning': {
       if (instance?.spotInterruption) return { type: 'SPOT_NOTICE', reason: instance.spotInterruption.reason, at };
       if (instance && instance.state === 'running' && instance.ready) return { type: 'INSTANCE_READY', at };
+      const failedLaunch = launchFailure(status, ctx, obs);
+      if (failedLaunch) return { type: 'FATAL', reason: 'LaunchFailed', message: failedLaunch, at };
+      if (instance?.degraded) return { type: 'SPOT_NOTICE', reason: instance.degraded.message, at };
       const gone = instanceGone(status, ctx, obs);
       if (gone) return { type: 'INSTANCE_GONE', ...gone, at };
       if (overBudget) return { type: 'BUDGET_EXCEEDED', message: budgetMessage(status, budget), at };
@@ -163,6 +199,9 @@ export function deriveObservedEvent(
           : { type: 'JOB_FAILED', message: failureMessage(agent), at };
       }
       if (instance?.spotInterruption) return { type: 'SPOT_NOTICE', reason: instance.spotInterruption.reason, at };
+      // A scheduled retirement, stop or reboot, or failed status checks: move before EC2 does
+      // (Interrupted then waits for the agent's stop, up to the stop grace period).
+      if (instance?.degraded) return { type: 'SPOT_NOTICE', reason: instance.degraded.message, at };
       if (agent && ['interrupting', 'interrupted', 'stopping', 'stopped'].includes(agent.phase)) {
         return { type: 'SPOT_NOTICE', reason: agent.message ?? `agent reported ${agent.phase}`, at };
       }
@@ -194,6 +233,8 @@ export function deriveObservedEvent(
       if (gone || !instance || instance.state === 'terminated') {
         return { type: 'INSTANCE_GONE', spot: true, reason: gone?.reason ?? 'instance gone', at };
       }
+      // Interrupted before the agent was started (still provisioning): nothing to checkpoint, move on.
+      if (!status.agent || status.agent.attempt !== ctx.attempt || !status.agent.deployedAt) return { type: 'AGENT_STOPPED', at };
       if (deadlinePassed) return { type: 'TICK', at };
       return undefined;
     }

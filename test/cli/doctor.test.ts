@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instancePolicy, instanceTrustPolicy } from '../../src/providers/aws/iam-policy.js';
 import { startFleet, type Fleet } from '../support/fleet/index.js';
-import { createBucket, motoQuery, useMoto } from '../support/moto.js';
+import { createBucket, freePort, motoQuery, useMoto } from '../support/moto.js';
 
 const RUNCTL = path.resolve('bin/runctl.js');
 const BUCKET = 'runctl-doctor-ok';
@@ -69,9 +69,12 @@ function write(folder: string, name: string, s: Spec = {}): void {
 
 /** The real CLI in a child process; asynchronous, because the fleet proxy lives in this process. */
 function runctl(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string; lines: string[] }> {
+  return runctlIn({}, ...args);
+}
+function runctlIn(opts: { cwd?: string; env?: Record<string, string> }, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string; lines: string[] }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [RUNCTL, ...args], {
-      cwd: dir,
+      cwd: opts.cwd ?? dir,
       env: {
         ...process.env,
         NO_COLOR: '1',
@@ -80,6 +83,7 @@ function runctl(...args: string[]): Promise<{ status: number | null; stdout: str
         AWS_SECRET_ACCESS_KEY: 'testing',
         AWS_REGION: 'us-east-1',
         AWS_EC2_METADATA_DISABLED: 'true',
+        ...opts.env,
       },
     });
     let stdout = '';
@@ -308,5 +312,28 @@ describe('runctl doctor', () => {
     const missing = await runctl('doctor', 'runs/nope');
     expect(missing.status).toBe(2);
     expect(missing.stderr).toContain('runctl: runs/nope: no such file or folder');
+  }, 60_000);
+
+  it('an unreachable endpoint fails credentials naming the network and the endpoint, not the credentials', async () => {
+    // A loopback port nobody listens on: every call is refused, as behind a broken proxy or a stale AWS_ENDPOINT_URL.
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    const out = await runctlIn({ env: { AWS_ENDPOINT_URL: closed } }, 'doctor', 'runs/healthy');
+    expect(out.status, out.stdout + out.stderr).toBe(1);
+    expect(out.lines.filter((l) => /^(pass|warn|fail) /.test(l))).toEqual([
+      `fail credentials us-east-1: STS GetCallerIdentity in us-east-1 failed temporarily (ECONNREFUSED): connect ECONNREFUSED ${closed.slice('http://'.length)} (gave up after retrying); the other checks for us-east-1 were skipped — fix: AWS did not answer at ${closed}: check the endpoint (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_<SERVICE>, --endpoint-url), a proxy (HTTPS_PROXY) and the network, then run \`runctl doctor\` again`,
+    ]);
+    expect(out.stderr).not.toMatch(/\n\s+at /);
+  }, 120_000);
+
+  it('without a runs/ folder and no PATH, says so and exits 2', async () => {
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-doctor-empty-'));
+    try {
+      const out = await runctlIn({ cwd: empty }, 'doctor');
+      expect(out.status, out.stdout + out.stderr).toBe(2);
+      expect(out.stdout).toBe('');
+      expect(out.stderr).toContain(`runctl: no runs/ folder in ${fs.realpathSync(empty)}; name the spec files or folders to check`);
+    } finally {
+      fs.rmSync(empty, { recursive: true, force: true });
+    }
   }, 60_000);
 });

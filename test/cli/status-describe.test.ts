@@ -57,6 +57,9 @@ describe('runctl status', () => {
     expect(bravo.lastCheckpoint.step).toBe(40);
     expect(bravo.instances).toHaveLength(2);
     expect(bravo.conditions.map((c) => c.type)).toContain('Completed');
+    // Each run's identity (issue 10): a UUID, different per run.
+    expect(runs.map((r) => r.uid)).toEqual([expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/), expect.any(String)]);
+    expect(runs[0]!.uid).not.toBe(runs[1]!.uid);
     expect(Object.keys(runs[0] as object)).not.toContain('snapshot');
     expect(Object.keys(runs[0] as object)).not.toContain('pending');
   });
@@ -94,8 +97,9 @@ describe('runctl describe', () => {
     expect(out.stdout).toMatch(/(Installing|Training) -> Interrupted\s/);
     expect(out.stdout).toContain('Resuming -> Provisioning');
     expect(out.stdout).toContain('python3 train.py');
-    const status = JSON.parse(runctl('status', 'bravo', '-o', 'json').stdout) as Array<{ instances: Array<{ id: string }> }>;
+    const status = JSON.parse(runctl('status', 'bravo', '-o', 'json').stdout) as Array<{ uid: string; instances: Array<{ id: string }> }>;
     for (const instance of status[0]!.instances) expect(out.stdout).toContain(instance.id);
+    expect(out.stdout).toMatch(new RegExp(`^UID:\\s+${status[0]!.uid}$`, 'm'));
     // Which code each attempt ran: the start of its bundle's sha256.
     expect(out.stdout).toMatch(/END REASON\s+COST\s+CODE/);
     expect(out.stdout).toContain(MemoryProvider.codeBundleOf('bravo', 1).slice(0, 12));

@@ -192,3 +192,82 @@ describe('suspend right after a launch, while EC2 does not know the instance yet
     expect(await rig.fleet.liveInMoto('early-suspend')).toEqual([]);
   }, 120_000);
 });
+
+describe('EC2 taking an instance away or failing it at launch (fault 5)', () => {
+  async function settle(w: World, provider: AwsProvider, run: LoadedRun, until: (s: RunStatus | undefined) => boolean) {
+    let status: RunStatus | undefined;
+    for (let i = 0; i < 12; i++) {
+      w.clock.now += 2_000;
+      status = (await reconcileRun(w.deps(provider), run.run.metadata.name, desired(run))).status;
+      if (until(status)) return status;
+    }
+    return status;
+  }
+
+  it.each([
+    ['a user or AWS stop', false, /was stopped \(Client\.UserInitiatedShutdown/],
+    ['a spot interruption with the stop or hibernate behaviour', true, /Server\.SpotInstanceShutdown/],
+  ])('%s: an event, the stopped instance terminated, and the run resumed on a new instance', async (_what, spot, reason) => {
+    const { provider, controller } = rig.provider();
+    const w = world(controller);
+    const name = spot ? 'stopped-spot' : 'stopped-user';
+    const run = loaded(name, { market: 'on-demand' });
+    const first = (await reconcileRun(w.deps(provider), name, desired(run))).status?.instances[0]?.id as string;
+    await rig.fleet.stopInstance(first, { spot });
+
+    const status = await settle(w, provider, run, (s) => (s?.attempt ?? 0) >= 2 && (s?.instances.length ?? 0) >= 2);
+    expect(status?.phase).toBe('Provisioning');
+    expect(status?.attempt).toBe(2);
+    const events = (await w.store.readEvents(name)).map((e) => `${e.action}: ${e.message ?? ''}`);
+    expect(events.some((e) => e.startsWith('Provisioning -> Interrupted') && reason.test(e))).toBe(true);
+    expect(events.some((e) => e.startsWith('terminate') && e.includes(first))).toBe(true);
+    const live = await rig.fleet.liveInMoto(name);
+    expect(live).not.toContain(first);
+    expect(live).toEqual([status?.instances[1]?.id]);
+    await provider.terminate(live[0] as string);
+  }, 120_000);
+
+  it.each([
+    ['a scheduled instance-retirement', { event: { code: 'instance-retirement', description: 'The instance is running on degraded hardware', notBefore: new Date(Date.now() + 86_400_000) } }, /EC2 scheduled instance-retirement for .* degraded hardware/],
+    ['a scheduled instance-stop', { event: { code: 'instance-stop', description: 'The instance is scheduled to stop', notBefore: new Date(Date.now() + 86_400_000) } }, /EC2 scheduled instance-stop/],
+    ['a failed system status check', { impaired: 'system' as const }, /fails its EC2 system status check/],
+  ])('%s (DescribeInstanceStatus): an event, and the run moved to a new instance', async (_what, health, reason) => {
+    const { provider, recorder, controller } = rig.provider({ statusCheckIntervalMs: 0 });
+    const w = world(controller);
+    const name = `health-${_what.split(' ').at(-1)?.replace(/[^a-z-]/g, '')}-${Math.random().toString(36).slice(2, 6)}`;
+    const run = loaded(name, { market: 'on-demand' });
+    const first = (await reconcileRun(w.deps(provider), name, desired(run))).status?.instances[0]?.id as string;
+    rig.fleet.setHealth(first, health);
+
+    const status = await settle(w, provider, run, (s) => (s?.attempt ?? 0) >= 2 && (s?.instances.length ?? 0) >= 2);
+    expect(status?.attempt).toBe(2);
+    const events = (await w.store.readEvents(name)).map((e) => `${e.action}: ${e.message ?? ''}`);
+    expect(events.some((e) => e.startsWith('Provisioning -> Interrupted') && reason.test(e))).toBe(true);
+    const live = await rig.fleet.liveInMoto(name);
+    expect(live).not.toContain(first);
+    expect(live).toEqual([status?.instances[1]?.id]);
+    // Batched: one DescribeInstanceStatus per observation pass for every running instance, never one per run.
+    const statusCalls = recorder.calls.filter((c) => c.operation === 'DescribeInstanceStatus');
+    expect(statusCalls.length).toBeGreaterThan(0);
+    expect(statusCalls.length).toBeLessThanOrEqual(recorder.count('ec2', 'DescribeInstances'));
+    await provider.terminate(live[0] as string);
+  }, 120_000);
+
+  it('an instance EC2 ends at launch (KMS key unusable) fails the run as a launch error, not an interruption', async () => {
+    const { provider, recorder, controller } = rig.provider();
+    const w = world(controller);
+    const run = loaded('kms-launch', { market: 'spot' });
+    const first = (await reconcileRun(w.deps(provider), 'kms-launch', desired(run))).status?.instances[0]?.id as string;
+    await rig.fleet.failAtLaunch(first, 'Client.InternalError', 'Client error on launch');
+
+    const status = await settle(w, provider, run, (s) => s?.phase === 'Failed');
+    expect(status?.phase).toBe('Failed');
+    expect(status?.interruptions).toBe(0);
+    const failed = condition(status, 'Failed');
+    expect(failed?.reason).toBe('LaunchFailed');
+    expect(failed?.message).toContain(`EC2 terminated ${first}`);
+    expect(failed?.message).toContain('Client.InternalError: Client error on launch');
+    expect(failed?.message).toMatch(/KMS key of the account's EBS default encryption/);
+    expect(recorder.count('ec2', 'RunInstances')).toBe(1);
+  }, 120_000);
+});

@@ -112,7 +112,10 @@ describe('runctl logs', () => {
   it('--since keeps only recent output, and refuses what is not a duration', () => {
     expect(runctl('logs', 'big', '--since', '1h').stdout).toBe(runctl('logs', 'big').stdout);
     // Make every stored segment old: nothing was stored in the last minute any more.
-    const logs = path.join(dir, '.runctl', 'local', 'storage', 'runs', 'big', 'g1', 'a1', 'logs');
+    // runs/big/<uid>/g1/a1/logs (the uid level names this incarnation of the run).
+    const runDir = path.join(dir, '.runctl', 'local', 'storage', 'runs', 'big');
+    const uid = fs.readdirSync(runDir).find((d) => fs.existsSync(path.join(runDir, d, 'g1', 'a1', 'logs')));
+    const logs = path.join(runDir, uid ?? '', 'g1', 'a1', 'logs');
     const old = new Date(Date.now() - 3_600_000);
     for (const f of fs.readdirSync(logs)) fs.utimesSync(path.join(logs, f), old, old);
     const recent = runctl('logs', 'big', '--since', '1m');

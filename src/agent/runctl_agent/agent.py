@@ -215,8 +215,10 @@ class Agent:
             if notice and not self.stop_event.is_set():
                 action = notice.get("action", "terminate")
                 when = notice.get("time")
-                msg = "spot interruption notice: %s%s" % (action, " at " + when if when else "")
-                self.request_stop(StopRequest("interrupt", "spot", msg, parse_notice_time(when), when))
+                what = "scheduled event" if notice.get("scheduled") else "spot interruption notice"
+                msg = "%s: %s%s" % (what, action, " at " + when if when else "")
+                self.request_stop(StopRequest("interrupt", "scheduled-event" if notice.get("scheduled") else "spot", msg,
+                                              parse_notice_time(when), when))
             if time.monotonic() - last_control >= control_every:
                 last_control = time.monotonic()
                 self.check_control()

@@ -49,6 +49,29 @@ class Imds:
             return code, body
         return 401, b""
 
+    # Scheduled events after which the instance is gone or restarted (EC2 user guide, "Scheduled
+    # events for your instances"): the agent checkpoints and stops as on a spot notice, so the run
+    # moves to another instance before EC2 acts (issue 11, fault 5).
+    MOVE_FOR = ("instance-stop", "instance-retirement", "system-reboot", "instance-reboot", "system-maintenance")
+
+    def _scheduled_event(self):
+        """{"action": code, "time": NotBefore, "scheduled": True} for the first active scheduled
+        event in events/maintenance/scheduled (a JSON list), or None."""
+        code, body = self._get("/latest/meta-data/events/maintenance/scheduled")
+        if code != 200:
+            return None
+        try:
+            events = json.loads(body.decode("utf-8") or "[]")
+        except ValueError:
+            return None
+        for event in events if isinstance(events, list) else []:
+            if not isinstance(event, dict) or event.get("Code") not in self.MOVE_FOR:
+                continue
+            if event.get("State", "active") != "active":
+                continue  # completed or canceled
+            return {"action": event["Code"], "time": event.get("NotBefore"), "scheduled": True}
+        return None
+
     def poll(self):
         """(spot notice or None, rebalance recommendation or None). Unreachable IMDS = no notice."""
         try:
@@ -61,6 +84,8 @@ class Imds:
                         notice = {"action": str(notice)}
                 except ValueError:
                     notice = {"action": body.decode("utf-8", "replace").strip() or "terminate"}
+            if notice is None:
+                notice = self._scheduled_event()
             rebalance = None
             code, body = self._get("/latest/meta-data/events/recommendations/rebalance")
             if code == 200:

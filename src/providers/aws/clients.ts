@@ -42,7 +42,7 @@ function silenceSdkNodeVersionWarning(): void {
 }
 
 /** The endpoint override in force: the option, else the SDK's own environment variables. */
-export function customEndpoint(opts: ClientOptions, service: 'S3' | 'EC2' | 'SSM'): string | undefined {
+export function customEndpoint(opts: ClientOptions, service: 'S3' | 'EC2' | 'SSM' | 'STS'): string | undefined {
   return opts.endpointUrl ?? process.env[`AWS_ENDPOINT_URL_${service}`] ?? process.env.AWS_ENDPOINT_URL;
 }
 

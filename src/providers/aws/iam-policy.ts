@@ -139,6 +139,8 @@ export function controllerPolicy(opts: PolicyOptions = {}): PolicyDocument {
         Effect: 'Allow',
         Action: [
           'ec2:DescribeInstances',
+          // Scheduled events (instance-retirement, instance-stop, reboots) and failed status checks (issue 11, fault 5).
+          'ec2:DescribeInstanceStatus',
           'ec2:DescribeImages',
           'ec2:DescribeInstanceTypeOfferings',
           'ec2:DescribeInstanceTypes',

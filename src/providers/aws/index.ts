@@ -1,11 +1,12 @@
 // The aws provider: EC2 for instances (spot with fallback), SSM to start runctl's agent on them,
 // S3 for code bundles, agent status, logs and checkpoints. It implements the Provider port; every
 // operation is idempotent and every AWS failure reaches the reconciler classified.
-import { TerminateInstancesCommand } from '@aws-sdk/client-ec2';
+import { TerminateInstancesCommand, type Instance } from '@aws-sdk/client-ec2';
 import { checkpointsPrefix, controlKey, logsPrefix, manifestKey, statusKey } from '../../agent/layout.js';
 import type { RunSpec } from '../../spec/types.js';
 import {
   RetryableError,
+  TerminalError,
   type AgentStatus,
   type AttemptKey,
   type BundlePruneResult,
@@ -30,6 +31,7 @@ import type { DoctorClients } from './doctor/clients.js';
 import { launchAttempt } from './ec2-launch.js';
 import { awsCall, errorCode, requestIdOf } from './errors.js';
 import { ImageResolver } from './image.js';
+import { instanceDegradations, type Degradation } from './instance-status.js';
 import { checkImage } from './image-check.js';
 import { describeOwnedInstances, groupByRun } from './observe.js';
 import { checkInstanceTypeOfferings, gaveUp } from './offerings.js';
@@ -62,6 +64,8 @@ export interface AwsProviderOptions {
   agentSsmEndpointUrl?: string;
   /** Agent heartbeat and IMDS/control poll periods (defaults from renderAgentConfig: 10 s and 2 s). */
   agentTiming?: { heartbeatSeconds?: number; noticePollSeconds?: number };
+  /** How often scheduled events and status checks are read (DescribeInstanceStatus), default 60 s. */
+  statusCheckIntervalMs?: number;
   /** Wall-clock limit for SSM to accept and finish the agent's install command. */
   ssmDeadlineMs?: number;
   ssmPollMs?: number;
@@ -83,6 +87,8 @@ export class AwsProvider implements Provider {
   private readonly regions = new Set<string>();
   private readonly instanceRegion = new Map<string, string>();
   private readonly online = new Set<string>();
+  /** The last DescribeInstanceStatus answer per region. */
+  private readonly statusChecks = new Map<string, { at: number; byId: Map<string, Degradation> }>();
   /** Launch times of instances this process launched or saw (ISO), for terminate's visibility window. */
   private readonly launchedAt = new Map<string, string>();
   private readonly statusCache = new Map<string, { etag?: string; status: AgentStatus }>();
@@ -170,9 +176,37 @@ export class AwsProvider implements Provider {
           if (!(err instanceof RetryableError)) throw err;
         }
       }
-      for (const [run, list] of groupByRun(instances, runs, (id) => this.online.has(id))) merged.get(run)?.push(...list);
+      const degraded = await this.degradations(clients, instances);
+      for (const [run, list] of groupByRun(instances, runs, (id) => this.online.has(id))) {
+        for (const o of list) {
+          const d = o.state === 'running' ? degraded.get(o.instance.id) : undefined;
+          if (d) o.degraded = d;
+        }
+        merged.get(run)?.push(...list);
+      }
     }
     return merged;
+  }
+
+  /**
+   * Scheduled events and failed status checks of the running instances, asked at most once per
+   * statusCheckIntervalMs per region (one batched DescribeInstanceStatus), remembered in between.
+   * A failure to ask only delays what it would tell: it never fails the observation pass.
+   */
+  private async degradations(clients: AwsClients, instances: Instance[]): Promise<Map<string, Degradation>> {
+    const region = clients.region;
+    const cached = this.statusChecks.get(region);
+    const every = this.opts.statusCheckIntervalMs ?? 60_000;
+    if (cached && Date.now() - cached.at < every) return cached.byId;
+    const running = instances.filter((i) => i.State?.Name === 'running' && i.InstanceId).map((i) => i.InstanceId as string);
+    try {
+      const byId = running.length ? await instanceDegradations(clients, running) : new Map<string, Degradation>();
+      this.statusChecks.set(region, { at: Date.now(), byId });
+      return byId;
+    } catch (err) {
+      if (!(err instanceof RetryableError) && !(err instanceof TerminalError)) throw err;
+      return cached?.byId ?? new Map();
+    }
   }
 
   async launch(req: LaunchRequest): Promise<LaunchResult> {
@@ -349,6 +383,7 @@ export class AwsProvider implements Provider {
         regionFor: (spec) => this.regionFor(spec),
         images: this.images,
         defaultStorage: this.opts.defaultStorage,
+        stsEndpoint: customEndpoint(this.clientOpts, 'STS'),
       },
       targets,
     );

@@ -15,7 +15,7 @@ import { writeJsonAtomic } from './fs-util.js';
 import { createImdsServer } from './imds-server.js';
 import { processStartTime } from './processes.js';
 import { SPOT_TERMINATION_REASON, Sandbox, type NoticeRecord } from './sandbox.js';
-import { shutDownSandbox } from './shutdown.js';
+import { shutDownSandbox, stopSandboxProcesses } from './shutdown.js';
 
 const WATCH_INTERVAL_MS = 200;
 /** What the processes left at the notice's deadline get between SIGTERM and SIGKILL. */
@@ -67,9 +67,14 @@ export async function runInstanceHost(sandboxDir: string): Promise<void> {
     if (ending) return;
     ending = true;
     log(`${why}: stopping every process of the sandbox`);
-    const { survivors } = await shutDownSandbox(sandbox, 'host', record, { graceMs: SPOT_SHUTDOWN_GRACE_MS, exclude: [process.pid] });
-    if (survivors.length > 0) log(`processes ${survivors.join(', ')} survived SIGKILL`);
-    log('instance terminated');
+    try {
+      const { survivors } = await shutDownSandbox(sandbox, 'host', record, { graceMs: SPOT_SHUTDOWN_GRACE_MS, exclude: [process.pid] });
+      if (survivors.length > 0) log(`processes ${survivors.join(', ')} survived SIGKILL`);
+      log('instance terminated');
+    } catch (err) {
+      // Never stay up half shut down: exit, and observe() finds the host dead and finishes the job.
+      log(`shutting down failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
     exit(0);
   };
 
@@ -79,8 +84,20 @@ export async function runInstanceHost(sandboxDir: string): Promise<void> {
     try {
       await fs.access(sandbox.tagsFile);
     } catch {
-      // The sandbox was deleted under us (e.g. rm -rf .runctl): nothing may keep running for it.
-      await shutDown('sandbox folder removed', { at: new Date().toISOString(), stateReason: 'Client.UserInitiatedShutdown: sandbox removed' });
+      // The sandbox was deleted under us (e.g. rm -rf .runctl): nothing may keep running for it,
+      // as on a lost instance. There is no folder left to record anything in (shutDownSandbox
+      // would fail writing its marks and leave this host running forever), so the processes are
+      // found by their instance marker, stopped, and the host exits whatever happens.
+      ending = true;
+      log('sandbox folder removed: stopping every process of the sandbox');
+      try {
+        const survivors = await stopSandboxProcesses(sandbox, { graceMs: SPOT_SHUTDOWN_GRACE_MS, exclude: [process.pid] });
+        if (survivors.length > 0) log(`processes ${survivors.join(', ')} survived SIGKILL`);
+      } catch (err) {
+        log(`stopping the sandbox's processes failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      log('instance gone with its folder');
+      exit(0);
       return;
     }
     if (await sandbox.terminated()) return exit(0);

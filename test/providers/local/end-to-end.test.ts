@@ -2,7 +2,7 @@
 // (no reconciler): a job trained to success, a spot interruption survived by resuming on a new
 // instance with byte-identical final weights, and a controller stop.
 import { existsSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { LocalProvider } from '../../../src/providers/local/index.js';
@@ -180,6 +180,24 @@ describe('local provider end to end', () => {
     await p.terminate(id);
     for (const pid of pids) expect(alive(pid)).toBe(false);
     await p.terminate(id);
+  });
+
+  it('an instance whose sandbox folder is deleted ends its host, agent and job by itself, as a lost instance would', async () => {
+    const p = root.provider();
+    const s = quickTrainerSpec(0.2);
+    const key = { run: 'orphaned', generation: 1, attempt: 1 };
+    const id = await start(p, key, s);
+    const status = await waitFor('the job to train', async () => {
+      const st = await p.readAgentStatus(key, s);
+      return st?.phase === 'training' && st.pid !== undefined && (st.progress?.step ?? 0) > 0 ? st : undefined;
+    });
+    const host = JSON.parse(await readFile(path.join(p.sandboxDir(id), 'host.json'), 'utf8')) as { pid: number };
+    const pids = [host.pid, status.agentPid!, ...groupPids(status.pid!)];
+    for (const pid of pids) expect(alive(pid)).toBe(true);
+
+    await rm(p.sandboxDir(id), { recursive: true, force: true });
+    // Nobody calls terminate(): the instance host notices by itself.
+    await waitFor('every process of the sandbox to end', () => pids.every((pid) => !alive(pid)) || undefined);
   });
 
   it('refuses storage it cannot use, saying what would work', async () => {

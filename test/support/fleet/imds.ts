@@ -11,6 +11,8 @@ export interface ImdsInstance {
   /** Set when a spot interruption notice was delivered. */
   spotAction?: { action: 'terminate'; time: string };
   rebalanceAt?: string;
+  /** events/maintenance/scheduled, as IMDS lists them (Code, Description, NotBefore, State, ...). */
+  scheduledEvents?: Record<string, string>[];
 }
 
 export class Imds {
@@ -57,6 +59,8 @@ export class Imds {
         return instance.spotAction ? send(200, JSON.stringify(instance.spotAction), 'application/json') : send(404, 'Not Found');
       case 'spot/termination-time':
         return instance.spotAction ? send(200, instance.spotAction.time) : send(404, 'Not Found');
+      case 'events/maintenance/scheduled':
+        return send(200, JSON.stringify(instance.scheduledEvents ?? []), 'application/json');
       case 'events/recommendations/rebalance':
         return instance.rebalanceAt
           ? send(200, JSON.stringify({ noticeTime: instance.rebalanceAt }), 'application/json')

@@ -44,6 +44,10 @@ export interface FleetInstance extends ImdsInstance {
   terminatedAt?: Date;
   /** Set when the simulator terminated it for a spot interruption. */
   spotTermination?: { at: Date };
+  /** What DescribeInstanceStatus reports beyond "ok": a scheduled event, failed status checks. */
+  health?: { event?: { code: string; description: string; notBefore: Date }; impaired?: 'instance' | 'system' };
+  /** The state reason EC2 would report, where moto cannot (a stop by AWS, a launch-time failure). */
+  stateReason?: { code: string; message: string; transition: string };
   invocations: Invocation[];
 }
 
@@ -86,6 +90,18 @@ export interface Fleet {
    * Returns the undo.
    */
   hideNewInstances(ms: number): () => void;
+  /**
+   * Stop the instance in moto as EC2 would: `spot` as a spot interruption with the stop (or
+   * hibernate) behaviour (state reason Server.SpotInstanceShutdown), otherwise as a user stop.
+   */
+  stopInstance(instanceId: string, opts?: { spot?: boolean }): Promise<void>;
+  /**
+   * What EC2's DescribeInstanceStatus will say about the instance: a scheduled event (code e.g.
+   * instance-retirement, system-reboot, instance-stop) or failed instance or system status checks.
+   */
+  setHealth(instanceId: string, health: NonNullable<FleetInstance['health']>): void;
+  /** End the instance the way EC2 ends one that fails at launch, with that state reason (e.g. Client.InternalError). */
+  failAtLaunch(instanceId: string, code: string, message: string): Promise<void>;
   /** Instances moto holds in a live state (pending, running, stopping, stopped), optionally for one run tag. */
   liveInMoto(run?: string): Promise<string[]>;
   close(): Promise<void>;
@@ -285,9 +301,38 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     }
   }
 
+  /**
+   * DescribeInstanceStatus as EC2 answers it for running instances (moto knows no events or failed
+   * checks): status "ok" with passed checks unless setHealth said otherwise.
+   */
+  function describeInstanceStatus(ids: string[]): string {
+    const items = [...instances.values()]
+      .filter((i) => i.state === 'running' && (ids.length === 0 || ids.includes(i.id)))
+      .map((i) => {
+        const check = (which: 'instance' | 'system') => {
+          const bad = i.health?.impaired === which;
+          return `<status>${bad ? 'impaired' : 'ok'}</status><details><item><name>reachability</name><status>${bad ? 'failed' : 'passed'}</status></item></details>`;
+        };
+        const ev = i.health?.event;
+        const events = ev
+          ? `<eventsSet><item><instanceEventId>instance-event-0123456789abcdef0</instanceEventId><code>${ev.code}</code><description>${ev.description}</description><notBefore>${ev.notBefore.toISOString()}</notBefore></item></eventsSet>`
+          : '';
+        return (
+          `<item><instanceId>${i.id}</instanceId><availabilityZone>${i.zone}</availabilityZone>` +
+          `<instanceState><code>16</code><name>running</name></instanceState>` +
+          `<systemStatus>${check('system')}</systemStatus><instanceStatus>${check('instance')}</instanceStatus>${events}</item>`
+        );
+      });
+    return (
+      `<?xml version="1.0" encoding="UTF-8"?><DescribeInstanceStatusResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">` +
+      `<requestId>fleet-${Date.now()}</requestId><instanceStatusSet>${items.join('')}</instanceStatusSet></DescribeInstanceStatusResponse>`
+    );
+  }
+
   function patchDescribe(xml: string): string {
     let out = xml;
     for (const inst of instances.values()) {
+      if (inst.stateReason) out = patchStateReason(out, inst.id, inst.stateReason.code, inst.stateReason.message, inst.stateReason.transition);
       if (!inst.spotTermination) continue;
       const when = inst.spotTermination.at.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' GMT');
       out = patchStateReason(
@@ -331,6 +376,13 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         res.writeHead(earlier.status, { ...earlier.headers, 'content-length': String(earlier.body.length) });
         return res.end(earlier.body);
       }
+      if (aws.service === 'ec2' && aws.action === 'DescribeInstanceStatus') {
+        const body = describeInstanceStatus(listParam(aws.params, 'InstanceId'));
+        record.status = 200;
+        res.writeHead(200, { 'content-type': 'text/xml;charset=UTF-8', 'content-length': Buffer.byteLength(body) });
+        return res.end(body);
+      }
+
       const fault = faults.match(aws);
       if (fault) {
         record.status = fault.status;
@@ -435,6 +487,41 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     async terminateOutOfBand(instanceId) {
       await terminateInMoto(instanceId);
       markTerminated(instanceId, false);
+    },
+
+    async stopInstance(instanceId, stopOpts = {}) {
+      const inst = instances.get(instanceId);
+      if (!inst) throw new Error(`fleet: unknown instance ${instanceId}`);
+      await motoQuery(opts.motoUrl, 'ec2', { Action: 'StopInstances', 'InstanceId.1': instanceId }, region);
+      killInstanceProcesses(instanceId);
+      const when = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' GMT');
+      if (stopOpts.spot) {
+        inst.stateReason = {
+          code: 'Server.SpotInstanceShutdown',
+          message: 'Server.SpotInstanceShutdown: Spot instance shutdown',
+          transition: `Service initiated (${when})`,
+        };
+      }
+    },
+
+    setHealth(instanceId, health) {
+      const inst = instances.get(instanceId);
+      if (!inst) throw new Error(`fleet: unknown instance ${instanceId}`);
+      inst.health = health;
+      // The same event in the instance's metadata service, in IMDS's own format.
+      const gmt = (d: Date) => d.toUTCString().replace(/^\w+, /, '');
+      inst.scheduledEvents = health.event
+        ? [{ Code: health.event.code, Description: health.event.description, EventId: 'instance-event-0123456789abcdef0', NotBefore: gmt(health.event.notBefore), State: 'active' }]
+        : [];
+    },
+
+    async failAtLaunch(instanceId, code, message) {
+      const inst = instances.get(instanceId);
+      if (!inst) throw new Error(`fleet: unknown instance ${instanceId}`);
+      await terminateInMoto(instanceId);
+      markTerminated(instanceId, false);
+      const when = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' GMT');
+      inst.stateReason = { code, message: `${code}: ${message}`, transition: `Server initiated (${when})` };
     },
 
     hideNewInstances(ms) {

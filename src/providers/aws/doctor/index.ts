@@ -9,6 +9,8 @@ import type { RunSpec } from '../../../spec/types.js';
 import type { DoctorCheck, DoctorTarget } from '../../types.js';
 import type { AwsClients } from '../clients.js';
 import { awsCall } from '../errors.js';
+import { gaveUp } from '../offerings.js';
+import { RetryableError } from '../../types.js';
 import { checkImage } from '../image-check.js';
 import type { ImageResolver } from '../image.js';
 import { describeInstanceTypes, type InstanceTypeFacts } from '../instance-types.js';
@@ -27,6 +29,8 @@ export interface DoctorDeps {
   images: ImageResolver;
   /** runctl.yaml defaults.storage, for specs without checkpoints.storage. */
   defaultStorage?: string;
+  /** The STS endpoint override in force (--endpoint-url, AWS_ENDPOINT_URL…), named when AWS cannot be reached. */
+  stsEndpoint?: string;
 }
 
 /** Groups items by a key, keeping the runs that share it. */
@@ -50,7 +54,7 @@ export async function runDoctor(deps: DoctorDeps, targets: DoctorTarget[]): Prom
     const extra = deps.doctorClientsFor(region);
 
     try {
-      const me = await awsCall({ service: 'sts', operation: 'GetCallerIdentity', region }, () => extra.sts.send(new GetCallerIdentityCommand({})));
+      const me = await gaveUp(() => awsCall({ service: 'sts', operation: 'GetCallerIdentity', region }, () => extra.sts.send(new GetCallerIdentityCommand({}))));
       account = me.Account ?? account;
       iamRegion ??= region;
       checks.push(line('credentials', region, runs, 'pass', `${me.Arn ?? 'caller'} (account ${me.Account ?? '?'})`));
@@ -63,7 +67,11 @@ export async function runDoctor(deps: DoctorDeps, targets: DoctorTarget[]): Prom
           runs,
           'fail',
           `${message}; the other checks for ${region} were skipped`,
-          'refresh or choose credentials: `aws sso login`, AWS_PROFILE (or defaults.profile in runctl.yaml), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY',
+          // Refused connections, DNS failures, timeouts and 5xx after the SDK's retries: the
+          // credentials were never looked at, so the fix is the way to AWS, not a new login.
+          err instanceof RetryableError
+            ? `AWS did not answer${deps.stsEndpoint ? ` at ${deps.stsEndpoint}` : ''}: check the endpoint (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_<SERVICE>, --endpoint-url), a proxy (HTTPS_PROXY) and the network, then run \`runctl doctor\` again`
+            : 'refresh or choose credentials: `aws sso login`, AWS_PROFILE (or defaults.profile in runctl.yaml), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY',
         ),
       );
       continue;
