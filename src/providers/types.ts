@@ -360,6 +360,11 @@ export interface Provider {
    * stored more than `minAgeMs` ago. Only keys of runctl's own `bundles/<sha256>.tar.gz` shape.
    */
   pruneBundles?(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult>;
+  /**
+   * Every instance this controller owns, of any run (for the orphan sweep). Read-only. Providers
+   * that cannot list their instances leave it out.
+   */
+  listOwned?(): Promise<InstanceObservation[]>;
   /** Release resources held by the provider object (servers, clients). */
   close?(): Promise<void>;
 }

@@ -13,6 +13,7 @@ import { StaleWriteError, type RunEvent, type RunStatus, type StateStore } from 
 import type { RunctlMetrics } from './metrics.js';
 import { planBundleSweeps } from './bundle-sweep.js';
 import { Observer } from './observer.js';
+import { findOrphans } from './orphan-sweep.js';
 import { pruneRefusal } from './prune-guard.js';
 import { WorkQueue } from './queue.js';
 import { rebuildStatus, rebuiltEvent } from './rebuild.js';
@@ -43,7 +44,7 @@ export interface RunLeases {
 /** Things a user should hear about that are neither events of a run nor errors. */
 export type ControllerNotice =
   | { kind: 'lease-held-elsewhere' | 'stood-down' | 'lease-lost' | 'record-unreadable' | 'record-rebuilt'; run: string; message: string }
-  | { kind: 'prune-refused' | 'lease-error' | 'bundles-deleted' | 'bundle-sweep-error'; message: string };
+  | { kind: 'prune-refused' | 'lease-error' | 'bundles-deleted' | 'bundle-sweep-error' | 'orphan-terminated' | 'orphan-sweep-error'; message: string };
 
 export interface ControllerOptions {
   store: StateStore;
@@ -70,7 +71,11 @@ export interface ControllerOptions {
   bundleSweepIntervalMs?: number;
   /** Unused bundles stored more recently than this are kept (default 24 h). */
   bundleMinAgeMs?: number;
+  /** Look for orphaned instances (orphan-sweep.ts) at most this often (default 10 min); 0 never. */
+  orphanSweepIntervalMs?: number;
 }
+
+const DEFAULT_ORPHAN_SWEEP_INTERVAL_MS = 10 * 60 * 1000;
 
 const DEFAULT_BUNDLE_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
 
@@ -108,6 +113,8 @@ export class Controller {
   private renewing = false;
   private lastBundleSweepAt?: number;
   private bundleSweep?: Promise<void>;
+  private lastOrphanSweepAt?: number;
+  private orphanSweep?: Promise<void>;
 
   constructor(private readonly opts: ControllerOptions) {
     this.now = opts.now ?? Date.now;
@@ -175,6 +182,7 @@ export class Controller {
     if (this.pruneRefused) this.opts.onNotice?.({ kind: 'prune-refused', message: this.pruneRefused });
     for (const run of this.known) this.queue.add(run);
     this.maybeSweepBundles();
+    this.maybeSweepOrphans();
     return state;
   }
 
@@ -184,6 +192,7 @@ export class Controller {
     await this.resync();
     await this.queue.whenIdle();
     await this.bundleSweep;
+    await this.orphanSweep;
     return this.summary();
   }
 
@@ -357,6 +366,59 @@ export class Controller {
       .finally(() => {
         this.bundleSweep = undefined;
       });
+  }
+
+  /** Terminates orphaned instances (see orphan-sweep.ts) at most once per interval, in the background. */
+  private maybeSweepOrphans(): void {
+    const every = this.opts.orphanSweepIntervalMs ?? DEFAULT_ORPHAN_SWEEP_INTERVAL_MS;
+    if (every <= 0 || this.orphanSweep) return;
+    if (this.lastOrphanSweepAt !== undefined && this.now() - this.lastOrphanSweepAt < every) return;
+    this.lastOrphanSweepAt = this.now();
+    this.orphanSweep = this.sweepOrphans()
+      .catch((err: unknown) => this.opts.onNotice?.({ kind: 'orphan-sweep-error', message: `could not look for orphaned instances: ${errorMessage(err)} (tried again later)` }))
+      .finally(() => {
+        this.orphanSweep = undefined;
+      });
+  }
+
+  private async sweepOrphans(): Promise<void> {
+    const names = new Set<RunSpec['provider']>();
+    for (const r of this.desired.values()) names.add(r.run.spec.provider);
+    for (const st of this.statuses.values()) names.add(st.spec.provider);
+    for (const name of names) {
+      const provider = await this.opts.provider(name);
+      if (!provider.listOwned) continue;
+      // Instances first, statuses after: a run that launched in between shows its new phase.
+      const instances = await provider.listOwned();
+      const statuses = new Map<string, RunStatus>();
+      for (const run of new Set(instances.map((i) => i.run))) {
+        const st = await this.opts.store.getStatus(run);
+        if (st) statuses.set(run, st);
+      }
+      for (const orphan of findOrphans(instances, statuses, new Set(this.desired.keys()), this.now())) {
+        const o = orphan.observation;
+        await provider.terminate(o.instance.id, { launchedAt: o.instance.launchedAt });
+        this.opts.metrics?.orphanTerminated();
+        const message = `terminated orphaned instance ${o.instance.id} (generation ${o.generation}, attempt ${o.attempt}): ${orphan.why}`;
+        if (orphan.status) {
+          await this.opts.store.appendEvents(o.run, [
+            {
+              id: `${o.run}:orphan:${o.instance.id}`,
+              seq: orphan.status.eventSeq,
+              at: new Date(this.now()).toISOString(),
+              run: o.run,
+              generation: o.generation,
+              attempt: o.attempt,
+              kind: 'effect',
+              action: 'terminate',
+              result: 'ok',
+              message,
+            },
+          ]);
+        }
+        this.opts.onNotice?.({ kind: 'orphan-terminated', message });
+      }
+    }
   }
 
   private async sweepBundles(): Promise<void> {

@@ -185,6 +185,7 @@ export class RunctlMetrics {
   readonly instances: Gauge;
   readonly interruptions: Counter;
   readonly spend: Gauge;
+  readonly orphans: Counter;
   /** Interruptions last seen per run, so the counter counts each interruption once. */
   private readonly seenInterruptions = new Map<string, number>();
 
@@ -197,6 +198,12 @@ export class RunctlMetrics {
     this.instances = registry.gauge('runctl_instances', 'Instances running for runs of this controller, by market.', ['market']);
     this.interruptions = registry.counter('runctl_interruptions_total', 'Spot interruptions seen by this controller since it started.');
     this.spend = registry.gauge('runctl_spend_usd', 'Cost so far of the runs this controller knows, in USD.');
+    this.orphans = registry.counter('runctl_orphaned_instances_terminated_total', 'Instances of finished, deleted or unknown runs that the orphan sweep terminated.');
+  }
+
+  /** One orphaned instance terminated by the sweep. */
+  orphanTerminated(): void {
+    this.orphans.inc();
   }
 
   /** Records one reconcile: its result and how long it took. */

@@ -33,7 +33,7 @@ import { awsCall, errorCode, requestIdOf } from './errors.js';
 import { ImageResolver } from './image.js';
 import { instanceDegradations, type Degradation } from './instance-status.js';
 import { checkImage } from './image-check.js';
-import { describeOwnedInstances, groupByRun } from './observe.js';
+import { describeOwnedInstances, groupByRun, toObservation } from './observe.js';
 import { checkInstanceTypeOfferings, gaveUp } from './offerings.js';
 import { SpotPrices } from './pricing.js';
 import type { RetryOptions } from './retry.js';
@@ -207,6 +207,22 @@ export class AwsProvider implements Provider {
       if (!(err instanceof RetryableError) && !(err instanceof TerminalError)) throw err;
       return cached?.byId ?? new Map();
     }
+  }
+
+  /** Every instance tagged with this controller, of any run, in every region it observes. */
+  async listOwned(): Promise<InstanceObservation[]> {
+    if (this.regions.size === 0) this.regions.add(await this.regionFor());
+    const out: InstanceObservation[] = [];
+    for (const region of this.regions) {
+      const clients = this.clientsFor(region);
+      const instances = await describeOwnedInstances(clients, this.controller, this.opts.describePageSize);
+      for (const i of instances) {
+        if (i.InstanceId) this.instanceRegion.set(i.InstanceId, region);
+        const o = toObservation(i, false, new Date());
+        if (o) out.push(o);
+      }
+    }
+    return out;
   }
 
   async launch(req: LaunchRequest): Promise<LaunchResult> {
