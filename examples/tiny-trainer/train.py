@@ -101,6 +101,9 @@ def save_checkpoint(directory, state, seed):
     write_atomic(os.path.join(directory, "ckpt-%08d.json" % state["step"]), dict(state, seed=seed))
     for old in checkpoints(directory)[KEEP_LOCAL:]:
         os.unlink(os.path.join(directory, old))
+    # The checkpoint contract (docs/checkpoints.md): runctl syncs this save at once and records
+    # its step; without the line it would still be synced every syncInterval, with step unknown.
+    print("RUNCTL_CHECKPOINT_SAVED step=%d" % state["step"], flush=True)
 
 
 def load_newest(directory, seed):

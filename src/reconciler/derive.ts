@@ -191,7 +191,7 @@ export function deriveObservedEvent(
       if (agent?.phase === 'succeeded') return { type: 'JOB_SUCCEEDED', at };
       // Retrying cannot help: every kept checkpoint was restored by an attempt that then failed.
       if (agent?.phase === 'failed' && agent.failureReason === 'NoCheckpointLeft') {
-        return { type: 'FATAL', reason: 'NoCheckpointLeft', message: failureMessage(agent), at };
+        return { type: 'FATAL', reason: 'NoCheckpointLeft', message: `attempt ${agent.attempt} did not start the job: ${agent.message ?? 'no checkpoint is left to restore'}`, at };
       }
       if (agent?.phase === 'failed' || agent?.phase === 'lost') {
         return agent.reason

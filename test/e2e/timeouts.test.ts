@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createLocalProvider, type LocalProvider } from '../../src/providers/local/index.js';
 import { Controller } from '../../src/reconciler/controller.js';
+import { attemptKey } from '../../src/reconciler/reconcile.js';
 import type { LoadedRun } from '../../src/spec/types.js';
 import { FileStore } from '../../src/state/file-store.js';
 import type { RunEvent, RunStatus } from '../../src/state/types.js';
@@ -126,7 +127,7 @@ describe('spec.timeouts.training', () => {
         if (s?.phase === 'Training' && s.attempt === attempt && s.trainingStartedAt && Date.now() - Date.parse(s.trainingStartedAt) >= 8_000) {
           const inst = s.instances.find((i) => i.attempt === attempt && !i.endedAt);
           if (inst) {
-            await w.provider.deliverSpotNotice({ run: 'capped', generation: s.generation, attempt }, inst.id);
+            await w.provider.deliverSpotNotice(attemptKey(s, s.generation, attempt), inst.id);
             return;
           }
         }

@@ -25,18 +25,20 @@ import time
 import traceback
 
 from .bundle import fetch_bundle
-from .checkpoints import Checkpoints
+from .checkpoints import TICK_SECONDS, Checkpoints, NoCheckpointLeft
 from .config import run_prefix
 from .errors import AgentFailure
 from .faults import Faults
 from .imds import Imds
 from .joblog import JobLog
+from .jobsignal import send as send_job_signal
 from .processes import Child, group_alive, process_alive, process_start_time, signal_group, spawn_wrapped
 from .secrets import redaction_values, resolve_secrets
 from .storage import StorageError, open_storage
 from .util import atomic_write, json_bytes, now_iso, read_int, read_json, remove_quietly
 
 STRAGGLER_GRACE_SECONDS = 5.0
+FINAL_SYNC_MARGIN_SECONDS = 5.0  # kept between the end of the final upload and the termination time
 LAUNCH_TRACE_WAIT_SECONDS = 10.0
 # Consecutive failed IMDS polls before MetadataServiceUnreachable is reported: one slow answer on
 # a loaded instance is not a fault; three in a row (noticePollSeconds apart) is.
@@ -49,10 +51,25 @@ AGENT_RESTARTED_FAULT_SECONDS = 300.0
 
 
 class StopRequest:
-    def __init__(self, kind, reason, message):
+    def __init__(self, kind, reason, message, terminate_at=None, terminate_iso=None):
         self.kind = kind  # "interrupt" (spot notice) or "stop" (controller)
         self.reason = reason
         self.message = message
+        self.terminate_at = terminate_at  # epoch seconds the notice says the instance goes, or None
+        self.terminate_iso = terminate_iso
+
+
+def parse_notice_time(text):
+    """Epoch seconds of an IMDS notice time such as 2026-01-01T12:02:00Z, or None."""
+    if not isinstance(text, str):
+        return None
+    from datetime import datetime, timezone
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            continue
+    return None
 
 
 class Agent:
@@ -86,7 +103,7 @@ class Agent:
         self.storage = open_storage(cfg, log)
         self.joblog = JobLog(self.state, self.storage, self.attempt_prefix, self.redact_bytes, log)
         self.checkpoints = Checkpoints(cfg, self.storage, self.state, self.key, log, self.job_log_note,
-                                       self.set_status, self.stopping, self.current_step)
+                                       self.set_status, self.stopping, self.current_step, self.faults)
 
     # -- paths
     def p(self, name):
@@ -200,7 +217,8 @@ class Agent:
                 when = notice.get("time")
                 what = "scheduled event" if notice.get("scheduled") else "spot interruption notice"
                 msg = "%s: %s%s" % (what, action, " at " + when if when else "")
-                self.request_stop(StopRequest("interrupt", "scheduled-event" if notice.get("scheduled") else "spot", msg))
+                self.request_stop(StopRequest("interrupt", "scheduled-event" if notice.get("scheduled") else "spot", msg,
+                                              parse_notice_time(when), when))
             if time.monotonic() - last_control >= control_every:
                 last_control = time.monotonic()
                 self.check_control()
@@ -243,10 +261,19 @@ class Agent:
         self.stop_event.set()
 
     def checkpoint_loop(self):
-        while not self.sync_stop.wait(self.cfg["syncIntervalSeconds"]):
+        """Every TICK_SECONDS: the job's open files and its declarations (a declared save is synced
+        at once); every syncIntervalSeconds: a periodic sync."""
+        self.checkpoints.start_watching(self.joblog.path, self.progress_from or 0)
+        next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
+        while not self.sync_stop.wait(TICK_SECONDS):
+            sid = self.child.pid if self.child is not None else None
             try:
-                self.sync_checkpoint(final=False)
-                self.sync_ok()
+                declared = self.checkpoints.tick(sid)
+                if declared or time.monotonic() >= next_sync:
+                    next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
+                    self.checkpoints.sync(final=False, sid=sid)
+                    self.checkpoints.check_stalled()
+                    self.sync_ok()
             except Exception as e:
                 self.log("checkpoint sync failed: %s" % e)
                 self.sync_failed(e)
@@ -266,8 +293,8 @@ class Agent:
                 % ("the final" if final else "every", self.cfg["storage"],
                    "" if final else " %d times in a row" % self.sync_failures, str(err)[-300:]))
 
-    def sync_checkpoint(self, final):
-        return self.checkpoints.sync(final)
+    def sync_checkpoint(self, final, clean_exit=False):
+        return self.checkpoints.sync(final, clean_exit=clean_exit)
 
     # -- phases
     def run(self):
@@ -298,7 +325,11 @@ class Agent:
             if self.stopping():
                 return self.finish_stopped()
             self.set_status(phase="restoring")
-            resumed = self.checkpoints.restore()
+            try:
+                resumed = self.checkpoints.restore()
+            except NoCheckpointLeft as e:
+                self.set_status(publish=False, failureReason="NoCheckpointLeft")
+                return self.finish("failed", message=str(e))
             if self.stopping():
                 return self.finish_stopped()
             ended = self.install()
@@ -490,19 +521,66 @@ class Agent:
             self.set_status(phase="interrupting" if req.kind == "interrupt" else "stopping", message=req.message)
         sig = getattr(signal, self.cfg["signal"])
         if child.running():
-            self.log("sending %s to process group %d" % (self.cfg["signal"], child.pgid))
-            self.job_log_note("sending %s to the job (%s)" % (self.cfg["signal"], why or req.message))
-            signal_group(child.pgid, sig)
-            deadline = time.monotonic() + self.cfg["gracePeriodSeconds"]
+            reason = why or req.message
+            sent = send_job_signal(child.pgid, sig, self.cfg.get("signalScope") or "main", self.log)
+            self.log("%s (%s)" % (sent, reason))
+            self.job_log_note("%s (%s)" % (sent, reason))
+            deadline, ends = self.grace_deadline(req)
             while child.running() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if child.running():
-                self.log("grace period of %ss over; killing process group %d" % (self.cfg["gracePeriodSeconds"], child.pgid))
-                self.job_log_note("grace period over; killing the job")
+                self.log("%s; killing process group %d" % (ends, child.pgid))
+                self.job_log_note("%s; killing the job" % ends)
                 signal_group(child.pgid, signal.SIGKILL)
                 while child.running():
                     time.sleep(0.05)
         self.reap_stragglers(child)
+
+    def grace_deadline(self, req):
+        """(monotonic deadline, why it ends) of the wait after the signal: gracePeriodSeconds, cut
+        short so the final upload (estimated from this instance's measured sync throughput) ends
+        FINAL_SYNC_MARGIN_SECONDS before the termination time the notice gives."""
+        grace = self.cfg["gracePeriodSeconds"]
+        why = "grace period of %ss over" % grace
+        if req is None or req.terminate_at is None or req.terminate_at <= time.time():
+            # No time given, or one already past (a skewed clock): the grace period alone decides.
+            return time.monotonic() + grace, why
+        upload = self.checkpoints.final_wait_seconds(self.checkpoints.pending_bytes())
+        left = req.terminate_at - time.time() - upload - FINAL_SYNC_MARGIN_SECONDS
+        if left < grace:
+            why = ("wait ended %.0fs before the termination time %s to leave %.1fs for the final upload" % (
+                upload + FINAL_SYNC_MARGIN_SECONDS, req.terminate_iso, upload))
+            return time.monotonic() + max(0.0, left), why
+        return time.monotonic() + grace, why
+
+    def report_final_sync(self, req, ref):
+        """finalSync in the status: was the job's final state safe before the termination time?"""
+        now = time.time()
+        newest = ((self.status.get("lastCheckpoint") or {}).get("id"))
+        left_out = [i["path"] for i in self.checkpoints.last_left_out]
+        report = {}
+        if req is not None and req.terminate_iso:
+            report["terminationTime"] = req.terminate_iso
+        if newest:
+            report["newest"] = newest
+        safe = not left_out and newest is not None
+        if ref is not None or safe:
+            report["checkpoint"] = ref["id"] if ref is not None else newest
+        report["safe"] = bool(safe)
+        what = ("checkpoint %s" % ref["id"]) if ref is not None else ("checkpoint %s (nothing newer to publish)" % newest if newest else "no checkpoint")
+        if safe and req is not None and req.terminate_at is not None and req.terminate_at > now:
+            report["safeSecondsBeforeTermination"] = round(req.terminate_at - now, 1)
+            report["message"] = "final %s safe in storage %.1fs before the termination time %s" % (
+                what, req.terminate_at - now, req.terminate_iso)
+        elif safe:
+            report["message"] = "final %s safe in storage" % what
+        else:
+            why = ("%s still being written when the job ended" % ", ".join(sorted(set(left_out)))) if left_out else "nothing was published"
+            report["message"] = "the job's final state is not safe (%s); the newest checkpoint, which a resume gets, is %s" % (
+                why, newest or "none (the next attempt starts from scratch)")
+        self.log(report["message"])
+        self.job_log_note(report["message"])
+        self.set_status(publish=False, finalSync=report)
 
     def reap_stragglers(self, child):
         if not group_alive(child.pgid):
@@ -520,7 +598,9 @@ class Agent:
         code, stopped = self.wait_child(self.child)
         self.sync_stop.set()
         self.join_thread("checkpoint")
-        self.final_sync()
+        ref = self.final_sync(clean_exit=code == 0)
+        if stopped:
+            self.report_final_sync(self.stop_request, ref)
         self.refresh_log_view()
         if stopped:
             if code != 0:
@@ -553,13 +633,14 @@ class Agent:
             % (how, self.cfg["signal"], req.message if req else "a stop", self.cfg["signal"],
                "; last output:\n" + "\n".join(tail[-10:]) if tail else ""))
 
-    def final_sync(self):
+    def final_sync(self, clean_exit=False):
         try:
-            self.sync_checkpoint(final=True)
+            return self.sync_checkpoint(final=True, clean_exit=clean_exit)
         except Exception as e:
             self.log("final checkpoint sync failed: %s" % e)
             self.set_status(publish=False, message="final checkpoint sync failed: %s" % e)
             self.sync_failed(e, final=True)
+            return None
 
     def join_thread(self, name):
         for t in self.threads:

@@ -61,6 +61,8 @@ def load_config(path):
     need("syncIntervalSeconds", (int, float), positive, "a positive number")
     need("keep", int, lambda v: v >= 1, "an integer >= 1")
     need("signal", str, lambda v: v in SIGNALS, "one of " + ", ".join(SIGNALS))
+    if cfg.get("signalScope") is not None:
+        need("signalScope", str, lambda v: v in ("main", "group"), "main or group")
     need("gracePeriodSeconds", (int, float), lambda v: v >= 0, "a non-negative number")
     need("imdsUrl", str, lambda v: v.startswith("http://") or v.startswith("https://"), "an http:// URL")
     need("heartbeatSeconds", (int, float), positive, "a positive number")

@@ -53,6 +53,8 @@ def compact(data, final, full):
 def parse_progress(line):
     """{"step": N, "total"?: T, "loss"?: X} from a `step=N[/T] ... loss=X` line, or None.
     A non-finite loss is left out."""
+    if line.lstrip().startswith("RUNCTL_CHECKPOINT_SAVED"):
+        return None  # a declared save (steps.py), not progress
     m = PROGRESS_RE.search(line)
     if not m:
         return None

@@ -1,0 +1,131 @@
+// The checkpoint contract end to end (issue 9): the controller, the local provider's sandboxes and
+// the real agent, with jobs of the shapes real frameworks produce (test/fixtures/ckpt-jobs/).
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createLocalProvider } from '../../src/providers/local/index.js';
+import type { CheckpointManifest } from '../../src/providers/types.js';
+import { Controller } from '../../src/reconciler/controller.js';
+import type { LoadedRun } from '../../src/spec/types.js';
+import { FileStore } from '../../src/state/file-store.js';
+import type { RunStatus } from '../../src/state/types.js';
+import { testRun } from '../support/runs.js';
+
+const repoRoot = path.resolve('.');
+const cleanups: Array<() => Promise<void>> = [];
+afterAll(async () => {
+  for (const c of cleanups) await c();
+});
+
+async function settle(runs: LoadedRun[]): Promise<{ statuses: RunStatus[]; root: string; store: FileStore }> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-ckpt-e2e-'));
+  const provider = createLocalProvider({ root: path.join(root, 'local'), repoRoot, controller: 'e2e', pollIntervalMs: 200 });
+  const store = new FileStore(path.join(root, 'state'), { fsync: false });
+  await store.open();
+  const controller = new Controller({
+    store,
+    provider: async () => provider,
+    load: async () => ({ runs, diagnostics: [], invalidFiles: [] }),
+    controller: 'e2e',
+    repoRoot,
+    prune: false,
+  });
+  cleanups.push(async () => {
+    await controller.stop();
+    for (const s of controller.runs) for (const i of s.instances) await provider.terminate(i.id);
+    await store.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+  const summary = await controller.runUntilSettled();
+  return { statuses: summary.statuses, root, store };
+}
+
+function job(name: string, run: string, extra: Parameters<typeof testRun>[1] = {}): LoadedRun {
+  return testRun(name, {
+    code: { path: './test/fixtures/ckpt-jobs', exclude: [] },
+    run,
+    timeouts: { provisioning: '1m', installing: '2m', training: '5m' },
+    ...extra,
+  });
+}
+
+/** The run incarnation's storage folder: runs/<run>/<uid>/. */
+function runDir(root: string, run: string): string {
+  const base = path.join(root, 'local', 'storage', 'runs', run);
+  const uids = fs.readdirSync(base).filter((d) => !/^g\d+$/.test(d));
+  return uids.length === 1 ? path.join(base, uids[0]!) : base;
+}
+
+/** Every manifest published for a run's generation 1 (keep is high enough that none was retired). */
+function manifests(root: string, run: string): CheckpointManifest[] {
+  const dir = path.join(runDir(root, run), 'g1', 'checkpoints');
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .sort()
+    .filter((id) => fs.existsSync(path.join(dir, id, 'MANIFEST.json')))
+    .map((id) => JSON.parse(fs.readFileSync(path.join(dir, id, 'MANIFEST.json'), 'utf8')) as CheckpointManifest);
+}
+
+function attemptLog(root: string, run: string, attempt: number): string {
+  const dir = path.join(runDir(root, run), 'g1', `a${attempt}`, 'logs');
+  if (!fs.existsSync(dir)) return '';
+  return fs.readdirSync(dir).sort().map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('');
+}
+
+const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');
+
+describe('checkpoint contract, end to end', () => {
+  it('a checkpoint rewritten in place is never published half written, and the interrupted run completes', async () => {
+    const { statuses, root } = await settle([
+      job('inplace', 'python3 inplace.py', {
+        checkpoints: { syncInterval: '1s', gracePeriod: '10s', keep: 100 },
+        rehearsal: { interruptAfter: '8s' },
+        recovery: { maxRetriesOnError: 0 },
+      }),
+    ]);
+    const status = statuses.find((s) => s.run === 'inplace')!;
+    expect(status.failure?.message).toBeUndefined();
+    expect(status.phase).toBe('Completed');
+    expect(status.interruptions).toBe(1);
+    // The two complete versions the job ever wrote; anything else is a half-written file.
+    const complete = new Set([sha256(Buffer.concat([Buffer.from('v1:'), Buffer.alloc(4093, 'A')])), sha256(Buffer.concat([Buffer.from('v2:'), Buffer.alloc(47, 'B')]))]);
+    const published = manifests(root, 'inplace');
+    expect(published.length).toBeGreaterThanOrEqual(1);
+    for (const m of published) {
+      const ckpt = m.files.find((f) => f.path === 'ckpt.bin');
+      expect(ckpt, `checkpoint ${m.id}`).toBeDefined();
+      expect(complete.has(ckpt!.sha256), `checkpoint ${m.id} holds ckpt.bin of ${ckpt!.size} bytes`).toBe(true);
+    }
+    expect(attemptLog(root, 'inplace', 2)).toMatch(/resumed from a complete v[12] checkpoint/);
+  }, 240_000);
+
+  it('a crash right after restore falls back to the checkpoint before, then fails listing what was tried', async () => {
+    const { statuses, root } = await settle([
+      job('crashy', 'python3 crash_after_restore.py', {
+        checkpoints: { syncInterval: '30s', gracePeriod: '10s', keep: 5 },
+        rehearsal: { interruptAfter: '5s' },
+        recovery: { maxRetriesOnError: 5 },
+      }),
+    ]);
+    const status = statuses.find((s) => s.run === 'crashy')!;
+    expect(status.phase).toBe('Failed');
+    expect(manifests(root, 'crashy').map((m) => [m.id, m.step])).toEqual([
+      ['00000001', 1],
+      ['00000002', 2],
+    ]);
+    // Attempt 2 restored the newest and crashed; attempt 3 restored the one before, and said why.
+    expect(attemptLog(root, 'crashy', 2)).toContain('loaded step 2');
+    expect(attemptLog(root, 'crashy', 3)).toContain('loaded step 1');
+    const fallback = status.conditions.find((c) => c.type === 'CheckpointFallback');
+    expect(fallback).toMatchObject({ status: 'True', reason: 'ResumeFailed' });
+    expect(fallback?.message).toContain('checkpoint 00000002 was restored by attempt 2, which failed before publishing a newer one (the job exited with code 1)');
+    expect(fallback?.message).toContain('restored 00000001 instead');
+    // Attempt 4 had nothing left: Failed at once (no retry spent), naming every checkpoint tried.
+    expect(status.attempt).toBe(4);
+    expect(status.failure?.reason).toBe('NoCheckpointLeft');
+    expect(status.failure?.message).toContain('00000002 (attempt 2: the job exited with code 1), 00000001 (attempt 3: the job exited with code 1)');
+  }, 300_000);
+});
