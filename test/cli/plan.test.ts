@@ -263,7 +263,8 @@ describe('runctl apply', () => {
     expect(apply.stdout).toContain('two: create applied; now Suspended');
     expect(apply.stdout).toMatch(/Apply complete: 2 runs changed\.\n$/);
     const world = JSON.parse(fs.readFileSync(path.join(dir, 'world.json'), 'utf8')) as { launches: Record<string, number> };
-    expect(world.launches).toEqual({ 'one/g1/a1': 1 });
+    // One launch, keyed by the run's incarnation (name@uid), for attempt 1 of generation 1.
+    expect(Object.entries(world.launches)).toEqual([[expect.stringMatching(/^one@[0-9a-f-]{36}\/g1\/a1$/), 1]]);
     const after = runctl(dir, 'plan', '--detailed-exitcode');
     expect(after.status).toBe(0);
   });
