@@ -135,6 +135,7 @@ beforeAll(async () => {
   write('zone', 'dr-zone', { zones: '[us-east-1a, us-east-1g]' });
   write('spot-role', 'dr-spot-role', { market: 'spot' });
   write('quota', 'dr-quota', { types: '[g5.xlarge]', market: 'on-demand' });
+  write('image-param', 'dr-image-param', { image: '/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64' });
   write('quota-fallback', 'dr-quota-fallback', { types: '[g5.xlarge, t3.micro]', market: 'on-demand' });
 }, 120_000);
 
@@ -336,4 +337,35 @@ describe('runctl doctor', () => {
       fs.rmSync(empty, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('an image parameter the caller may not read: the warning names ssm:GetParameter on that parameter, not ec2:DescribeImages', async () => {
+    const undo = fleet.injectFault({ kind: 'error', service: 'ssm', action: 'GetParameter', status: 400, code: 'AccessDeniedException', message: 'User: arn:aws:iam::123456789012:user/moto is not authorized to perform: ssm:GetParameter' });
+    try {
+      const out = await runctl('doctor', 'runs/image-param');
+      expect(out.status, out.stdout + out.stderr).toBe(0);
+      const warn = out.lines.filter((l) => l.startsWith('warn ')).map((l) => l.replace(/ \(request id [^)]+\)/g, ''));
+      expect(warn).toHaveLength(1);
+      expect(warn[0]).toMatch(/^warn image \/aws\/service\/ami-amazon-linux-latest\/al2023-ami-kernel-default-x86_64: could not check: .*AccessDeniedException/);
+      expect(warn[0]).toContain(
+        ' — fix: allow ssm:GetParameter on arn:aws:ssm:us-east-1::parameter/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64 to whoever runs doctor (`runctl iam-policy --only controller` includes it)',
+      );
+    } finally {
+      undo();
+    }
+  }, 120_000);
+
+  it('an AWS read that keeps failing with 5xx says doctor gave up after retrying, and does not promise a retry', async () => {
+    const undo = fleet.injectFault({ kind: 'error', service: 'ec2', action: 'DescribeImages', status: 503, code: 'Unavailable', message: 'The service is unavailable. Please try again shortly.' });
+    try {
+      const out = await runctl('doctor', 'runs/image-missing');
+      expect(out.status, out.stdout + out.stderr).toBe(1);
+      const fail = out.lines.filter((l) => l.startsWith('fail ')).map((l) => l.replace(/ \(request id [^)]+\)/g, ''));
+      expect(fail).toEqual([
+        'fail image ami-0123456789abcdef0: could not check: EC2 DescribeImages in us-east-1 failed temporarily (Unavailable): The service is unavailable. Please try again shortly. (gave up after retrying) — fix: check the credentials, the region and the network, then run `runctl doctor` again',
+      ]);
+      expect(out.stdout).not.toContain('runctl will retry');
+    } finally {
+      undo();
+    }
+  }, 120_000);
 });

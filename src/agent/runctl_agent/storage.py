@@ -7,6 +7,8 @@ list_keys(prefix) -> [relative keys], delete(key), delete_prefix(prefix). Errors
 StorageError with the backend's message; missing objects are None/False, never errors.
 """
 
+import calendar
+import json
 import os
 import random
 import re
@@ -76,6 +78,33 @@ class FileStorage:
         """Keys under prefix (recursive), relative to prefix; temp files of writers excluded."""
         base = self._path(prefix)
         return [k for k in list_files(base) if ".tmp-" not in k.rsplit("/", 1)[-1]]
+
+    def list_objects(self, prefix, include_temp=False):
+        """[(key relative to prefix, size in bytes, modification time as epoch seconds)], recursive.
+        Writers' temp files are left out unless include_temp (retention removes stale ones)."""
+        base = self._path(prefix)
+        out = []
+        for rel in list_files(base):
+            if not include_temp and ".tmp-" in rel.rsplit("/", 1)[-1]:
+                continue
+            try:
+                st = os.stat(os.path.join(base, *rel.split("/")))
+            except FileNotFoundError:
+                continue
+            out.append((rel, st.st_size, st.st_mtime))
+        return out
+
+    def list_dirs(self, prefix):
+        """Names of the immediate sub-folders of prefix (what S3 calls common prefixes)."""
+        base = self._path(prefix)
+        try:
+            return sorted(n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n)))
+        except FileNotFoundError:
+            return []
+
+    def local_path(self, key):
+        """The file a key is stored in (the checkpoint store copies straight into the folder)."""
+        return self._path(key)
 
     def delete(self, key):
         try:
@@ -166,11 +195,49 @@ class S3Storage:
                 keys.append(parts[3][len(full_prefix):])
         return keys
 
+    def list_objects(self, prefix, include_temp=False):
+        """[(key relative to prefix, size in bytes, LastModified as epoch seconds)], recursive:
+        one `aws s3api list-objects-v2` (the CLI follows the pages itself)."""
+        full_prefix = (self.prefix + "/" if self.prefix else "") + prefix
+        out = self._aws(["s3api", "list-objects-v2", "--bucket", self.bucket, "--prefix", full_prefix,
+                         "--output", "json", "--query", "Contents[].[Key,Size,LastModified]"])
+        rows = json.loads(out.decode("utf-8") or "null") or []
+        result = []
+        for row in rows:
+            if not row or len(row) != 3 or not row[0].startswith(full_prefix):
+                continue
+            result.append((row[0][len(full_prefix):], int(row[1]), parse_s3_time(row[2])))
+        return result
+
+    def list_dirs(self, prefix):
+        """Names of the immediate sub-folders (common prefixes) of prefix: one `aws s3 ls`."""
+        out = self._aws(["s3", "ls", self._url(prefix)], empty_ok=True)
+        names = []
+        for line in out.decode("utf-8", "replace").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "PRE" and parts[1].endswith("/"):
+                names.append(parts[1][:-1])
+        return sorted(names)
+
     def delete(self, key):
         self._aws(["s3", "rm", "--only-show-errors", self._url(key)])
 
     def delete_prefix(self, prefix):
         self._aws(["s3", "rm", "--only-show-errors", "--recursive", self._url(prefix)])
+
+def parse_s3_time(text):
+    """Epoch seconds of an S3 LastModified such as 2026-01-01T12:00:05.000Z or ...+00:00."""
+    m = re.match(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$", str(text))
+    if not m:
+        raise StorageError("unexpected LastModified %r from the AWS CLI" % (text,))
+    secs = calendar.timegm(tuple(int(m.group(i)) for i in range(1, 7)) + (0, 0, 0)) + float(m.group(7) or 0)
+    tz = m.group(8)
+    if tz and tz != "Z":
+        sign = 1 if tz[0] == "+" else -1
+        digits = tz[1:].replace(":", "")
+        secs -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    return secs
+
 
 def open_storage(cfg, log):
     """The backend for cfg["storage"] (with cfg's s3EndpointUrl and region for s3://)."""

@@ -81,9 +81,14 @@ export async function gaveUp<T>(check: () => Promise<T>): Promise<T> {
   try {
     return await check();
   } catch (err) {
-    if (err instanceof RetryableError) {
-      throw new RetryableError(err.message.replace('; runctl will retry', ' (gave up after retrying)'), { code: err.code, requestId: err.requestId, cause: err });
-    }
-    throw err;
+    throw gaveUpOn(err);
   }
+}
+
+/** `gaveUp` for an error already caught: a RetryableError's message says the retries are over; others unchanged. */
+export function gaveUpOn(err: unknown): unknown {
+  if (err instanceof RetryableError && err.message.includes('; runctl will retry')) {
+    return new RetryableError(err.message.replace('; runctl will retry', ' (gave up after retrying)'), { code: err.code, requestId: err.requestId, cause: err });
+  }
+  return err;
 }

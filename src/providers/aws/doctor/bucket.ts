@@ -7,6 +7,7 @@ import { DeleteObjectCommand, GetBucketLocationCommand, GetObjectCommand, PutObj
 import type { DoctorCheck } from '../../types.js';
 import type { AwsClients } from '../clients.js';
 import { awsCall } from '../errors.js';
+import { gaveUpOn } from '../offerings.js';
 import type { StorageLocation } from '../storage.js';
 import { codeOf, isDenied, line, unable } from './result.js';
 
@@ -68,7 +69,8 @@ async function probe(clients: AwsClients, { bucket, prefix }: StorageLocation, r
       await awsCall(ctx(operation), call);
       return undefined;
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
+      const settled = gaveUpOn(err);
+      const message = settled instanceof Error ? settled.message : String(settled);
       return isDenied(err)
         ? line('probe', url, runs, 'fail', `runctl cannot ${action.replace('s3:', '').replace('Object', '').toLowerCase()} objects under ${url}: ${message}`, statement(action))
         : line('probe', url, runs, 'fail', `the probe object s3://${bucket}/${key} could not be handled: ${message}`, 'check the network and the credentials, then run `runctl doctor` again');

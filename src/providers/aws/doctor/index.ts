@@ -20,7 +20,7 @@ import type { DoctorClients } from './clients.js';
 import { checkSubnets } from './network.js';
 import { checkQuotas, marketsOf } from './quotas.js';
 import { checkInstanceProfile, checkRole, checkSpotRole, type RoleNeeds } from './role.js';
-import { line, unable } from './result.js';
+import { codeOf, isDenied, line, unable } from './result.js';
 
 export interface DoctorDeps {
   clientsFor(region: string): AwsClients;
@@ -152,7 +152,7 @@ export async function runDoctor(deps: DoctorDeps, targets: DoctorTarget[]): Prom
           checks.push(line('root-volume', subject, who, 'pass', `rootVolumeGiB ${r.rootVolumeGiB} holds the image's ${image.rootSnapshotGiB} GiB root snapshot`));
         }
       } catch (err) {
-        checks.push(unable('image', subject, who, err, 'ec2:DescribeImages'));
+        checks.push(imageUnchecked(subject, region, acct, who, err));
       }
     }
 
@@ -169,4 +169,26 @@ export async function runDoctor(deps: DoctorDeps, targets: DoctorTarget[]): Prom
   const spot = withRegion.filter((t) => marketsOf(t.spec.resources.market).includes('spot')).map((t) => t.run);
   if (spot.length > 0 && iamRegion) checks.push(await checkSpotRole(deps.doctorClientsFor(iamRegion), account ?? '?', spot));
   return checks;
+}
+
+/**
+ * The line for an image that could not be checked. A parameter path is read with ssm:GetParameter
+ * before DescribeImages; SSM's denial (AccessDeniedException, where EC2 says UnauthorizedOperation)
+ * needs that permission on the parameter, which the controller policy has only under /aws/service/.
+ */
+function imageUnchecked(image: string, region: string, account: string, runs: string[], err: unknown): DoctorCheck {
+  if (!image.startsWith('/') || !isDenied(err) || codeOf(err) !== 'AccessDeniedException') return unable('image', image, runs, err, 'ec2:DescribeImages');
+  const message = err instanceof Error ? err.message : String(err);
+  const published = image.startsWith('/aws/service/');
+  const arn = `arn:aws:ssm:${region}:${published ? '' : account}:parameter${image}`;
+  return line(
+    'image',
+    image,
+    runs,
+    'warn',
+    `could not check: ${message}`,
+    published
+      ? `allow ssm:GetParameter on ${arn} to whoever runs doctor (\`runctl iam-policy --only controller\` includes it)`
+      : `allow ssm:GetParameter on ${arn} to whoever runs doctor and to the controller, which resolves it at launch (\`runctl iam-policy\` covers only /aws/service/ parameters)`,
+  );
 }

@@ -2,6 +2,7 @@
 // allowed to make is a warning (nothing is known to be wrong, and the fix is the permission); any
 // other failure (credentials, network after the SDK's bounded retries) is a failure.
 import { ProviderError } from '../../types.js';
+import { gaveUpOn } from '../offerings.js';
 import type { DoctorCheck, DoctorStatus } from '../../types.js';
 
 const PERMISSION = new Set(['AccessDenied', 'AccessDeniedException', 'UnauthorizedOperation', 'Forbidden', 'AuthorizationError']);
@@ -16,7 +17,9 @@ export function isDenied(err: unknown): boolean {
 
 /** The line for a check that could not be made: `action` is the IAM action the read needs. */
 export function unable(check: string, subject: string, runs: readonly string[], err: unknown, action: string, resource = '*'): DoctorCheck {
-  const message = err instanceof Error ? err.message : String(err);
+  // Doctor is one pass: a transient failure the SDK already retried is not retried again.
+  const settled = gaveUpOn(err);
+  const message = settled instanceof Error ? settled.message : String(settled);
   if (isDenied(err)) {
     return line(check, subject, runs, 'warn', `could not check: ${message}`, `allow ${action} on ${resource} to whoever runs doctor (\`runctl iam-policy --only controller\` includes it)`);
   }

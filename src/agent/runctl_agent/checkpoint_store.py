@@ -1,0 +1,534 @@
+"""Content-addressed checkpoint storage (issue 9): each distinct file content is stored once per
+run, keyed by its sha256; a checkpoint is a manifest, published last, naming its entries.
+
+Layout (keys relative to the storage root; see src/agent/layout.ts):
+
+    runs/<run>/checkpoint-contents/<sha256>               one object per distinct content, per run
+    runs/<run>/g<gen>/checkpoints/<8-digit id>/MANIFEST.json   the checkpoint (format 2), written last
+    runs/<run>/checkpoint-retired/g<gen>-<id>.json       tombstone of a retired manifest (its sha256s)
+
+Manifest, format 2 (format-1 manifests, with the files stored beside them in <id>/, still
+restore: checkpoint_restore.py):
+
+    {"format": 2, "id", "run", "generation", "attempt", "createdAt", "step"?: int,
+     "files":    [{"path", "size" (bytes), "sha256", "mode" (permission bits, int)}],
+     "dirs":     [{"path", "mode"}],            every folder below the root, empty ones included
+     "symlinks": [{"path", "target"}],          links that stay inside the folder, target as written
+     "sync": {"filesUploaded", "filesReused", "bytesUploaded", "bytesReused"}}
+
+API for the capture layer (the code that decides WHICH files and WHEN):
+
+    store = CheckpointStore(storage, run, generation, attempt, state_dir, log, grace_seconds=3600)
+    session = store.begin()                    # one listing of stored contents + manifests
+    result = session.add_files(root, entries)  # entries: [checkpoint_tree.FileEntry] from scan_tree
+        -> {"accepted": [file entry dicts], "rejected": [{"path", "reason"}]}
+    manifest = session.publish(files, dirs, symlinks, step=None)   # -> the manifest dict
+    store.retain(keep)                          # retire old manifests, collect unreferenced contents
+
+  or, for a whole folder at once:
+    store.sync_tree(root, tree, step=None, require_all=True, only=None)
+        -> {"manifest": dict or None, "accepted": [...], "rejected": [...], "refused": [...],
+            "unchanged": bool}
+
+  add_files snapshots one file at a time, so the extra disk it uses on the instance is at most
+  the largest new file (zero for file:// storage, where the copy goes straight into the store's
+  temp name and is renamed into place): a file whose (size, mtime_ns, inode) match what the
+  local index recorded for a content already stored is reused without being read; otherwise it
+  is copied while hashed, then its (size, mtime_ns, inode, device) are checked again: changed =
+  rejected ("changed while it was copied"), never stored under a wrong hash. A content already
+  stored (and protected, below) is never uploaded again.
+
+Retention and concurrency (why nothing a kept manifest names is ever deleted):
+- Within one agent, sync and retention run under one lock (checkpoints.Checkpoints).
+- Across agents (an interrupted attempt's final sync can overlap the next attempt's syncs), the
+  rule is a grace period G (`grace_seconds`, default 1 h) plus tombstones instead of a lock
+  (S3 has no lock the AWS CLI can take on every image):
+  * retiring a manifest first writes its tombstone (its sha256s, the time), then deletes it;
+  * a content is deleted only when no live manifest (of any generation of the run) and no
+    tombstone younger than G names it, and its stored time is older than G before the
+    collector read the manifests. Manifests are read before tombstones (a manifest deleted
+    before the read left its tombstone before it);
+  * a sync reuses a stored content only when a live manifest it listed names it, or it was
+    stored less than G/2 ago; anything else is uploaded again (which renews its time);
+  * a sync publishes within G/2 of its listing, or lists again and re-adds what is no longer
+    protected. So every content a new manifest names is protected until that manifest is
+    visible to every collector.
+- A crash at any instant leaves: uploaded contents without a manifest (collected later), a
+  tombstone beside a live manifest (the manifest still protects), or a partly done collection
+  (redone by the next one). A manifest is one atomic write, published after all its contents.
+- grace_seconds=0 turns the protection off (a single writer only: tests and benches).
+
+Kill points for tests: RUNCTL_AGENT_KILL_AFTER_OPS=N SIGKILLs the process just before its
+(N+1)-th storage mutation (content write, manifest write, tombstone write, delete); the count is
+kept in stateDir/store-ops. Nothing in production sets it.
+"""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import time
+
+from .storage import FileStorage, StorageError
+from .util import atomic_write, json_bytes, now_iso, pad_seq, read_int, remove_quietly, safe_relpath
+
+MANIFEST_NAME = "MANIFEST.json"
+FORMAT = 2
+DEFAULT_GRACE_SECONDS = 3600.0
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+COPY_CHUNK = 1024 * 1024
+
+
+def contents_prefix(run_prefix):
+    """run_prefix: the run incarnation's prefix, runs/<run>/<uid> (or runs/<run>: config.run_prefix)."""
+    return "%s/checkpoint-contents/" % run_prefix
+
+
+def retired_prefix(run_prefix):
+    return "%s/checkpoint-retired/" % run_prefix
+
+
+def checkpoints_prefix(run_prefix, generation):
+    return "%s/g%d/checkpoints/" % (run_prefix, generation)
+
+
+def manifest_shas(manifest):
+    """The sha256s a format-2 manifest references (empty for format 1: its files live beside it)."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return set()
+    return set(f["sha256"] for f in manifest.get("files") or [] if isinstance(f, dict) and isinstance(f.get("sha256"), str))
+
+
+class KillSwitch(object):
+    """Counts storage mutations; SIGKILLs this process before the one after RUNCTL_AGENT_KILL_AFTER_OPS."""
+
+    def __init__(self, state_dir):
+        limit = os.environ.get("RUNCTL_AGENT_KILL_AFTER_OPS")
+        self.limit = int(limit) if limit not in (None, "") else None
+        self.path = os.path.join(state_dir, "store-ops")
+
+    def __call__(self, what):
+        if self.limit is None:
+            return
+        done = (read_int(self.path) or 0)
+        if done >= self.limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(10)  # never returns
+        with open(self.path, "w") as f:
+            f.write("%d\n" % (done + 1))
+
+
+class CheckpointStore(object):
+    """The content-addressed checkpoints of one run, as seen by one attempt.
+
+    storage: a storage backend (storage.py); run, generation, attempt: the attempt's key;
+    state_dir: the agent's stateDir (the local index lives there); log(message): agent log;
+    grace_seconds: G above (seconds). Raises StorageError from the backend.
+    """
+
+    def __init__(self, storage, run, generation, attempt, state_dir, log, grace_seconds=DEFAULT_GRACE_SECONDS, run_prefix=None):
+        self.storage = storage
+        self.run = run
+        self.prefix = run_prefix or "runs/%s" % run
+        self.generation = generation
+        self.attempt = attempt
+        self.state_dir = state_dir
+        self.log = log
+        self.grace = float(grace_seconds)
+        self.kill = KillSwitch(state_dir)
+        self.manifests = {}  # (generation, id) -> manifest; published manifests never change
+        self.tombstones = {}  # key -> tombstone doc
+        self.collected_once = False
+        self.last_listing = None  # (prefix, ids, published) right after this store's last publish
+        self.bytes_written = 0  # bytes this store wrote to storage (contents, rejected copies, manifests), for benches
+        self.pinned = set()  # (generation, id) of manifests of other generations this attempt restored
+        self.index_path = os.path.join(state_dir, "checkpoint-index.json")
+
+    # -- reading
+    def ids(self, generation=None):
+        """(prefix, all ids, published ids) of a generation (default: the attempt's), ascending."""
+        gen = self.generation if generation is None else generation
+        prefix = checkpoints_prefix(self.prefix, gen)
+        ids, published = set(), set()
+        for k in self.storage.list_keys(prefix):
+            head, _, rest = k.partition("/")
+            if head.isdigit() and rest:
+                ids.add(head)
+                if rest == MANIFEST_NAME:
+                    published.add(head)
+        return prefix, sorted(ids), sorted(published)
+
+    def manifest(self, generation, cid, cached=True):
+        """The manifest of checkpoint cid (dict), or None when it is missing or not JSON."""
+        if cached and (generation, cid) in self.manifests:
+            return self.manifests[(generation, cid)]
+        raw = self.storage.get_bytes(checkpoints_prefix(self.prefix, generation) + cid + "/" + MANIFEST_NAME)
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            return None
+        self.manifests[(generation, cid)] = doc
+        return doc
+
+    def pin(self, generation, cid):
+        """Treat a manifest of another generation (the seed this attempt restored) as live for
+        reuse while it is published, so its contents are reused instead of uploaded again."""
+        self.pinned.add((generation, cid))
+
+    def content_key(self, sha):
+        return contents_prefix(self.prefix) + sha
+
+    def stored_contents(self):
+        """{sha256: (size, stored time as epoch seconds)} of every stored content."""
+        out = {}
+        for key, size, mtime in self.storage.list_objects(contents_prefix(self.prefix)):
+            if SHA256_RE.match(key):
+                out[key] = (size, mtime)
+        return out
+
+    # -- the local index: what we know of files already stored, to skip reading them again
+    def load_index(self):
+        try:
+            with open(self.index_path, "rb") as f:
+                doc = json.loads(f.read().decode("utf-8"))
+            return doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def save_index(self, index):
+        atomic_write(self.index_path, json_bytes(index))
+
+    def remember(self, root, files):
+        """Record the identity of files just restored into root (entries with path and sha256)."""
+        index = {}
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(root, *f["path"].split("/")))
+            except OSError:
+                continue
+            index[f["path"]] = {"identity": [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev], "sha256": f["sha256"]}
+        self.save_index(index)
+
+    # -- sync
+    def begin(self):
+        """A sync session: lists stored contents and this generation's manifests once."""
+        return SyncSession(self)
+
+    def sync_tree(self, root, tree, step=None, require_all=True, only=None, previous=None):
+        """Publish the folder at root as described by tree (checkpoint_tree.scan_tree).
+
+        only: optional set of file paths to include (the capture layer's choice; default all);
+        require_all: publish nothing when any included file was rejected; previous: the entries
+        ({"files","dirs","symlinks"}) of the last published or restored checkpoint, so an
+        identical folder is not published again. Returns {"manifest": dict or None, "accepted",
+        "rejected", "refused" (links leaving the folder, special files), "unchanged": bool}.
+        """
+        for r in tree.refused:
+            self.log("checkpoint: refused %s" % r["reason"])
+        entries = [f for f in tree.files if only is None or f.path in only]
+        session = self.begin()
+        result = session.add_files(root, entries)
+        out = {"manifest": None, "accepted": result["accepted"], "rejected": result["rejected"],
+               "refused": list(tree.refused), "unchanged": False}
+        if result["rejected"] and require_all:
+            return out
+        if not result["accepted"] and not tree.dirs and not tree.symlinks:
+            return out
+        files = [dict(f) for f in result["accepted"]]
+        if previous is not None and entries_equal(previous, files, tree.dirs, tree.symlinks):
+            out["unchanged"] = True
+            return out
+        out["manifest"] = session.publish(files, tree.dirs, tree.symlinks, step=step)
+        return out
+
+    # -- retention
+    def retain(self, keep, listing=None):
+        """Keep the newest `keep` published checkpoints of this generation; retire the older ones
+        (tombstone first, then the manifest, then a format-1 checkpoint's own files), delete
+        unpublished leftovers older than the oldest kept, then, when something was retired,
+        collect unreferenced contents (crash leftovers go with the next collection).
+        listing: (prefix, ids, published) when the caller just listed them (saves a listing).
+        Returns the retired ids."""
+        prefix, ids, published = listing or self.ids()
+        retired = []
+        if len(published) > keep:
+            oldest_kept = published[-keep]
+            for cid in ids:
+                if cid >= oldest_kept:
+                    break
+                if cid in published:
+                    manifest = self.manifest(self.generation, cid)
+                    shas = sorted(manifest_shas(manifest))
+                    if shas:
+                        self.kill("tombstone")
+                        self.storage.put_bytes(retired_prefix(self.prefix) + "g%d-%s.json" % (self.generation, cid), json_bytes(
+                            {"generation": self.generation, "id": cid, "retiredAt": now_iso(), "retiredAtEpoch": time.time(), "sha256": shas}))
+                    self.kill("manifest-delete")
+                    self.storage.delete(prefix + cid + "/" + MANIFEST_NAME)
+                    self.manifests.pop((self.generation, cid), None)
+                    retired.append(cid)
+                self.kill("checkpoint-dir-delete")
+                self.storage.delete_prefix(prefix + cid + "/")
+                self.log("retention: deleted checkpoint %s (keep %d)" % (cid, keep))
+        if retired:
+            self.collect()
+        return retired
+
+    def collect(self):
+        """Delete contents no live manifest and no young tombstone names, stored more than G
+        before this collection read the manifests; then tombstones older than G. Returns the
+        number of contents deleted."""
+        self.collected_once = True
+        t_read = time.time()
+        refs = set()
+        for gen_dir in self.storage.list_dirs(self.prefix + "/"):
+            m = re.match(r"^g(\d+)$", gen_dir)
+            if not m:
+                continue
+            gen = int(m.group(1))
+            _, _, published = self.ids(gen)
+            for cid in published:
+                refs |= manifest_shas(self.manifest(gen, cid))
+        old_tombstones = []
+        for key, _size, mtime in self.storage.list_objects(retired_prefix(self.prefix)):
+            if not key.endswith(".json"):
+                continue
+            if mtime < t_read - self.grace:
+                old_tombstones.append(retired_prefix(self.prefix) + key)
+                continue
+            doc = self.tombstones.get(key)
+            if doc is None:
+                raw = self.storage.get_bytes(retired_prefix(self.prefix) + key)
+                try:
+                    doc = json.loads(raw.decode("utf-8")) if raw else {}
+                except ValueError:
+                    doc = {}
+                self.tombstones[key] = doc
+            refs |= set(s for s in doc.get("sha256") or [] if isinstance(s, str))
+        doomed = []
+        for key, _size, mtime in self.storage.list_objects(contents_prefix(self.prefix), include_temp=True):
+            sha = key.split(".", 1)[0]
+            if (key != sha or sha not in refs) and mtime < t_read - self.grace:
+                doomed.append(contents_prefix(self.prefix) + key)
+        for key in doomed:
+            self.kill("content-delete")
+            self.storage.delete(key)
+        for key in old_tombstones:
+            self.kill("tombstone-delete")
+            self.storage.delete(key)
+            self.tombstones.pop(key[len(retired_prefix(self.prefix)):], None)
+        if doomed:
+            self.log("retention: deleted %d stored contents no kept checkpoint names" % len(doomed))
+        return len(doomed)
+
+
+def entries_equal(previous, files, dirs, symlinks):
+    def norm_files(fs):
+        return sorted((f["path"], f["size"], f["sha256"], f.get("mode")) for f in fs or [])
+    return (norm_files(previous.get("files")) == norm_files(files)
+            and sorted((d["path"], d.get("mode")) for d in previous.get("dirs") or []) == sorted((d["path"], d.get("mode")) for d in dirs)
+            and sorted((s["path"], s["target"]) for s in previous.get("symlinks") or []) == sorted((s["path"], s["target"]) for s in symlinks))
+
+
+class SyncSession(object):
+    """One sync: what is stored (listed once), what this sync added, and the counts."""
+
+    def __init__(self, store):
+        self.store = store
+        self.index = store.load_index()
+        self.uploaded = {}  # sha -> size, uploaded by this session
+        self.counts = {"filesUploaded": 0, "filesReused": 0, "bytesUploaded": 0, "bytesReused": 0}
+        self.accepted = {}  # path -> (entry, FileEntry)
+        self.root = None
+        self.listed_at = None
+        self.refresh()
+
+    def refresh(self):
+        """List stored contents and the generation's live manifests; recompute what may be reused."""
+        store = self.store
+        self.listed_at = time.time()
+        self.stored = store.stored_contents()
+        _, self.ids, self.published = store.ids()
+        live = set()
+        for cid in self.published:
+            live |= manifest_shas(store.manifest(store.generation, cid))
+        for gen in sorted(set(g for g, _ in store.pinned)):
+            _, _, published = store.ids(gen)
+            for g, cid in store.pinned:
+                if g == gen and cid in published:
+                    live |= manifest_shas(store.manifest(gen, cid))
+        young = self.listed_at - store.grace / 2.0
+        self.protected = set(sha for sha, (_size, mtime) in self.stored.items()
+                             if sha in live or store.grace <= 0 or mtime > young)
+
+    def reusable(self, sha):
+        return sha in self.uploaded or sha in self.protected
+
+    def add_files(self, root, entries):
+        """Snapshot each file (checkpoint_tree.FileEntry) under root into the store, one at a time.
+        Returns {"accepted": [{"path","size","sha256","mode"}], "rejected": [{"path","reason"}]}."""
+        accepted, rejected = [], []
+        for entry in entries:
+            ok, value = self.add(root, entry)
+            if ok:
+                accepted.append(value)
+            else:
+                rejected.append({"path": entry.path, "reason": value})
+        return {"accepted": accepted, "rejected": rejected}
+
+    def add(self, root, entry):
+        """(True, file entry dict) once the file's content is stored, or (False, reason)."""
+        self.root = root
+        known = self.index.get(entry.path)
+        if known and known.get("identity") == entry.identity() and self.reusable(known.get("sha256")):
+            return self._accept(entry, known["sha256"], uploaded=False)
+        path = os.path.join(root, *entry.path.split("/"))
+        # Same size as some stored content: hash first (a read, no write); reuse when stored.
+        if any(size == entry.size for size, _ in self.stored.values()) or entry.size in self.uploaded.values():
+            try:
+                sha = hash_file(path)
+            except OSError as e:
+                return False, "cannot read %s: %s" % (entry.path, e)
+            if not same_identity(path, entry):
+                return False, "%s changed while it was read" % entry.path
+            if self.reusable(sha):
+                return self._accept(entry, sha, uploaded=False)
+        if isinstance(self.store.storage, FileStorage):
+            return self._add_into_folder(path, entry)
+        tmp = os.path.join(self.store.state_dir, "snapshot.tmp")
+        try:
+            try:
+                sha, size = copy_hashing(path, tmp)
+            except OSError as e:
+                return False, "cannot read %s: %s" % (entry.path, e)
+            if size != entry.size or not same_identity(path, entry):
+                return False, "%s changed while it was copied" % entry.path
+            if self.reusable(sha):
+                return self._accept(entry, sha, uploaded=False)
+            self.store.kill("content-put")
+            self.store.storage.put_file(self.store.content_key(sha), tmp)
+            self.store.bytes_written += size
+            return self._accept(entry, sha, uploaded=True)
+        finally:
+            remove_quietly(tmp)
+
+    def _add_into_folder(self, path, entry):
+        """file:// storage: copy straight into the store under a temp name, rename by hash."""
+        storage = self.store.storage
+        final_dir = storage.local_path(contents_prefix(self.store.prefix))
+        os.makedirs(final_dir, exist_ok=True)
+        tmp = os.path.join(final_dir, "incoming.tmp-%d" % os.getpid())
+        try:
+            try:
+                self.store.kill("content-copy")
+                sha, size = copy_hashing(path, tmp)
+            except OSError as e:
+                return False, "cannot read %s: %s" % (entry.path, e)
+            finally:
+                self.store.bytes_written += os.path.getsize(tmp) if os.path.exists(tmp) else 0
+            if size != entry.size or not same_identity(path, entry):
+                return False, "%s changed while it was copied" % entry.path
+            if self.reusable(sha):
+                return self._accept(entry, sha, uploaded=False)
+            self.store.kill("content-rename")
+            os.replace(tmp, os.path.join(final_dir, sha))
+            return self._accept(entry, sha, uploaded=True)
+        finally:
+            remove_quietly(tmp)
+
+    def _accept(self, entry, sha, uploaded):
+        if uploaded:
+            self.uploaded[sha] = entry.size
+            self.counts["filesUploaded"] += 1
+            self.counts["bytesUploaded"] += entry.size
+        else:
+            self.counts["filesReused"] += 1
+            self.counts["bytesReused"] += entry.size
+        value = {"path": entry.path, "size": entry.size, "sha256": sha, "mode": entry.mode}
+        self.accepted[entry.path] = (value, entry)
+        return True, value
+
+    def publish(self, files, dirs, symlinks, step=None):
+        """Write the manifest (last): files must be entries this session accepted. Returns it.
+        When the session is older than G/2, lists again first and re-adds anything no longer
+        protected (raising StorageError if a file changed meanwhile: the caller retries later)."""
+        store = self.store
+        if store.grace > 0 and time.time() - self.listed_at > store.grace / 2.0:
+            self.refresh()
+            for f in files:
+                if not self.reusable(f["sha256"]):
+                    _, entry = self.accepted[f["path"]]
+                    self.index.pop(f["path"], None)
+                    ok, again = self.add(self.root, entry)
+                    if not ok or again["sha256"] != f["sha256"]:
+                        raise StorageError("%s changed during a sync that outlasted half the grace period; "
+                                           "it is published with the next sync" % f["path"])
+        cid = pad_seq((int(self.ids[-1]) if self.ids else 0) + 1)
+        manifest = {"format": FORMAT, "id": cid, "run": store.run, "generation": store.generation, "attempt": store.attempt,
+                    "createdAt": now_iso(), "files": files, "dirs": list(dirs), "symlinks": list(symlinks),
+                    "sync": dict(self.counts)}
+        if step is not None:
+            manifest["step"] = step
+        store.kill("manifest-put")
+        data = json_bytes(manifest)
+        store.storage.put_bytes(checkpoints_prefix(store.prefix, store.generation) + cid + "/" + MANIFEST_NAME, data)
+        store.bytes_written += len(data)
+        store.manifests[(store.generation, cid)] = manifest
+        store.last_listing = (checkpoints_prefix(store.prefix, store.generation), self.ids + [cid], self.published + [cid])
+        index = {}
+        for f in files:
+            _, entry = self.accepted.get(f["path"], (None, None))
+            if entry is not None:
+                index[f["path"]] = {"identity": entry.identity(), "sha256": f["sha256"]}
+        store.save_index(index)
+        return manifest
+
+
+def hash_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(COPY_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def copy_hashing(src, dest):
+    """Copy src to dest while hashing; returns (sha256 hex, bytes copied)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        for chunk in iter(lambda: fin.read(COPY_CHUNK), b""):
+            h.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def same_identity(path, entry):
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev] == entry.identity()
+
+
+def valid_manifest_entries(manifest):
+    """None when a format-2 manifest's entries are well formed, else the reason."""
+    for f in manifest.get("files") or []:
+        if not isinstance(f, dict) or not safe_relpath(f.get("path") or "") or not isinstance(f.get("size"), int) \
+                or not SHA256_RE.match(str(f.get("sha256"))):
+            return "manifest lists an invalid file entry %r" % (f.get("path") if isinstance(f, dict) else f,)
+    for d in manifest.get("dirs") or []:
+        if not isinstance(d, dict) or not safe_relpath(d.get("path") or ""):
+            return "manifest lists an invalid folder entry %r" % (d,)
+    for s in manifest.get("symlinks") or []:
+        if not isinstance(s, dict) or not safe_relpath(s.get("path") or "") or not isinstance(s.get("target"), str):
+            return "manifest lists an invalid link entry %r" % (s,)
+        target = s["target"]
+        joined = os.path.normpath(os.path.join(os.path.dirname(s["path"]), target))
+        if os.path.isabs(target) or joined == ".." or joined.startswith("../"):
+            return "manifest lists a link leaving the folder: %s -> %s" % (s["path"], target)
+    return None

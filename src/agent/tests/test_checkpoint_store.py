@@ -1,0 +1,168 @@
+import json
+import os
+import tempfile
+import time
+import unittest
+
+from runctl_agent.checkpoint_restore import restore_checkpoint
+from runctl_agent.checkpoint_store import CheckpointStore, contents_prefix, retired_prefix
+from runctl_agent.checkpoint_tree import scan_tree
+from runctl_agent.storage import FileStorage
+
+
+class StoreTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = os.path.join(self.tmp.name, "ckpt")
+        self.state = os.path.join(self.tmp.name, "state")
+        os.makedirs(self.root)
+        os.makedirs(self.state)
+        self.storage = FileStorage("file://" + os.path.join(self.tmp.name, "storage"))
+        self.logs = []
+        self.store = self.make(grace=0)
+
+    def make(self, grace, generation=1, attempt=1):
+        return CheckpointStore(self.storage, "r", generation, attempt, self.state, self.logs.append, grace_seconds=grace)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def write(self, rel, data, mode=None):
+        path = os.path.join(self.root, *rel.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        if mode is not None:
+            os.chmod(path, mode)
+
+    def sync(self, store=None, step=None):
+        store = store or self.store
+        return store.sync_tree(self.root, scan_tree(self.root), step=step)
+
+    def contents(self):
+        return sorted(k for k, _, _ in self.storage.list_objects(contents_prefix("runs/r")))
+
+    def test_round_trip_keeps_files_modes_empty_dirs_and_inner_links(self):
+        self.write("checkpoint-10/model.safetensors", b"w" * 1000)
+        self.write("checkpoint-10/run.sh", b"#!/bin/sh\n", mode=0o755)
+        os.makedirs(os.path.join(self.root, "empty", "nested"))
+        os.symlink("checkpoint-10", os.path.join(self.root, "latest"))
+        os.symlink("/etc/passwd", os.path.join(self.root, "escape"))
+        result = self.sync(step=10)
+        m = result["manifest"]
+        self.assertEqual(m["step"], 10)
+        self.assertEqual([r["path"] for r in result["refused"]], ["escape"])
+        dest = os.path.join(self.tmp.name, "out")
+        got, reason = restore_checkpoint(self.store, 1, m["id"], dest, os.path.join(self.tmp.name, "scratch"))
+        self.assertIsNone(reason)
+        with open(os.path.join(dest, "checkpoint-10", "model.safetensors"), "rb") as f:
+            self.assertEqual(f.read(), b"w" * 1000)
+        self.assertEqual(os.stat(os.path.join(dest, "checkpoint-10", "run.sh")).st_mode & 0o777, 0o755)
+        self.assertTrue(os.path.isdir(os.path.join(dest, "empty", "nested")))
+        self.assertEqual(os.readlink(os.path.join(dest, "latest")), "checkpoint-10")
+        self.assertFalse(os.path.lexists(os.path.join(dest, "escape")))
+
+    def test_second_sync_uploads_only_the_new_shard(self):
+        for i in range(4):
+            self.write("checkpoint-1/shard-%d.bin" % i, os.urandom(4096))
+        first = self.sync()["manifest"]["sync"]
+        self.assertEqual((first["filesUploaded"], first["filesReused"]), (4, 0))
+        self.write("checkpoint-2/shard-0.bin", os.urandom(4096))
+        second = self.sync()["manifest"]["sync"]
+        self.assertEqual(second, {"filesUploaded": 1, "filesReused": 4, "bytesUploaded": 4096, "bytesReused": 4 * 4096})
+        self.assertEqual(len(self.contents()), 5)
+
+    def test_identical_content_is_stored_once(self):
+        self.write("a.bin", b"same")
+        self.write("b/c.bin", b"same")
+        m = self.sync()["manifest"]
+        self.assertEqual(len(self.contents()), 1)
+        dest = os.path.join(self.tmp.name, "out")
+        self.assertIsNone(restore_checkpoint(self.store, 1, m["id"], dest, os.path.join(self.tmp.name, "s"))[1])
+        with open(os.path.join(dest, "b", "c.bin"), "rb") as f:
+            self.assertEqual(f.read(), b"same")
+
+    def test_a_file_changed_during_the_copy_is_rejected_not_stored(self):
+        self.write("ckpt.pt", b"x" * 100)
+        tree = scan_tree(self.root)
+        time.sleep(0.01)
+        self.write("ckpt.pt", b"y" * 50)  # torch.save truncating in place after the scan
+        result = self.store.sync_tree(self.root, tree)
+        self.assertIsNone(result["manifest"])
+        self.assertEqual([r["path"] for r in result["rejected"]], ["ckpt.pt"])
+        self.assertEqual(self.contents(), [])
+
+    def test_retention_keeps_newest_and_deletes_only_unreferenced_contents(self):
+        self.write("shared.json", b"{}")
+        for step in range(1, 5):
+            self.write("checkpoint-%d/w.bin" % step, b"%d" % step * 10)
+            if step > 2:
+                os.unlink(os.path.join(self.root, "checkpoint-%d" % (step - 2), "w.bin"))
+                os.rmdir(os.path.join(self.root, "checkpoint-%d" % (step - 2)))
+            self.sync()
+            self.store.retain(2)
+        _, ids, published = self.store.ids()
+        self.assertEqual(published, ["00000003", "00000004"])
+        for cid in published:
+            dest = os.path.join(self.tmp.name, "o" + cid)
+            self.assertIsNone(restore_checkpoint(self.store, 1, cid, dest, os.path.join(self.tmp.name, "s"))[1])
+        # checkpoint-1's content is referenced by no kept manifest: gone; shared.json stays.
+        self.assertEqual(len(self.contents()), 4)  # shared, w2 (in 3), w3, w4
+
+    def test_grace_period_protects_contents_of_a_just_retired_manifest(self):
+        store = self.make(grace=3600)
+        self.write("a.bin", b"a")
+        store.sync_tree(self.root, scan_tree(self.root))
+        self.write("a.bin", b"b")
+        store.sync_tree(self.root, scan_tree(self.root))
+        self.assertEqual(store.retain(1), ["00000001"])
+        # the retired manifest's content is young and tombstoned: kept for now
+        self.assertEqual(len(self.contents()), 2)
+        self.assertEqual(len(self.storage.list_objects(retired_prefix("runs/r"))), 1)
+        # once the grace period is over, it goes, and so does the tombstone
+        later = self.make(grace=0)
+        later.collect()
+        self.assertEqual(len(self.contents()), 1)
+        self.assertEqual(self.storage.list_objects(retired_prefix("runs/r")), [])
+
+    def test_old_layout_checkpoints_still_restore(self):
+        # Format 1, as written before issue 9: files beside MANIFEST.json in <id>/.
+        base = os.path.join(self.tmp.name, "storage", "runs", "r", "g1", "checkpoints", "00000001")
+        os.makedirs(os.path.join(base, "nested"))
+        with open(os.path.join(base, "step"), "wb") as f:
+            f.write(b"7\n")
+        with open(os.path.join(base, "nested", "w.bin"), "wb") as f:
+            f.write(b"abc")
+        import hashlib
+        manifest = {"id": "00000001", "run": "r", "generation": 1, "attempt": 1, "createdAt": "2026-01-01T00:00:00.000Z", "step": 7,
+                    "files": [{"path": "step", "size": 2, "sha256": hashlib.sha256(b"7\n").hexdigest()},
+                              {"path": "nested/w.bin", "size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}]}
+        with open(os.path.join(base, "MANIFEST.json"), "w") as f:
+            json.dump(manifest, f)
+        dest = os.path.join(self.tmp.name, "out")
+        got, reason = restore_checkpoint(self.store, 1, "00000001", dest, os.path.join(self.tmp.name, "s"))
+        self.assertIsNone(reason)
+        self.assertEqual(sorted(os.listdir(dest)), ["nested", "step"])
+        with open(os.path.join(base, "nested", "w.bin"), "wb") as f:
+            f.write(b"abd")
+        got, reason = restore_checkpoint(self.store, 1, "00000001", dest, os.path.join(self.tmp.name, "s"))
+        self.assertEqual(reason, "file nested/w.bin fails its sha256 check")
+
+    def test_a_corrupt_content_fails_verification_and_leaves_the_target_alone(self):
+        self.write("w.bin", b"good")
+        m = self.sync()["manifest"]
+        path = self.storage.local_path(contents_prefix("runs/r") + m["files"][0]["sha256"])
+        with open(path, "wb") as f:
+            f.write(b"evil")
+        dest = os.path.join(self.tmp.name, "out")
+        os.makedirs(dest)
+        with open(os.path.join(dest, "keep"), "w") as f:
+            f.write("x")
+        got, reason = restore_checkpoint(self.store, 1, m["id"], dest, os.path.join(self.tmp.name, "s"))
+        self.assertIsNone(got)
+        self.assertEqual(reason, "file w.bin fails its sha256 check")
+        self.assertEqual(os.listdir(dest), ["keep"])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,158 @@
+// Issue 9, acceptance 2: the checkpoint store killed (SIGKILL) at every storage mutation of a sync
+// and of retention; afterwards every kept manifest restores and verifies (to a folder state the
+// job really saved), and no stored content a kept manifest names has been deleted. Then the same
+// invariant under random sequences of saves, syncs, retention and crashes (fast-check).
+//
+// The real store modules run in a small CLI (src/agent/tests/store_harness.py), one process per
+// command, so a kill is a real SIGKILL of the process doing the sync or the retention.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { PYTHON, REPO_ROOT } from './support.js';
+
+const HARNESS = path.join(REPO_ROOT, 'src/agent/tests/store_harness.py');
+const roots: string[] = [];
+
+afterAll(() => {
+  for (const r of roots) rmSync(r, { recursive: true, force: true });
+});
+
+function workDir(): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'runctl-ckpt-kill-'));
+  roots.push(dir);
+  return dir;
+}
+
+interface Outcome {
+  killed: boolean;
+  out: Record<string, unknown>;
+}
+
+/** One harness command; killAfter = SIGKILL before the (n+1)-th storage mutation of this work dir. */
+function harness(work: string, args: string[], killAfter?: number): Outcome {
+  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONDONTWRITEBYTECODE: '1' };
+  delete env.RUNCTL_AGENT_KILL_AFTER_OPS;
+  if (killAfter !== undefined) env.RUNCTL_AGENT_KILL_AFTER_OPS = String(killAfter);
+  const r = spawnSync(PYTHON, [HARNESS, work, ...args], { encoding: 'utf8', env, timeout: 120_000 });
+  if (r.signal === 'SIGKILL') return { killed: true, out: {} };
+  if (r.status !== 0) throw new Error(`harness ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr}`);
+  return { killed: false, out: JSON.parse(r.stdout) as Record<string, unknown> };
+}
+
+function opsDone(work: string): number {
+  try {
+    return Number(readFileSync(path.join(work, 'state', 'store-ops'), 'utf8'));
+  } catch {
+    return 0;
+  }
+}
+
+function verify(work: string): void {
+  const v = harness(work, ['verify']).out as { ok: boolean; problems: string[]; published: string[] };
+  expect(v.problems, `after ${JSON.stringify(v.published)}`).toEqual([]);
+  expect(v.ok).toBe(true);
+}
+
+const shard = (tag: string, n: number) => `${tag}-`.repeat(200 + n * 37);
+
+// Hugging Face Trainer layout: checkpoint-<step>/ folders of shards plus small JSON files, the
+// job keeping its newest two; an empty folder, a nested one and an inner link ("latest").
+const SCENARIO: string[][] = [
+  ['save', JSON.stringify({ write: { 'checkpoint-1/model-1.bin': shard('a1', 1), 'checkpoint-1/model-2.bin': shard('a2', 2), 'checkpoint-1/trainer_state.json': '{"global_step": 1}' }, dirs: ['runs/empty'], links: { latest: 'checkpoint-1' } })],
+  ['sync', '1'],
+  ['retain', '2'],
+  ['save', JSON.stringify({ write: { 'checkpoint-2/model-1.bin': shard('b1', 3), 'checkpoint-2/model-2.bin': shard('a2', 2), 'checkpoint-2/trainer_state.json': '{"global_step": 2}' }, links: { latest: 'checkpoint-2' } })],
+  ['sync', '2'],
+  ['retain', '2'],
+  ['save', JSON.stringify({ write: { 'checkpoint-3/model-1.bin': shard('c1', 4), 'checkpoint-3/model-2.bin': shard('c2', 5), 'checkpoint-3/trainer_state.json': '{"global_step": 3}' }, delete: ['checkpoint-1'], links: { latest: 'checkpoint-3' } })],
+  ['sync', '3'],
+  ['retain', '1'],
+];
+
+function runScenario(work: string, killAfter?: number): { killedAt?: number } {
+  let killedAt: number | undefined;
+  for (const [i, cmd] of SCENARIO.entries()) {
+    const mutating = cmd[0] === 'sync' || cmd[0] === 'retain';
+    const r = harness(work, cmd, mutating && killedAt === undefined ? killAfter : undefined);
+    if (r.killed) {
+      killedAt = i;
+      // Right after the crash: whatever is published must restore and verify.
+      verify(work);
+      // The restarted agent runs the same command again, then goes on.
+      harness(work, cmd);
+    }
+  }
+  return { killedAt };
+}
+
+describe('checkpoint store kill matrix', () => {
+  it('survives a SIGKILL before every storage mutation of every sync and retention', { timeout: 600_000 }, () => {
+    const clean = workDir();
+    runScenario(clean, 1_000_000); // counts mutations, never kills
+    const total = opsDone(clean);
+    verify(clean);
+    const stats = harness(clean, ['stats']).out as { published: string[]; contents: number };
+    expect(stats.published).toEqual(['00000003']);
+    // checkpoint-2 and -3 shards + state files + the content shared by -1 and -2 (model-2)
+    expect(stats.contents).toBeGreaterThan(0);
+    expect(total).toBeGreaterThan(10);
+
+    const killedAt = new Set<number>();
+    for (let n = 0; n < total; n++) {
+      const work = workDir();
+      const r = runScenario(work, n);
+      expect(r.killedAt, `kill point ${n} of ${total} was never reached`).toBeDefined();
+      killedAt.add(r.killedAt!);
+      verify(work);
+      // After recovery the same checkpoint survives as in the run without a crash.
+      expect((harness(work, ['stats']).out as { published: string[] }).published.length).toBe(1);
+      rmSync(work, { recursive: true, force: true });
+    }
+    // Kills landed in syncs and in retentions alike.
+    expect([...killedAt].some((i) => SCENARIO[i]![0] === 'sync')).toBe(true);
+    expect([...killedAt].some((i) => SCENARIO[i]![0] === 'retain')).toBe(true);
+  });
+});
+
+describe('checkpoint store under random saves, syncs, retention and crashes', () => {
+  const names = ['checkpoint-1/w.bin', 'checkpoint-2/w.bin', 'ckpt.pt', 'nested/deep/opt.bin', 'state.json'];
+  const save = fc.record({
+    write: fc.dictionary(fc.constantFrom(...names), fc.constantFrom('alpha', 'beta', 'gamma', 'delta'.repeat(50)), { maxKeys: 3 }),
+    delete: fc.array(fc.constantFrom('checkpoint-1', 'checkpoint-2', 'ckpt.pt', 'nested'), { maxLength: 1 }),
+    dirs: fc.array(fc.constantFrom('empty', 'nested/empty'), { maxLength: 1 }),
+    links: fc.dictionary(fc.constantFrom('latest', 'nested/link'), fc.constantFrom('ckpt.pt', 'checkpoint-1', '../state.json'), { maxKeys: 1 }),
+  });
+  const command = fc.oneof(
+    save.map((s) => ({ kind: 'save' as const, s })),
+    fc.constant({ kind: 'sync' as const }),
+    fc.integer({ min: 1, max: 3 }).map((keep) => ({ kind: 'retain' as const, keep })),
+    fc.record({ during: fc.constantFrom('sync', 'retain'), after: fc.integer({ min: 0, max: 6 }) }).map((c) => ({ kind: 'crash' as const, ...c })),
+  );
+
+  it('keeps every kept manifest restorable and its contents stored', { timeout: 600_000 }, () => {
+    fc.assert(
+      fc.property(fc.array(command, { minLength: 2, maxLength: 8 }), (commands) => {
+        const work = workDir();
+        try {
+          for (const c of commands) {
+            if (c.kind === 'save') harness(work, ['save', JSON.stringify(c.s)]);
+            else if (c.kind === 'sync') harness(work, ['sync']);
+            else if (c.kind === 'retain') harness(work, ['retain', String(c.keep)]);
+            else {
+              const before = opsDone(work);
+              const r = harness(work, c.during === 'sync' ? ['sync'] : ['retain', '1'], before + c.after);
+              if (r.killed) verify(work);
+            }
+          }
+          verify(work);
+        } finally {
+          rmSync(work, { recursive: true, force: true });
+        }
+      }),
+      { numRuns: 12 },
+    );
+  });
+});
