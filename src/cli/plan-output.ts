@@ -1,6 +1,7 @@
 // How `plan` and `apply` print a plan: text for people (Terraform-like symbols), Markdown for a CI
 // job summary, JSON for machines. Printing only; the plan itself is src/reconciler/plan.ts.
 import type { Plan, PlannedRun, PlanAction } from '../reconciler/plan.js';
+import type { PlannedOrphanInstance } from '../reconciler/plan-orphans.js';
 import { describeChange } from '../reconciler/spec-diff.js';
 import type { Diagnostic } from '../spec/diagnostics.js';
 import { noColors, type Colors } from '../ui/index.js';
@@ -37,6 +38,12 @@ export function renderPlanText(plan: Plan, opts: { store: string; colors?: Color
     lines.push(`      price: ${r.price.note}`);
     lines.push('');
   }
+  for (const o of plan.orphanedInstances ?? []) {
+    lines.push(`${c.red(`  - terminate orphaned instance`)} ${c.bold(o.instanceId)}${c.dim(` (run ${o.run}, ${uidText(o)}, generation ${o.generation}, attempt ${o.attempt}, ${o.state})`)}`);
+    lines.push(`      why: ${CAUSE[o.cause]}: ${o.reason}`);
+    lines.push(`      effect: ${ORPHAN_EFFECT}`);
+    lines.push('');
+  }
   const unchanged = plan.runs.filter((r) => r.action === 'no-op');
   if (unchanged.length > 0) {
     lines.push(c.dim(`  = unchanged: ${unchanged.map((r) => `${r.run} (${r.reason})`).join('; ')}`), '');
@@ -51,6 +58,7 @@ export function renderPlanText(plan: Plan, opts: { store: string; colors?: Color
 
 export function summaryLine(plan: Plan): string {
   const n = plan.counts;
+  const orphans = plan.orphanedInstances?.length ?? 0;
   const parts = [
     n.create && `${n.create} to create`,
     n.update && `${n.update} to update in place`,
@@ -58,6 +66,7 @@ export function summaryLine(plan: Plan): string {
     n.suspend && `${n.suspend} to suspend`,
     n.resume && `${n.resume} to resume`,
     n.prune && `${n.prune} to prune`,
+    orphans && `${orphans} orphaned instance${orphans === 1 ? '' : 's'} to terminate`,
   ].filter(Boolean);
   const rest = [n.orphaned && `${n.orphaned} orphaned (left alone)`, n['no-op'] && `${n['no-op']} unchanged`].filter(Boolean);
   if (parts.length === 0) return `No changes.${rest.length ? ` ${capitalize(rest.join(', '))}.` : ''}`;
@@ -71,6 +80,13 @@ export function renderPlanMarkdown(plan: Plan, opts: { store: string }): string 
     for (const r of sortRuns(plan.runs)) {
       const why = [r.reason, ...r.changes.map(describeChange)].map(cell).join('<br>');
       lines.push(`| \`${LABEL[r.action].symbol}\` | \`${r.run}\` | ${LABEL[r.action].words} | ${why} | ${cell(r.effect)} | ${cell(r.price.note)} |`);
+    }
+    lines.push('');
+  }
+  if (plan.orphanedInstances && plan.orphanedInstances.length > 0) {
+    lines.push('Orphaned instances (the pass terminates them):', '', '| instance | run | uid | generation | attempt | state | why |', '|---|---|---|---|---|---|---|');
+    for (const o of plan.orphanedInstances) {
+      lines.push(`| \`${o.instanceId}\` | \`${o.run}\` | ${o.uid ? `\`${o.uid}\`` : 'none'} | ${o.generation} | ${o.attempt} | ${o.state} | ${cell(`${CAUSE[o.cause]}: ${o.reason}`)} |`);
     }
     lines.push('');
   }
@@ -99,11 +115,26 @@ export function renderPlanJson(plan: Plan, diagnostics: readonly Diagnostic[], o
         changes: r.changes,
         price: r.price,
       })),
+      // null: not looked for (--no-cloud-checks, or the listing failed: see stderr).
+      orphanedInstances: plan.orphanedInstances ?? null,
       diagnostics,
     },
     null,
     2,
   )}\n`;
+}
+
+const CAUSE: Record<PlannedOrphanInstance['cause'], string> = {
+  finished: 'run finished',
+  deleted: 'run deleted',
+  unknown: 'run unknown',
+  're-created': 'run re-created',
+};
+
+const ORPHAN_EFFECT = 'terminated by the pass (nothing else will terminate it); checkpoints in storage are kept';
+
+function uidText(o: PlannedOrphanInstance): string {
+  return o.uid ? `uid ${o.uid}` : 'no uid';
 }
 
 function sortRuns(runs: readonly PlannedRun[]): PlannedRun[] {

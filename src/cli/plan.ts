@@ -1,13 +1,16 @@
 // `runctl plan [PATH...]`: what a reconcile pass would change, run by run, without changing
 // anything: no lock, no lease, no effect. The only cloud calls are the read-only checks of runs a
-// pass would launch capacity for (instance types offered where asked: reconciler/preflight.ts),
-// unless --no-cloud-checks. Exit codes as Terraform's: 0 no changes, 1 error (including invalid
+// pass would launch capacity for (instance types offered where asked: reconciler/preflight.ts)
+// and one tag-filtered listing of this controller's instances for orphaned ones the pass's sweep
+// terminates (reconciler/plan-orphans.ts), unless --no-cloud-checks. Exit codes as Terraform's: 0 no changes, 1 error (including invalid
 // spec files and failed cloud checks), 2 changes when --detailed-exitcode is given (else 0).
 import { Option, type Command } from 'commander';
-import { planChanges, type Plan } from '../reconciler/plan.js';
+import { planChanges, withOrphanedInstances, type Plan } from '../reconciler/plan.js';
+import { findPlannedOrphans } from '../reconciler/plan-orphans.js';
 import { preflightPlan, withoutRefused } from '../reconciler/preflight.js';
 import type { DesiredState } from '../reconciler/controller.js';
 import { formatDiagnostic, formatGithubAnnotation } from '../spec/diagnostics.js';
+import type { RunSpec } from '../spec/types.js';
 import type { RunStatus, StateStore } from '../state/types.js';
 import { colorsFor } from '../ui/index.js';
 import { addCommonOptions, cliContext, readOnlyStore, reportProjectProblems, type CliContext, type CliOverrides, type CommonOptions } from './context.js';
@@ -33,7 +36,7 @@ export function register(program: Command): void {
       .addOption(new Option('--format <format>', 'output format (markdown suits a CI job summary)').choices([...PLAN_FORMATS]).default('text'))
       .option('--prune', 'plan with prune on (default: runctl.yaml prune)')
       .option('--allow-empty-prune', 'plan as if prune may delete every run when the runs folder holds none')
-      .option('--no-cloud-checks', 'skip checking instance types against the cloud (DescribeInstanceTypeOfferings) for runs that would launch'),
+      .option('--no-cloud-checks', 'skip checking instance types against the cloud (DescribeInstanceTypeOfferings) for runs that would launch, and looking for orphaned instances (DescribeInstances)'),
   )
     // With --detailed-exitcode, 2 means "changes": a usage mistake must not look like one.
     .exitOverride((err) => {
@@ -86,8 +89,9 @@ export function computePlan(desired: DesiredState, statuses: readonly RunStatus[
 /**
  * The plan, after checking against the cloud the runs it would launch (unless --no-cloud-checks).
  * A run that fails a check is planned as if its file had an error: nothing is launched or pruned
- * for it, and the check's diagnostics join the spec diagnostics. A check that cannot be made is
- * said on stderr and skipped.
+ * for it, and the check's diagnostics join the spec diagnostics. Then orphaned instances are looked
+ * for (one listing per provider) and join the plan. A check that cannot be made is said on stderr
+ * and skipped.
  */
 export async function planWithCloudChecks(
   desired: DesiredState,
@@ -97,13 +101,18 @@ export async function planWithCloudChecks(
 ): Promise<{ plan: Plan; desired: DesiredState }> {
   const plan = computePlan(desired, statuses, opts, ctx);
   if (opts.cloudChecks === false) return { plan, desired };
-  const checked = await preflightPlan(desired, plan, (name) => ctx.providers.get(name));
+  const provider = (name: RunSpec['provider']) => ctx.providers.get(name);
+  const checked = await preflightPlan(desired, plan, provider);
   for (const u of checked.unchecked) {
     process.stderr.write(`runctl: warning: could not check instance types of ${u.run} against EC2 offerings: ${u.message}\n`);
   }
-  if (checked.diagnostics.length === 0) return { plan, desired };
-  const narrowed = withoutRefused(desired, checked);
-  return { plan: computePlan(narrowed, statuses, opts, ctx), desired: narrowed };
+  const narrowed = checked.diagnostics.length === 0 ? desired : withoutRefused(desired, checked);
+  const planned = narrowed === desired ? plan : computePlan(narrowed, statuses, opts, ctx);
+  const orphans = await findPlannedOrphans(narrowed, statuses, provider, Date.now());
+  for (const u of orphans.unchecked) {
+    process.stderr.write(`runctl: warning: could not look for orphaned instances (${u.provider}): ${u.message}\n`);
+  }
+  return { plan: orphans.unchecked.length > 0 ? planned : withOrphanedInstances(planned, orphans.instances), desired: narrowed };
 }
 
 export function printPlan(plan: Plan, desired: DesiredState, format: PlanFormat, store: string): void {

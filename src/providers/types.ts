@@ -362,9 +362,10 @@ export interface Provider {
   pruneBundles?(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult>;
   /**
    * Every instance this controller owns, of any run (for the orphan sweep). Read-only. Providers
-   * that cannot list their instances leave it out.
+   * that cannot list their instances leave it out. `oneShot` (plan): nothing retries the listing
+   * later, so a transient failure's message must not promise a retry.
    */
-  listOwned?(): Promise<InstanceObservation[]>;
+  listOwned?(opts?: { oneShot?: boolean }): Promise<InstanceObservation[]>;
   /** Release resources held by the provider object (servers, clients). */
   close?(): Promise<void>;
 }

@@ -12,8 +12,12 @@ const FINISHED = new Set(['Completed', 'Failed', 'Suspended', 'Deleted']);
 /** An instance of an unknown run is left alone this long after its launch (another process may be creating the run). */
 export const UNKNOWN_RUN_GRACE_MS = 10 * 60_000;
 
+/** Why nothing else will terminate the instance: its run ended or was deleted, is unknown, or was re-created under another uid. */
+export type OrphanCause = 'finished' | 'deleted' | 'unknown' | 're-created';
+
 export interface Orphan {
   observation: InstanceObservation;
+  cause: OrphanCause;
   /** Why it is an orphan, for the event or notice. */
   why: string;
   /** The run's status, when the store knows the run. */
@@ -40,17 +44,17 @@ export function findOrphans(
     if (!status) {
       if (desired.has(o.run)) continue;
       if (now - Date.parse(o.instance.launchedAt) < UNKNOWN_RUN_GRACE_MS) continue;
-      out.push({ observation: o, why: `run ${o.run} is unknown to this controller's state store and runs folder` });
+      out.push({ observation: o, cause: 'unknown', why: `run ${o.run} is unknown to this controller's state store and runs folder` });
       continue;
     }
     // An instance of an earlier incarnation of a run of the same name: nothing will adopt it.
     if (o.uid !== providerUid(status.uid)) {
-      out.push({ observation: o, status, why: `it belongs to an earlier run named ${o.run} (uid ${o.uid ?? 'none'}), since deleted and re-created` });
+      out.push({ observation: o, status, cause: 're-created', why: `it belongs to an earlier run named ${o.run} (uid ${o.uid ?? 'none'}), since deleted and re-created` });
       continue;
     }
     if (status.pending || !FINISHED.has(status.phase)) continue;
     if (o.generation > status.generation || (o.generation === status.generation && o.attempt > status.attempt)) continue;
-    out.push({ observation: o, status, why: `run ${o.run} is ${status.phase}` });
+    out.push({ observation: o, status, cause: status.phase === 'Deleted' ? 'deleted' : 'finished', why: `run ${o.run} is ${status.phase}` });
   }
   return out;
 }

@@ -6,12 +6,17 @@ import type { PersistedRun } from '../machine/snapshot.js';
 import type { LoadedRun, RunSpec } from '../spec/types.js';
 import type { Phase, RunStatus } from '../state/types.js';
 import type { DesiredState } from './controller.js';
+import type { PlannedOrphanInstance } from './plan-orphans.js';
 import { pruneRefusal } from './prune-guard.js';
 import { specChanges, type FieldChange } from './spec-diff.js';
 
 export type PlanAction = 'create' | 'no-op' | 'update' | 'new-generation' | 'suspend' | 'resume' | 'prune' | 'orphaned';
 
-/** Actions a pass carries out (everything but no-op and orphaned): these make `--detailed-exitcode` return 2. */
+/**
+ * Actions a pass carries out (everything but no-op and orphaned): these make `--detailed-exitcode`
+ * return 2. `orphaned` is a run whose spec file is gone but which is not pruned: it is left alone.
+ * Orphaned *instances* (Plan.orphanedInstances) are another thing: those a pass terminates.
+ */
 export const CHANGING_ACTIONS: ReadonlySet<PlanAction> = new Set(['create', 'update', 'new-generation', 'suspend', 'resume', 'prune']);
 
 export interface PriceEstimate {
@@ -45,7 +50,13 @@ export interface Plan {
   /** Files with errors: the plan is incomplete and `plan` exits 1. */
   invalidFiles: string[];
   counts: Record<PlanAction, number>;
-  /** Number of runs a pass would change. */
+  /**
+   * Instances of this controller no run will terminate (run finished, deleted, unknown or
+   * re-created), which the pass's orphan sweep terminates (plan-orphans.ts). Undefined when not
+   * looked for (--no-cloud-checks, or the listing failed).
+   */
+  orphanedInstances?: PlannedOrphanInstance[];
+  /** Number of runs a pass would change, plus orphaned instances it would terminate. */
   changes: number;
 }
 
@@ -95,6 +106,12 @@ export function planChanges(input: PlanInput): Plan {
   };
   if (refusal) plan.pruneRefused = refusal;
   return plan;
+}
+
+/** The plan with the orphaned instances a pass terminates; each counts as a change. */
+export function withOrphanedInstances(plan: Plan, instances: readonly PlannedOrphanInstance[]): Plan {
+  const runChanges = plan.runs.filter((r) => CHANGING_ACTIONS.has(r.action)).length;
+  return { ...plan, orphanedInstances: [...instances], changes: runChanges + instances.length };
 }
 
 function planCreate(loaded: LoadedRun): PlannedRun {

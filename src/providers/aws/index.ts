@@ -210,7 +210,11 @@ export class AwsProvider implements Provider {
   }
 
   /** Every instance tagged with this controller, of any run, in every region it observes. */
-  async listOwned(): Promise<InstanceObservation[]> {
+  async listOwned(opts?: { oneShot?: boolean }): Promise<InstanceObservation[]> {
+    return opts?.oneShot ? gaveUp(() => this.listOwnedOnce()) : this.listOwnedOnce();
+  }
+
+  private async listOwnedOnce(): Promise<InstanceObservation[]> {
     if (this.regions.size === 0) this.regions.add(await this.regionFor());
     const out: InstanceObservation[] = [];
     for (const region of this.regions) {
