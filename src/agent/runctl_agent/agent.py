@@ -38,7 +38,11 @@ from .storage import StorageError, open_storage
 from .util import atomic_write, json_bytes, now_iso, read_int, read_json, remove_quietly
 
 STRAGGLER_GRACE_SECONDS = 5.0
-FINAL_SYNC_MARGIN_SECONDS = 5.0  # kept between the end of the final upload and the termination time
+# Kept between the end of the final upload and the termination time: 5 s of EC2's 2-minute notice,
+# and never more than a tenth of the notice's lead, so a short lead (a scaled-down simulator, a late
+# notice) still leaves the job time to save instead of killing it at once.
+FINAL_SYNC_MARGIN_SECONDS = 5.0
+FINAL_SYNC_MARGIN_SHARE = 0.1
 LAUNCH_TRACE_WAIT_SECONDS = 10.0
 # Consecutive failed IMDS polls before MetadataServiceUnreachable is reported: one slow answer on
 # a loaded instance is not a fault; three in a row (noticePollSeconds apart) is.
@@ -546,10 +550,12 @@ class Agent:
             # No time given, or one already past (a skewed clock): the grace period alone decides.
             return time.monotonic() + grace, why
         upload = self.checkpoints.final_wait_seconds(self.checkpoints.pending_bytes())
-        left = req.terminate_at - time.time() - upload - FINAL_SYNC_MARGIN_SECONDS
+        lead = req.terminate_at - time.time()
+        margin = min(FINAL_SYNC_MARGIN_SECONDS, FINAL_SYNC_MARGIN_SHARE * lead)
+        left = lead - upload - margin
         if left < grace:
-            why = ("wait ended %.0fs before the termination time %s to leave %.1fs for the final upload" % (
-                upload + FINAL_SYNC_MARGIN_SECONDS, req.terminate_iso, upload))
+            why = ("wait ended %.1fs before the termination time %s to leave %.1fs for the final upload" % (
+                upload + margin, req.terminate_iso, upload))
             return time.monotonic() + max(0.0, left), why
         return time.monotonic() + grace, why
 
