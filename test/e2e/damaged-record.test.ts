@@ -19,11 +19,17 @@ afterAll(async () => {
   for (const c of cleanups) await c();
 });
 
-/** A job that checkpoints its step every step and finishes after `steps` (resuming from its checkpoint). */
+/**
+ * A job that checkpoints its step every step and finishes after `steps` (resuming from its
+ * checkpoint). It saves atomically and declares each save (docs/checkpoints.md): a file rewritten
+ * every 0.1 s without a declaration is never quiet long enough to publish, by design.
+ */
 function job(name: string, steps: number): LoadedRun {
   const run = [
     `i=$(cat "$RUNCTL_CHECKPOINT_DIR/step" 2>/dev/null || echo 0)`,
-    `while [ "$i" -lt ${steps} ]; do i=$((i+1)); echo "step=$i/${steps}"; echo "$i" > "$RUNCTL_CHECKPOINT_DIR/step"; sleep 0.1; done`,
+    `while [ "$i" -lt ${steps} ]; do i=$((i+1)); echo "step=$i/${steps}";`,
+    `  echo "$i" > "$RUNCTL_CHECKPOINT_DIR/.step.tmp" && mv "$RUNCTL_CHECKPOINT_DIR/.step.tmp" "$RUNCTL_CHECKPOINT_DIR/step";`,
+    `  echo "RUNCTL_CHECKPOINT_SAVED step=$i"; sleep 0.1; done`,
   ].join('\n');
   return testRun(name, {
     code: { path: './examples/tiny-trainer', exclude: ['.venv/**', 'checkpoints/**', 'wheelhouse/**'] },
