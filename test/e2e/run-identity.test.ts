@@ -24,7 +24,9 @@ afterAll(async () => {
 function job(model: string, steps: number): LoadedRun {
   const run = [
     `echo "start model=${model} resuming=\${RUNCTL_RESUMING:-unset} attempt=$RUNCTL_ATTEMPT restored=[$(ls "$RUNCTL_CHECKPOINT_DIR" | tr '\\n' ' ')]"`,
-    `for i in $(seq 1 ${steps}); do echo "step=$i/${steps} model=${model}"; echo "$i" > "$RUNCTL_CHECKPOINT_DIR/weights-${model}.txt"; sleep 0.05; done`,
+    // Saves atomically and declares each save (docs/checkpoints.md): a file rewritten every 0.05 s
+    // without a declaration is never quiet long enough to publish, by design.
+    `for i in $(seq 1 ${steps}); do echo "step=$i/${steps} model=${model}"; echo "$i" > "$RUNCTL_CHECKPOINT_DIR/.w.tmp" && mv "$RUNCTL_CHECKPOINT_DIR/.w.tmp" "$RUNCTL_CHECKPOINT_DIR/weights-${model}.txt"; echo "RUNCTL_CHECKPOINT_SAVED step=$i"; sleep 0.05; done`,
   ].join('\n');
   return testRun('exp', {
     code: { path: './examples/tiny-trainer', exclude: ['.venv/**', 'checkpoints/**', 'wheelhouse/**'] },
