@@ -45,4 +45,9 @@ export interface AgentConfig {
   noticePollSeconds: number;
   /** Restore from this generation's checkpoints when this generation has none yet. */
   seedGeneration?: number;
+  /**
+   * A prelaunched replacement (issue 12): after the code and setup, wait (phase `waiting`) until the
+   * controller writes the attempt's gate.json, then restore the checkpoint and start the job.
+   */
+  startGate?: boolean;
 }

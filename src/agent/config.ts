@@ -37,6 +37,8 @@ export interface AgentConfigInput {
   heartbeatSeconds?: number;
   /** Default 2 s: a spot notice gives two minutes, the job needs most of them. */
   noticePollSeconds?: number;
+  /** Start with the start gate closed (a prelaunched replacement). */
+  startGate?: boolean;
 }
 
 export function renderAgentConfig(input: AgentConfigInput): AgentConfig {
@@ -78,6 +80,7 @@ export function renderAgentConfig(input: AgentConfigInput): AgentConfig {
   if (input.ssmEndpointUrl !== undefined) config.ssmEndpointUrl = input.ssmEndpointUrl;
   if (input.seedGeneration !== undefined) config.seedGeneration = input.seedGeneration;
   if (key.uid !== undefined) config.uid = key.uid;
+  if (input.startGate) config.startGate = true;
   return config;
 }
 

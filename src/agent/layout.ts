@@ -7,6 +7,7 @@
 //                                                    a run recorded before uids has no <uid>/ level:
 //   runs/<run>/g<gen>/a<attempt>/status.json         agent heartbeat/status (AgentStatus)
 //   runs/<run>/g<gen>/a<attempt>/control.json        controller -> agent requests (StopRequest)
+//   runs/<run>/g<gen>/a<attempt>/gate.json           controller -> agent: the start gate is open (prelaunch)
 //   runs/<run>/g<gen>/a<attempt>/logs/<seq>.log      log segments, 8-digit seq, append-only
 //   runs/<run>/g<gen>/checkpoints/<id>/<files>       checkpoint files, uploaded first
 //   runs/<run>/g<gen>/checkpoints/<id>/MANIFEST.json written last: a checkpoint without it does not exist
@@ -40,6 +41,19 @@ export function statusKey(key: AttemptKey): string {
 
 export function controlKey(key: AttemptKey): string {
   return `${attemptPrefix(key)}/control.json`;
+}
+
+/**
+ * The start gate of a prelaunched attempt (issue 12): written by the controller once the attempt
+ * before it has stopped; its agent restores the checkpoint and starts the job only after that.
+ */
+export function gateKey(key: AttemptKey): string {
+  return `${attemptPrefix(key)}/gate.json`;
+}
+
+/** The gate document: who opened it, when, and why. */
+export function startGateDocument(key: AttemptKey, at: Date): Record<string, unknown> {
+  return { action: 'start', run: key.run, generation: key.generation, attempt: key.attempt, at: at.toISOString(), after: `attempt ${key.attempt - 1} stopped` };
 }
 
 export function logsPrefix(key: AttemptKey): string {

@@ -26,7 +26,21 @@ export type RunEvent =
   | ({ type: 'AGENT_TRAINING' } & At)
   | ({ type: 'JOB_SUCCEEDED' } & At)
   | ({ type: 'JOB_FAILED'; message: string; /** Condition reason when not a plain exit (e.g. Stalled). */ reason?: string } & At)
-  | ({ type: 'SPOT_NOTICE'; reason: string } & At)
+  | ({
+      type: 'SPOT_NOTICE';
+      reason: string;
+      /**
+       * Launch the next attempt's capacity now, while the interrupted one saves its final
+       * checkpoint (spec.recovery.prelaunch; issue 12). Set by the reconciler from the spec.
+       */
+      prelaunch?: boolean;
+    } & At)
+  /** The attempt's instance got an EC2 rebalance recommendation and spec.recovery.prelaunchOnRebalance is true. */
+  | ({ type: 'REBALANCE_RECOMMENDED' } & At)
+  /** The prelaunched replacement's instance is running and can receive the agent. */
+  | ({ type: 'REPLACEMENT_READY' } & At)
+  /** The interrupted attempt's job has stopped: the prelaunched replacement may take over. */
+  | ({ type: 'HANDOVER' } & At)
   | ({ type: 'AGENT_STOPPED' } & At)
   | ({ type: 'INSTANCE_GONE'; spot: boolean; reason: string } & At)
   | ({ type: 'REDEPLOY' } & At)
@@ -47,7 +61,13 @@ export type Effect =
   | { type: 'launch' }
   | { type: 'deployAgent' }
   | { type: 'requestStop'; params: { reason: StopReason } }
-  | { type: 'terminate'; params: { reason: string } }
-  | { type: 'deliverSpotNotice' };
+  | { type: 'terminate'; params: { reason: string; /** Attempt whose (prelaunched) instance is kept. */ spare?: number } }
+  | { type: 'deliverSpotNotice' }
+  /** Launch the capacity of `attempt` (the next one) ahead of time; same launch key as its own launch later. */
+  | { type: 'prelaunch'; params: { attempt: number } }
+  /** Ship code and start the agent of `attempt` with its start gate closed: it sets up, then waits. */
+  | { type: 'deployReplacement'; params: { attempt: number } }
+  /** Let the agent of `attempt` start the job: the attempt before it has stopped (its final checkpoint is safe). */
+  | { type: 'openStartGate'; params: { attempt: number } };
 
-export const EFFECT_TYPES = ['launch', 'deployAgent', 'requestStop', 'terminate', 'deliverSpotNotice'] as const;
+export const EFFECT_TYPES = ['launch', 'deployAgent', 'requestStop', 'terminate', 'deliverSpotNotice', 'prelaunch', 'deployReplacement', 'openStartGate'] as const;

@@ -1,6 +1,7 @@
 // Renders the run machine as a Mermaid state diagram (`runctl graph`), straight from the machine
 // definition so the picture can never drift from the code.
 import type { AnyStateNode } from 'xstate/graph';
+import { EFFECT_TYPES } from './events.js';
 import { runMachine } from './run-machine.js';
 
 interface Edge {
@@ -9,7 +10,7 @@ interface Edge {
   label: string;
 }
 
-const EFFECT_NAMES = new Set(['launch', 'deployAgent', 'requestStop', 'terminate', 'deliverSpotNotice']);
+const EFFECT_NAMES = new Set<string>(EFFECT_TYPES);
 
 function nodeName(node: AnyStateNode): string {
   // Nested states are shown inside their parent: Terminating.Stopping -> Terminating_Stopping
@@ -34,8 +35,11 @@ function collect(node: AnyStateNode, edges: Edge[]): void {
       const targets = t.target ?? [];
       if (targets.length === 0) continue;
       const guard = guardText(t.guard);
+      // Effects asked for on the transition itself (the prelaunch path), shown after a slash.
+      const effects = transitionEffects(t.actions);
+      const tail = effects.length ? ` / ${effects.join(', ')}` : '';
       for (const target of targets) {
-        edges.push({ from, to: nodeName(target as AnyStateNode), label: guard ? `${eventType} [${guard}]` : eventType });
+        edges.push({ from, to: nodeName(target as AnyStateNode), label: `${guard ? `${eventType} [${guard}]` : eventType}${tail}` });
       }
     }
   }
@@ -46,6 +50,12 @@ function collect(node: AnyStateNode, edges: Edge[]): void {
     }
   }
   for (const child of Object.values(node.states) as AnyStateNode[]) collect(child, edges);
+}
+
+function transitionEffects(actions: readonly unknown[]): string[] {
+  return actions
+    .map((a) => (typeof a === 'string' ? a : typeof a === 'object' && a !== null && 'type' in a ? String((a as { type: string }).type) : ''))
+    .filter((name) => EFFECT_NAMES.has(name));
 }
 
 function entryEffects(node: AnyStateNode): string[] {

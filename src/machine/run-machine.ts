@@ -46,6 +46,18 @@ export interface RunContext {
   /** Attempts that reached Training in this generation (for the timeout message). */
   trainingAttempts?: number;
   rehearsalDone: boolean;
+  /**
+   * The attempt whose capacity was launched ahead of time during the notice (spec.recovery.prelaunch,
+   * issue 12): always `attempt + 1`. Its agent waits at a closed start gate until the attempt before
+   * it has stopped, so two jobs never train for one run at once. Cleared when it becomes the attempt.
+   */
+  replacement?: number;
+  /** The replacement's agent has been deployed (it sets up, then waits at its start gate). */
+  replacementDeployed?: boolean;
+  /** The current attempt's job is known to have stopped (agent reported, job failed, or instance gone). */
+  previousStopped?: boolean;
+  /** An abandoned replacement's attempt number: the next attempt is numbered after it (its launch key stays unused). */
+  skipAttempt?: number;
 }
 
 export interface RunInput {
@@ -111,6 +123,25 @@ const stopReasonOf: Record<StopEventType, StopReason> = {
   BUDGET_EXCEEDED: 'budget',
 };
 
+/** Launch the next attempt's capacity during the notice (prelaunch), or just move to Interrupted. */
+const noticeWithPrelaunch = [
+  {
+    guard: 'prelaunchWanted',
+    target: 'Interrupted',
+    actions: ['countInterruption', 'planReplacement', { type: 'prelaunch', params: ({ context }: { context: RunContext }) => ({ attempt: context.attempt + 1 }) }],
+  },
+  { target: 'Interrupted', actions: 'countInterruption' },
+] as const;
+
+/** Deploy the prelaunched replacement's agent (gate closed) once its instance is ready. */
+const replacementReady = {
+  guard: 'replacementWaiting',
+  actions: [
+    'markReplacementDeployed',
+    { type: 'deployReplacement', params: ({ context }: { context: RunContext }) => ({ attempt: context.replacement ?? context.attempt + 1 }) },
+  ],
+} as const;
+
 /** Handlers shared by every phase in which an attempt's instance may be alive. */
 const whileAlive = {
   SPOT_NOTICE: { target: 'Interrupted', actions: 'countInterruption' },
@@ -124,9 +155,10 @@ const whileAlive = {
 /** ...and once the agent runs, the job's outcome too. */
 const whileAgentRuns = {
   ...whileAlive,
+  SPOT_NOTICE: noticeWithPrelaunch,
   JOB_SUCCEEDED: { target: 'Completed' },
   JOB_FAILED: [
-    { guard: 'canRetry', target: 'Resuming', actions: 'countRetry' },
+    { guard: 'canRetry', target: 'Resuming', actions: ['countRetry', 'markPreviousStopped'] },
     { target: 'Failed', actions: 'failJob' },
   ],
 } as const;
@@ -144,8 +176,27 @@ export const runMachine = setup({
     requestStop: (_, _params: { reason: StopReason }) => {},
     terminate: (_, _params: { reason: string }) => {},
     deliverSpotNotice: () => {},
+    prelaunch: (_, _params: { attempt: number }) => {},
+    deployReplacement: (_, _params: { attempt: number }) => {},
+    openStartGate: (_, _params: { attempt: number }) => {},
 
-    startAttempt: assign(({ context }) => ({ attempt: context.attempt + 1, failure: undefined })),
+    planReplacement: assign(({ context }) => ({ replacement: context.attempt + 1, replacementDeployed: false })),
+    markPreviousStopped: assign({ previousStopped: true }),
+    markReplacementDeployed: assign({ replacementDeployed: true }),
+    // A replacement never used (the run stops, fails or completes instead): terminated with the
+    // rest, and its attempt number skipped so a later launch never adopts its gone instance.
+    dropReplacement: assign(({ context }) =>
+      context.replacement === undefined ? {} : { replacement: undefined, replacementDeployed: undefined, skipAttempt: context.replacement },
+    ),
+
+    startAttempt: assign(({ context }) => ({
+      attempt: Math.max(context.attempt, context.skipAttempt ?? 0) + 1,
+      failure: undefined,
+      replacement: undefined,
+      replacementDeployed: undefined,
+      previousStopped: undefined,
+      skipAttempt: undefined,
+    })),
     setDeadline: assign(({ context, event }, params: { kind: Deadline['kind'] }) => ({
       deadline: deadlineFor(params.kind, context.limits, event.at),
     })),
@@ -230,6 +281,9 @@ export const runMachine = setup({
       rehearsalDone: false,
       trainingUsedMs: 0,
       trainingAttempts: 0,
+      replacement: undefined,
+      replacementDeployed: undefined,
+      skipAttempt: undefined,
     })),
     adoptPendingGeneration: assign(({ context }) =>
       context.pendingGeneration === undefined
@@ -243,6 +297,9 @@ export const runMachine = setup({
             rehearsalDone: false,
             trainingUsedMs: 0,
             trainingAttempts: 0,
+            replacement: undefined,
+            replacementDeployed: undefined,
+            skipAttempt: undefined,
           },
     ),
     markRehearsed: assign({ rehearsalDone: true }),
@@ -262,6 +319,13 @@ export const runMachine = setup({
     rehearsalPending: ({ context }) => !context.rehearsalDone,
     stoppingFor: ({ context }, params: { reason: StopReason }) => context.stopReason === params.reason,
     stoppedWithFailure: ({ context }) => context.stopReason === 'timeout' || context.stopReason === 'budget',
+    // Never a second replacement: only when none was launched for this attempt.
+    prelaunchWanted: ({ context, event }) => event.type === 'SPOT_NOTICE' && event.prelaunch === true && context.replacement === undefined,
+    noReplacement: ({ context }) => context.replacement === undefined,
+    replacementWaiting: ({ context }) => context.replacement !== undefined && !context.replacementDeployed,
+    hasReplacement: ({ context }) => context.replacement !== undefined,
+    // The replacement may start its job only once the attempt before it has stopped.
+    canHandOver: ({ context }) => context.replacement !== undefined && context.previousStopped === true,
   },
 }).createMachine({
   id: 'run',
@@ -327,6 +391,13 @@ export const runMachine = setup({
         ...whileAgentRuns,
         REDEPLOY: { actions: 'deployAgent' },
         REHEARSE: { guard: 'rehearsalPending', actions: ['markRehearsed', 'deliverSpotNotice'] },
+        // spec.recovery.prelaunchOnRebalance: launch the replacement now; it waits until a notice
+        // (or the job's end) and is never a second one.
+        REBALANCE_RECOMMENDED: {
+          guard: 'noReplacement',
+          actions: ['planReplacement', { type: 'prelaunch', params: ({ context }) => ({ attempt: context.attempt + 1 }) }],
+        },
+        REPLACEMENT_READY: replacementReady,
         TICK: {
           guard: 'deadlinePassed',
           target: 'Terminating',
@@ -338,11 +409,14 @@ export const runMachine = setup({
     Interrupted: {
       entry: { type: 'setDeadline', params: { kind: 'stop' } },
       on: {
-        AGENT_STOPPED: 'LeavingInterrupted',
-        INSTANCE_GONE: 'LeavingInterrupted',
+        // The job has stopped (its final checkpoint is as safe as it will get): a prelaunched
+        // replacement may take over. A passed deadline proves nothing: the instance must go first.
+        AGENT_STOPPED: { target: 'LeavingInterrupted', actions: 'markPreviousStopped' },
+        INSTANCE_GONE: { target: 'LeavingInterrupted', actions: 'markPreviousStopped' },
         TICK: { guard: 'deadlinePassed', target: 'LeavingInterrupted' },
         JOB_SUCCEEDED: 'Completed',
-        JOB_FAILED: 'LeavingInterrupted',
+        JOB_FAILED: { target: 'LeavingInterrupted', actions: 'markPreviousStopped' },
+        REPLACEMENT_READY: replacementReady,
         SUSPEND: { target: 'Terminating', actions: 'setStopReason' },
         DELETE: { target: 'Terminating', actions: 'setStopReason' },
         NEW_GENERATION: { target: 'Terminating', actions: ['setStopReason', 'rememberGeneration'] },
@@ -358,10 +432,28 @@ export const runMachine = setup({
       ],
     },
 
+    // Terminates the stopped attempt's instance (never the prelaunched replacement's). Without a
+    // replacement, new capacity is launched once the old instance is gone; with one, its start gate
+    // opens as soon as the old job is known to have stopped (HANDOVER), or once its instance is gone.
     Resuming: {
-      entry: ['clearDeadline', { type: 'terminate', params: { reason: 'resuming on new capacity' } }],
+      entry: [
+        'clearDeadline',
+        { type: 'terminate', params: ({ context }) => ({ reason: 'resuming on new capacity', spare: context.replacement }) },
+      ],
       on: {
-        INSTANCE_GONE: 'Provisioning',
+        HANDOVER: {
+          guard: 'canHandOver',
+          target: 'Provisioning',
+          actions: { type: 'openStartGate', params: ({ context }) => ({ attempt: context.replacement ?? context.attempt + 1 }) },
+        },
+        INSTANCE_GONE: [
+          {
+            guard: 'hasReplacement',
+            target: 'Provisioning',
+            actions: { type: 'openStartGate', params: ({ context }) => ({ attempt: context.replacement ?? context.attempt + 1 }) },
+          },
+          { target: 'Provisioning' },
+        ],
         SUSPEND: { target: 'Terminating', actions: 'setStopReason' },
         DELETE: { target: 'Terminating', actions: 'setStopReason' },
         NEW_GENERATION: { target: 'Terminating', actions: ['setStopReason', 'rememberGeneration'] },
@@ -371,7 +463,7 @@ export const runMachine = setup({
 
     Terminating: {
       initial: 'Stopping',
-      entry: { type: 'setDeadline', params: { kind: 'stop' } },
+      entry: [{ type: 'setDeadline', params: { kind: 'stop' } }, 'dropReplacement'],
       states: {
         Stopping: {
           entry: {
@@ -416,7 +508,7 @@ export const runMachine = setup({
     },
 
     Completed: {
-      entry: ['clearDeadline', { type: 'terminate', params: { reason: 'completed' } }],
+      entry: ['clearDeadline', 'dropReplacement', { type: 'terminate', params: { reason: 'completed' } }],
       on: {
         DELETE: 'Deleted',
         NEW_GENERATION: { target: 'Provisioning', actions: 'newGeneration' },
@@ -424,7 +516,7 @@ export const runMachine = setup({
     },
 
     Failed: {
-      entry: ['clearDeadline', { type: 'terminate', params: { reason: 'failed' } }],
+      entry: ['clearDeadline', 'dropReplacement', { type: 'terminate', params: { reason: 'failed' } }],
       on: {
         DELETE: 'Deleted',
         NEW_GENERATION: { target: 'Provisioning', actions: 'newGeneration' },

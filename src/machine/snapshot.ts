@@ -1,7 +1,7 @@
 // Persisting and restoring the run machine's snapshot, and reading the phase out of it. Pure.
 import { initialTransition, transition, type SnapshotFrom } from 'xstate';
 import type { Phase } from '../state/types.js';
-import type { Effect, RunEvent } from './events.js';
+import { EFFECT_TYPES, type Effect, type RunEvent } from './events.js';
 import { runMachine, type RunContext, type RunInput } from './run-machine.js';
 
 export type RunSnapshot = SnapshotFrom<typeof runMachine>;
@@ -42,7 +42,7 @@ export interface Step {
   changed: boolean;
 }
 
-const EFFECTS = new Set(['launch', 'deployAgent', 'requestStop', 'terminate', 'deliverSpotNotice']);
+const EFFECTS = new Set<string>(EFFECT_TYPES);
 
 /** One machine step: the next snapshot and the effects it asks for. */
 export function step(snapshot: RunSnapshot, event: RunEvent): Step {

@@ -46,6 +46,20 @@ export interface LaunchRequest extends AttemptKey {
    * record the intent before the effect (DESIGN.md, crash safety). A throw stops the launch.
    */
   beforeRunInstances?(intent: LaunchIntent): Promise<void>;
+  /**
+   * Capacity pools tried last: the pool of an instance being reclaimed, when a replacement is
+   * launched during its notice (spec.recovery.prelaunch, issue 12). Spot reclaims capacity pool by
+   * pool, so the same pool is the likeliest to be refused or interrupted again; it stays on the
+   * ladder for when nothing else has capacity.
+   */
+  avoidPools?: CapacityPool[];
+}
+
+/** One EC2 capacity pool: market, instance type and zone (a zone left out matches any). */
+export interface CapacityPool {
+  market?: MarketKind;
+  type?: string;
+  zone?: string;
 }
 
 /** One launch request about to be sent: the ladder rung (e.g. `spot/g5.xlarge/us-east-1a`) and its idempotency token. */
@@ -90,6 +104,8 @@ export type AgentPhase =
   | 'syncing'
   | 'restoring'
   | 'installing'
+  /** Set up and waiting at its start gate for the attempt before it to stop (prelaunched replacement). */
+  | 'waiting'
   | 'training'
   | 'interrupting'
   | 'interrupted'
@@ -257,6 +273,12 @@ export interface DeployRequest extends AttemptKey {
   repoRoot: string;
   /** Restore from this generation's checkpoints when the attempt's own generation has none. */
   seedGeneration?: number;
+  /**
+   * Start the agent with its start gate closed: it fetches the code and runs setup, then waits
+   * (phase `waiting`) until openStartGate() before restoring the checkpoint and starting the job.
+   * For a replacement launched during the interrupted attempt's notice (issue 12).
+   */
+  startGate?: boolean;
 }
 
 /** What deployAgent did that the run's record should keep. */
@@ -323,6 +345,12 @@ export interface Provider {
   readAgentStatus(key: AttemptKey, spec: RunSpec): Promise<AgentStatus | undefined>;
   /** Ask the agent to signal the job, wait its grace period, sync a checkpoint and stop. */
   requestStop(key: AttemptKey, spec: RunSpec, reason: StopReason): Promise<void>;
+  /**
+   * Open the attempt's start gate (a `gate.json` object in the attempt's storage prefix): its agent,
+   * deployed with `startGate`, then restores the latest checkpoint and starts the job. Idempotent;
+   * opening a gate before the agent is deployed is harmless (it finds it open).
+   */
+  openStartGate(key: AttemptKey, spec: RunSpec): Promise<void>;
   /** Deliver a (simulated) spot interruption notice to the attempt's instance. */
   deliverSpotNotice(key: AttemptKey, instanceId: string): Promise<void>;
   /**

@@ -21,7 +21,7 @@ export interface SweepPlan {
   skipped: Array<{ storage: string; reason: string }>;
 }
 
-const DEPLOYING_EFFECTS = new Set(['launch', 'deployAgent']);
+const DEPLOYING_EFFECTS = new Set(['launch', 'deployAgent', 'prelaunch', 'deployReplacement']);
 
 export function planBundleSweeps(statuses: readonly RunStatus[]): SweepPlan {
   const groups = new Map<string, BundleSweep & { unsure?: string }>();

@@ -9,6 +9,7 @@ import { parseDuration } from '../spec/duration.js';
 import type { LoadedRun } from '../spec/types.js';
 import type { RunStatus } from '../state/types.js';
 import { limitsFromSpec, sameLimits } from './limits.js';
+import { prelaunchEnabled, prelaunchOnRebalance } from './prelaunch.js';
 
 /** An instance launched this recently may not be visible to observation yet (EC2 is eventually consistent). */
 export const LAUNCH_VISIBILITY_GRACE_MS = 60_000;
@@ -188,6 +189,8 @@ export function deriveObservedEvent(
     case 'Syncing':
     case 'Installing':
     case 'Training': {
+      // spec.recovery.prelaunch: a notice launches the next attempt's capacity at once (issue 12).
+      const prelaunch = prelaunchEnabled(status.spec);
       if (agent?.phase === 'succeeded') return { type: 'JOB_SUCCEEDED', at };
       // Retrying cannot help: every kept checkpoint was restored by an attempt that then failed.
       if (agent?.phase === 'failed' && agent.failureReason === 'NoCheckpointLeft') {
@@ -198,18 +201,22 @@ export function deriveObservedEvent(
           ? { type: 'JOB_FAILED', message: failureMessage(agent), reason: agent.reason, at }
           : { type: 'JOB_FAILED', message: failureMessage(agent), at };
       }
-      if (instance?.spotInterruption) return { type: 'SPOT_NOTICE', reason: instance.spotInterruption.reason, at };
+      if (instance?.spotInterruption) return { type: 'SPOT_NOTICE', reason: instance.spotInterruption.reason, prelaunch, at };
       // A scheduled retirement, stop or reboot, or failed status checks: move before EC2 does
       // (Interrupted then waits for the agent's stop, up to the stop grace period).
-      if (instance?.degraded) return { type: 'SPOT_NOTICE', reason: instance.degraded.message, at };
+      if (instance?.degraded) return { type: 'SPOT_NOTICE', reason: instance.degraded.message, prelaunch, at };
       if (agent && ['interrupting', 'interrupted', 'stopping', 'stopped'].includes(agent.phase)) {
-        return { type: 'SPOT_NOTICE', reason: agent.message ?? `agent reported ${agent.phase}`, at };
+        return { type: 'SPOT_NOTICE', reason: agent.message ?? `agent reported ${agent.phase}`, prelaunch, at };
       }
       const gone = instanceGone(status, ctx, obs);
       if (gone) return { type: 'INSTANCE_GONE', ...gone, at };
       if (phase === 'Syncing' && agent?.phase === 'installing') return { type: 'AGENT_INSTALLING', at };
       if (phase !== 'Training' && agent?.phase === 'training') return { type: 'AGENT_TRAINING', at };
       if (overBudget) return { type: 'BUDGET_EXCEEDED', message: budgetMessage(status, budget), at };
+      if (phase === 'Training' && replacementReady(ctx, obs)) return { type: 'REPLACEMENT_READY', at };
+      if (phase === 'Training' && agent?.rebalanceRecommendation && ctx.replacement === undefined && prelaunchOnRebalance(status.spec)) {
+        return { type: 'REBALANCE_RECOMMENDED', at };
+      }
       if (deadlinePassed) return { type: 'TICK', at };
       const rehearsal = status.spec.rehearsal;
       if (
@@ -235,12 +242,19 @@ export function deriveObservedEvent(
       }
       // Interrupted before the agent was started (still provisioning): nothing to checkpoint, move on.
       if (!status.agent || status.agent.attempt !== ctx.attempt || !status.agent.deployedAt) return { type: 'AGENT_STOPPED', at };
+      // The prelaunched replacement's instance is up: ship the code and set up while the old job saves.
+      if (replacementReady(ctx, obs)) return { type: 'REPLACEMENT_READY', at };
       if (deadlinePassed) return { type: 'TICK', at };
       return undefined;
     }
 
-    case 'Resuming':
-      return obs.instances.some(LIVE) ? undefined : { type: 'INSTANCE_GONE', spot: false, reason: 'released', at };
+    case 'Resuming': {
+      // The old job has stopped: the prelaunched replacement takes over now, its old instance
+      // terminating meanwhile. Otherwise wait until every instance but the replacement is gone.
+      if (ctx.replacement !== undefined && ctx.previousStopped) return { type: 'HANDOVER', at };
+      const isReplacement = (o: InstanceObservation) => ctx.replacement !== undefined && o.generation === ctx.generation && o.attempt === ctx.replacement;
+      return obs.instances.some((o) => LIVE(o) && !isReplacement(o)) ? undefined : { type: 'INSTANCE_GONE', spot: false, reason: 'released', at };
+    }
 
     case 'Terminating': {
       const sub = subPhaseOf(snapshot.value);
@@ -263,6 +277,13 @@ export function deriveObservedEvent(
     default:
       return undefined;
   }
+}
+
+/** The replacement launched during the notice is running and ready, and its agent not yet deployed. */
+function replacementReady(ctx: RunSnapshot['context'], obs: Observed): boolean {
+  if (ctx.replacement === undefined || ctx.replacementDeployed) return false;
+  const seen = obs.instances.find((o) => o.generation === ctx.generation && o.attempt === ctx.replacement);
+  return seen !== undefined && seen.state === 'running' && seen.ready;
 }
 
 function recentlyLaunched(status: RunStatus, ctx: RunSnapshot['context'], now: number): boolean {

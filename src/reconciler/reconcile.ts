@@ -14,9 +14,11 @@ import { initialSnapshot, persist, phaseOf, restore, step, subPhaseOf, type Pers
 import {
   CapacityError,
   ProviderError,
+  RetryableError,
   TerminalError,
   type AgentStatus,
   type AttemptKey,
+  type CapacityPool,
   type InstanceObservation,
   type LaunchIntent,
   type Provider,
@@ -28,6 +30,7 @@ import { mergeConditions, wantedConditions } from './conditions.js';
 import { deriveObservedEvent, deriveSpecEvent, type Desired } from './derive.js';
 import { absorbFaults, reportedFaults } from './faults.js';
 import { limitsFromSpec } from './limits.js';
+import { reclaimedPool } from './prelaunch.js';
 import { describeChange, specChanges } from './spec-diff.js';
 
 export interface ReconcileDeps {
@@ -453,34 +456,61 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
   const key = attemptKey(status, ctx.generation, ctx.attempt);
   switch (effect.type) {
     case 'launch': {
-      // Intent before effect, per rung: the rung and token about to be requested are written into
-      // the pending effect first, so a controller restarted after an unrecorded launch replays that
-      // request (EC2 returns the same instance for the same token) before trying any other rung.
-      const recorded = launchIntentOf(effect);
-      let current = status;
-      const beforeRunInstances = async (intent: LaunchIntent): Promise<void> => {
-        const pending = current.pending;
-        if (!pending || (recorded?.rung === intent.rung && recorded.token === intent.token)) return;
-        const effects = pending.effects.map((e, i) => (i === index ? { ...e, params: { ...e.params, inFlight: { ...intent } } } : e));
-        current = await putStatus(deps, { ...current, pending: { ...pending, effects } }, `launch-intent:${pending.transitionId}/${index}`);
-      };
-      const { instance, adopted } = await provider.launch({
-        ...key,
-        spec,
-        controller: deps.controller,
-        ...(recorded ? { inFlight: recorded } : {}),
-        beforeRunInstances,
-      });
-      status = current;
-      const instances = status.instances.some((i) => i.id === instance.id)
-        ? status.instances
-        : [...status.instances, { ...instance, generation: key.generation, attempt: key.attempt }];
-      const where = [instance.type, instance.zone, instance.market].filter(Boolean).join(', ');
+      const launched = await launchFor(deps, status, effect, index, provider, spec, key);
+      return { ...launched, status: { ...launched.status, launchBlocked: undefined } };
+    }
+    case 'prelaunch': {
+      // The next attempt's capacity, launched during the notice under that attempt's own launch
+      // key: its Provisioning later adopts this instance, and a replay after a crash adopts it too.
+      // Best effort: a refusal is recorded and the run recovers the usual way (it launches then).
+      const next = attemptKey(status, ctx.generation, Number(effect.params?.attempt ?? ctx.attempt + 1));
+      const interrupted = status.instances.find((i) => i.generation === ctx.generation && i.attempt === ctx.attempt && !i.endedAt);
+      try {
+        const launched = await launchFor(deps, status, effect, index, provider, spec, next, reclaimedPool(interrupted));
+        return { ...launched, message: `${launched.message}, during the notice (spec.recovery.prelaunch)` };
+      } catch (err) {
+        if (err instanceof ProviderError && !(err instanceof RetryableError)) {
+          return {
+            status,
+            result: 'error',
+            message: `could not launch attempt ${next.attempt}'s instance during the notice (${err.message}); it is launched once attempt ${ctx.attempt} has stopped`,
+            requestId: err.requestId,
+          };
+        }
+        throw err;
+      }
+    }
+    case 'deployReplacement': {
+      // Ship the code and start the replacement's agent with its start gate closed: it sets up
+      // (or restores the setup cache), then waits until openStartGate.
+      const next = attemptKey(status, ctx.generation, Number(effect.params?.attempt ?? ctx.attempt + 1));
+      const instance = status.instances.find((i) => i.generation === next.generation && i.attempt === next.attempt && !i.endedAt);
+      if (!instance) return { status, result: 'skipped', message: `no live instance recorded for attempt ${next.attempt}` };
+      const seedGeneration = spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, next.generation) : undefined;
+      let report;
+      try {
+        report = await provider.deployAgent({ ...next, spec, instance, repoRoot: deps.repoRoot, seedGeneration, startGate: true });
+      } catch (err) {
+        // Best effort, like the launch: the attempt's own Syncing deploys the agent again.
+        if (!(err instanceof ProviderError) || err instanceof RetryableError) throw err;
+        return { status, result: 'error', message: `could not start attempt ${next.attempt}'s agent during the notice (${err.message}); it is started once attempt ${ctx.attempt} has stopped`, requestId: err.requestId };
+      }
+      const codeBundle = report?.codeBundle;
+      const instances = codeBundle ? status.instances.map((i) => (i === instance ? { ...i, codeBundle } : i)) : status.instances;
       return {
-        status: { ...status, instances, launchBlocked: undefined },
-        result: adopted ? 'adopted' : 'ok',
-        message: `${adopted ? 'adopted' : 'launched'} ${instance.id}${where ? ` (${where})` : ''} for attempt ${key.attempt}`,
-        data: { instanceId: instance.id, generation: key.generation, attempt: key.attempt },
+        status: { ...status, instances },
+        result: 'ok',
+        message: `agent for attempt ${next.attempt} started on ${instance.id}, waiting at its start gate for attempt ${ctx.attempt} to stop${codeBundle ? ` (code bundle ${codeBundle.slice(0, 12)})` : ''}`,
+      };
+    }
+    case 'openStartGate': {
+      const next = attemptKey(status, ctx.generation, Number(effect.params?.attempt ?? ctx.attempt));
+      await provider.openStartGate(next, spec);
+      return {
+        status,
+        result: 'ok',
+        message: `start gate of attempt ${next.attempt} opened: attempt ${next.attempt - 1} has stopped, so its final checkpoint is the one restored`,
+        data: { attempt: next.attempt },
       };
     }
     case 'deployAgent': {
@@ -510,7 +540,10 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
     }
     case 'terminate': {
       const reason = String(effect.params?.reason ?? 'terminate');
-      const live = await liveInstanceIds(deps, provider, status);
+      // A prelaunched replacement is spared: it is the run's next attempt, not leftover capacity.
+      const spare = typeof effect.params?.spare === 'number' ? effect.params.spare : undefined;
+      const spared = (generation: number, attempt: number) => spare !== undefined && generation === ctx.generation && attempt === spare;
+      const live = await liveInstanceIds(deps, provider, status, spared);
       for (const id of live) await provider.terminate(id, launchInfo(status, id));
       const now = iso(deps.now());
       const instances = status.instances.map((i) => (live.includes(i.id) && !i.endedAt ? { ...i, endedAt: now, endReason: reason } : i));
@@ -523,6 +556,50 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
     default:
       throw new ProviderError(`unknown effect ${effect.type}`);
   }
+}
+
+/**
+ * Launches (or adopts) the instance of attempt `key`. Intent before effect, per rung: the rung and
+ * token about to be requested are written into the pending effect first, so a controller restarted
+ * after an unrecorded launch replays that request (EC2 returns the same instance for the same
+ * token) before trying any other rung.
+ */
+async function launchFor(
+  deps: ReconcileDeps,
+  status: RunStatus,
+  effect: EffectRecord,
+  index: number,
+  provider: Provider,
+  spec: RunSpec,
+  key: AttemptKey,
+  avoidPools?: CapacityPool[],
+): Promise<EffectOutcome> {
+  const recorded = launchIntentOf(effect);
+  let current = status;
+  const beforeRunInstances = async (intent: LaunchIntent): Promise<void> => {
+    const pending = current.pending;
+    if (!pending || (recorded?.rung === intent.rung && recorded.token === intent.token)) return;
+    const effects = pending.effects.map((e, i) => (i === index ? { ...e, params: { ...e.params, inFlight: { ...intent } } } : e));
+    current = await putStatus(deps, { ...current, pending: { ...pending, effects } }, `launch-intent:${pending.transitionId}/${index}`);
+  };
+  const { instance, adopted } = await provider.launch({
+    ...key,
+    spec,
+    controller: deps.controller,
+    ...(recorded ? { inFlight: recorded } : {}),
+    ...(avoidPools?.length ? { avoidPools } : {}),
+    beforeRunInstances,
+  });
+  const instances = current.instances.some((i) => i.id === instance.id)
+    ? current.instances
+    : [...current.instances, { ...instance, generation: key.generation, attempt: key.attempt }];
+  const where = [instance.type, instance.zone, instance.market].filter(Boolean).join(', ');
+  return {
+    status: { ...current, instances },
+    result: adopted ? 'adopted' : 'ok',
+    message: `${adopted ? 'adopted' : 'launched'} ${instance.id}${where ? ` (${where})` : ''} for attempt ${key.attempt}`,
+    data: { instanceId: instance.id, generation: key.generation, attempt: key.attempt },
+  };
 }
 
 /** The launch request a pending launch effect recorded before it was sent, if any. */
@@ -545,13 +622,21 @@ function launchInfo(status: RunStatus, id: string): { launchedAt?: string } {
   return launchedAt ? { launchedAt } : {};
 }
 
-/** Every instance of the run that may still be alive: observed live, or recorded and not ended. */
-async function liveInstanceIds(deps: ReconcileDeps, provider: Provider, status: RunStatus): Promise<string[]> {
+/**
+ * Every instance of the run that may still be alive: observed live, or recorded and not ended;
+ * less those of an attempt `spared` (a prelaunched replacement).
+ */
+async function liveInstanceIds(
+  deps: ReconcileDeps,
+  provider: Provider,
+  status: RunStatus,
+  spared: (generation: number, attempt: number) => boolean = () => false,
+): Promise<string[]> {
   const observed = await observeOwn(deps, provider, status, deps.now());
-  const ids = new Set(observed.filter((o) => o.state !== 'terminated').map((o) => o.instance.id));
+  const ids = new Set(observed.filter((o) => o.state !== 'terminated' && !spared(o.generation, o.attempt)).map((o) => o.instance.id));
   for (const r of status.instances) {
     const seen = observed.find((o) => o.instance.id === r.id);
-    if (!r.endedAt && (!seen || seen.state !== 'terminated')) ids.add(r.id);
+    if (!r.endedAt && (!seen || seen.state !== 'terminated') && !spared(r.generation, r.attempt)) ids.add(r.id);
   }
   return [...ids];
 }

@@ -64,6 +64,16 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
     );
   }
 
+  const recovery = obj(spec.recovery) ?? {};
+  if (recovery.prelaunchOnRebalance === true && recovery.prelaunch === false) {
+    problems.push(
+      error(
+        ['spec', 'recovery', 'prelaunchOnRebalance'],
+        'needs recovery.prelaunch, which is false: remove prelaunch: false (or set it true), or remove prelaunchOnRebalance',
+      ),
+    );
+  }
+
   if (provider === 'aws') checkAws(resources, checkpoints, problems);
   if (provider === 'local') checkLocal(checkpoints, problems);
   if (provider === 'local') {

@@ -86,6 +86,14 @@ export interface RecoverySpec {
   maxRetriesOnError: number;
   /** When a new generation replaces a running one, start it from the old generation's latest checkpoint. */
   seedFromPreviousGeneration: boolean;
+  /**
+   * Launch the next attempt's capacity when an interruption notice is seen, and start its job once
+   * the interrupted attempt's final checkpoint is safe (issue 12). Unset: true for spot and
+   * spot-then-on-demand markets, false for on-demand (see prelaunchEnabled in src/reconciler/prelaunch.ts).
+   */
+  prelaunch?: boolean;
+  /** Also prelaunch on an EC2 rebalance recommendation; default false. */
+  prelaunchOnRebalance?: boolean;
 }
 
 export interface TimeoutsSpec {

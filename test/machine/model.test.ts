@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { transition } from 'xstate';
 import { getAdjacencyMap, getShortestPaths } from 'xstate/graph';
-import type { Limits, RunEvent } from '../../src/machine/events.js';
+import { EFFECT_TYPES, type Limits, type RunEvent } from '../../src/machine/events.js';
 import { runMachine } from '../../src/machine/run-machine.js';
 import { phaseOf, type RunSnapshot } from '../../src/machine/snapshot.js';
 
@@ -30,6 +30,11 @@ const ENVIRONMENT: RunEvent[] = [
   { type: 'JOB_SUCCEEDED', at: 0 },
   { type: 'JOB_FAILED', message: 'exit 1', at: 0 },
   { type: 'SPOT_NOTICE', reason: 'spot', at: 0 },
+  // spec.recovery.prelaunch (issue 12): the notice launches the next attempt's capacity at once.
+  { type: 'SPOT_NOTICE', reason: 'spot', prelaunch: true, at: 0 },
+  { type: 'REBALANCE_RECOMMENDED', at: 0 },
+  { type: 'REPLACEMENT_READY', at: 0 },
+  { type: 'HANDOVER', at: 0 },
   { type: 'AGENT_STOPPED', at: 0 },
   { type: 'INSTANCE_GONE', spot: true, reason: 'gone', at: 0 },
   { type: 'REDEPLOY', at: 0 },
@@ -76,6 +81,11 @@ function serialize(s: RunSnapshot): string {
     stop: c.stopReason,
     reh: c.rehearsalDone,
     late: c.deadline ? c.deadline.at >= LATER : undefined,
+    // The replacement, relative to the attempt (always the next one), and the handover facts.
+    rep: c.replacement === undefined ? undefined : c.replacement - c.attempt,
+    dep: c.replacementDeployed,
+    stopped: c.previousStopped,
+    skip: c.skipAttempt === undefined ? undefined : c.skipAttempt - c.attempt,
   });
 }
 
@@ -87,41 +97,31 @@ const adjacency = getAdjacencyMap(runMachine, {
 });
 const states = Object.values(adjacency).map((a) => a.state as RunSnapshot);
 
-function next(s: RunSnapshot, e: RunEvent): RunSnapshot {
-  return transition(runMachine, s, e)[0];
+// Every test walks the same states and events: each transition is computed once.
+const transitions = new Map<string, ReturnType<typeof transition<typeof runMachine>>>();
+function step(s: RunSnapshot, e: RunEvent) {
+  const key = `${serialize(s)}|${JSON.stringify(e)}`;
+  let t = transitions.get(key);
+  if (!t) transitions.set(key, (t = transition(runMachine, s, e)));
+  return t;
 }
 
-/** States reachable from `s` using only environment events (no people involved). */
-function environmentClosure(s: RunSnapshot): RunSnapshot[] {
-  const seen = new Map<string, RunSnapshot>([[serialize(s), s]]);
-  const stack = [s];
-  while (stack.length) {
-    const cur = stack.pop() as RunSnapshot;
-    for (const e of ENVIRONMENT) {
-      const n = next(cur, e);
-      const key = serialize(n);
-      if (!seen.has(key)) {
-        seen.set(key, n);
-        stack.push(n);
-      }
-    }
-  }
-  return [...seen.values()];
+function next(s: RunSnapshot, e: RunEvent): RunSnapshot {
+  return step(s, e)[0];
 }
 
 describe('run machine (model-based)', () => {
   it('reaches every phase from Pending', () => {
     const reached = new Set(states.map((s) => phaseOf(s.value)));
     expect([...reached].sort()).toEqual([...ALL_PHASES].sort());
-    // And xstate/graph finds a concrete shortest path to each one.
+    // And xstate/graph finds a concrete shortest path to each one (one traversal for all of them).
+    const paths = getShortestPaths(runMachine, {
+      input,
+      events: [...ENVIRONMENT, ...USER],
+      serializeState: (s) => serialize(s as RunSnapshot) as never,
+    });
     for (const phase of ALL_PHASES) {
-      const paths = getShortestPaths(runMachine, {
-        input,
-        events: [...ENVIRONMENT, ...USER],
-        serializeState: (s) => serialize(s as RunSnapshot) as never,
-        toState: (s) => phaseOf((s as RunSnapshot).value) === phase,
-      });
-      expect(paths.length, `no path to ${phase}`).toBeGreaterThan(0);
+      expect(paths.some((p) => phaseOf((p.state as RunSnapshot).value) === phase), `no path to ${phase}`).toBe(true);
     }
   });
 
@@ -172,6 +172,22 @@ describe('run machine (model-based)', () => {
   });
 
   it('never ignores a deletion: from every state, DELETE leads to Deleted without further user action', () => {
+    // The states from which Deleted is reachable by environment events alone, found once by walking
+    // the environment edges backwards from Deleted (the reachable set is closed under every event).
+    const reverse = new Map<string, string[]>();
+    for (const s of states) {
+      const from = serialize(s);
+      for (const e of ENVIRONMENT) {
+        const to = serialize(next(s, e));
+        if (!reverse.has(to)) reverse.set(to, []);
+        reverse.get(to)!.push(from);
+      }
+    }
+    const canDelete = new Set(states.filter((s) => phaseOf(s.value) === 'Deleted').map(serialize));
+    const queue = [...canDelete];
+    for (let k = queue.shift(); k !== undefined; k = queue.shift()) {
+      for (const from of reverse.get(k) ?? []) if (!canDelete.has(from)) canDelete.add(from), queue.push(from);
+    }
     for (const s of states) {
       if (phaseOf(s.value) === 'Deleted') continue;
       const after = next(s, { type: 'DELETE', at: 0 });
@@ -179,13 +195,12 @@ describe('run machine (model-based)', () => {
       if (!alreadyDeleting) {
         expect(serialize(after), `DELETE ignored in ${JSON.stringify(s.value)}`).not.toBe(serialize(s));
       }
-      const reachable = environmentClosure(after).map((x) => phaseOf(x.value));
-      expect(reachable, `Deleted unreachable after DELETE in ${JSON.stringify(s.value)}`).toContain('Deleted');
+      expect(canDelete.has(serialize(after)), `Deleted unreachable after DELETE in ${JSON.stringify(s.value)}`).toBe(true);
     }
   });
 
   it('asks for the right effects: launch on every attempt, terminate before new capacity and at the end', () => {
-    const actionsOf = (s: RunSnapshot, e: RunEvent) => transition(runMachine, s, e)[1].map((a) => a.type);
+    const actionsOf = (s: RunSnapshot, e: RunEvent) => step(s, e)[1].map((a) => a.type);
     const pending = states.find((s) => phaseOf(s.value) === 'Pending')!;
     expect(actionsOf(pending, { type: 'START', at: 0 })).toContain('launch');
     for (const s of states) {
@@ -198,5 +213,88 @@ describe('run machine (model-based)', () => {
       }
     }
     expect(USER_TYPES.size).toBe(USER.length);
+  });
+
+  describe('a replacement launched during the notice (recovery.prelaunch)', () => {
+    const effectsOf = (s: RunSnapshot, e: RunEvent) =>
+      step(s, e)[1].filter((a) => (EFFECT_TYPES as readonly string[]).includes(a.type)) as { type: string; params?: Record<string, unknown> }[];
+
+    it('hands over: the notice launches attempt 2 at once, its agent waits, and its job starts once attempt 1 stopped', () => {
+      const story: RunEvent[] = [
+        { type: 'START', at: 0 },
+        { type: 'INSTANCE_READY', at: 0 },
+        { type: 'AGENT_TRAINING', at: 0 },
+        { type: 'SPOT_NOTICE', reason: 'spot', prelaunch: true, at: 0 },
+        { type: 'REPLACEMENT_READY', at: 0 },
+        { type: 'HANDOVER', at: 0 }, // ignored: attempt 1 has not stopped yet
+        { type: 'AGENT_STOPPED', at: 0 },
+        { type: 'HANDOVER', at: 0 },
+        { type: 'INSTANCE_READY', at: 0 },
+        { type: 'AGENT_TRAINING', at: 0 },
+      ];
+      let s = states[0] as RunSnapshot;
+      const log: string[] = [];
+      for (const e of story) {
+        const effects = effectsOf(s, e).map((a) => `${a.type}${a.params && 'attempt' in a.params ? `(${String(a.params.attempt)})` : ''}`);
+        s = next(s, e);
+        log.push(`${e.type} -> ${phaseOf(s.value)}#${s.context.attempt}${effects.length ? ` / ${effects.join(', ')}` : ''}`);
+      }
+      expect(log).toEqual([
+        'START -> Provisioning#1 / launch',
+        'INSTANCE_READY -> Syncing#1 / deployAgent',
+        'AGENT_TRAINING -> Training#1',
+        'SPOT_NOTICE -> Interrupted#1 / prelaunch(2)',
+        'REPLACEMENT_READY -> Interrupted#1 / deployReplacement(2)',
+        'HANDOVER -> Interrupted#1',
+        'AGENT_STOPPED -> Resuming#1 / terminate',
+        'HANDOVER -> Provisioning#2 / openStartGate(2), launch',
+        'INSTANCE_READY -> Syncing#2 / deployAgent',
+        'AGENT_TRAINING -> Training#2',
+      ]);
+    });
+
+    it('never a second replacement, never two jobs, never the replacement terminated with the old instance', () => {
+      let prelaunched = 0;
+      let opened = 0;
+      for (const s of states) {
+        const phase = phaseOf(s.value);
+        for (const e of [...ENVIRONMENT, ...USER]) {
+          const effects = effectsOf(s, e);
+          if (effects.length === 0) continue;
+          const where = `${e.type}${e.type === 'SPOT_NOTICE' && e.prelaunch ? '(prelaunch)' : ''} in ${JSON.stringify(s.value)}`;
+          const after = next(s, e);
+          for (const a of effects) {
+            if (a.type === 'prelaunch') {
+              prelaunched++;
+              expect(s.context.replacement, `second replacement on ${where}`).toBeUndefined();
+              expect(a.params, where).toEqual({ attempt: s.context.attempt + 1 });
+            }
+            if (a.type === 'openStartGate') {
+              opened++;
+              // Only from Resuming (the old instance's terminate asked for on entering it), and only
+              // once the old job is known to have stopped, or its instance is gone.
+              expect(phase, where).toBe('Resuming');
+              expect((e.type === 'HANDOVER' && s.context.previousStopped === true) || e.type === 'INSTANCE_GONE', where).toBe(true);
+              expect(a.params, where).toEqual({ attempt: s.context.replacement });
+              // The replacement becomes the attempt: Provisioning adopts it under its own launch key.
+              expect([phaseOf(after.value), after.context.attempt], where).toEqual(['Provisioning', s.context.replacement]);
+            }
+            if (a.type === 'terminate') {
+              const spare = a.params?.spare;
+              if (phaseOf(after.value) === 'Resuming') expect(spare, where).toBe(after.context.replacement);
+              else expect(spare, where).toBeUndefined(); // Completed, Failed, Releasing: everything goes
+            }
+          }
+        }
+        // A passed stop deadline proves nothing about the old job: no handover on it.
+        if (phase === 'Resuming' && !s.context.previousStopped) expect(serialize(next(s, { type: 'HANDOVER', at: 0 }))).toBe(serialize(s));
+        // An abandoned replacement's attempt number is never launched again (its instance is gone).
+        if (s.context.skipAttempt !== undefined && phase === 'Suspended') {
+          expect(next(s, { type: 'RESUME', at: 0 }).context.attempt).toBeGreaterThan(s.context.skipAttempt);
+        }
+      }
+      expect(prelaunched).toBeGreaterThan(0);
+      expect(opened).toBeGreaterThan(0);
+    });
   });
 });

@@ -45,6 +45,11 @@ describe('crash safety', () => {
     const refTransitions = reference.events.filter((e) => e.kind === 'transition').map((e) => e.action);
     const refEffects = reference.events.filter((e) => e.kind === 'effect').map((e) => e.action);
     expect(refTransitions).toContain('Training -> Interrupted');
+    // With recovery.prelaunch (the spot default): attempt 2's instance was launched during the
+    // notice and its agent deployed with the start gate closed before attempt 1 had stopped.
+    expect(refEffects).toEqual(expect.arrayContaining(['prelaunch', 'deployReplacement', 'openStartGate']));
+    expect(refEffects.indexOf('deployReplacement')).toBeLessThan(refEffects.indexOf('openStartGate'));
+    expect(agentIn(reference.world, 'crashy', 1, 2)?.gated).toBe(true);
     expect(boundaries).toBeGreaterThan(20);
 
     let covered = 0;
@@ -81,6 +86,11 @@ describe('crash safety', () => {
       expect(new Set(events.map((e) => e.id)).size, where).toBe(events.length);
       // No instance outlives the run.
       expect(world.instances.every((i) => i.state === 'terminated'), where).toBe(true);
+      // Prelaunch: the replacement came up before the old instance was gone, waited at its gate,
+      // and two jobs never trained at once; attempt 2's job started from attempt 1's final checkpoint.
+      const [first, second] = [1, 2].map((a) => world.instances.find((i) => i.attempt === a));
+      expect(second?.launchedTick, where).toBeLessThan(first?.terminatedTick ?? -1);
+      expect(world.overlaps ?? {}, where).toEqual({});
       covered++;
       fs.rmSync(dir, { recursive: true, force: true });
     };

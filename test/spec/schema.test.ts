@@ -51,7 +51,7 @@ const everyField: DeepRequired<TrainingRun> = {
       securityGroupIds: ['sg-0123456789abcdef0'],
     },
     checkpoints: { dir: '/opt/runctl/checkpoints', storage: 's3://my-bucket/runctl', syncInterval: '5m', keep: 3, signal: 'SIGTERM', signalScope: 'main', gracePeriod: '90s' },
-    recovery: { maxInterruptions: 20, maxRetriesOnError: 1, seedFromPreviousGeneration: false },
+    recovery: { maxInterruptions: 20, maxRetriesOnError: 1, seedFromPreviousGeneration: false, prelaunch: true, prelaunchOnRebalance: false },
     timeouts: { provisioning: '15m', installing: '30m', training: '48h', stall: '30m' },
     budget: { maxCostUSD: 250 },
     suspend: false,
@@ -76,6 +76,8 @@ const OPTIONAL_PATHS = [
   'spec.checkpoints.storage',
   'spec.budget.maxCostUSD',
   'spec.timeouts.stall',
+  // Its default depends on the market (true for spot), so the schema gives none: src/reconciler/prelaunch.ts.
+  'spec.recovery.prelaunch',
 ];
 const OPTIONAL_PROJECT_PATHS = ['defaults.region', 'defaults.storage', 'defaults.profile', 'defaults.iamInstanceProfile', 'state'];
 

@@ -13,6 +13,9 @@ export const CRASH_SCRIPT: Script = {
   stepsPerTick: 10,
   checkpointEvery: 10,
   spotAt: [{ run: 'crashy', attempt: 1, step: 30 }],
+  // The final save takes a few ticks: the replacement launched during the notice is up, set up and
+  // waiting at its start gate before attempt 1 has stopped (spec.recovery.prelaunch, issue 12).
+  saveTicks: 4,
 };
 
 async function main(): Promise<void> {
@@ -25,7 +28,8 @@ async function main(): Promise<void> {
   const controller = new Controller({
     store,
     provider: async () => provider,
-    load: async () => ({ runs: [testRun('crashy')], diagnostics: [], invalidFiles: [] }),
+    // Spot market: a replacement is launched during the notice (the default, said explicitly here).
+    load: async () => ({ runs: [testRun('crashy', { recovery: { prelaunch: true } })], diagnostics: [], invalidFiles: [] }),
     controller: 'crash-test',
     repoRoot: dir,
     prune: false,

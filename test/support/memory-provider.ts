@@ -40,6 +40,8 @@ export interface Script {
   faultsAt?: { run: string; attempt: number; fromStep: number; untilStep?: number; reason: string; message: string }[];
   /** Ticks an instance spends pending before it runs. */
   bootTicks?: number;
+  /** Ticks an agent spends saving its final checkpoint after a notice (default 1). */
+  saveTicks?: number;
 }
 
 interface Instance extends AttemptKey {
@@ -49,6 +51,9 @@ interface Instance extends AttemptKey {
   launchedAt: string;
   stateReason?: string;
   spotNoticeAt?: string;
+  /** World ticks at which it was launched and terminated (for ordering assertions). */
+  launchedTick?: number;
+  terminatedTick?: number;
 }
 
 interface Agent extends AttemptKey {
@@ -60,6 +65,10 @@ interface Agent extends AttemptKey {
   lastCheckpoint?: number;
   stop?: StopReason;
   deploys: number;
+  /** Deployed with its start gate closed (a prelaunched replacement): waits before training. */
+  gated?: boolean;
+  /** Ticks spent saving after a notice so far. */
+  saving?: number;
 }
 
 export interface World {
@@ -75,6 +84,10 @@ export interface World {
   calls: Record<string, number>;
   /** Code bundles in storage: `<storage>|<sha256>` -> when stored (epoch ms). */
   bundles?: Record<string, number>;
+  /** Attempt keys whose start gate the controller opened. */
+  gates?: Record<string, true>;
+  /** Attempt keys -> ticks during which two agents of one run were training at once (must stay empty). */
+  overlaps?: Record<string, number>;
 }
 
 // Storage and attempts are per run incarnation (uid), as in the real providers.
@@ -167,7 +180,7 @@ export class MemoryProvider implements Provider {
     }
     const id = `mem-${this.world.nextId++}`;
     const launchedAt = new Date().toISOString();
-    this.world.instances.push({ id, run: req.run, uid: req.uid, generation: req.generation, attempt: req.attempt, state: 'pending', ticks: 0, launchedAt });
+    this.world.instances.push({ id, run: req.run, uid: req.uid, generation: req.generation, attempt: req.attempt, state: 'pending', ticks: 0, launchedAt, launchedTick: this.world.tick });
     this.world.launches[keyOf(req)] = (this.world.launches[keyOf(req)] ?? 0) + 1;
     this.save();
     return { instance: { id, launchedAt, pricePerHour: 0.5, market: 'spot', type: 'mem.small' }, adopted: false };
@@ -191,7 +204,18 @@ export class MemoryProvider implements Provider {
       const ckpts = this.world.checkpoints[genKey(req.run, req.generation, req.uid)] ?? [];
       const seed = req.seedGeneration !== undefined ? this.world.checkpoints[genKey(req.run, req.seedGeneration, req.uid)] ?? [] : [];
       const start = ckpts.at(-1) ?? seed.at(-1) ?? 0;
-      this.world.agents[k] = { run: req.run, uid: req.uid, generation: req.generation, attempt: req.attempt, phase: 'starting', seq: 0, step: start, startStep: start, deploys: 1 };
+      this.world.agents[k] = {
+        run: req.run,
+        uid: req.uid,
+        generation: req.generation,
+        attempt: req.attempt,
+        phase: 'starting',
+        seq: 0,
+        step: start,
+        startStep: start,
+        deploys: 1,
+        ...(req.startGate ? { gated: true } : {}),
+      };
     }
     this.save();
     return { codeBundle };
@@ -250,6 +274,12 @@ export class MemoryProvider implements Provider {
     this.save();
   }
 
+  async openStartGate(key: AttemptKey): Promise<void> {
+    this.enter('openStartGate');
+    (this.world.gates ??= {})[keyOf(key)] = true;
+    this.save();
+  }
+
   async deliverSpotNotice(_key: AttemptKey, instanceId: string): Promise<void> {
     this.enter('deliverSpotNotice');
     const i = this.world.instances.find((x) => x.id === instanceId);
@@ -262,6 +292,7 @@ export class MemoryProvider implements Provider {
     const i = this.world.instances.find((x) => x.id === instanceId);
     if (i && i.state !== 'terminated') {
       i.state = 'terminated';
+      i.terminatedTick = this.world.tick;
       i.stateReason ??= 'Client.UserInitiatedShutdown';
     }
     this.save();
@@ -300,7 +331,17 @@ export class MemoryProvider implements Provider {
           a.phase = 'installing';
           break;
         case 'installing':
-          a.phase = 'training';
+          a.phase = a.gated && !w.gates?.[keyOf(a)] ? 'waiting' : 'training';
+          if (a.gated && a.phase === 'training') restoreAtGate(w, a);
+          break;
+        case 'waiting':
+          // A prelaunched agent: set up, and restores and starts only once its gate is open.
+          if (a.stop) a.phase = 'stopped';
+          else if (inst.spotNoticeAt) a.phase = 'interrupted';
+          else if (w.gates?.[keyOf(a)]) {
+            restoreAtGate(w, a);
+            a.phase = 'training';
+          }
           break;
         case 'training': {
           if (a.stop) {
@@ -328,6 +369,7 @@ export class MemoryProvider implements Provider {
             }
             if (s.killAt?.some(match)) {
               inst.state = 'terminated';
+              inst.terminatedTick = w.tick;
               // The agent dies with its instance: its last status stays as it was.
               inst.stateReason = 'Client.UserInitiatedShutdown: terminated by another user';
               break;
@@ -341,19 +383,39 @@ export class MemoryProvider implements Provider {
           break;
         }
         case 'interrupting':
-          checkpoint();
-          a.phase = 'interrupted';
+          a.saving = (a.saving ?? 0) + 1;
+          if (a.saving >= (s.saveTicks ?? 1)) {
+            checkpoint();
+            a.phase = 'interrupted';
+          }
           break;
         case 'interrupted':
           // Real spot capacity is reclaimed after the notice: the instance goes away.
           inst.state = 'terminated';
+          inst.terminatedTick = w.tick;
           inst.stateReason = 'Server.SpotInstanceTermination';
           break;
         default:
           break;
       }
     }
+    // Never two jobs training for one run at once: recorded here, asserted by the tests.
+    const training = new Map<string, number>();
+    for (const a of Object.values(w.agents)) {
+      const inst = w.instances.find((i) => sameAttempt(i, a));
+      if (a.phase !== 'training' || !inst || inst.state === 'terminated') continue;
+      const k = runKey(a.run, a.uid);
+      training.set(k, (training.get(k) ?? 0) + 1);
+    }
+    for (const [k, n] of training) if (n > 1) (w.overlaps ??= {})[k] = (w.overlaps?.[k] ?? 0) + 1;
   }
+}
+
+/** A gated agent restores the newest checkpoint when its gate opens (the stopped attempt's final one). */
+function restoreAtGate(w: World, a: Agent): void {
+  const start = w.checkpoints[genKey(a.run, a.generation, a.uid)]?.at(-1) ?? a.startStep;
+  a.step = start;
+  a.startStep = start;
 }
 
 // Lookups by run name for tests with one incarnation per name (the world keys carry the uid).

@@ -44,6 +44,8 @@ STRAGGLER_GRACE_SECONDS = 5.0
 FINAL_SYNC_MARGIN_SECONDS = 5.0
 FINAL_SYNC_MARGIN_SHARE = 0.1
 LAUNCH_TRACE_WAIT_SECONDS = 10.0
+# How often a prelaunched agent looks at its start gate: each look is one storage GET.
+GATE_POLL_SECONDS = 0.5
 # Consecutive failed IMDS polls before MetadataServiceUnreachable is reported: one slow answer on
 # a loaded instance is not a fault; three in a row (noticePollSeconds apart) is.
 IMDS_FAILURES_FOR_FAULT = 3
@@ -328,14 +330,20 @@ class Agent:
                          self.cfg["storage"], self.log)
             if self.stopping():
                 return self.finish_stopped()
-            self.set_status(phase="restoring")
-            try:
-                resumed = self.checkpoints.restore()
-            except NoCheckpointLeft as e:
-                self.set_status(publish=False, failureReason="NoCheckpointLeft")
-                return self.finish("failed", message=str(e))
-            if self.stopping():
-                return self.finish_stopped()
+            if self.cfg.get("startGate"):
+                # A replacement launched during the notice (issue 12): set up now, then wait for
+                # the attempt before to stop, so its final checkpoint is the one restored and two
+                # jobs never train for the run at once.
+                ended = self.install()
+                if ended is None:
+                    ended = self.wait_for_gate()
+                if ended is not None:
+                    return ended
+                resumed, ended = self.restore_checkpoint()
+                return ended if ended is not None else self.train(resumed)
+            resumed, ended = self.restore_checkpoint()
+            if ended is not None:
+                return ended
             ended = self.install()
             if ended is not None:
                 return ended
@@ -344,6 +352,43 @@ class Agent:
             return self.finish("failed", message=str(e))
         except OSError as e:
             return self.finish("failed", message="agent error: %s" % e)
+
+    def restore_checkpoint(self):
+        """(resumed, None); or (None, exit code) when the attempt ended here."""
+        self.set_status(phase="restoring")
+        try:
+            resumed = self.checkpoints.restore()
+        except NoCheckpointLeft as e:
+            self.set_status(publish=False, failureReason="NoCheckpointLeft")
+            return None, self.finish("failed", message=str(e))
+        if self.stopping():
+            return None, self.finish_stopped()
+        return resumed, None
+
+    def gate_open(self):
+        try:
+            return self.storage.get_bytes(self.attempt_prefix + "gate.json") is not None
+        except (StorageError, OSError) as e:
+            self.log("start gate read failed: %s" % e)
+            return False
+
+    def wait_for_gate(self):
+        """None once the controller has opened this attempt's start gate (gate.json); the exit code
+        when a stop or a notice ends the attempt while it waits (no job ran: nothing to save)."""
+        if self.gate_open():
+            return None
+        previous = self.cfg["attempt"] - 1
+        self.set_status(phase="waiting", message="set up; waiting for attempt %d to stop before starting the job" % previous)
+        self.job_log_note("waiting at the start gate for attempt %d to stop" % previous)
+        poll = min(GATE_POLL_SECONDS, self.cfg["noticePollSeconds"])
+        while True:
+            if self.stopping():
+                return self.finish_stopped()
+            if self.gate_open():
+                self.log("start gate open: attempt %d has stopped" % previous)
+                self.set_status(publish=False, message=None)
+                return None
+            self.stop_event.wait(poll)
 
     def previous_seq(self):
         try:

@@ -75,6 +75,7 @@ def load_config(path):
     if cfg.get("seedGeneration") is not None:
         need("seedGeneration", int, lambda v: v >= 0, "a non-negative integer")
     optional("uid", str, "a run uid")
+    optional("startGate", bool, "true or false")
     if cfg.get("uid") is not None and not re.match(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", cfg["uid"]):
         raise ConfigError("config %s: field 'uid' must be a run uid (a lowercase UUID), got %s" % (path, json.dumps(cfg["uid"])))
     return cfg

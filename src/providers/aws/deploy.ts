@@ -81,6 +81,7 @@ export async function deployAgent(deps: DeployDeps, req: DeployRequest): Promise
     ...(deps.s3EndpointUrl ? { s3EndpointUrl: deps.s3EndpointUrl } : {}),
     ...(deps.ssmEndpointUrl ? { ssmEndpointUrl: deps.ssmEndpointUrl } : {}),
     ...(req.seedGeneration !== undefined ? { seedGeneration: req.seedGeneration } : {}),
+    ...(req.startGate ? { startGate: true } : {}),
     ...deps.timing,
   });
   const script = agentInstallScript({

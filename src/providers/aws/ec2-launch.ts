@@ -20,6 +20,7 @@ import {
   RetryableError,
   TerminalError,
   type AttemptKey,
+  type CapacityPool,
   type LaunchRequest,
   type LaunchResult,
   type MarketKind,
@@ -255,6 +256,15 @@ export function classifyLaunchRefusal(err: unknown, rung: Rung, resources: Resou
   return { kind: 'fatal', error: classified };
 }
 
+/** Whether a rung asks for capacity of this pool (a rung or pool without a zone spans every zone). */
+export function inPool(rung: Rung, pool: CapacityPool): boolean {
+  return (
+    (pool.market === undefined || pool.market === rung.market) &&
+    (pool.type === undefined || pool.type === rung.instanceType) &&
+    (pool.zone === undefined || rung.zone === undefined || pool.zone === rung.zone)
+  );
+}
+
 /** Adopt the attempt's instance if one exists; otherwise launch on the first rung with capacity. */
 export async function launchAttempt(deps: LaunchDeps, req: LaunchRequest): Promise<LaunchResult> {
   const { clients } = deps;
@@ -271,6 +281,9 @@ export async function launchAttempt(deps: LaunchDeps, req: LaunchRequest): Promi
   const exhausted = new Set(req.exhausted ?? []);
   // Rungs found empty earlier in this attempt are skipped, unless that leaves nothing: capacity returns.
   let rungs = ladder.every((r) => exhausted.has(r.id)) ? ladder : ladder.filter((r) => !exhausted.has(r.id));
+  // A replacement launched during a notice tries the reclaimed pool last (issue 12).
+  const avoided = (r: Rung) => (req.avoidPools ?? []).some((p) => inPool(r, p));
+  rungs = [...rungs.filter((r) => !avoided(r)), ...rungs.filter(avoided)];
   // A rung whose RunInstances was sent before a crash goes first, with the same token: EC2 returns
   // the instance it launched even while Describe does not show it yet (exactly-once across rungs).
   const replay = req.inFlight ? rungs.find((r) => r.id === req.inFlight?.rung) : undefined;

@@ -2,7 +2,7 @@
 // S3 for code bundles, agent status, logs and checkpoints. It implements the Provider port; every
 // operation is idempotent and every AWS failure reaches the reconciler classified.
 import { TerminateInstancesCommand, type Instance } from '@aws-sdk/client-ec2';
-import { checkpointsPrefix, controlKey, logsPrefix, manifestKey, statusKey } from '../../agent/layout.js';
+import { checkpointsPrefix, controlKey, gateKey, logsPrefix, manifestKey, startGateDocument, statusKey } from '../../agent/layout.js';
 import type { RunSpec } from '../../spec/types.js';
 import {
   RetryableError,
@@ -292,6 +292,12 @@ export class AwsProvider implements Provider {
     this.remember(key.run, spec);
     const storage = await this.storageFor(spec);
     await storage.putText(controlKey(key), JSON.stringify(stopRequest(key, reason)));
+  }
+
+  async openStartGate(key: AttemptKey, spec: RunSpec): Promise<void> {
+    this.remember(key.run, spec);
+    const storage = await this.storageFor(spec);
+    await storage.putText(gateKey(key), JSON.stringify(startGateDocument(key, new Date())));
   }
 
   /**

@@ -77,6 +77,7 @@ export async function startAgent(
       checkpointDir,
       imdsUrl: host.imdsUrl,
       seedGeneration: req.seedGeneration,
+      startGate: req.startGate,
       noticePollSeconds: opts.noticePollSeconds,
       heartbeatSeconds: opts.heartbeatSeconds,
     });

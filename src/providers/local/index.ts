@@ -270,6 +270,10 @@ export class LocalProvider implements Provider {
     await this.storageFor(spec).writeStopRequest(key, reason);
   }
 
+  async openStartGate(key: AttemptKey, spec: RunSpec): Promise<void> {
+    await this.storageFor(spec).writeStartGate(key);
+  }
+
   /**
    * Delivers a spot notice the way EC2 does: the instance's IMDS starts answering
    * spot/instance-action with a time `spotNoticeLeadMs` ahead, and at that time the instance host

@@ -4,7 +4,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { bundleKey, checkpointsPrefix, controlKey, logsPrefix, manifestKey, statusKey } from '../../agent/layout.js';
+import { bundleKey, checkpointsPrefix, controlKey, gateKey, logsPrefix, manifestKey, startGateDocument, statusKey } from '../../agent/layout.js';
 import type { RunSpec } from '../../spec/types.js';
 import type { StoredObject } from '../bundle-gc.js';
 import { RetryableError, TerminalError, type AgentStatus, type AttemptKey, type CheckpointManifest, type LogChunk, type LogReadOptions, type StopReason } from '../types.js';
@@ -66,6 +66,15 @@ export class LocalStorage {
     await fsCall('writing the stop request', file, async () => {
       await fs.mkdir(path.dirname(file), { recursive: true });
       await writeJsonAtomic(file, { action: 'stop', reason, ...key, at: new Date().toISOString() });
+    });
+  }
+
+  /** Opens the attempt's start gate (layout.gateKey): its prelaunched agent may start the job. */
+  async writeStartGate(key: AttemptKey): Promise<void> {
+    const file = this.path(gateKey(key));
+    await fsCall('opening the start gate', file, async () => {
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      await writeJsonAtomic(file, startGateDocument(key, new Date()));
     });
   }
 

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 export const validateTrainingRun = validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}}}},"setup":{"description":"Shell command for the installing phase (run once per instance, before training), e.g. pip install -r requirements.txt. Leave out if there is nothing to install.","type":"string","minLength":1},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"},"stall":{"description":"A job that prints nothing for this long fails the attempt with reason Stalled (counted against recovery.maxRetriesOnError), between 1s and 7d. Unset: never.","$ref":"#/$defs/duration"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
+const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}}}},"setup":{"description":"Shell command for the installing phase (run once per instance, before training), e.g. pip install -r requirements.txt. Leave out if there is nothing to install.","type":"string","minLength":1},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false},"prelaunch":{"description":"On an interruption notice, launch the next attempt's instance at once (on another capacity pool when there is one), ship the code and run setup there, and start the job the moment the interrupted attempt's final checkpoint is safe: the new instance's boot hides inside the two-minute notice. Both instances are billed for up to the notice's lead. Default: true for spot and spot-then-on-demand markets, false for on-demand.","type":"boolean"},"prelaunchOnRebalance":{"description":"Also launch the replacement on an EC2 rebalance recommendation, which often comes minutes before a notice (and sometimes with no notice after it: the replacement then waits, billed, until a notice or the end of the run). Needs prelaunch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"},"stall":{"description":"A job that prints nothing for this long fails the attempt with reason Stalled (counted against recovery.maxRetriesOnError), between 1s and 7d. Unset: never.","$ref":"#/$defs/duration"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
 const schema32 = {"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"};
 const schema33 = {"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"};
 const schema34 = {"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"};
@@ -1265,8 +1265,11 @@ data40.maxRetriesOnError = 1;
 if(data40.seedFromPreviousGeneration === undefined){
 data40.seedFromPreviousGeneration = false;
 }
+if(data40.prelaunchOnRebalance === undefined){
+data40.prelaunchOnRebalance = false;
+}
 for(const key12 in data40){
-if(!(((key12 === "maxInterruptions") || (key12 === "maxRetriesOnError")) || (key12 === "seedFromPreviousGeneration"))){
+if(!(((((key12 === "maxInterruptions") || (key12 === "maxRetriesOnError")) || (key12 === "seedFromPreviousGeneration")) || (key12 === "prelaunch")) || (key12 === "prelaunchOnRebalance"))){
 const err93 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err93];
@@ -1353,9 +1356,9 @@ vErrors.push(err100);
 }
 errors++;
 }
-}
-else {
-const err101 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data40.prelaunch !== undefined){
+if(typeof data40.prelaunch !== "boolean"){
+const err101 = {instancePath:instancePath+"/spec/recovery/prelaunch",schemaPath:"#/properties/spec/properties/recovery/properties/prelaunch/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
 if(vErrors === null){
 vErrors = [err101];
 }
@@ -1364,20 +1367,9 @@ vErrors.push(err101);
 }
 errors++;
 }
-let data44 = data6.timeouts;
-if(data44 && typeof data44 == "object" && !Array.isArray(data44)){
-if(data44.provisioning === undefined){
-data44.provisioning = "15m";
 }
-if(data44.installing === undefined){
-data44.installing = "30m";
-}
-if(data44.training === undefined){
-data44.training = "48h";
-}
-for(const key13 in data44){
-if(!((((key13 === "provisioning") || (key13 === "installing")) || (key13 === "training")) || (key13 === "stall"))){
-const err102 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"};
+if(typeof data40.prelaunchOnRebalance !== "boolean"){
+const err102 = {instancePath:instancePath+"/spec/recovery/prelaunchOnRebalance",schemaPath:"#/properties/spec/properties/recovery/properties/prelaunchOnRebalance/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
 if(vErrors === null){
 vErrors = [err102];
 }
@@ -1387,10 +1379,8 @@ vErrors.push(err102);
 errors++;
 }
 }
-let data45 = data44.provisioning;
-if(typeof data45 === "string"){
-if(!pattern18.test(data45)){
-const err103 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+else {
+const err103 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err103];
 }
@@ -1399,9 +1389,20 @@ vErrors.push(err103);
 }
 errors++;
 }
+let data46 = data6.timeouts;
+if(data46 && typeof data46 == "object" && !Array.isArray(data46)){
+if(data46.provisioning === undefined){
+data46.provisioning = "15m";
 }
-else {
-const err104 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(data46.installing === undefined){
+data46.installing = "30m";
+}
+if(data46.training === undefined){
+data46.training = "48h";
+}
+for(const key13 in data46){
+if(!((((key13 === "provisioning") || (key13 === "installing")) || (key13 === "training")) || (key13 === "stall"))){
+const err104 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err104];
 }
@@ -1410,10 +1411,11 @@ vErrors.push(err104);
 }
 errors++;
 }
-let data46 = data44.installing;
-if(typeof data46 === "string"){
-if(!pattern18.test(data46)){
-const err105 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+}
+let data47 = data46.provisioning;
+if(typeof data47 === "string"){
+if(!pattern18.test(data47)){
+const err105 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err105];
 }
@@ -1424,7 +1426,7 @@ errors++;
 }
 }
 else {
-const err106 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err106 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err106];
 }
@@ -1433,10 +1435,10 @@ vErrors.push(err106);
 }
 errors++;
 }
-let data47 = data44.training;
-if(typeof data47 === "string"){
-if(!pattern18.test(data47)){
-const err107 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+let data48 = data46.installing;
+if(typeof data48 === "string"){
+if(!pattern18.test(data48)){
+const err107 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err107];
 }
@@ -1447,7 +1449,7 @@ errors++;
 }
 }
 else {
-const err108 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err108 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err108];
 }
@@ -1456,11 +1458,10 @@ vErrors.push(err108);
 }
 errors++;
 }
-if(data44.stall !== undefined){
-let data48 = data44.stall;
-if(typeof data48 === "string"){
-if(!pattern18.test(data48)){
-const err109 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+let data49 = data46.training;
+if(typeof data49 === "string"){
+if(!pattern18.test(data49)){
+const err109 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err109];
 }
@@ -1471,7 +1472,7 @@ errors++;
 }
 }
 else {
-const err110 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err110 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err110];
 }
@@ -1480,10 +1481,11 @@ vErrors.push(err110);
 }
 errors++;
 }
-}
-}
-else {
-const err111 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data46.stall !== undefined){
+let data50 = data46.stall;
+if(typeof data50 === "string"){
+if(!pattern18.test(data50)){
+const err111 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err111];
 }
@@ -1492,11 +1494,9 @@ vErrors.push(err111);
 }
 errors++;
 }
-let data49 = data6.budget;
-if(data49 && typeof data49 == "object" && !Array.isArray(data49)){
-for(const key14 in data49){
-if(!(key14 === "maxCostUSD")){
-const err112 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"};
+}
+else {
+const err112 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err112];
 }
@@ -1506,11 +1506,9 @@ vErrors.push(err112);
 errors++;
 }
 }
-if(data49.maxCostUSD !== undefined){
-let data50 = data49.maxCostUSD;
-if((typeof data50 == "number") && (isFinite(data50))){
-if(data50 > 1000000 || isNaN(data50)){
-const err113 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000000},message:"must be <= 1000000"};
+}
+else {
+const err113 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err113];
 }
@@ -1519,8 +1517,11 @@ vErrors.push(err113);
 }
 errors++;
 }
-if(data50 <= 0 || isNaN(data50)){
-const err114 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
+let data51 = data6.budget;
+if(data51 && typeof data51 == "object" && !Array.isArray(data51)){
+for(const key14 in data51){
+if(!(key14 === "maxCostUSD")){
+const err114 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err114];
 }
@@ -1530,8 +1531,11 @@ vErrors.push(err114);
 errors++;
 }
 }
-else {
-const err115 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/type",keyword:"type",params:{type: "number"},message:"must be number"};
+if(data51.maxCostUSD !== undefined){
+let data52 = data51.maxCostUSD;
+if((typeof data52 == "number") && (isFinite(data52))){
+if(data52 > 1000000 || isNaN(data52)){
+const err115 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000000},message:"must be <= 1000000"};
 if(vErrors === null){
 vErrors = [err115];
 }
@@ -1540,10 +1544,8 @@ vErrors.push(err115);
 }
 errors++;
 }
-}
-}
-else {
-const err116 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data52 <= 0 || isNaN(data52)){
+const err116 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
 if(vErrors === null){
 vErrors = [err116];
 }
@@ -1552,8 +1554,9 @@ vErrors.push(err116);
 }
 errors++;
 }
-if(typeof data6.suspend !== "boolean"){
-const err117 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+}
+else {
+const err117 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/type",keyword:"type",params:{type: "number"},message:"must be number"};
 if(vErrors === null){
 vErrors = [err117];
 }
@@ -1562,11 +1565,10 @@ vErrors.push(err117);
 }
 errors++;
 }
-if(data6.rehearsal !== undefined){
-let data52 = data6.rehearsal;
-if(data52 && typeof data52 == "object" && !Array.isArray(data52)){
-if(data52.interruptAfter === undefined){
-const err118 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
+}
+}
+else {
+const err118 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err118];
 }
@@ -1575,9 +1577,8 @@ vErrors.push(err118);
 }
 errors++;
 }
-for(const key15 in data52){
-if(!(key15 === "interruptAfter")){
-const err119 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
+if(typeof data6.suspend !== "boolean"){
+const err119 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
 if(vErrors === null){
 vErrors = [err119];
 }
@@ -1586,12 +1587,11 @@ vErrors.push(err119);
 }
 errors++;
 }
-}
-if(data52.interruptAfter !== undefined){
-let data53 = data52.interruptAfter;
-if(typeof data53 === "string"){
-if(!pattern18.test(data53)){
-const err120 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(data6.rehearsal !== undefined){
+let data54 = data6.rehearsal;
+if(data54 && typeof data54 == "object" && !Array.isArray(data54)){
+if(data54.interruptAfter === undefined){
+const err120 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
 if(vErrors === null){
 vErrors = [err120];
 }
@@ -1600,9 +1600,9 @@ vErrors.push(err120);
 }
 errors++;
 }
-}
-else {
-const err121 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+for(const key15 in data54){
+if(!(key15 === "interruptAfter")){
+const err121 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err121];
 }
@@ -1612,9 +1612,11 @@ vErrors.push(err121);
 errors++;
 }
 }
-}
-else {
-const err122 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data54.interruptAfter !== undefined){
+let data55 = data54.interruptAfter;
+if(typeof data55 === "string"){
+if(!pattern18.test(data55)){
+const err122 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err122];
 }
@@ -1624,9 +1626,8 @@ vErrors.push(err122);
 errors++;
 }
 }
-}
 else {
-const err123 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err123 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err123];
 }
@@ -1638,12 +1639,36 @@ errors++;
 }
 }
 else {
-const err124 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err124 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err124];
 }
 else {
 vErrors.push(err124);
+}
+errors++;
+}
+}
+}
+else {
+const err125 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err125];
+}
+else {
+vErrors.push(err125);
+}
+errors++;
+}
+}
+}
+else {
+const err126 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err126];
+}
+else {
+vErrors.push(err126);
 }
 errors++;
 }
