@@ -20,6 +20,7 @@ import {
   type LaunchResult,
   type LogChunk,
   type LogReadOptions,
+  type ProgressPoint,
   type Provider,
   type StopReason,
 } from '../types.js';
@@ -324,6 +325,10 @@ export class LocalProvider implements Provider {
 
   async latestCheckpoint(run: string, generation: number, spec: RunSpec, uid?: string): Promise<CheckpointManifest | undefined> {
     return this.storageFor(spec).latestCheckpoint(run, generation, uid);
+  }
+
+  async readProgressHistory(key: AttemptKey, spec: RunSpec): Promise<ProgressPoint[] | undefined> {
+    return this.storageFor(spec).readProgressHistory(key);
   }
 
   async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts?: LogReadOptions): Promise<LogChunk> {
