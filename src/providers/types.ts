@@ -215,6 +215,47 @@ export interface AgentFault {
   file?: string;
 }
 
+/**
+ * A job's progress as the agent read it from the job's output (docs/progress.md, issue 13): a
+ * `spec.progress.pattern` match, or a built-in format (tqdm bar, Hugging Face Trainer log dict,
+ * Lightning bar, nanoGPT lines, `step=N/T loss=X`).
+ */
+export interface Progress {
+  /**
+   * The step as the job counts it: tqdm's `n`, the Trainer's global step, nanoGPT's `iter`, the
+   * `step` group of the pattern. For Lightning's bar, the batch within the epoch (`metrics.epoch`
+   * says which epoch), as the bar draws it.
+   */
+  step: number;
+  /** The step count the bar runs to, when the job prints one (tqdm's total; per epoch for Lightning). */
+  total?: number;
+  /** The newest finite training loss printed (`loss`, `train_loss`, the pattern's `loss` group). */
+  loss?: number;
+  /**
+   * The newest value of every other number printed alongside (learning_rate, grad_norm, epoch,
+   * val_loss, mfu, the pattern's other named groups), by name; at most 32 names.
+   */
+  metrics?: Record<string, number>;
+}
+
+/**
+ * One point of an attempt's progress history: the agent records one per step it sees (merging
+ * what is printed at the same step), bounded in count by downsampling (docs/progress.md).
+ */
+export interface ProgressPoint {
+  /** ISO time the agent read the step from the job's output. */
+  time: string;
+  /**
+   * The step. Monotonic within one attempt's history: for a bar that restarts every epoch
+   * (Lightning), the batches counted from the start of training (epoch × total + batch).
+   */
+  step: number;
+  /** The bar's total at that point, when the job prints one. */
+  total?: number;
+  /** Numbers printed at that step, by name; includes `loss` when known. */
+  metrics: Record<string, number>;
+}
+
 export interface AgentStatus extends AttemptKey {
   phase: AgentPhase;
   /** Monotonic per attempt; lets readers ignore stale writes. */
@@ -222,7 +263,8 @@ export interface AgentStatus extends AttemptKey {
   heartbeatAt: string;
   pid?: number;
   exitCode?: number;
-  progress?: { step: number; total?: number; loss?: number };
+  /** What the job last printed about its progress (docs/progress.md); absent until a step is seen. */
+  progress?: Progress;
   lastCheckpoint?: CheckpointRef;
   /**
    * The checkpoint restored before the job started. fallbackFrom/reason are set when the newest
@@ -350,6 +392,13 @@ export interface Provider {
   deployAgent(req: DeployRequest): Promise<DeployReport | void>;
   /** The agent's newest status object for an attempt, or undefined if it has written none. */
   readAgentStatus(key: AttemptKey, spec: RunSpec): Promise<AgentStatus | undefined>;
+  /**
+   * The progress history the attempt's agent keeps in storage (`<attempt prefix>/progress.json`,
+   * src/agent/layout.ts), oldest point first; undefined when the agent has written none (the job
+   * printed no progress yet, or an agent older than issue 13). Throws RetryableError when it cannot
+   * be read now. Optional: a provider without storage leaves it out (no history is shown).
+   */
+  readProgressHistory?(key: AttemptKey, spec: RunSpec): Promise<ProgressPoint[] | undefined>;
   /** Ask the agent to signal the job, wait its grace period, sync a checkpoint and stop. */
   requestStop(key: AttemptKey, spec: RunSpec, reason: StopReason): Promise<void>;
   /** Deliver a (simulated) spot interruption notice to the attempt's instance. */

@@ -1,6 +1,6 @@
 // What runctl remembers about each run, and the store port that keeps it. Two stores implement
 // the port: files under .runctl/ (default, one controller per folder) and S3 (shared, leased).
-import type { AgentFault, AgentPhase, AgentStatus, CheckpointRef, FinalSyncReport, InstancePrice, InstanceRef, RestoredFrom } from '../providers/types.js';
+import type { AgentFault, AgentPhase, AgentStatus, CheckpointRef, FinalSyncReport, InstancePrice, InstanceRef, Progress, RestoredFrom } from '../providers/types.js';
 import type { RunLedger } from '../reconciler/ledger.js';
 import type { RunSpec } from '../spec/types.js';
 
@@ -83,7 +83,8 @@ export interface RunStatus {
   lastCheckpoint?: CheckpointRef & { generation: number };
   /** Checkpoints kept in storage for `generation`, oldest first, as the agent last listed them. */
   checkpoints?: CheckpointRef[];
-  progress?: { step: number; total?: number; loss?: number };
+  /** The current attempt's progress as its agent last reported it (docs/progress.md). */
+  progress?: Progress;
   /** Absolute deadlines (ISO time) the reconciler enforces; survive restarts. */
   deadlines: Record<string, string>;
   /** Serialized machine snapshot (XState persisted snapshot). */

@@ -2,7 +2,8 @@
 // S3 for code bundles, agent status, logs and checkpoints. It implements the Provider port; every
 // operation is idempotent and every AWS failure reaches the reconciler classified.
 import { TerminateInstancesCommand, type Instance } from '@aws-sdk/client-ec2';
-import { checkpointsPrefix, controlKey, logsPrefix, manifestKey, statusKey } from '../../agent/layout.js';
+import { checkpointsPrefix, controlKey, logsPrefix, manifestKey, progressKey, statusKey } from '../../agent/layout.js';
+import { parseProgressDocument, ProgressDocumentError } from '../../agent/progress-document.js';
 import type { RunSpec } from '../../spec/types.js';
 import {
   RetryableError,
@@ -23,6 +24,7 @@ import {
   type LogChunk,
   type LogReadOptions,
   type PreflightProblem,
+  type ProgressPoint,
   type Provider,
   type RungQuote,
   type StopReason,
@@ -455,6 +457,19 @@ export class AwsProvider implements Provider {
       }
     }
     return undefined;
+  }
+
+  /** One GET of the attempt's progress history (src/agent/progress-document.ts). */
+  async readProgressHistory(key: AttemptKey, spec: RunSpec): Promise<ProgressPoint[] | undefined> {
+    const storage = await this.storageFor(spec);
+    const text = await storage.getText(progressKey(key));
+    if (text === undefined) return undefined;
+    try {
+      return parseProgressDocument(text, storage.url(progressKey(key)));
+    } catch (err) {
+      if (err instanceof ProgressDocumentError) throw new RetryableError(err.message, { code: 'BadProgressHistory' });
+      throw err;
+    }
   }
 
   async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts: LogReadOptions = {}): Promise<LogChunk> {

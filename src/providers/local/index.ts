@@ -21,6 +21,7 @@ import {
   type LaunchResult,
   type LogChunk,
   type LogReadOptions,
+  type ProgressPoint,
   type Provider,
   type RungQuote,
   type StopReason,
@@ -347,6 +348,10 @@ export class LocalProvider implements Provider {
 
   async latestCheckpoint(run: string, generation: number, spec: RunSpec, uid?: string): Promise<CheckpointManifest | undefined> {
     return this.storageFor(spec).latestCheckpoint(run, generation, uid);
+  }
+
+  async readProgressHistory(key: AttemptKey, spec: RunSpec): Promise<ProgressPoint[] | undefined> {
+    return this.storageFor(spec).readProgressHistory(key);
   }
 
   async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts?: LogReadOptions): Promise<LogChunk> {
