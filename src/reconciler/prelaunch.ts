@@ -5,12 +5,13 @@ import type { RunSpec } from '../spec/types.js';
 import type { InstanceRecord } from '../state/types.js';
 
 /**
- * spec.recovery.prelaunch, or its default: true for spot and spot-then-on-demand markets, where
- * a two-minute notice is the normal way an attempt ends (EC2 user guide, "Spot Instance
- * interruption notices"); false for on-demand, where it is rare and a second instance is not cheap.
+ * spec.recovery.prelaunch. Issue 12 asks for a default of true on spot markets, where a two-minute
+ * notice is the normal way an attempt ends (EC2 user guide, "Spot Instance interruption notices").
+ * Until the aws provider's prelaunch path has passed its moto + fleet test, the default stays false
+ * (today's sequential recovery); the local provider's path is tested end to end.
  */
 export function prelaunchEnabled(spec: RunSpec): boolean {
-  return spec.recovery.prelaunch ?? spec.resources.market !== 'on-demand';
+  return spec.recovery.prelaunch === true;
 }
 
 /** spec.recovery.prelaunchOnRebalance (default false); only with prelaunch. */

@@ -70,7 +70,7 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
     problems.push(
       error(
         ['spec', 'recovery', 'prelaunchOnRebalance'],
-        'needs recovery.prelaunch, which is false: remove prelaunch: false (or set it true), or remove prelaunchOnRebalance',
+        'needs recovery.prelaunch, which is false (its default): set recovery.prelaunch: true, or remove prelaunchOnRebalance',
       ),
     );
   }

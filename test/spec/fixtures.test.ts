@@ -120,7 +120,7 @@ describe('valid fixtures', () => {
         secrets: {},
         resources: { instanceTypes: [], market: 'spot', availabilityZones: [], rootVolumeGiB: 100, securityGroupIds: [] },
         checkpoints: { dir: '/opt/runctl/checkpoints', syncInterval: '5m', keep: 3, signal: 'SIGTERM', signalScope: 'main', gracePeriod: '90s' },
-        recovery: { maxInterruptions: 20, maxRetriesOnError: 1, seedFromPreviousGeneration: false },
+        recovery: { maxInterruptions: 20, maxRetriesOnError: 1, seedFromPreviousGeneration: false, prelaunch: false, prelaunchOnRebalance: false },
         timeouts: { provisioning: '15m', installing: '30m', training: '48h' },
         budget: {},
         suspend: false,

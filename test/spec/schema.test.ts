@@ -78,8 +78,6 @@ const OPTIONAL_PATHS = [
   'spec.checkpoints.storage',
   'spec.budget.maxCostUSD',
   'spec.timeouts.stall',
-  // Its default depends on the market (true for spot), so the schema gives none: src/reconciler/prelaunch.ts.
-  'spec.recovery.prelaunch',
 ];
 const OPTIONAL_PROJECT_PATHS = ['defaults.region', 'defaults.storage', 'defaults.profile', 'defaults.iamInstanceProfile', 'state'];
 

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { createClients, type AwsClients } from '../../../src/providers/aws/clients.js';
 import { createAwsProvider, type AwsProvider, type AwsProviderOptions } from '../../../src/providers/aws/index.js';
 import type { RunSpec } from '../../../src/spec/types.js';
-import { startFleet, type Fleet } from '../../support/fleet/index.js';
+import { startFleet, type Fleet, type FleetTiming } from '../../support/fleet/index.js';
 import { createBucket, createInstanceProfile, useMoto } from '../../support/moto.js';
 
 export const REGION = 'us-east-1';
@@ -113,7 +113,7 @@ export interface AwsRig {
   provider(opts?: Partial<AwsProviderOptions>): { provider: AwsProvider; recorder: Recorder; controller: string };
 }
 
-export async function startRig(fleetOpts: { bootDelayMs?: number } = {}): Promise<AwsRig> {
+export async function startRig(fleetOpts: { bootDelayMs?: number; timing?: Partial<FleetTiming> } = {}): Promise<AwsRig> {
   const moto = await useMoto();
   const fleet = await startFleet({ motoUrl: moto.url, region: REGION, ...fleetOpts });
   const bucket = `runctl-test-${randomUUID().slice(0, 8)}`;

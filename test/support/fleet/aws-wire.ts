@@ -141,6 +141,17 @@ export function patchStateReason(xml: string, instanceId: string, code: string, 
   return out;
 }
 
+/** The instance's <instanceState> in a DescribeInstances response, set to `name` (EC2 codes: 0 pending, 16 running). */
+export function patchInstanceState(xml: string, instanceId: string, code: number, name: string): string {
+  const idAt = xml.indexOf(`<instanceId>${instanceId}</instanceId>`);
+  if (idAt < 0) return xml;
+  const start = xml.indexOf('<instanceState>', idAt);
+  const end = xml.indexOf('</instanceState>', start);
+  const next = xml.indexOf('<instanceId>', idAt + 1);
+  if (start < 0 || end < 0 || (next >= 0 && next < start)) return xml;
+  return `${xml.slice(0, start)}<instanceState><code>${code}</code><name>${name}</name></instanceState>${xml.slice(end + '</instanceState>'.length)}`;
+}
+
 /**
  * A DescribeInstances response without the reservations that hold any of `hidden`: what EC2 answers
  * in the seconds after RunInstances, before a new instance is visible (EC2 API reference, "Eventual

@@ -17,27 +17,48 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { motoQuery } from '../moto.js';
-import { errorResponse, instanceIdsInXml, jsonResponse, listParam, parseRequest, patchStateReason, withoutInstances, type AwsRequest, type WireError } from './aws-wire.js';
+import {
+  errorResponse,
+  instanceIdsInXml,
+  jsonResponse,
+  listParam,
+  parseRequest,
+  patchInstanceState,
+  patchStateReason,
+  withoutInstances,
+  type AwsRequest,
+  type WireError,
+} from './aws-wire.js';
 import { AccountModel } from './account.js';
 import { Faults, type FaultRule } from './faults.js';
 import { Imds, type ImdsInstance } from './imds.js';
 import { instanceProcesses, killInstanceProcesses, runInSandbox, type Invocation } from './sandbox.js';
+import { INSTANT_TIMING, s3TransferMs, type FleetTiming } from './timing.js';
 
 export type { FaultRule } from './faults.js';
+export { EC2_TIMING, INSTANT_TIMING, scaledTiming, type FleetTiming } from './timing.js';
 
 export interface FleetOptions {
   motoUrl: string;
   region?: string;
   /** Where sandboxes live; a fresh temporary directory by default (removed on close). */
   workDir?: string;
-  /** Delay between RunInstances and the instance reporting Online in SSM. */
+  /** Delay between RunInstances and the instance reporting Online in SSM (timing.ssmRegistrationMs when timing is not given). */
   bootDelayMs?: number;
+  /**
+   * How long EC2 boot, SSM registration, S3 transfers and the notice's lead take (timing.ts);
+   * unset figures keep the fleet's old behaviour (INSTANT_TIMING). `scaledTiming(1 / 20)` is EC2 at
+   * 1/20 of real time.
+   */
+  timing?: Partial<FleetTiming>;
   /** Extra environment for commands run on instances. */
   env?: Record<string, string>;
 }
 
 export interface FleetInstance extends ImdsInstance {
   launchedAt: Date;
+  /** When DescribeInstances starts saying `running` (pending before): timing.bootMs after launch. */
+  runningAt: Date;
   onlineAt: Date;
   sandboxDir: string;
   state: 'running' | 'terminated';
@@ -74,10 +95,12 @@ export interface Fleet {
   readonly faults: Faults;
   /** Service Quotas, the IAM policy simulator and image root sizes, which moto lacks (account.ts). */
   readonly account: AccountModel;
+  /** The timing model in force (timing.ts). */
+  readonly timing: Readonly<FleetTiming>;
   injectFault(rule: FaultRule): () => void;
   clearFaults(): void;
   imdsUrl(instanceId: string): string;
-  /** Serve a spot interruption notice on the instance's IMDS; terminate it once its processes are gone or after `terminateAfterMs`. */
+  /** Serve a spot interruption notice on the instance's IMDS; terminate it once its processes are gone or after `terminateAfterMs` (default timing.noticeLeadMs). */
   deliverSpotNotice(instanceId: string, opts?: { terminateAfterMs?: number }): Promise<void>;
   /** Resolves when the instance is terminated (by a spot notice or anyone). */
   whenTerminated(instanceId: string): Promise<void>;
@@ -131,6 +154,11 @@ function listen(server: http.Server): Promise<number> {
 
 export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const region = opts.region ?? 'us-east-1';
+  const timing: FleetTiming = {
+    ...INSTANT_TIMING,
+    ...(opts.bootDelayMs !== undefined ? { ssmRegistrationMs: opts.bootDelayMs } : {}),
+    ...opts.timing,
+  };
   const ownsWorkDir = !opts.workDir;
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-fleet-'));
   const moto = new URL(opts.motoUrl);
@@ -293,7 +321,8 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         zone,
         market: aws.params['InstanceMarketOptions.MarketType'] === 'spot' ? 'spot' : 'on-demand',
         launchedAt: now,
-        onlineAt: new Date(now.getTime() + (opts.bootDelayMs ?? 0)),
+        runningAt: new Date(now.getTime() + timing.bootMs),
+        onlineAt: new Date(now.getTime() + timing.bootMs + timing.ssmRegistrationMs),
         sandboxDir,
         state: 'running',
         invocations: [],
@@ -332,6 +361,8 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   function patchDescribe(xml: string): string {
     let out = xml;
     for (const inst of instances.values()) {
+      // Still booting (timing.bootMs): EC2 says pending; moto says running at once.
+      if (inst.state === 'running' && Date.now() < inst.runningAt.getTime()) out = patchInstanceState(out, inst.id, 0, 'pending');
       if (inst.stateReason) out = patchStateReason(out, inst.id, inst.stateReason.code, inst.stateReason.message, inst.stateReason.transition);
       if (!inst.spotTermination) continue;
       const when = inst.spotTermination.at.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' GMT');
@@ -404,6 +435,11 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
 
       const upstream = await forward(req, body);
       let payload = upstream.body;
+      // S3 throughput (timing.s3BytesPerSecond): the request's payload, up or down, takes its time.
+      if (aws.service === 's3') {
+        const wait = s3TransferMs(timing, Math.max(body.length, payload.length));
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      }
       if (upstream.status === 200 && aws.service === 'ec2') {
         const xml = payload.toString('utf8');
         if (aws.action === 'RunInstances') {
@@ -446,6 +482,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     imds,
     faults,
     account,
+    timing,
     injectFault: (rule) => faults.add(rule),
     clearFaults: () => faults.clear(),
     imdsUrl,
@@ -454,7 +491,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
       const inst = instances.get(instanceId);
       if (!inst) throw new Error(`fleet: unknown instance ${instanceId}`);
       if (inst.state === 'terminated' || inst.spotAction) return;
-      const terminateAfterMs = noticeOpts.terminateAfterMs ?? 120_000;
+      const terminateAfterMs = noticeOpts.terminateAfterMs ?? timing.noticeLeadMs;
       inst.spotAction = { action: 'terminate', time: new Date(Date.now() + terminateAfterMs).toISOString().replace(/\.\d+Z$/, 'Z') };
       const deadline = Date.now() + terminateAfterMs;
       // Like EC2, reclaim the instance at the deadline; earlier if everything on it has already stopped.
