@@ -118,12 +118,12 @@ describe('checkpoint store kill matrix', () => {
 });
 
 describe('checkpoint store under random saves, syncs, retention and crashes', () => {
-  const names = ['checkpoint-1/w.bin', 'checkpoint-2/w.bin', 'ckpt.pt', 'nested/deep/opt.bin', 'state.json'];
+  const names = ['step-1/w.bin', 'step-2/w.bin', 'ckpt.pt', 'nested/deep/opt.bin', 'state.json'];
   const save = fc.record({
     write: fc.dictionary(fc.constantFrom(...names), fc.constantFrom('alpha', 'beta', 'gamma', 'delta'.repeat(50)), { maxKeys: 3 }),
-    delete: fc.array(fc.constantFrom('checkpoint-1', 'checkpoint-2', 'ckpt.pt', 'nested'), { maxLength: 1 }),
+    delete: fc.array(fc.constantFrom('step-1', 'step-2', 'ckpt.pt', 'nested'), { maxLength: 1 }),
     dirs: fc.array(fc.constantFrom('empty', 'nested/empty'), { maxLength: 1 }),
-    links: fc.dictionary(fc.constantFrom('latest', 'nested/link'), fc.constantFrom('ckpt.pt', 'checkpoint-1', '../state.json'), { maxKeys: 1 }),
+    links: fc.dictionary(fc.constantFrom('latest', 'nested/link'), fc.constantFrom('ckpt.pt', 'step-1', '../state.json'), { maxKeys: 1 }),
   });
   const command = fc.oneof(
     save.map((s) => ({ kind: 'save' as const, s })),

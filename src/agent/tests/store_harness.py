@@ -3,7 +3,9 @@
 (test/agent/checkpoint-kill.test.ts, test/agent/checkpoint-property.test.ts). Not shipped.
 
     python3 store_harness.py WORK save JSON      change the job's folder WORK/ckpt (see save())
-    python3 store_harness.py WORK sync [STEP]    one sync of WORK/ckpt (store.sync_tree)
+    python3 store_harness.py WORK sync [STEP]    one sync of WORK/ckpt through the agent's own path
+                                                 (checkpoints.Checkpoints.sync: capture, store,
+                                                 local state), as the final sync after a clean exit
     python3 store_harness.py WORK retain KEEP    retention (store.retain)
     python3 store_harness.py WORK verify         every published manifest restores and verifies,
                                                  and restores to a folder state that was saved
@@ -25,6 +27,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from runctl_agent.checkpoint_restore import restore_checkpoint  # noqa: E402
 from runctl_agent.checkpoint_store import CheckpointStore, contents_prefix, manifest_shas  # noqa: E402
 from runctl_agent.checkpoint_tree import scan_tree  # noqa: E402
+from runctl_agent.checkpoints import Checkpoints  # noqa: E402
 from runctl_agent.storage import open_storage  # noqa: E402
 from runctl_agent.util import remove_quietly  # noqa: E402
 
@@ -41,6 +44,18 @@ def open_store(work):
     storage = open_storage(cfg, logs.append)
     grace = float(os.environ.get("HARNESS_GRACE_SECONDS", "0"))
     return CheckpointStore(storage, RUN, GEN, 1, state, logs.append, grace_seconds=grace), logs
+
+
+def open_checkpoints(work, store, logs):
+    """The agent's Checkpoints over this store (retention is the separate `retain` command here,
+    so its own keep is never reached)."""
+    cfg = {"checkpointDir": os.path.join(work, "ckpt"), "syncIntervalSeconds": 1, "storage": "file://" + os.path.join(work, "storage"),
+           "run": RUN, "generation": GEN, "attempt": 1, "keep": 1000000, "resuming": False,
+           "contentGraceSeconds": store.grace}
+    ckpts = Checkpoints(cfg, store.storage, store.state_dir, {"run": RUN, "generation": GEN, "attempt": 1}, logs.append,
+                        lambda text: None, lambda publish=False, **fields: None, lambda: False, lambda: None)
+    ckpts.store = store
+    return ckpts
 
 
 def folder_digest(root):
@@ -103,10 +118,11 @@ def main(argv):
         root = os.path.join(work, "ckpt")
         record_expected(work)  # before the sync: a sync killed after its manifest still matches
         step = int(argv[2]) if len(argv) > 2 else None
-        result = store.sync_tree(root, scan_tree(root), step=step)
-        m = result["manifest"]
-        print(json.dumps({"id": m and m["id"], "sync": m and m["sync"], "rejected": result["rejected"],
-                          "refused": result["refused"], "logs": logs}))
+        ckpts = open_checkpoints(work, store, logs)
+        if step is not None:
+            ckpts.declared = (step, "line")
+        ref = ckpts.sync(final=True, clean_exit=True)
+        print(json.dumps({"id": ref and ref["id"], "ref": ref, "leftOut": ckpts.last_left_out, "logs": logs}))
         return 0
     if command == "retain":
         print(json.dumps({"retired": store.retain(int(argv[2])), "logs": logs}))
