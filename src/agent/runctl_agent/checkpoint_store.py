@@ -69,6 +69,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import time
 
 from .storage import FileStorage, StorageError
@@ -79,6 +80,8 @@ FORMAT = 2
 DEFAULT_GRACE_SECONDS = 3600.0
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COPY_CHUNK = 1024 * 1024
+HASH_FIRST_BELOW = 8 * 1024 * 1024  # file:// files of a stored size below this are hashed before any copy
+PARALLEL_COPY_FROM = 1024 * 1024  # file:// files from this size are copied and hashed at once, in two threads
 
 
 def contents_prefix(run_prefix):
@@ -376,8 +379,9 @@ class SyncSession(object):
         on S3 it is hashed, and the contents not already stored are uploaded together by one
         `aws s3 cp --recursive` of a folder of hard links to them (no copy: the extra disk is
         zero; where a link cannot be made, that file is uploaded alone straight from the job's
-        folder); on file:// it is copied into the store while hashed (hashed first, then copied
-        by the kernel, when its size matches a stored content, which is then often reused).
+        folder); on file:// it is copied into the store by the kernel while another thread hashes
+        it (a file under HASH_FIRST_BELOW whose size matches a stored content is hashed first,
+        then copied only when new, so a small reused file is never written).
         Every file's (size, mtime_ns, inode, device) is checked again after its content is
         stored: a file that changed is rejected ("changed while it was copied"), and a content
         uploaded from a file that changed during the upload is deleted again, so a content is
@@ -419,7 +423,9 @@ class SyncSession(object):
         path = os.path.join(root, *entry.path.split("/"))
         local = isinstance(self.store.storage, FileStorage)
         same_size = any(size == entry.size for size, _ in self.stored.values()) or entry.size in self.uploaded.values()
-        if local and not same_size:
+        if local and (not same_size or entry.size >= HASH_FIRST_BELOW):
+            # Copied while hashed; a large file of a stored size is more likely new (a shard) than
+            # a copy, so its copy is not held back by hashing first (discarded when stored).
             return self._add_into_folder(path, entry, None)
         try:
             sha = hash_file(path)
@@ -498,7 +504,7 @@ class SyncSession(object):
             try:
                 self.store.kill("content-copy")
                 if sha is None:
-                    sha, size = copy_hashing(path, tmp)
+                    sha, size = copy_and_hash(path, tmp)
                 else:
                     shutil.copyfile(path, tmp)
                     size = os.path.getsize(tmp)
@@ -588,6 +594,42 @@ def hash_file(path):
         for chunk in iter(lambda: f.read(COPY_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def copy_and_hash(src, dest):
+    """Copy src to dest (the kernel copies: shutil.copyfile) while another thread hashes src, so the
+    copy takes about as long as the slower of the two instead of their sum. Returns (sha256 hex,
+    bytes copied); the caller checks src's identity afterwards (unchanged = both saw the same bytes)
+    and that the bytes hashed equal the bytes copied. Raises OSError."""
+    if os.path.getsize(src) < PARALLEL_COPY_FROM:
+        return copy_hashing(src, dest)
+    out = {}
+
+    def run():
+        try:
+            h = hashlib.sha256()
+            n = 0
+            with open(src, "rb") as f:
+                for chunk in iter(lambda: f.read(COPY_CHUNK), b""):
+                    h.update(chunk)
+                    n += len(chunk)
+            out["hashed"] = (h.hexdigest(), n)
+        except OSError as e:
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        shutil.copyfile(src, dest)
+    finally:
+        t.join()
+    if "error" in out:
+        raise out["error"]
+    sha, hashed = out["hashed"]
+    copied = os.path.getsize(dest)
+    if hashed != copied:
+        return sha, -1  # the file changed between the two reads: the caller rejects it
+    return sha, copied
 
 
 def copy_hashing(src, dest):

@@ -72,6 +72,21 @@ class StoreTest(unittest.TestCase):
         self.assertEqual(second, {"filesUploaded": 1, "filesReused": 4, "bytesUploaded": 4096, "bytesReused": 4 * 4096})
         self.assertEqual(len(self.contents()), 5)
 
+    def test_large_files_copied_while_hashed_in_parallel_are_stored_under_their_hash(self):
+        import hashlib
+        big = os.urandom(3 * 1024 * 1024)
+        self.write("checkpoint-1/shard.bin", big)
+        self.write("checkpoint-1/same-size.bin", os.urandom(len(big)))
+        m = self.sync()["manifest"]
+        self.assertEqual(m["sync"]["filesUploaded"], 2)
+        for f in m["files"]:
+            with open(self.storage.local_path(contents_prefix("runs/r") + f["sha256"]), "rb") as fh:
+                self.assertEqual(hashlib.sha256(fh.read()).hexdigest(), f["sha256"])
+        self.write("checkpoint-2/shard.bin", big)  # the same bytes under a new path: reused
+        again = self.sync()["manifest"]
+        self.assertEqual((again["sync"]["filesUploaded"], again["sync"]["filesReused"]), (0, 3))
+        self.assertEqual(len(self.contents()), 2)
+
     def test_identical_content_is_stored_once(self):
         self.write("a.bin", b"same")
         self.write("b/c.bin", b"same")
