@@ -252,12 +252,14 @@ class CheckpointStore(object):
     def retain(self, keep, listing=None):
         """Keep the newest `keep` published checkpoints of this generation; retire the older ones
         (tombstone first, then the manifest, then a format-1 checkpoint's own files), delete
-        unpublished leftovers older than the oldest kept, then, when something was retired,
-        collect unreferenced contents (crash leftovers go with the next collection).
+        unpublished leftovers older than the oldest kept, then, when a retired manifest named
+        stored contents, collect unreferenced contents (crash leftovers go with the next
+        collection; retiring a format-1 checkpoint frees none, so it costs no listing).
         listing: (prefix, ids, published) when the caller just listed them (saves a listing).
         Returns the retired ids."""
         prefix, ids, published = listing or self.ids()
         retired = []
+        freed = False  # a retired manifest named stored contents (format 1 keeps its files in its folder)
         if len(published) > keep:
             oldest_kept = published[-keep]
             for cid in ids:
@@ -267,6 +269,7 @@ class CheckpointStore(object):
                     manifest = self.manifest(self.generation, cid)
                     shas = sorted(manifest_shas(manifest))
                     if shas:
+                        freed = True
                         self.kill("tombstone")
                         self.storage.put_bytes(retired_prefix(self.prefix) + "g%d-%s.json" % (self.generation, cid), json_bytes(
                             {"generation": self.generation, "id": cid, "retiredAt": now_iso(), "retiredAtEpoch": time.time(), "sha256": shas}))
@@ -277,7 +280,7 @@ class CheckpointStore(object):
                 self.kill("checkpoint-dir-delete")
                 self.storage.delete_prefix(prefix + cid + "/")
                 self.log("retention: deleted checkpoint %s (keep %d)" % (cid, keep))
-        if retired:
+        if freed:
             self.collect()
         return retired
 
