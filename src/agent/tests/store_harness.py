@@ -10,6 +10,11 @@
     python3 store_harness.py WORK verify         every published manifest restores and verifies,
                                                  and restores to a folder state that was saved
     python3 store_harness.py WORK stats          stored contents, manifests, bytes
+    python3 store_harness.py WORK run JSON       the commands in JSON ([[command, args...], ...]) one
+                                                 after the other in this one process, each with a
+                                                 fresh store (as a restarted agent); the index of
+                                                 the one running is kept in WORK/progress, so a
+                                                 test that kills the process knows where it was
 
 Storage is WORK/storage (file://) unless HARNESS_STORAGE_URL names another (s3://...; then
 HARNESS_S3_ENDPOINT is its endpoint). RUNCTL_AGENT_KILL_AFTER_OPS=N kills the process before its
@@ -110,9 +115,29 @@ def record_expected(work):
 
 def main(argv):
     work, command = os.path.abspath(argv[0]), argv[1]
-    if command == "save":
-        print(json.dumps(save(work, json.loads(argv[2]))))
+    if command == "run":
+        results = []
+        for i, args in enumerate(json.loads(argv[2])):
+            with open(os.path.join(work, "progress.tmp"), "w") as f:
+                f.write("%d\n" % i)
+            os.replace(os.path.join(work, "progress.tmp"), os.path.join(work, "progress"))
+            results.append(one(work, args[0], args[1:]))
+        print(json.dumps({"results": results}))
         return 0
+    out = one(work, command, argv[2:])
+    if out is None:
+        sys.stderr.write("unknown command %s\n" % command)
+        return 2
+    print(json.dumps(out))
+    return 0
+
+
+def one(work, command, args):
+    """One harness command; its JSON result, or None for an unknown command."""
+    argv = [work, command] + list(args)
+    os.makedirs(work, exist_ok=True)
+    if command == "save":
+        return save(work, json.loads(argv[2]))
     store, logs = open_store(work)
     if command == "sync":
         root = os.path.join(work, "ckpt")
@@ -122,11 +147,9 @@ def main(argv):
         if step is not None:
             ckpts.declared = (step, "line")
         ref = ckpts.sync(final=True, clean_exit=True)
-        print(json.dumps({"id": ref and ref["id"], "ref": ref, "leftOut": ckpts.last_left_out, "logs": logs}))
-        return 0
+        return {"id": ref and ref["id"], "ref": ref, "leftOut": ckpts.last_left_out, "logs": logs}
     if command == "retain":
-        print(json.dumps({"retired": store.retain(int(argv[2])), "logs": logs}))
-        return 0
+        return {"retired": store.retain(int(argv[2])), "logs": logs}
     if command == "verify":
         try:
             with open(os.path.join(work, "expected.json")) as f:
@@ -149,16 +172,13 @@ def main(argv):
                 problems.append("checkpoint %s restores to a folder state that was never saved" % cid)
             remove_quietly(dest)
             checked.append(cid)
-        print(json.dumps({"ok": not problems, "problems": problems, "published": checked}))
-        return 0
+        return {"ok": not problems, "problems": problems, "published": checked, "contents": len(stored)}
     if command == "stats":
         _, ids, published = store.ids()
         contents = store.storage.list_objects(contents_prefix("runs/" + RUN))
-        print(json.dumps({"published": published, "ids": ids, "contents": len(contents),
-                          "contentBytes": sum(size for _, size, _ in contents)}))
-        return 0
-    sys.stderr.write("unknown command %s\n" % command)
-    return 2
+        return {"published": published, "ids": ids, "contents": len(contents),
+                "contentBytes": sum(size for _, size, _ in contents)}
+    return None
 
 
 if __name__ == "__main__":
