@@ -24,29 +24,46 @@ afterEach(async () => {
   await box?.cleanup();
 });
 
-// The Trainer's save: shards, tokenizer (same bytes every time), a script, trainer_state.json
-// last; then it points `latest` at the new folder, deletes the folder beyond its newest two
-// (save_total_limit=2) and says the save is complete (no step: the layout gives it). It waits for
-// the test before the next save, so each save is one sync (syncInterval is long).
-const JOB = String.raw`#!/usr/bin/env bash
-set -e
-ck="$RUNCTL_CHECKPOINT_DIR"
-if [ "$RUNCTL_RESUMING" = 1 ]; then echo "resumed with $(ls "$ck" | tr '\n' ' ')"; exit 0; fi
-mkdir -p "$ck/runs/empty" "$ck/a/b"
-printf 'secret-ish\n' > "$ck/a/b/notes.txt"; chmod 600 "$ck/a/b/notes.txt"
-ln -s b/notes.txt "$ck/a/readme"
-ln -s /etc/hostname "$ck/escape"
-for step in 10 20 30; do
-  d="$ck/checkpoint-$step"; mkdir -p "$d"
-  for i in 1 2 3 4; do head -c $((16384 * i)) /dev/urandom > "$d/model-0000$i-of-00004.safetensors"; done
-  printf '{"vocab": ["a", "b", "c"]}\n' > "$d/tokenizer.json"
-  printf '#!/bin/sh\necho resume\n' > "$d/run.sh"; chmod 755 "$d/run.sh"
-  echo "{\"global_step\": $step}" > "$d/trainer_state.json"
-  ln -sfn "checkpoint-$step" "$ck/latest"
-  old=$((step - 20)); if [ "$old" -gt 0 ]; then rm -rf "$ck/checkpoint-$old"; fi
-  echo "RUNCTL_CHECKPOINT_SAVED"
-  while [ ! -f "$CTL/go-$step" ]; do sleep 0.05; done
-done
+// The Trainer's save, in Python as the Trainer writes it (one process): shards, tokenizer (same
+// bytes every time), a script, trainer_state.json last; then it points `latest` at the new folder,
+// deletes the folder beyond its newest two (save_total_limit=2) and says the save is complete (no
+// step: the layout gives it). It waits for the test before the next save, so each save is one sync
+// (syncInterval is long).
+const JOB = String.raw`
+import json, os, shutil, sys, time
+ck = os.environ["RUNCTL_CHECKPOINT_DIR"]
+ctl = os.environ["CTL"]
+if os.environ.get("RUNCTL_RESUMING") == "1":
+    print("resumed with " + " ".join(sorted(os.listdir(ck))), flush=True)
+    sys.exit(0)
+os.makedirs(os.path.join(ck, "runs", "empty"))
+os.makedirs(os.path.join(ck, "a", "b"))
+with open(os.path.join(ck, "a", "b", "notes.txt"), "w") as f:
+    f.write("secret-ish\n")
+os.chmod(os.path.join(ck, "a", "b", "notes.txt"), 0o600)
+os.symlink("b/notes.txt", os.path.join(ck, "a", "readme"))
+os.symlink("/etc/hostname", os.path.join(ck, "escape"))
+for step in (10, 20, 30):
+    d = os.path.join(ck, "checkpoint-%d" % step)
+    os.makedirs(d)
+    for i in (1, 2, 3, 4):
+        with open(os.path.join(d, "model-%05d-of-00004.safetensors" % i), "wb") as f:
+            f.write(os.urandom(16384 * i))
+    with open(os.path.join(d, "tokenizer.json"), "w") as f:
+        f.write('{"vocab": ["a", "b", "c"]}\n')
+    with open(os.path.join(d, "run.sh"), "w") as f:
+        f.write("#!/bin/sh\necho resume\n")
+    os.chmod(os.path.join(d, "run.sh"), 0o755)
+    with open(os.path.join(d, "trainer_state.json"), "w") as f:
+        json.dump({"global_step": step}, f)
+    tmp = os.path.join(ck, "latest.tmp")
+    os.symlink("checkpoint-%d" % step, tmp)
+    os.replace(tmp, os.path.join(ck, "latest"))
+    if step - 20 > 0:
+        shutil.rmtree(os.path.join(ck, "checkpoint-%d" % (step - 20)))
+    print("RUNCTL_CHECKPOINT_SAVED", flush=True)
+    while not os.path.exists(os.path.join(ctl, "go-%d" % step)):
+        time.sleep(0.05)
 `;
 
 const SHARD_BYTES = 16384 * (1 + 2 + 3 + 4);
@@ -57,13 +74,13 @@ function published(run: string, step: number): PublishedCheckpoint | false {
 }
 
 describe('content-addressed checkpoints through the agent', () => {
-  it('uploads only a new checkpoint folder, keeps the newest manifests and their contents, restores the tree', { timeout: 120_000 }, async () => {
+  it('uploads only a new checkpoint folder, keeps the newest manifests and their contents, restores the tree', { timeout: 400_000 }, async () => {
     box = await Sandbox.create();
-    const bundle = await box.bundle({ 'job.sh': JOB });
+    const bundle = await box.bundle({ 'job.py': JOB });
     const ctl = path.join(box.root, 'ctl');
     mkdirSync(ctl);
     const key = { run: 'hf', generation: 1, attempt: 1 };
-    const config = box.config(key, bundle, imds.url, { env: { CTL: ctl }, keep: 2, syncIntervalSeconds: 600, contentGraceSeconds: 0 });
+    const config = box.config(key, bundle, imds.url, { command: 'python3 job.py', env: { CTL: ctl }, keep: 2, syncIntervalSeconds: 600, contentGraceSeconds: 0 });
     const agent = await box.start(config);
     const contentsDir = path.join(box.storageDir, contentsPrefix('hf'));
     const stored = () => readdirSync(contentsDir).filter((n) => /^[0-9a-f]{64}$/.test(n));
@@ -72,7 +89,7 @@ describe('content-addressed checkpoints through the agent', () => {
     const saves: PublishedCheckpoint[] = [];
     let uploadedSoFar = 0;
     for (const step of [10, 20, 30]) {
-      const c = await waitFor(`the checkpoint holding checkpoint-${step}/`, () => published('hf', step));
+      const c = await waitFor(`the checkpoint holding checkpoint-${step}/`, () => published('hf', step), 120_000);
       saves.push(c);
       expect(c.manifest).toMatchObject({ format: 2, step, stepSource: 'huggingface' });
       const folder = c.manifest.files.filter((f) => f.path.startsWith(`checkpoint-${step}/`));
@@ -121,7 +138,7 @@ describe('content-addressed checkpoints through the agent', () => {
 
     // Attempt 2 restores it: the same tree, byte for byte, modes, empty folders and links included.
     const key2 = { run: 'hf', generation: 1, attempt: 2 };
-    const config2 = box.config(key2, bundle, imds.url, { env: { CTL: ctl }, keep: 2, syncIntervalSeconds: 600, contentGraceSeconds: 0 });
+    const config2 = box.config(key2, bundle, imds.url, { command: 'python3 job.py', env: { CTL: ctl }, keep: 2, syncIntervalSeconds: 600, contentGraceSeconds: 0 });
     const status2 = await box.run(config2);
     expect(status2).toMatchObject({ phase: 'succeeded', restoredFrom: { id: last.id } });
     const ck = config2.checkpointDir;
@@ -149,13 +166,15 @@ describe('content-addressed checkpoints through the agent', () => {
     // Format 1: the files beside MANIFEST.json in <id>/, no `format` field.
     await box.publishCheckpoint('legacy', 1, '00000001', { step: '3\n', 'nested/extra.bin': 'abc' }, 3);
     const key = { run: 'legacy', generation: 1, attempt: 2 };
-    const config = box.config(key, bundle, imds.url, { env: { STEPS: '5', DELAY: '0.01' }, keep: 2 });
+    const config = box.config(key, bundle, imds.url, { env: { STEPS: '5', DELAY: '0.01' }, keep: 10 });
     const status = await box.run(config);
 
     expect(status).toMatchObject({ phase: 'succeeded', restoredFrom: { id: '00000001' } });
     expect(box.steps(key)).toEqual([4, 5]);
     expect(box.agentLog(config)).toContain('restored checkpoint g1/00000001 (2 files, written in the layout before content-addressed storage)');
-    const [old, now] = box.checkpoints('legacy', 1);
+    const all = box.checkpoints('legacy', 1);
+    const [old, now] = [all[0], all.at(-1)];
+    expect(old!.id).toBe('00000001');
     expect(old!.manifest.format).toBeUndefined();
     expect(now!.manifest.format).toBe(2);
     expect(now!.manifest.files.map((f) => f.path)).toEqual(['nested/extra.bin', 'step']);
