@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 export const validateTrainingRun = validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}}}},"setup":{"description":"Shell command for the installing phase (run once per instance, before training), e.g. pip install -r requirements.txt. Leave out if there is nothing to install.","type":"string","minLength":1},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"},"stall":{"description":"A job that prints nothing for this long fails the attempt with reason Stalled (counted against recovery.maxRetriesOnError), between 1s and 7d. Unset: never.","$ref":"#/$defs/duration"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
+const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}}}},"setup":{"description":"Shell command for the installing phase (run once per instance, before training), e.g. pip install -r requirements.txt. Leave out if there is nothing to install.","type":"string","minLength":1},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"},"stall":{"description":"A job that prints nothing for this long fails the attempt with reason Stalled (counted against recovery.maxRetriesOnError), between 1s and 7d. Unset: never.","$ref":"#/$defs/duration"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"progress":{"description":"How runctl reads the job's progress from its output. Without it: tqdm bars, Hugging Face Trainer log dicts, Lightning bars, nanoGPT lines and step=N/T loss=X (docs/progress.md).","type":"object","additionalProperties":false,"properties":{"pattern":{"description":"A regular expression in ECMAScript syntax matched against each line the job prints, with the named group step and optionally total, loss and any other named group (kept as a metric), e.g. 'iter (?<step>\\d+): loss (?<loss>[\\d.]+)'. Replaces the built-in formats. The subset runctl accepts is in docs/progress.md.","type":"string","minLength":1,"maxLength":1000}}},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
 const schema32 = {"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"};
 const schema33 = {"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"};
 const schema34 = {"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"};
@@ -1562,11 +1562,12 @@ vErrors.push(err117);
 }
 errors++;
 }
-if(data6.rehearsal !== undefined){
-let data52 = data6.rehearsal;
+if(data6.progress !== undefined){
+let data52 = data6.progress;
 if(data52 && typeof data52 == "object" && !Array.isArray(data52)){
-if(data52.interruptAfter === undefined){
-const err118 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
+for(const key15 in data52){
+if(!(key15 === "pattern")){
+const err118 = {instancePath:instancePath+"/spec/progress",schemaPath:"#/properties/spec/properties/progress/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err118];
 }
@@ -1575,9 +1576,12 @@ vErrors.push(err118);
 }
 errors++;
 }
-for(const key15 in data52){
-if(!(key15 === "interruptAfter")){
-const err119 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
+}
+if(data52.pattern !== undefined){
+let data53 = data52.pattern;
+if(typeof data53 === "string"){
+if(func1(data53) > 1000){
+const err119 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/maxLength",keyword:"maxLength",params:{limit: 1000},message:"must NOT have more than 1000 characters"};
 if(vErrors === null){
 vErrors = [err119];
 }
@@ -1586,12 +1590,8 @@ vErrors.push(err119);
 }
 errors++;
 }
-}
-if(data52.interruptAfter !== undefined){
-let data53 = data52.interruptAfter;
-if(typeof data53 === "string"){
-if(!pattern18.test(data53)){
-const err120 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(func1(data53) < 1){
+const err120 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
 if(vErrors === null){
 vErrors = [err120];
 }
@@ -1602,7 +1602,7 @@ errors++;
 }
 }
 else {
-const err121 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err121 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err121];
 }
@@ -1614,7 +1614,7 @@ errors++;
 }
 }
 else {
-const err122 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err122 = {instancePath:instancePath+"/spec/progress",schemaPath:"#/properties/spec/properties/progress/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err122];
 }
@@ -1624,9 +1624,11 @@ vErrors.push(err122);
 errors++;
 }
 }
-}
-else {
-const err123 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data6.rehearsal !== undefined){
+let data54 = data6.rehearsal;
+if(data54 && typeof data54 == "object" && !Array.isArray(data54)){
+if(data54.interruptAfter === undefined){
+const err123 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
 if(vErrors === null){
 vErrors = [err123];
 }
@@ -1635,15 +1637,75 @@ vErrors.push(err123);
 }
 errors++;
 }
-}
-}
-else {
-const err124 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+for(const key16 in data54){
+if(!(key16 === "interruptAfter")){
+const err124 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key16},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err124];
 }
 else {
 vErrors.push(err124);
+}
+errors++;
+}
+}
+if(data54.interruptAfter !== undefined){
+let data55 = data54.interruptAfter;
+if(typeof data55 === "string"){
+if(!pattern18.test(data55)){
+const err125 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(vErrors === null){
+vErrors = [err125];
+}
+else {
+vErrors.push(err125);
+}
+errors++;
+}
+}
+else {
+const err126 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err126];
+}
+else {
+vErrors.push(err126);
+}
+errors++;
+}
+}
+}
+else {
+const err127 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err127];
+}
+else {
+vErrors.push(err127);
+}
+errors++;
+}
+}
+}
+else {
+const err128 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err128];
+}
+else {
+vErrors.push(err128);
+}
+errors++;
+}
+}
+}
+else {
+const err129 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err129];
+}
+else {
+vErrors.push(err129);
 }
 errors++;
 }
