@@ -5,6 +5,7 @@ import { formatDuration, parseDuration } from './duration.js';
 import type { Segment } from './field-path.js';
 import { error, warning, type Problem } from './problem.js';
 import { ProgressPatternError, translateProgressPattern } from './progress-pattern.js';
+import { checkCodeInclude, checkSetupCache } from './setup-checks.js';
 
 const SECOND = 1000;
 const HOUR = 3600 * SECOND;
@@ -87,6 +88,8 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
     const message = codePaths.check(codePath);
     if (message) problems.push(error(['spec', 'code', 'path'], message));
   }
+  checkCodeInclude(spec, problems);
+  checkSetupCache(spec, codePaths, problems);
   return problems;
 }
 
