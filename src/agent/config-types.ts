@@ -59,4 +59,9 @@ export interface AgentConfig {
    * (tests, benches). Not rendered from the spec.
    */
   contentGraceSeconds?: number;
+  /**
+   * spec.progress.pattern translated to Python `re` syntax (src/spec/progress-pattern.ts), compiled
+   * by the agent with re.ASCII; absent: the built-in formats (docs/progress.md).
+   */
+  progressPattern?: string;
 }
