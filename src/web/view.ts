@@ -240,9 +240,10 @@ export function attemptViews(s: RunStatus, events: readonly RunEvent[]): Attempt
 }
 
 /**
- * Interruptions, resumes and the end, from the transition events. An interruption is marked at
- * the step the interrupted attempt last recorded; a resume where the next attempt's job started
- * training again, at the first step it recorded (the checkpoint it restored, plus one).
+ * Interruptions, resumes and the end, from the transition events, at the time of the event. An
+ * interruption is marked at the last step the interrupted attempt recorded; a resume at the first
+ * step the next attempt recorded (the checkpoint it restored, plus one). Between the two lie the
+ * steps the interruption made the job redo.
  */
 export function markers(s: RunStatus, events: readonly RunEvent[], history: readonly SeriesView[]): MarkerView[] {
   const out: MarkerView[] = [];
@@ -254,7 +255,8 @@ export function markers(s: RunStatus, events: readonly RunEvent[], history: read
     const key = `${e.generation}/${e.attempt}`;
     if (phase === 'Interrupted') {
       interrupted.add(key);
-      const before = series(e.generation, e.attempt).filter((p) => p.time <= e.at).at(-1) ?? series(e.generation, e.attempt).at(-1);
+      // Where its curve ends: the job may train on for a step or two while it saves on the notice.
+      const before = series(e.generation, e.attempt).at(-1);
       out.push({
         kind: 'interrupted',
         at: e.at,

@@ -38,9 +38,9 @@ describe('dashboard view', () => {
   ];
   const detail = runDetail({ status, labels: { team: 'nlp' }, events, history, log: { generation: 1, attempt: 2, lines: ['token https://dave:pw1@host/x'] }, now: T0 + 100_000 });
 
-  it('marks the interruption at the last step before it and the resume at the step training restarted from', () => {
+  it('marks the interruption at the last step the attempt recorded and the resume at the step training restarted from', () => {
     expect(detail.markers.map((m) => [m.kind, m.attempt, m.step])).toEqual([
-      ['interrupted', 1, 42],
+      ['interrupted', 1, 44],
       ['resumed', 2, 41],
       ['completed', 2, 100],
     ]);
