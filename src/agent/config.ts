@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttemptKey } from '../providers/types.js';
 import { parseDuration } from '../spec/duration.js';
-import type { RunSpec } from '../spec/types.js';
+import { setupCache, setupCommand, type RunSpec } from '../spec/types.js';
 import type { AgentConfig } from './config-types.js';
 
 /** EC2's instance metadata service. */
@@ -70,7 +70,10 @@ export function renderAgentConfig(input: AgentConfigInput): AgentConfig {
     heartbeatSeconds: input.heartbeatSeconds ?? (s3 ? 10 : 1),
     noticePollSeconds: input.noticePollSeconds ?? 2,
   };
-  if (spec.setup !== undefined) config.setup = spec.setup;
+  const setup = setupCommand(spec);
+  if (setup !== undefined) config.setup = setup;
+  const cache = setupCache(spec);
+  if (cache) config.setupCache = { paths: [...cache.paths], key: [...cache.key] };
   if (spec.timeouts.stall !== undefined) config.stallSeconds = seconds(spec.timeouts.stall, 'timeouts.stall');
   const region = input.region ?? spec.resources.region;
   if (region !== undefined) config.region = region;

@@ -29,6 +29,35 @@ export interface InstanceRef {
   launchedAt: string;
 }
 
+/** A price in force from `from` (ISO time) until the next step's `from`, in USD per instance-hour. */
+export interface PriceStep {
+  from: string;
+  usdPerHour: number;
+}
+
+/**
+ * The prices of one instance as a provider knows them (Provider.priceInstance). Never a guess:
+ * a price that cannot be had is absent and its `…Unknown` field says why.
+ */
+export interface InstancePrice {
+  /**
+   * The price the instance is billed at, oldest first, covering its life up to `fetchedAt`: spot,
+   * the steps of DescribeSpotPriceHistory for its type, zone and product description (the first is
+   * the price in force at launch); on-demand, one step from the Price List API; local, one $0 step.
+   */
+  steps?: PriceStep[];
+  /** Why `steps` is missing: the instance's cost is unknown (and not counted against the budget). */
+  unknown?: string;
+  /** On-demand price of the same instance type in the same region (USD/hour), to say what spot saved. */
+  onDemandUSDPerHour?: number;
+  /** Why `onDemandUSDPerHour` is missing. */
+  onDemandUnknown?: string;
+  /** Where the prices came from, for people, e.g. `spot price history us-east-1a Linux/UNIX; price list us-east-1`. */
+  source: string;
+  /** ISO time the prices were read. */
+  fetchedAt: string;
+}
+
 export interface LaunchRequest extends AttemptKey {
   spec: RunSpec;
   /** Identifies the controller deployment (tag `runctl:controller`). */
@@ -415,8 +444,32 @@ export interface Provider {
    * later, so a transient failure's message must not promise a retry.
    */
   listOwned?(opts?: { oneShot?: boolean }): Promise<InstanceObservation[]>;
+  /**
+   * The prices of an instance over `[from, to]` (ISO times; `to` is now for a live instance):
+   * the billed price steps and the on-demand price of its type (InstancePrice). A price the
+   * provider cannot have (permission, no offer) comes back as `unknown` with the reason; throws
+   * RetryableError only for a transient failure (the reconciler asks again on a later pass).
+   */
+  priceInstance?(instance: InstanceRef, window: { from: string; to: string }, spec: RunSpec): Promise<InstancePrice>;
+  /**
+   * The hourly price of each way the spec may run (`plan`): one quote per market/type/zone rung,
+   * spot at its current price and on-demand from the price list. Read-only; prices it cannot have
+   * come back with `unknown`. Throws only when it cannot ask at all.
+   */
+  quoteSpec?(spec: RunSpec): Promise<RungQuote[]>;
   /** Release resources held by the provider object (servers, clients). */
   close?(): Promise<void>;
+}
+
+/** The hourly price of one rung of a spec's ladder, for `plan`. */
+export interface RungQuote {
+  market: MarketKind;
+  instanceType: string;
+  /** Zone, for spot (its price is per zone); absent for on-demand (one price per region). */
+  zone?: string;
+  usdPerHour?: number;
+  unknown?: string;
+  source: string;
 }
 
 // Error classes the reconciler acts on. Providers translate their native errors into these.

@@ -4,6 +4,7 @@ import type { CodePathChecker } from './code-path.js';
 import { formatDuration, parseDuration } from './duration.js';
 import type { Segment } from './field-path.js';
 import { error, warning, type Problem } from './problem.js';
+import { checkCodeInclude, checkSetupCache } from './setup-checks.js';
 
 const SECOND = 1000;
 const HOUR = 3600 * SECOND;
@@ -85,6 +86,8 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
     const message = codePaths.check(codePath);
     if (message) problems.push(error(['spec', 'code', 'path'], message));
   }
+  checkCodeInclude(spec, problems);
+  checkSetupCache(spec, codePaths, problems);
   return problems;
 }
 

@@ -33,8 +33,8 @@ const everyField: DeepRequired<TrainingRun> = {
   metadata: { name: 'every-field', labels: { team: 'vision' } },
   spec: {
     provider: 'aws',
-    code: { path: '.', exclude: ['data/**'] },
-    setup: 'pip install -r requirements.txt',
+    code: { path: '.', exclude: ['data/**'], include: ['data/**/*.bin'] },
+    setup: { run: 'pip install -r requirements.txt', cache: { paths: ['.venv'], key: ['requirements.txt'] } },
     run: 'python train.py',
     env: { WANDB_MODE: 'offline' },
     secrets: { HF_TOKEN: 'ssm:/team/hf-token' },
@@ -67,6 +67,8 @@ const everyProjectField: DeepRequired<ProjectConfig> = {
 
 const OPTIONAL_PATHS = [
   'spec.setup',
+  'spec.setup.cache',
+  'spec.code.include',
   'spec.rehearsal',
   'spec.resources.maxSpotPrice',
   'spec.resources.region',
