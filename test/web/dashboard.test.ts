@@ -85,8 +85,8 @@ async function until<T>(get: () => T | undefined | false, what: string, limitMs 
 /**
  * A copy of the repository's quickstart: the shipped runs/quickstart.yaml and examples/tiny-trainer.
  * Two changes keep the test short and its interruption independent of machine load: the trainer
- * pauses 0.02 s per step instead of 0.06 s, and the test interrupts it (as `runctl interrupt`
- * does: the same notice) once it has trained 60 steps, instead of the rehearsal's 12 s timer.
+ * pauses 0.03 s per step instead of 0.06 s, and the test interrupts it (as `runctl interrupt`
+ * does: the same notice) once it has trained 30 steps, instead of the rehearsal's 12 s timer.
  */
 function copyQuickstart(): void {
   fs.mkdirSync(path.join(repo, 'runs'), { recursive: true });
@@ -95,7 +95,7 @@ function copyQuickstart(): void {
   const rehearsal = /^\s+rehearsal: .*\n/m;
   expect(shipped).toMatch(run);
   expect(shipped).toMatch(rehearsal);
-  fs.writeFileSync(path.join(repo, 'runs', 'quickstart.yaml'), shipped.replace(run, '$1 --step-delay 0.02').replace(rehearsal, ''));
+  fs.writeFileSync(path.join(repo, 'runs', 'quickstart.yaml'), shipped.replace(run, '$1 --step-delay 0.03').replace(rehearsal, ''));
   const skip = new Set(['.venv', 'wheelhouse', 'checkpoints', '__pycache__']);
   fs.cpSync('examples/tiny-trainer', path.join(repo, 'examples', 'tiny-trainer'), { recursive: true, filter: (src) => !skip.has(path.basename(src)) });
   fs.writeFileSync(path.join(repo, 'runctl.yaml'), 'prune: false\n');
@@ -165,11 +165,11 @@ describe('runctl dashboard', () => {
     await markPage(table);
     await table.locator('tr[data-run="quickstart"]').waitFor({ timeout: 120_000 });
 
-    // Interrupt attempt 1 once it has trained 60 steps: a spot notice through the sandbox's IMDS.
+    // Interrupt attempt 1 once it has trained 30 steps: a spot notice through the sandbox's IMDS.
     await until(() => {
       const s = statusFile();
-      return s?.phase === 'Training' && s.attempt === 1 && (s.progress?.step ?? 0) >= 60;
-    }, 'attempt 1 to train 60 steps');
+      return s?.phase === 'Training' && s.attempt === 1 && (s.progress?.step ?? 0) >= 30;
+    }, 'attempt 1 to train 30 steps');
     // What `runctl interrupt quickstart` does, without starting another process.
     const providers = createProviderRegistry({ repoRoot: repo, controller: 'default' });
     const delivered = await interruptRun(new FileStore(path.join(repo, '.runctl'), { readOnly: true }), providers, 'quickstart');
@@ -201,7 +201,7 @@ describe('runctl dashboard', () => {
     const resumed = detail.markers.find((m) => m.kind === 'resumed')!;
     expect(interrupted).toMatchObject({ attempt: 1 });
     expect(resumed).toMatchObject({ attempt: 2 });
-    expect(interrupted.step).toBeGreaterThanOrEqual(60);
+    expect(interrupted.step).toBeGreaterThanOrEqual(30);
     // Resumed from the checkpoint before the interruption, never from scratch.
     expect(resumed.step).toBeGreaterThan(1);
     expect(resumed.step!).toBeLessThanOrEqual(interrupted.step! + 1);
@@ -221,7 +221,7 @@ describe('runctl dashboard', () => {
     await expect.poll(() => page.locator('#log').textContent()).toContain('done: 400 steps');
     await page.screenshot({ path: artifactPath('dashboard-run.png'), fullPage: true });
     // The part the README shows (docs/dashboard-run.png is this file): summary, curve, timeline.
-    await page.screenshot({ path: artifactPath('dashboard-run-top.png'), clip: { x: 0, y: 0, width: 1280, height: 1000 } });
+    await page.screenshot({ path: artifactPath('dashboard-run-top.png'), fullPage: true, clip: { x: 0, y: 0, width: 1280, height: 1080 } });
 
     // The runs table updated itself too; its filters by phase and label.
     await table.locator('tr[data-run="quickstart"][data-phase="Completed"]').waitFor();
