@@ -46,6 +46,23 @@ describe('dashboard view', () => {
     ]);
   });
 
+  it("adds the ledger's recovery time and steps redone to the interruption, and prices attempts from it", () => {
+    const ledger = {
+      attempts: [
+        { generation: 1, attempt: 1, costUSD: 0.15 },
+        { generation: 1, attempt: 2, costUSD: 0.25 },
+      ],
+      interruptions: [{ generation: 1, attempt: 1, nextAttempt: 2, noticedAt: at(30), recoverySeconds: 30.4, stepsRedone: 3 }],
+      costUSD: 0.4,
+      unknown: [],
+      recoverySeconds: 30.4,
+      stepsRedone: 3,
+    };
+    const d = runDetail({ status: { ...status, ledger }, labels: {}, events, history, log: null, now: T0 });
+    expect(d.markers[0]!.message).toBe('attempt 1 interrupted (Server.SpotInstanceTermination); training again 30s after the notice, 3 steps redone');
+    expect(d.attempts.map((a) => a.costUSD)).toEqual([0.15, 0.25]);
+  });
+
   it('puts every attempt on the timeline with the phases its transitions entered', () => {
     expect(detail.attempts.map((a) => [a.attempt, a.instanceId, a.start, a.end, a.phases.map((p) => p.phase)])).toEqual([
       [1, 'i-1', at(0), at(40), ['Provisioning', 'Training', 'Interrupted']],
