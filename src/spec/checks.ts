@@ -3,6 +3,7 @@
 import type { CodePathChecker } from './code-path.js';
 import { formatDuration, parseDuration } from './duration.js';
 import type { Segment } from './field-path.js';
+import { checkNotifications } from './notification-checks.js';
 import { error, warning, type Problem } from './problem.js';
 
 const SECOND = 1000;
@@ -56,6 +57,7 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
   const provider = str(spec.provider);
 
   checkDurations(spec, problems);
+  problems.push(...checkNotifications(spec.notifications, ['spec', 'notifications']));
 
   const market = str(resources.market);
   if (typeof resources.maxSpotPrice === 'number' && market === 'on-demand') {
