@@ -186,6 +186,8 @@ export class RunctlMetrics {
   readonly interruptions: Counter;
   readonly spend: Gauge;
   readonly orphans: Counter;
+  readonly notificationsSent: Counter;
+  readonly notificationsFailed: Counter;
   /** Interruptions last seen per run, so the counter counts each interruption once. */
   private readonly seenInterruptions = new Map<string, number>();
 
@@ -199,6 +201,18 @@ export class RunctlMetrics {
     this.interruptions = registry.counter('runctl_interruptions_total', 'Spot interruptions seen by this controller since it started.');
     this.spend = registry.gauge('runctl_spend_usd', 'Cost so far of the runs this controller knows, in USD.');
     this.orphans = registry.counter('runctl_orphaned_instances_terminated_total', 'Instances of finished, deleted or unknown runs that the orphan sweep terminated.');
+    this.notificationsSent = registry.counter('runctl_notifications_sent_total', 'Notifications a receiver accepted (HTTP 2xx), by receiver format and event.', ['format', 'event']);
+    this.notificationsFailed = registry.counter(
+      'runctl_notifications_failed_total',
+      'Notification attempts that did not end delivered, by receiver format, event and outcome (retry, gave-up, refused, no-url, unconfirmed, skipped).',
+      ['format', 'event', 'outcome'],
+    );
+  }
+
+  /** One notification attempt's outcome (src/notify/notifier.ts): `delivered`, or why not. */
+  notification(format: string, event: string, outcome: string): void {
+    if (outcome === 'delivered') this.notificationsSent.inc({ format, event });
+    else this.notificationsFailed.inc({ format, event, outcome });
   }
 
   /** One orphaned instance terminated by the sweep. */
