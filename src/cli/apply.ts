@@ -105,7 +105,7 @@ export async function applyCommand(paths: string[], opts: ApplyOptions, override
     });
     try {
       summary = opts.wait ? await controller.runUntilSettled(abort.signal) : await controller.runOnce();
-      await finishNotifications(notifier, print);
+      await finishNotifications(notifier, print, abort.signal);
     } finally {
       await notifier.stop();
       await controller.stop();

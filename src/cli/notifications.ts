@@ -31,11 +31,11 @@ export function controllerNotifier(opts: {
 }
 
 /**
- * Waits (boundedly) for deliveries in flight, then stops the notifier. What is left stays owed in
+ * Waits (at most 10 s; after Ctrl-C only for requests in flight) for deliveries, then stops the notifier. What is left stays owed in
  * the run's event log; the next controller sends it.
  */
-export async function finishNotifications(notifier: Notifier, print: (line: string) => void, timeoutMs = NOTIFICATION_DRAIN_MS): Promise<void> {
-  const left = await notifier.drain(timeoutMs);
+export async function finishNotifications(notifier: Notifier, print: (line: string) => void, hurry?: AbortSignal, timeoutMs = NOTIFICATION_DRAIN_MS): Promise<void> {
+  const left = await notifier.drain(timeoutMs, hurry);
   await notifier.stop();
   if (left > 0) {
     print(

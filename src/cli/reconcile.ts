@@ -168,7 +168,7 @@ export async function reconcileCommand(paths: string[], opts: ReconcileOptions, 
     } else {
       summary = opts.once ? await controller.runOnce() : await controller.runUntilSettled(abort.signal);
     }
-    await finishNotifications(notifier, (line) => display.log(line));
+    await finishNotifications(notifier, (line) => display.log(line), abort.signal);
     await controller.stop();
   } finally {
     await notifier.stop();

@@ -127,20 +127,25 @@ export class Notifier {
   }
 
   /**
-   * Waits until every delivery known is settled, or `timeoutMs` has passed. Returns how many are
-   * left: they stay owed in the log, and the next controller delivers them.
+   * Waits until every delivery known is settled, or `timeoutMs` has passed; once `hurry` is
+   * aborted (the user pressed Ctrl-C), only for requests in flight, not for retries waiting out
+   * their backoff. Returns how many are left: they stay owed in the log for the next controller.
    */
-  async drain(timeoutMs: number): Promise<number> {
+  async drain(timeoutMs: number, hurry?: AbortSignal): Promise<number> {
     const deadline = this.now() + timeoutMs;
-    while (this.jobs.size > 0 || this.scans.size > 0) {
+    const waiting = () => this.scans.size > 0 || (hurry?.aborted ? [...this.jobs.values()].some((j) => j.running) : this.jobs.size > 0);
+    while (waiting()) {
       const left = deadline - this.now();
       if (left <= 0) break;
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.idleWaiters.push(() => {
+        const wake = () => {
           clearTimeout(t);
+          hurry?.removeEventListener('abort', wake);
           resolve();
-        });
+        };
+        const t = setTimeout(wake, left);
+        hurry?.addEventListener('abort', wake, { once: true });
+        this.idleWaiters.push(wake);
       });
     }
     return this.jobs.size;

@@ -196,7 +196,7 @@ describe('which run events notify', () => {
     expect(receivers[0]!.events).toEqual(['Failed', 'Completed']);
     expect(receivers[1]!.label).toBe('slack receiver (URL from $HOOK)');
     const done = stampNotifications({ kind: 'transition' as const, action: 'Training -> Completed', data: { event: 'JOB_SUCCEEDED' } }, receivers);
-    expect(done.data.notify).toEqual([receivers[0]!.id]);
+    expect((done.data as Record<string, unknown>).notify).toEqual([receivers[0]!.id]);
     const other = stampNotifications({ kind: 'transition' as const, action: 'Pending -> Provisioning', data: {} }, receivers);
     expect(other.data).toEqual({});
   });
