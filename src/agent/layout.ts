@@ -8,6 +8,7 @@
 //   runs/<run>/g<gen>/a<attempt>/status.json         agent heartbeat/status (AgentStatus)
 //   runs/<run>/g<gen>/a<attempt>/control.json        controller -> agent requests (StopRequest)
 //   runs/<run>/g<gen>/a<attempt>/logs/<seq>.log      log segments, 8-digit seq, append-only
+//   runs/<run>/g<gen>/a<attempt>/progress.json       progress history (ProgressHistoryDocument), replaced whole
 //   runs/<run>/g<gen>/checkpoints/<id>/<files>       checkpoint files, uploaded first
 //   runs/<run>/g<gen>/checkpoints/<id>/MANIFEST.json written last: a checkpoint without it does not exist
 import type { AttemptKey } from '../providers/types.js';
@@ -44,6 +45,11 @@ export function controlKey(key: AttemptKey): string {
 
 export function logsPrefix(key: AttemptKey): string {
   return `${attemptPrefix(key)}/logs/`;
+}
+
+/** The attempt's progress history, rewritten whole by the agent at a bounded rate (docs/progress.md). */
+export function progressKey(key: AttemptKey): string {
+  return `${attemptPrefix(key)}/progress.json`;
 }
 
 export function checkpointsPrefix(run: string, generation: number, uid?: string): string {

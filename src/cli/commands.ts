@@ -13,6 +13,7 @@ import { register as logs } from './logs.js';
 import { register as interrupt } from './interrupt.js';
 import { register as graph } from './graph.js';
 import { register as doctor } from './doctor.js';
+import { register as dashboard } from './dashboard.js';
 
 export const commands: Array<(program: Command) => void> = [
   validate,
@@ -23,6 +24,7 @@ export const commands: Array<(program: Command) => void> = [
   status,
   describe,
   logs,
+  dashboard,
   interrupt,
   graph,
   schema,

@@ -8,6 +8,7 @@ import { DEFAULT_RESYNC_INTERVAL_MS, SpecWatcher } from '../reconciler/watch.js'
 import { DEFAULT_LEASE_TTL_MS } from '../state/lease.js';
 import { LockHeldError } from '../state/types.js';
 import { colorsFor, LiveDisplay } from '../ui/index.js';
+import { openDashboard, remoteWarning, type DashboardServer } from '../web/index.js';
 import {
   addCommonOptions,
   cliContext,
@@ -19,6 +20,7 @@ import {
   type ControllerStore,
 } from './context.js';
 import { DiagnosticsReporter, eventLine, noticePrinter } from './controller-output.js';
+import { dashboardAddress } from './dashboard.js';
 import { UsageError } from './errors.js';
 
 export interface ReconcileOptions extends CommonOptions {
@@ -30,6 +32,8 @@ export interface ReconcileOptions extends CommonOptions {
   pullInterval?: string;
   resyncInterval?: string;
   metrics?: string;
+  dashboard?: string;
+  dashboardAllowRemote?: boolean;
   leaseDuration?: string;
 }
 
@@ -46,6 +50,8 @@ export function register(program: Command): void {
       .option('--prune', 'stop and forget runs whose spec files were removed (default: runctl.yaml prune)')
       .option('--allow-empty-prune', 'let prune delete every run when the runs folder holds none (refused otherwise)')
       .option('--metrics <addr>', 'serve Prometheus metrics at http://ADDR/metrics and /healthz (e.g. 127.0.0.1:9464)')
+      .option('--dashboard <addr>', 'serve the read-only web dashboard at http://ADDR/ while reconciling (e.g. 127.0.0.1:8080; docs/dashboard.md)')
+      .option('--dashboard-allow-remote', 'allow a non-loopback --dashboard address: only behind an authenticating reverse proxy')
       .option('--lease-duration <duration>', 'with shared state: how long a run lease lasts without renewal', `${DEFAULT_LEASE_TTL_MS / 1000}s`)
       .option('--workers <n>', 'runs reconciled at the same time', '4'),
   ).action(async (paths: string[], opts: ReconcileOptions) => {
@@ -63,6 +69,9 @@ export async function reconcileCommand(paths: string[], opts: ReconcileOptions, 
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
     throw new UsageError(`--workers must be a whole number from 1 to 64 (got ${opts.workers})`);
   }
+  if (opts.dashboardAllowRemote && opts.dashboard === undefined) throw new UsageError('--dashboard-allow-remote goes with --dashboard ADDR');
+  const dashboardAt =
+    opts.dashboard !== undefined ? dashboardAddress(opts.dashboard, '--dashboard', opts.dashboardAllowRemote === true, '--dashboard-allow-remote') : undefined;
   const ctx = await cliContext(opts, overrides);
   if (reportProjectProblems(ctx)) return 1;
   if (pullMs !== undefined) {
@@ -91,6 +100,30 @@ export async function reconcileCommand(paths: string[], opts: ReconcileOptions, 
       await ctx.providers.close();
       if (err instanceof MetricsAddressError) throw new UsageError(err.message);
       throw err;
+    }
+  }
+
+  let dashboard: DashboardServer | undefined;
+  if (dashboardAt) {
+    try {
+      // Reads the store this controller writes, as `runctl dashboard` would: it never reconciles.
+      dashboard = await openDashboard({
+        store: opened.store,
+        providers: ctx.providers,
+        paths,
+        repoRoot: ctx.repoRoot,
+        project: ctx.project,
+        address: dashboardAt,
+        log: (line) => process.stderr.write(`runctl: ${line}\n`),
+      });
+      const warning = remoteWarning(dashboardAt);
+      if (warning) process.stderr.write(`runctl: ${warning}\n`);
+      process.stderr.write(`runctl: dashboard at ${dashboard.url}/\n`);
+    } catch (err) {
+      await metricsServer?.close();
+      await opened.close();
+      await ctx.providers.close();
+      throw new UsageError(`--dashboard ${opts.dashboard}: ${(err as Error).message}`);
     }
   }
 
@@ -176,6 +209,7 @@ export async function reconcileCommand(paths: string[], opts: ReconcileOptions, 
     process.off('SIGTERM', onSignal);
     display.update(controller.runs);
     display.close();
+    await dashboard?.close();
     await opened.close();
     await ctx.providers.close();
     await metricsServer?.close();

@@ -73,6 +73,8 @@ export function publicStatus(s: RunStatus) {
     lastCheckpoint: s.lastCheckpoint ?? null,
     instances: s.instances,
     costUSD: s.costUSD,
+    // Per attempt: moments and cost; per interruption: recovery seconds, steps redone (docs/recovery.md).
+    ledger: s.ledger ?? null,
     deadlines: s.deadlines,
     failure: s.failure ?? null,
     source: s.source ?? null,

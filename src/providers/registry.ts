@@ -1,5 +1,7 @@
 // Creates providers on first use, by name. The AWS SDK is imported only when a run on the aws
 // provider exists, so validate/status stay fast and the SDK's messages stay away from local runs.
+import os from 'node:os';
+import path from 'node:path';
 import type { ProviderName } from '../spec/types.js';
 import type { Provider } from './types.js';
 
@@ -34,6 +36,7 @@ export function createProviderRegistry(settings: ProviderSettings): ProviderRegi
       controller: settings.controller,
       defaultStorage: settings.storage,
       endpointUrl: settings.endpointUrl ?? process.env.AWS_ENDPOINT_URL,
+      priceCacheFile: path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'runctl', 'price-list.json'),
     });
   };
   return {

@@ -53,6 +53,18 @@ export function wantedConditions(phase: Phase, ctx: RunContext, status: RunStatu
     const type = reason === 'InstanceProfileNotReady' ? 'InstanceProfileReady' : 'CapacityAvailable';
     out.push({ type, status: 'False', reason, message: status.launchBlocked.message });
   }
+  const unknown = status.ledger?.unknown ?? [];
+  if (unknown.length > 0) {
+    // The budget counts only what is priced: say what is not, and what to do.
+    out.push({
+      type: 'CostKnown',
+      status: 'False',
+      reason: 'PriceUnavailable',
+      message:
+        `the cost of ${unknown.join('; ')} is not known, so it is not counted${status.spec.budget.maxCostUSD !== undefined ? ' against spec.budget.maxCostUSD' : ''}; ` +
+        'grant the controller pricing:GetProducts and ec2:DescribeSpotPriceHistory (`runctl iam-policy`), or see the reason above',
+    });
+  }
   const fallback = checkpointFallback(status.agent?.restoredFrom);
   if (fallback) out.push(fallback);
   // Faults the agent reports (the fault channel): one condition per reason, after the run's own.

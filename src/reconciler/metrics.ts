@@ -188,6 +188,12 @@ export class RunctlMetrics {
   readonly orphans: Counter;
   readonly notificationsSent: Counter;
   readonly notificationsFailed: Counter;
+  readonly runCost: Gauge;
+  readonly runSavings: Gauge;
+  readonly recovery: Histogram;
+  readonly lastRecovery: Gauge;
+  /** Interruptions whose recovery was already observed (uid/generation/attempt), so each is observed once. */
+  private readonly seenRecoveries = new Set<string>();
   /** Interruptions last seen per run, so the counter counts each interruption once. */
   private readonly seenInterruptions = new Map<string, number>();
 
@@ -201,6 +207,14 @@ export class RunctlMetrics {
     this.interruptions = registry.counter('runctl_interruptions_total', 'Spot interruptions seen by this controller since it started.');
     this.spend = registry.gauge('runctl_spend_usd', 'Cost so far of the runs this controller knows, in USD.');
     this.orphans = registry.counter('runctl_orphaned_instances_terminated_total', 'Instances of finished, deleted or unknown runs that the orphan sweep terminated.');
+    this.runCost = registry.gauge('runctl_run_cost_usd', 'Cost of each run so far from its ledger (every attempt whose price is known), in USD.', ['run']);
+    this.runSavings = registry.gauge('runctl_run_savings_usd', 'What each run saved against on-demand for the same hours (spot attempts priced both ways), in USD.', ['run']);
+    this.recovery = registry.histogram(
+      'runctl_recovery_seconds',
+      'Seconds from a spot interruption notice to the job training again on the next attempt, once per interruption.',
+      RECOVERY_BUCKETS,
+    );
+    this.lastRecovery = registry.gauge('runctl_run_last_recovery_seconds', "Seconds from each run's latest interruption notice to training again.", ['run']);
     this.notificationsSent = registry.counter('runctl_notifications_sent_total', 'Notifications a receiver accepted (HTTP 2xx), by receiver format and event.', ['format', 'event']);
     this.notificationsFailed = registry.counter(
       'runctl_notifications_failed_total',
@@ -236,17 +250,36 @@ export class RunctlMetrics {
     for (const phase of PHASES) this.runs.set({ phase }, 0);
     this.instances.clear();
     for (const market of ['spot', 'on-demand']) this.instances.set({ market }, 0);
+    // Per-run series follow the runs this controller knows: a deleted run's series go away.
+    this.runCost.clear();
+    this.runSavings.clear();
+    this.lastRecovery.clear();
     let spend = 0;
     for (const s of statuses) {
       if (s.phase !== 'Deleted') this.runs.inc({ phase: s.phase });
       for (const i of s.instances) if (!i.endedAt) this.instances.inc({ market: i.market ?? 'unknown' });
       spend += Number.isFinite(s.costUSD) ? s.costUSD : 0;
+      this.observeLedger(s);
       // A run seen for the first time sets a baseline: interruptions before this process started are not new.
       const before = this.seenInterruptions.get(s.run);
       if (before !== undefined && s.interruptions > before) this.interruptions.inc(undefined, s.interruptions - before);
       this.seenInterruptions.set(s.run, s.interruptions);
     }
     this.spend.set(undefined, Math.round(spend * 1e6) / 1e6);
+  }
+
+  private observeLedger(s: RunStatus): void {
+    if (s.phase === 'Deleted') return;
+    this.runCost.set({ run: s.run }, Number.isFinite(s.costUSD) ? s.costUSD : 0);
+    if (s.ledger?.savingsUSD !== undefined) this.runSavings.set({ run: s.run }, s.ledger.savingsUSD);
+    for (const i of s.ledger?.interruptions ?? []) {
+      if (i.recoverySeconds === undefined) continue;
+      this.lastRecovery.set({ run: s.run }, i.recoverySeconds);
+      const key = `${s.uid}/${i.generation}/${i.attempt}`;
+      if (this.seenRecoveries.has(key)) continue;
+      this.seenRecoveries.add(key);
+      this.recovery.observe(i.recoverySeconds);
+    }
   }
 }
 
@@ -256,6 +289,9 @@ export interface MetricsServer {
   url: string;
   close(): Promise<void>;
 }
+
+/** From a prelaunched replacement (seconds) to a cold one re-running a long setup (tens of minutes). */
+const RECOVERY_BUCKETS = [5, 15, 30, 60, 120, 300, 600, 1200, 3600];
 
 export class MetricsAddressError extends Error {
   constructor(message: string) {

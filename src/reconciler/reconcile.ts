@@ -28,6 +28,7 @@ import { mergeConditions, wantedConditions } from './conditions.js';
 import { deriveObservedEvent, deriveSpecEvent, type Desired } from './derive.js';
 import { absorbFaults, reportedFaults } from './faults.js';
 import { receiversFor, stampNotifications, type NotificationReceiver } from '../notify/receivers.js';
+import { priceInstances, withLedger } from './ledger-refresh.js';
 import { limitsFromSpec } from './limits.js';
 import { describeChange, specChanges } from './spec-diff.js';
 
@@ -99,8 +100,10 @@ export async function reconcileRun(deps: ReconcileDeps, name: string, desired: D
         observedAfter = deps.now();
         observed = await observe(deps, provider, status, snapshot, lastEffectAt ?? 0);
         await recordFinalSync(deps, status, snapshot, observed.agent);
+        await recordRestore(deps, status, snapshot, observed.agent);
         status = await absorbAgentFaults(deps, status, snapshot, observed.agent);
         status = absorbObservation(status, snapshot, observed, deps.now());
+        status = await refreshLedger(deps, provider, status, snapshot);
       }
       event = deriveObservedEvent(snapshot, status, { now: deps.now(), ...observed });
     }
@@ -260,10 +263,48 @@ async function recordFinalSync(deps: ReconcileDeps, status: RunStatus, snapshot:
     message: report.message,
     data: {
       safe: report.safe,
+      generation: agent.generation,
+      attempt: agent.attempt,
+      ...(agent.progress ? { lastStep: agent.progress.step } : {}),
+      ...(checkpointStep(agent, report.checkpoint) !== undefined ? { checkpointStep: checkpointStep(agent, report.checkpoint) } : {}),
       ...(report.checkpoint ? { checkpoint: report.checkpoint } : {}),
       ...(report.newest ? { newest: report.newest } : {}),
       ...(report.terminationTime ? { terminationTime: report.terminationTime } : {}),
       ...(report.safeSecondsBeforeTermination !== undefined ? { safeSecondsBeforeTermination: report.safeSecondsBeforeTermination } : {}),
+    },
+  });
+}
+
+/** The step a checkpoint the agent listed holds, when known. */
+function checkpointStep(agent: AgentStatus, id: string | undefined): number | undefined {
+  if (!id) return undefined;
+  if (agent.lastCheckpoint?.id === id && agent.lastCheckpoint.step !== undefined) return agent.lastCheckpoint.step;
+  return agent.checkpoints?.find((c) => c.id === id)?.step;
+}
+
+/**
+ * Once per attempt, the event naming the checkpoint the agent restored before the job started and
+ * the step it holds: the ledger's "steps redone" ends there. The id is per attempt, so a replay
+ * appends nothing new; status.agent.restoredFrom records that it was written.
+ */
+async function recordRestore(deps: ReconcileDeps, status: RunStatus, snapshot: RunSnapshot, agent: AgentStatus | undefined): Promise<void> {
+  const ctx = snapshot.context;
+  const restored = agent?.restoredFrom;
+  if (!agent || !restored || agent.attempt !== ctx.attempt || agent.generation !== ctx.generation) return;
+  if (status.agent?.attempt === agent.attempt && status.agent.restoredFrom) return;
+  const step = restored.generation === undefined || restored.generation === agent.generation ? checkpointStep(agent, restored.id) : undefined;
+  await appendNow(deps, status, {
+    id: `${status.run}:restored:g${agent.generation}:a${agent.attempt}`,
+    kind: 'observation',
+    action: 'restored checkpoint',
+    result: 'ok',
+    message: `attempt ${agent.attempt} restored checkpoint ${restored.id}${restored.generation !== undefined ? ` of generation ${restored.generation}` : ''}${step !== undefined ? ` (step ${step})` : ''}`,
+    data: {
+      generation: agent.generation,
+      attempt: agent.attempt,
+      checkpoint: restored.id,
+      ...(restored.generation !== undefined ? { fromGeneration: restored.generation } : {}),
+      ...(step !== undefined ? { step } : {}),
     },
   });
 }
@@ -321,12 +362,7 @@ function absorbObservation(
       record.endedAt = iso(now);
       record.endReason = seen.spotInterruption?.reason ?? seen.stateReason ?? 'terminated';
     }
-    if (record.pricePerHour !== undefined) {
-      const end = record.endedAt ? Date.parse(record.endedAt) : now;
-      record.costUSD = round((Math.max(0, end - Date.parse(record.launchedAt)) / 3_600_000) * record.pricePerHour);
-    }
   }
-  next.costUSD = round(next.instances.reduce((sum, i) => sum + (i.costUSD ?? 0), 0));
   const agent = observed.agent;
   if (agent && agent.attempt === ctx.attempt && agent.generation === ctx.generation) {
     const prev = next.agent?.attempt === agent.attempt ? next.agent : undefined;
@@ -369,7 +405,13 @@ async function commitTransition(
     kind: 'transition',
     action: transitionLabel(before, after, ev),
     message: describeEvent(ev),
-    data: { event: ev.type, generation: after.context.generation, attempt: after.context.attempt },
+    data: {
+      event: ev.type,
+      generation: after.context.generation,
+      attempt: after.context.attempt,
+      // The ledger's "steps redone" starts from the progress at the notice.
+      ...((ev.type === 'SPOT_NOTICE' || ev.type === 'INSTANCE_GONE') && status.progress ? { step: status.progress.step } : {}),
+    },
   }));
   record.generation = after.context.generation;
   record.attempt = after.context.attempt;
@@ -616,6 +658,7 @@ async function finishRun(deps: ReconcileDeps, status: RunStatus, desired: Desire
       });
     }
   }
+  if (next.phase !== 'Deleted') next = await refreshLedger(deps, await deps.provider(next.spec.provider), next, restore(next.snapshot as PersistedRun));
   const changed = JSON.stringify({ ...next, updatedAt: '' }) !== JSON.stringify({ ...(await lastWritten(deps, status)), updatedAt: '' });
   if (changed) next = await putStatus(deps, next, 'status:observe');
   if (next.phase === 'Deleted' && !desired.loaded) {
@@ -643,6 +686,33 @@ async function putStatus(deps: ReconcileDeps, status: RunStatus, label: string):
   return next;
 }
 
+// Runs whose event log grew since their ledger was last derived from it (per controller process).
+const ledgerStale = new WeakMap<ReconcileDeps, Set<string>>();
+
+function markEventsAppended(deps: ReconcileDeps, run: string): void {
+  let runs = ledgerStale.get(deps);
+  if (!runs) ledgerStale.set(deps, (runs = new Set()));
+  runs.add(run);
+}
+
+/**
+ * Prices the run's instances where due and brings its ledger up to date: re-derived from the event
+ * log when events were appended since (or it has none yet), else re-costed. Sets the `CostKnown`
+ * condition when a cost cannot be had, so a budget that cannot count it is not silently trusted.
+ */
+async function refreshLedger(deps: ReconcileDeps, provider: Provider, status: RunStatus, snapshot: RunSnapshot): Promise<RunStatus> {
+  const now = deps.now();
+  let next = await priceInstances(provider, status, now);
+  const stale = ledgerStale.get(deps)?.has(status.run) || !next.ledger;
+  const events = stale ? await deps.store.readEvents(status.run) : undefined;
+  if (stale) ledgerStale.get(deps)?.delete(status.run);
+  next = withLedger(next, now, events);
+  if (JSON.stringify(next.ledger?.unknown ?? []) !== JSON.stringify(status.ledger?.unknown ?? [])) {
+    next.conditions = mergeConditions(next.conditions, wantedConditions(phaseOf(snapshot.value), snapshot.context, next), iso(now));
+  }
+  return next;
+}
+
 // Event ids this process has already appended and announced, so replays stay quiet.
 const announced = new WeakMap<ReconcileDeps, Set<string>>();
 
@@ -652,6 +722,7 @@ async function flushOutbox(deps: ReconcileDeps, status: RunStatus, announce = tr
   const fresh = (status.outbox ?? []).filter((e) => !seen.has(e.id));
   if (fresh.length === 0) return;
   await deps.store.appendEvents(status.run, fresh);
+  markEventsAppended(deps, status.run);
   for (const e of fresh) {
     seen.add(e.id);
     if (announce) deps.onEvent?.(e);
@@ -661,6 +732,7 @@ async function flushOutbox(deps: ReconcileDeps, status: RunStatus, announce = tr
 async function appendNow(deps: ReconcileDeps, status: RunStatus, partial: Omit<RunEvent, 'seq' | 'at' | 'run' | 'generation' | 'attempt'> & { seq?: number }): Promise<void> {
   const e = event(status, deps.now(), partial);
   await deps.store.appendEvents(status.run, [e]);
+  markEventsAppended(deps, status.run);
   deps.onEvent?.(e);
 }
 
@@ -745,8 +817,4 @@ function describeEvent(ev: MachineEvent): string {
     default:
       return ev.type;
   }
-}
-
-function round(n: number): number {
-  return Math.round(n * 10_000) / 10_000;
 }

@@ -1,6 +1,7 @@
 // What runctl remembers about each run, and the store port that keeps it. Two stores implement
 // the port: files under .runctl/ (default, one controller per folder) and S3 (shared, leased).
-import type { AgentFault, AgentPhase, AgentStatus, CheckpointRef, FinalSyncReport, InstanceRef, RestoredFrom } from '../providers/types.js';
+import type { AgentFault, AgentPhase, AgentStatus, CheckpointRef, FinalSyncReport, InstancePrice, InstanceRef, Progress, RestoredFrom } from '../providers/types.js';
+import type { RunLedger } from '../reconciler/ledger.js';
 import type { RunSpec } from '../spec/types.js';
 
 export type Phase =
@@ -35,6 +36,11 @@ export interface InstanceRecord extends InstanceRef {
   endReason?: string;
   /** Cost of this instance so far (or in total, once ended), in USD, when the price is known. */
   costUSD?: number;
+  /**
+   * Its prices as last read from the provider (spot price steps over its life, the on-demand price
+   * of its type), or why they are unknown. Kept in state so a price is asked for once, not per pass.
+   */
+  price?: InstancePrice;
   /** sha256 of the code bundle the agent on this instance was given (kept from deletion while the instance lives). */
   codeBundle?: string;
 }
@@ -77,7 +83,8 @@ export interface RunStatus {
   lastCheckpoint?: CheckpointRef & { generation: number };
   /** Checkpoints kept in storage for `generation`, oldest first, as the agent last listed them. */
   checkpoints?: CheckpointRef[];
-  progress?: { step: number; total?: number; loss?: number };
+  /** The current attempt's progress as its agent last reported it (docs/progress.md). */
+  progress?: Progress;
   /** Absolute deadlines (ISO time) the reconciler enforces; survive restarts. */
   deadlines: Record<string, string>;
   /** Serialized machine snapshot (XState persisted snapshot). */
@@ -129,7 +136,13 @@ export interface RunStatus {
   updatedAt: string;
   /** Monotonic counter of events appended for this run. */
   eventSeq: number;
+  /**
+   * What the run has cost so far, in USD: the ledger's total over every attempt (spot and
+   * on-demand) whose price is known. `ledger.unknown` says which costs are not counted and why.
+   */
   costUSD: number;
+  /** Per attempt: its timeline and cost; per interruption: time to training again, steps redone (src/reconciler/ledger.ts). */
+  ledger?: RunLedger;
 }
 
 /** An agent fault as the run's record keeps it: which attempt reported it, and when it cleared. */

@@ -4,6 +4,7 @@ import { isLegacyUid } from '../state/identity.js';
 import type { RunEvent, RunStatus } from '../state/types.js';
 import { colorPhase, noColors, type Colors } from './colors.js';
 import { formatAge, formatBytes, formatDuration, formatLoss, formatTime, formatUSD } from './format.js';
+import { ledgerLines } from './ledger.js';
 import { progressBar } from './progress.js';
 import { alignColumns } from './table.js';
 import { firstLine, padEnd, sanitizeLine } from './text.js';
@@ -94,6 +95,9 @@ export function renderDescribe(input: DescribeInput): string {
     out.push(`  Total cost: ${formatUSD(s.costUSD)}`);
   }
 
+  out.push('', c.bold('Timeline:'));
+  out.push(...ledgerLines(s.ledger));
+
   out.push('', c.bold('Events:'));
   const shown = input.maxEvents !== undefined && input.events.length > input.maxEvents ? input.events.slice(-input.maxEvents) : input.events;
   if (shown.length === 0) out.push(NONE);
@@ -124,7 +128,7 @@ function summary(s: RunStatus, now: number, c: Colors): Array<[string, string]> 
     const step = cp.step !== undefined ? ` at step ${cp.step}` : ', step unknown';
     rows.push(['Last checkpoint', `${sanitizeLine(cp.id)}${step} (${formatAge(cp.at, now)} ago, ${plural(cp.files, 'file')}, ${formatBytes(cp.bytes)})`]);
   }
-  rows.push(['Cost', formatUSD(s.costUSD)]);
+  rows.push(['Cost', costSummary(s)]);
   if (s.source) rows.push(['Source', sanitizeLine(s.source.revision ? `${s.source.file} @ ${s.source.revision}` : s.source.file)]);
   if (s.launchBlocked) {
     const b = s.launchBlocked;
@@ -132,6 +136,16 @@ function summary(s: RunStatus, now: number, c: Colors): Array<[string, string]> 
   }
   if (s.nextSpec) rows.push(['Next generation', `${s.nextSpec.generation} (spec ${s.nextSpec.specHash}), waiting for the current attempt to stop`]);
   return rows;
+}
+
+/** The run's cost, what spot saved, and whether some of it is unknown (then not counted). */
+function costSummary(s: RunStatus): string {
+  const l = s.ledger;
+  let text = formatUSD(s.costUSD);
+  if (l?.savingsUSD !== undefined) text += ` (${formatUSD(l.savingsUSD)} less than on-demand)`;
+  if (l && l.unknown.length > 0) text += `; ${l.unknown.length === 1 ? 'one attempt' : `${l.unknown.length} attempts`} not priced (see Timeline)`;
+  if (s.spec.budget.maxCostUSD !== undefined) text += `, budget ${formatUSD(s.spec.budget.maxCostUSD)}`;
+  return text;
 }
 
 /**

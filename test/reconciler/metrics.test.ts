@@ -138,6 +138,38 @@ describe('metrics endpoint', () => {
     expect(value(samples, 'runctl_interruptions_total')).toBe(0);
   });
 
+  it('exports each run\'s cost and savings from its ledger, and each interruption\'s recovery seconds once', () => {
+    const metrics = new RunctlMetrics();
+    const ledger = {
+      attempts: [],
+      interruptions: [
+        { generation: 1, attempt: 1, nextAttempt: 2, noticedAt: '2026-03-02T10:00:00Z', recoverySeconds: 42.5 },
+        { generation: 1, attempt: 2, nextAttempt: 3, noticedAt: '2026-03-02T11:00:00Z' },
+      ],
+      costUSD: 0.75,
+      savingsUSD: 1.25,
+      unknown: [],
+      recoverySeconds: 42.5,
+      stepsRedone: 3,
+    };
+    const run = statusFixture('spotty', { phase: 'Resuming', costUSD: 0.75, ledger });
+    metrics.observeRuns([run]);
+    metrics.observeRuns([run]);
+    const { samples, types } = parse(metrics.registry.render());
+    expect(value(samples, 'runctl_run_cost_usd', { run: 'spotty' })).toBe(0.75);
+    expect(value(samples, 'runctl_run_savings_usd', { run: 'spotty' })).toBe(1.25);
+    expect(value(samples, 'runctl_run_last_recovery_seconds', { run: 'spotty' })).toBe(42.5);
+    expect(types.get('runctl_recovery_seconds')).toBe('histogram');
+    // Observed once though the run was seen twice; the interruption still recovering is not observed.
+    expect(value(samples, 'runctl_recovery_seconds_count')).toBe(1);
+    expect(value(samples, 'runctl_recovery_seconds_sum')).toBe(42.5);
+    expect(value(samples, 'runctl_recovery_seconds_bucket', { le: '60' })).toBe(1);
+    expect(value(samples, 'runctl_recovery_seconds_bucket', { le: '30' })).toBe(0);
+    // A run no longer known drops its per-run series.
+    metrics.observeRuns([]);
+    expect(value(parse(metrics.registry.render()).samples, 'runctl_run_cost_usd', { run: 'spotty' })).toBeUndefined();
+  });
+
   it('escapes label values and help text so any string survives a scrape', () => {
     const registry = new MetricsRegistry();
     registry.counter('odd_total', 'help with \\ and\nnewline', ['kind']).inc({ kind: 'quote " backslash \\ newline \n end' });

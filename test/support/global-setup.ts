@@ -2,6 +2,7 @@
 // and the agent zipapp (dist/agent/runctl-agent.pyz) so tests run the current agent package.
 // Type errors do not stop the build here (tsc still emits); test/typecheck.test.ts fails on them.
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
@@ -16,4 +17,6 @@ export default function setup(): void {
   const agent = spawnSync('python3', [path.join(root, 'src/agent/build-pyz.py')], { cwd: root, encoding: 'utf8' });
   if (agent.error) throw agent.error;
   if (agent.status !== 0) throw new Error(`building the agent zipapp failed:\n${agent.stderr}`);
+  // The dashboard's page is served from dist/web/static by the built CLI (as `npm run build` copies it).
+  fs.cpSync(path.join(root, 'src/web/static'), path.join(root, 'dist/web/static'), { recursive: true });
 }

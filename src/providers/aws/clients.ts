@@ -3,6 +3,7 @@
 // AWS chain (AWS_REGION, the profile's config); credentials always come from the standard chain
 // (env, SSO, profiles, IMDS) unless given explicitly, optionally with a named profile.
 import { EC2Client } from '@aws-sdk/client-ec2';
+import { PricingClient } from '@aws-sdk/client-pricing';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SSMClient } from '@aws-sdk/client-ssm';
 import { TerminalError } from '../types.js';
@@ -66,6 +67,22 @@ export function createClients(region: string, opts: ClientOptions): AwsClients {
       followRegionRedirects: true,
     }),
   };
+}
+
+/**
+ * A Price List API client for one of its endpoint regions (price-list.ts), with the same
+ * credentials, retries and custom endpoint as the other clients.
+ */
+export function createPricingClient(endpointRegion: string, opts: ClientOptions): PricingClient {
+  silenceSdkNodeVersionWarning();
+  return new PricingClient({
+    region: endpointRegion,
+    retryStrategy: new BoundedRetryStrategy({ ...DEFAULT_RETRY, ...opts.retry }),
+    maxAttempts: opts.retry?.maxAttempts ?? DEFAULT_RETRY.maxAttempts,
+    ...(opts.endpointUrl ? { endpoint: opts.endpointUrl } : {}),
+    ...(opts.profile ? { profile: opts.profile } : {}),
+    ...(opts.credentials ? { credentials: opts.credentials } : {}),
+  });
 }
 
 /** The region from the standard chain (AWS_REGION, profile config), or a TerminalError saying where to set one. */

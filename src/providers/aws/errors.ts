@@ -4,7 +4,7 @@
 import { CapacityError, ProviderError, RetryableError, TerminalError } from '../types.js';
 
 export interface AwsCallContext {
-  service: 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'servicequotas';
+  service: 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'servicequotas' | 'pricing';
   /** API operation, e.g. `RunInstances`. */
   operation: string;
   region?: string;

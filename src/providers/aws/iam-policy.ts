@@ -144,7 +144,10 @@ export function controllerPolicy(opts: PolicyOptions = {}): PolicyDocument {
           'ec2:DescribeImages',
           'ec2:DescribeInstanceTypeOfferings',
           'ec2:DescribeInstanceTypes',
+          // The ledger (issue 12): spot prices over each instance's life, on-demand prices from the
+          // Price List API (it supports no resource-level permissions: Resource must be "*").
           'ec2:DescribeSpotPriceHistory',
+          'pricing:GetProducts',
           'ssm:DescribeInstanceInformation',
           'ssm:GetCommandInvocation',
           // Error messages carry an encoded authorization message and tell the user to decode it.

@@ -2,7 +2,8 @@
 // S3 for code bundles, agent status, logs and checkpoints. It implements the Provider port; every
 // operation is idempotent and every AWS failure reaches the reconciler classified.
 import { TerminateInstancesCommand, type Instance } from '@aws-sdk/client-ec2';
-import { checkpointsPrefix, controlKey, logsPrefix, manifestKey, statusKey } from '../../agent/layout.js';
+import { checkpointsPrefix, controlKey, logsPrefix, manifestKey, progressKey, statusKey } from '../../agent/layout.js';
+import { parseProgressDocument, ProgressDocumentError } from '../../agent/progress-document.js';
 import type { RunSpec } from '../../spec/types.js';
 import {
   RetryableError,
@@ -16,26 +17,33 @@ import {
   type DeployReport,
   type DeployRequest,
   type InstanceObservation,
+  type InstancePrice,
+  type InstanceRef,
   type LaunchRequest,
   type LaunchResult,
   type LogChunk,
   type LogReadOptions,
   type PreflightProblem,
+  type ProgressPoint,
   type Provider,
+  type RungQuote,
   type StopReason,
 } from '../types.js';
 import { pruneBundles } from './bundles.js';
-import { chainRegion, createClients, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
+import type { PricingClient } from '@aws-sdk/client-pricing';
+import { chainRegion, createClients, createPricingClient, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
 import { deployAgent, stopRequest, type DeployOutcome } from './deploy.js';
 import type { DoctorClients } from './doctor/clients.js';
-import { launchAttempt } from './ec2-launch.js';
+import { launchAttempt, marketLadder } from './ec2-launch.js';
 import { awsCall, errorCode, requestIdOf } from './errors.js';
 import { ImageResolver } from './image.js';
 import { instanceDegradations, type Degradation } from './instance-status.js';
 import { checkImage } from './image-check.js';
 import { describeOwnedInstances, groupByRun, toObservation } from './observe.js';
 import { checkInstanceTypeOfferings, gaveUp } from './offerings.js';
+import { PriceList, priceListEndpointRegion, type ListedPrice } from './price-list.js';
 import { SpotPrices } from './pricing.js';
+import { currentSpotPrices, spotPriceHistory } from './spot-history.js';
 import type { RetryOptions } from './retry.js';
 import { onlineInstances } from './ssm.js';
 import { parseStorageUrl, S3Storage } from './storage.js';
@@ -71,6 +79,11 @@ export interface AwsProviderOptions {
   ssmPollMs?: number;
   /** Client factory, for tests (e.g. to add counting middleware). */
   clients?: (region: string) => AwsClients;
+  /**
+   * File keeping on-demand prices read from the Price List API across processes (a day's TTL);
+   * without it they are kept in memory only. The CLI uses `$XDG_CACHE_HOME/runctl/price-list.json`.
+   */
+  priceCacheFile?: string;
 }
 
 export const DEFAULT_CONTROLLER = 'default';
@@ -99,6 +112,8 @@ export class AwsProvider implements Provider {
   private readonly knownObjects = new Set<string>();
   private defaultRegion?: Promise<string>;
   private readonly doctorClients = new Map<string, DoctorClients>();
+  private readonly pricingClients = new Map<string, PricingClient>();
+  private readonly priceList: PriceList;
 
   constructor(private readonly opts: AwsProviderOptions = {}) {
     this.pollIntervalMs = opts.pollIntervalMs ?? 15_000;
@@ -112,6 +127,98 @@ export class AwsProvider implements Provider {
     };
     for (const r of opts.regions ?? []) this.regions.add(r);
     if (opts.region) this.regions.add(opts.region);
+    this.priceList = new PriceList((endpoint) => this.pricingClient(endpoint), opts.priceCacheFile ? { cacheFile: opts.priceCacheFile } : {});
+  }
+
+  private pricingClient(endpointRegion: string): PricingClient {
+    let client = this.pricingClients.get(endpointRegion);
+    if (!client) {
+      client = createPricingClient(endpointRegion, this.clientOpts);
+      this.pricingClients.set(endpointRegion, client);
+    }
+    return client;
+  }
+
+  /**
+   * Prices of one instance over its life so far: spot, the DescribeSpotPriceHistory steps for its
+   * type, zone and Linux product description between `window.from` and `window.to`; on-demand, the
+   * price list's price. The on-demand price is read for spot instances too, to say what spot saved.
+   * A price AWS will not give (permission denied, no such product) is `unknown` with AWS's reason
+   * and what to do; a transient failure throws RetryableError.
+   */
+  async priceInstance(instance: InstanceRef, window: { from: string; to: string }, spec: RunSpec): Promise<InstancePrice> {
+    const region = this.instanceRegion.get(instance.id) ?? (await this.regionFor(spec));
+    const fetchedAt = new Date().toISOString();
+    if (!instance.type) return { unknown: `the instance type of ${instance.id} is not recorded`, source: 'aws', fetchedAt };
+    const onDemand = await this.listedPrice(region, instance.type);
+    const sources = [`price list ${priceListEndpointRegion(region)}`];
+    const out: InstancePrice = { source: '', fetchedAt };
+    if ('usdPerHour' in onDemand) out.onDemandUSDPerHour = onDemand.usdPerHour;
+    else out.onDemandUnknown = onDemand.unknown;
+    if (instance.market === 'spot') {
+      if (!instance.zone) {
+        out.unknown = `the Availability Zone of spot instance ${instance.id} is not recorded, and spot prices are per zone`;
+      } else {
+        try {
+          const { steps, product } = await spotPriceHistory(this.clientsFor(region), instance.type, instance.zone, new Date(window.from), new Date(window.to));
+          sources.unshift(`spot price history ${instance.zone}${product ? ` ${product}` : ''}`);
+          if (steps.length > 0) out.steps = steps;
+          else out.unknown = `EC2 lists no Linux spot price for ${instance.type} in ${instance.zone} between ${window.from} and ${window.to}`;
+        } catch (err) {
+          if (err instanceof RetryableError) throw err;
+          out.unknown = (err as Error).message;
+        }
+      }
+    } else if ('usdPerHour' in onDemand) {
+      out.steps = [{ from: instance.launchedAt, usdPerHour: onDemand.usdPerHour }];
+    } else {
+      out.unknown = onDemand.unknown;
+    }
+    out.source = sources.join('; ');
+    return out;
+  }
+
+  /** The on-demand price, or why there is none; a permission or other terminal failure becomes the reason. */
+  private async listedPrice(region: string, instanceType: string): Promise<ListedPrice> {
+    try {
+      return await this.priceList.onDemand(region, instanceType);
+    } catch (err) {
+      if (err instanceof RetryableError) throw err;
+      return { unknown: (err as Error).message };
+    }
+  }
+
+  /**
+   * `plan`: the hourly price of every rung of the spec's ladder: spot at its current price in each
+   * zone the spec allows (all zones EC2 lists when it names none), on-demand from the price list.
+   */
+  async quoteSpec(spec: RunSpec): Promise<RungQuote[]> {
+    const region = await this.regionFor(spec);
+    const out: RungQuote[] = [];
+    for (const rung of marketLadder(spec.resources)) {
+      if (rung.market === 'on-demand') {
+        if (out.some((q) => q.market === 'on-demand' && q.instanceType === rung.instanceType)) continue;
+        const p = await this.listedPrice(region, rung.instanceType);
+        out.push({ market: 'on-demand', instanceType: rung.instanceType, ...('usdPerHour' in p ? { usdPerHour: p.usdPerHour } : { unknown: p.unknown }), source: `price list ${priceListEndpointRegion(region)}` });
+        continue;
+      }
+      if (out.some((q) => q.market === 'spot' && q.instanceType === rung.instanceType && (rung.zone === undefined || q.zone === rung.zone))) continue;
+      let byZone: Map<string, number>;
+      try {
+        byZone = await currentSpotPrices(this.clientsFor(region), rung.instanceType);
+      } catch (err) {
+        if (err instanceof RetryableError) throw err;
+        out.push({ market: 'spot', instanceType: rung.instanceType, ...(rung.zone ? { zone: rung.zone } : {}), unknown: (err as Error).message, source: 'spot price history' });
+        continue;
+      }
+      const zones = rung.zone ? [rung.zone] : [...byZone.keys()].sort();
+      if (zones.length === 0) out.push({ market: 'spot', instanceType: rung.instanceType, unknown: `EC2 lists no Linux spot price for ${rung.instanceType} in ${region}`, source: 'spot price history' });
+      for (const zone of zones) {
+        const usd = byZone.get(zone);
+        out.push({ market: 'spot', instanceType: rung.instanceType, zone, ...(usd !== undefined ? { usdPerHour: usd } : { unknown: `EC2 lists no Linux spot price for ${rung.instanceType} in ${zone}` }), source: 'spot price history' });
+      }
+    }
+    return out;
   }
 
   private remember(run: string, spec: RunSpec): void {
@@ -352,6 +459,19 @@ export class AwsProvider implements Provider {
     return undefined;
   }
 
+  /** One GET of the attempt's progress history (src/agent/progress-document.ts). */
+  async readProgressHistory(key: AttemptKey, spec: RunSpec): Promise<ProgressPoint[] | undefined> {
+    const storage = await this.storageFor(spec);
+    const text = await storage.getText(progressKey(key));
+    if (text === undefined) return undefined;
+    try {
+      return parseProgressDocument(text, storage.url(progressKey(key)));
+    } catch (err) {
+      if (err instanceof ProgressDocumentError) throw new RetryableError(err.message, { code: 'BadProgressHistory' });
+      throw err;
+    }
+  }
+
   async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts: LogReadOptions = {}): Promise<LogChunk> {
     const storage = await this.storageFor(spec);
     const segments = await storage.list(logsPrefix(key), { startAfter: cursor, limit: 50 });
@@ -427,6 +547,8 @@ export class AwsProvider implements Provider {
       c.quotas.destroy();
     }
     this.doctorClients.clear();
+    for (const c of this.pricingClients.values()) c.destroy();
+    this.pricingClients.clear();
   }
 }
 

@@ -15,15 +15,25 @@ import {
   type DeployReport,
   type DeployRequest,
   type InstanceObservation,
+  type InstancePrice,
   type InstanceRef,
   type LaunchRequest,
   type LaunchResult,
   type LogChunk,
   type LogReadOptions,
+  type ProgressPoint,
   type Provider,
+  type RungQuote,
   type StopReason,
 } from '../types.js';
 import { unusedBundles } from '../bundle-gc.js';
+
+/** How a local price is labelled wherever it is shown. */
+export const LOCAL_PRICE_SOURCE = 'local: no charge';
+
+function laterOf(a: string, b: string): string {
+  return Date.parse(a) >= Date.parse(b) ? a : b;
+}
 import { shipBundle, startAgent, type ShippedBundle } from './deploy.js';
 import { fsCall } from './errors.js';
 import { createJsonExclusive, sleep } from './fs-util.js';
@@ -262,6 +272,20 @@ export class LocalProvider implements Provider {
     }
   }
 
+  /**
+   * A local "instance" is a process group on this machine: it costs nothing. Its price is one $0
+   * step, so the ledger shows $0.00 (and `local: no charge` as the source), not an unknown cost;
+   * there is no on-demand counterpart, so no savings are claimed.
+   */
+  async priceInstance(instance: InstanceRef, window: { from: string; to: string }): Promise<InstancePrice> {
+    return { steps: [{ from: instance.launchedAt, usdPerHour: 0 }], source: LOCAL_PRICE_SOURCE, fetchedAt: laterOf(window.to, new Date().toISOString()) };
+  }
+
+  /** `plan`: a local run costs $0 an hour. */
+  async quoteSpec(spec: RunSpec): Promise<RungQuote[]> {
+    return [{ market: marketFor(spec.resources.market), instanceType: 'local', usdPerHour: 0, source: LOCAL_PRICE_SOURCE }];
+  }
+
   async readAgentStatus(key: AttemptKey, spec: RunSpec): Promise<AgentStatus | undefined> {
     return this.storageFor(spec).readAgentStatus(key);
   }
@@ -324,6 +348,10 @@ export class LocalProvider implements Provider {
 
   async latestCheckpoint(run: string, generation: number, spec: RunSpec, uid?: string): Promise<CheckpointManifest | undefined> {
     return this.storageFor(spec).latestCheckpoint(run, generation, uid);
+  }
+
+  async readProgressHistory(key: AttemptKey, spec: RunSpec): Promise<ProgressPoint[] | undefined> {
+    return this.storageFor(spec).readProgressHistory(key);
   }
 
   async readLogs(key: AttemptKey, spec: RunSpec, cursor?: string, opts?: LogReadOptions): Promise<LogChunk> {

@@ -4,10 +4,11 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { bundleKey, checkpointsPrefix, controlKey, logsPrefix, manifestKey, statusKey } from '../../agent/layout.js';
+import { bundleKey, checkpointsPrefix, controlKey, logsPrefix, manifestKey, progressKey, statusKey } from '../../agent/layout.js';
+import { parseProgressDocument, ProgressDocumentError } from '../../agent/progress-document.js';
 import type { RunSpec } from '../../spec/types.js';
 import type { StoredObject } from '../bundle-gc.js';
-import { RetryableError, TerminalError, type AgentStatus, type AttemptKey, type CheckpointManifest, type LogChunk, type LogReadOptions, type StopReason } from '../types.js';
+import { RetryableError, TerminalError, type AgentStatus, type AttemptKey, type CheckpointManifest, type LogChunk, type LogReadOptions, type ProgressPoint, type StopReason } from '../types.js';
 import { fsCall } from './errors.js';
 import { errnoCode, exists, tempPathFor, writeJsonAtomic } from './fs-util.js';
 
@@ -58,6 +59,19 @@ export class LocalStorage {
       return JSON.parse(text) as AgentStatus;
     } catch {
       throw new RetryableError(`agent status ${file} is not valid JSON; it is read again on the next pass`, { code: 'BadStatus' });
+    }
+  }
+
+  /** The attempt's progress history (src/agent/progress-document.ts), or undefined when none is stored. */
+  async readProgressHistory(key: AttemptKey): Promise<ProgressPoint[] | undefined> {
+    const file = this.path(progressKey(key));
+    const text = await this.readText(file, 'reading the progress history');
+    if (text === undefined) return undefined;
+    try {
+      return parseProgressDocument(text, file);
+    } catch (err) {
+      if (err instanceof ProgressDocumentError) throw new RetryableError(err.message, { code: 'BadProgressHistory' });
+      throw err;
     }
   }
 

@@ -24,6 +24,7 @@ describe('iam-policy', () => {
       'ec2:DescribeImages',
       'ec2:DescribeInstanceTypeOfferings',
       'ec2:DescribeSpotPriceHistory',
+      'pricing:GetProducts',
       'ssm:SendCommand',
       'ssm:GetCommandInvocation',
       'ssm:DescribeInstanceInformation',
@@ -135,8 +136,9 @@ describe('iam-policy covers what the code calls', () => {
     const allowed = new Set(actions(controllerPolicy({ bucket: 'ml-bucket', prefix: 'runctl', state: 's3://ml-state/runctl' })));
     const missing = [...used].filter((a) => !allowed.has(a));
     expect(missing).toEqual([]);
-    // On-demand prices are not read (pricing.ts uses spot price history only), so no Pricing API access.
-    expect(used.has('pricing:GetProducts')).toBe(allowed.has('pricing:GetProducts'));
+    // The ledger prices spot hours from their history and on-demand hours from the Price List API.
+    expect(used).toContain('pricing:GetProducts');
+    expect(used).toContain('ec2:DescribeSpotPriceHistory');
   });
 
   it('passes a role with a path, and names the spot service-linked role alone for creation', () => {
