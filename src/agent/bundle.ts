@@ -1,6 +1,7 @@
 // Deterministic, content-addressed code bundles: a ustar .tar.gz of `code.path` with sorted
 // entries and normalised metadata (mtime 0, uid/gid 0, no user names, modes 0644/0755), leaving
-// out what .gitignore files and `code.exclude` leave out. The id is the sha256 of the
+// out what .gitignore files and `code.exclude` leave out, and shipping what `code.include` asks for
+// even when a .gitignore leaves it out (precedence: .gitignore < include < exclude). The id is the sha256 of the
 // *uncompressed* tar stream, so it does not depend on the zlib build that compressed it: same
 // content, same id, and a provider that already holds `bundles/<id>.tar.gz` uploads nothing.
 import { createHash } from 'node:crypto';
@@ -24,7 +25,19 @@ export interface BundleResult {
   fileCount: number;
   /** Paths (relative to code.path) left out because they are symlinks leading outside the tree. */
   skippedSymlinks: string[];
+  /** Bytes of the regular files in the bundle, before compression. */
+  contentBytes: number;
+  /** Files shipped only because `code.include` matched them (a .gitignore leaves them out), with sizes in bytes. */
+  includedOnly: Array<{ path: string; bytes: number }>;
+  /** `code.include` patterns that matched no file a .gitignore leaves out (likely a mistake). */
+  includeUnmatched: string[];
 }
+
+/** What a bundle holds, without building it (`runctl plan --show-bundle`). */
+export type BundleListing = Omit<BundleResult, 'sha256' | 'file' | 'bytes'> & {
+  /** Every file and symlink in the bundle (forward slashes, relative to code.path), sorted, with sizes in bytes. */
+  files: Array<{ path: string; bytes: number; viaInclude: boolean }>;
+};
 
 export interface BundleOptions {
   /** Where the .tar.gz is written; default `<repoRoot>/.runctl/bundles`. */
@@ -37,8 +50,8 @@ export class BundleError extends Error {
 
 type Entry =
   | { rel: string; kind: 'dir' }
-  | { rel: string; kind: 'file'; abs: string; size: number; executable: boolean }
-  | { rel: string; kind: 'symlink'; target: string };
+  | { rel: string; kind: 'file'; abs: string; size: number; executable: boolean; viaInclude?: boolean }
+  | { rel: string; kind: 'symlink'; target: string; viaInclude?: boolean };
 
 interface IgnoreLevel {
   /** Absolute directory of the .gitignore; its patterns are relative to it. */
@@ -52,20 +65,9 @@ const MAX_USTAR_SIZE = 0o77777777777;
 
 export async function createBundle(repoRoot: string, code: CodeSpec, opts: BundleOptions = {}): Promise<BundleResult> {
   const repo = path.resolve(repoRoot);
-  const root = path.resolve(repo, code.path);
-  const rootStat = await stat(root).catch(() => undefined);
-  if (!rootStat?.isDirectory()) {
-    throw new BundleError(`code.path "${code.path}" is not a directory (looked for ${root})`);
-  }
   const outDir = path.resolve(opts.outDir ?? path.join(repo, '.runctl', 'bundles'));
-  const alwaysSkip = new Set([path.join(repo, '.runctl'), outDir]);
-
-  const levels = await ancestorIgnores(repo, root);
-  const excluded = ignore().add(code.exclude);
-  const skippedSymlinks: string[] = [];
-  const entries: Entry[] = [];
-  await walk(root, '', levels, { root, excluded, alwaysSkip, entries, skippedSymlinks });
-  entries.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  const collected = await collectEntries(repo, code, outDir);
+  const { entries } = collected;
 
   await mkdir(outDir, { recursive: true });
   const tmp = path.join(outDir, `.bundle-${process.pid}-${Date.now()}.tmp`);
@@ -80,12 +82,97 @@ export async function createBundle(repoRoot: string, code: CodeSpec, opts: Bundl
   const file = path.join(outDir, `${sha256}.tar.gz`);
   await rename(tmp, file);
   const { size } = await stat(file);
+  return { sha256, file, bytes: size, ...summary(collected) };
+}
+
+/**
+ * What createBundle would put in the bundle of `code`, without writing it: every file with its
+ * size, and what `code.include` adds. Throws BundleError like createBundle.
+ */
+export async function listBundle(repoRoot: string, code: CodeSpec, opts: BundleOptions = {}): Promise<BundleListing> {
+  const repo = path.resolve(repoRoot);
+  const outDir = path.resolve(opts.outDir ?? path.join(repo, '.runctl', 'bundles'));
+  const collected = await collectEntries(repo, code, outDir);
+  const files = collected.entries.flatMap((e) =>
+    e.kind === 'dir' ? [] : [{ path: e.rel, bytes: e.kind === 'file' ? e.size : 0, viaInclude: e.viaInclude === true }],
+  );
+  return { ...summary(collected), files };
+}
+
+interface Collected {
+  entries: Entry[];
+  skippedSymlinks: string[];
+  includeUnmatched: string[];
+}
+
+function summary(c: Collected): Omit<BundleResult, 'sha256' | 'file' | 'bytes'> {
+  const files = c.entries.filter((e) => e.kind !== 'dir');
   return {
-    sha256,
-    file,
-    bytes: size,
-    fileCount: entries.filter((e) => e.kind !== 'dir').length,
-    skippedSymlinks: skippedSymlinks.sort(),
+    fileCount: files.length,
+    skippedSymlinks: c.skippedSymlinks,
+    contentBytes: files.reduce((sum, e) => sum + (e.kind === 'file' ? e.size : 0), 0),
+    includedOnly: files.filter((e) => e.viaInclude).map((e) => ({ path: e.rel, bytes: e.kind === 'file' ? e.size : 0 })),
+    includeUnmatched: c.includeUnmatched,
+  };
+}
+
+async function collectEntries(repo: string, code: CodeSpec, outDir: string): Promise<Collected> {
+  const root = path.resolve(repo, code.path);
+  const rootStat = await stat(root).catch(() => undefined);
+  if (!rootStat?.isDirectory()) {
+    throw new BundleError(`code.path "${code.path}" is not a directory (looked for ${root})`);
+  }
+  const alwaysSkip = new Set([path.join(repo, '.runctl'), outDir]);
+  const levels = await ancestorIgnores(repo, root);
+  const excluded = ignore().add(code.exclude);
+  const include = includeMatcher(code.include ?? []);
+  const skippedSymlinks: string[] = [];
+  const entries: Entry[] = [];
+  await walk(root, '', levels, { root, excluded, include, alwaysSkip, entries, skippedSymlinks });
+  entries.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  skippedSymlinks.sort();
+  return { entries, skippedSymlinks, includeUnmatched: include ? include.unmatched() : [] };
+}
+
+/**
+ * code.include as a matcher: `matches(rel)` for a file a .gitignore leaves out; `mayMatchInside(dirRel)`
+ * says whether an ignored folder must be walked at all (a pattern with a literal first segment
+ * that differs cannot match inside it), so an ignored .venv or node_modules is not read for nothing.
+ */
+interface IncludeMatcher {
+  matches(rel: string): boolean;
+  mayMatchInside(dirRel: string): boolean;
+  unmatched(): string[];
+}
+
+function includeMatcher(patterns: readonly string[]): IncludeMatcher | undefined {
+  if (patterns.length === 0) return undefined;
+  const all = ignore().add([...patterns]);
+  const positive = patterns.filter((p) => !p.startsWith('!'));
+  const each = positive.map((p) => ({ pattern: p, matcher: ignore().add(p), used: false }));
+  const segments = positive.map((p) => p.replace(/^\//, '').replace(/\/+$/, '').split('/'));
+  return {
+    matches(rel) {
+      if (!all.ignores(rel)) return false;
+      for (const e of each) if (!e.used && e.matcher.ignores(rel)) e.used = true;
+      return true;
+    },
+    mayMatchInside(dirRel) {
+      const dir = dirRel.split('/');
+      return segments.some((segs) => {
+        if (segs.length === 1) return true; // no slash: matches at any depth
+        for (let i = 0; i < Math.min(segs.length, dir.length); i++) {
+          const s = segs[i] as string;
+          if (s === '**') return true;
+          if (/[*?[\\]/.test(s)) continue; // a wildcard segment may match this folder
+          if (s !== dir[i]) return false;
+        }
+        return true;
+      });
+    },
+    unmatched() {
+      return each.filter((e) => !e.used).map((e) => e.pattern);
+    },
   };
 }
 
@@ -111,43 +198,74 @@ async function readGitignore(dir: string): Promise<Ignore | undefined> {
 interface WalkContext {
   root: string;
   excluded: Ignore;
+  include: IncludeMatcher | undefined;
   alwaysSkip: Set<string>;
   entries: Entry[];
   skippedSymlinks: string[];
 }
 
-async function walk(dirAbs: string, dirRel: string, levels: IgnoreLevel[], ctx: WalkContext): Promise<void> {
-  const own = await readGitignore(dirAbs);
+/**
+ * Adds the entries under dirAbs. `onlyIncluded`: the folder is one a .gitignore leaves out, walked
+ * only for what code.include asks for; its folders are added only when something in them is.
+ * Returns the number of entries added.
+ */
+async function walk(dirAbs: string, dirRel: string, levels: IgnoreLevel[], ctx: WalkContext, onlyIncluded = false): Promise<number> {
+  const own = onlyIncluded ? undefined : await readGitignore(dirAbs);
   const here = own ? [...levels, { dir: dirAbs, matcher: own }] : levels;
   const names = (await readdir(dirAbs)).sort();
+  let added = 0;
   for (const name of names) {
     const abs = path.join(dirAbs, name);
     const rel = dirRel ? `${dirRel}/${name}` : name;
     if (name === '.git' || ctx.alwaysSkip.has(abs)) continue;
     const st = await lstat(abs);
     const isDir = st.isDirectory();
-    if (isIgnored(abs, rel, isDir, here, ctx.excluded)) continue;
+    const verdict = onlyIncluded ? 'gitignored' : ignoredBy(abs, rel, isDir, here, ctx.excluded);
+    if (verdict === 'excluded' || (onlyIncluded && isExcluded(rel, isDir, ctx.excluded))) continue;
+    let viaInclude = false;
+    if (verdict === 'gitignored') {
+      if (!ctx.include) continue;
+      if (isDir) {
+        if (!ctx.include.mayMatchInside(rel)) continue;
+        const at = ctx.entries.length;
+        const inside = await walk(abs, rel, here, ctx, true);
+        if (inside > 0) {
+          ctx.entries.splice(at, 0, { rel, kind: 'dir' });
+          added += inside + 1;
+        }
+        continue;
+      }
+      if (!ctx.include.matches(rel)) continue;
+      viaInclude = true;
+    }
     if (isDir) {
       ctx.entries.push({ rel, kind: 'dir' });
-      await walk(abs, rel, here, ctx);
+      added += 1 + (await walk(abs, rel, here, ctx));
     } else if (st.isSymbolicLink()) {
       const target = await readlink(abs);
       const lands = path.posix.normalize(path.posix.join(path.posix.dirname(rel), toPosix(target)));
       if (path.isAbsolute(target) || lands === '..' || lands.startsWith('../')) {
         ctx.skippedSymlinks.push(rel);
       } else {
-        ctx.entries.push({ rel, kind: 'symlink', target: toPosix(target) });
+        ctx.entries.push({ rel, kind: 'symlink', target: toPosix(target), ...(viaInclude ? { viaInclude } : {}) });
+        added++;
       }
     } else if (st.isFile()) {
       if (st.size > MAX_USTAR_SIZE) throw new BundleError(`${rel} is larger than 8 GiB; add it to code.exclude`);
-      ctx.entries.push({ rel, kind: 'file', abs, size: st.size, executable: (st.mode & 0o111) !== 0 });
+      ctx.entries.push({ rel, kind: 'file', abs, size: st.size, executable: (st.mode & 0o111) !== 0, ...(viaInclude ? { viaInclude } : {}) });
+      added++;
     }
     // sockets, fifos and devices have no place in a code bundle
   }
+  return added;
 }
 
-/** Git's precedence: deeper .gitignore files override shallower ones; code.exclude has the last word. */
-function isIgnored(abs: string, rel: string, isDir: boolean, levels: IgnoreLevel[], excluded: Ignore): boolean {
+/**
+ * Git's precedence: deeper .gitignore files override shallower ones; code.exclude has the last
+ * word. 'gitignored' (left out by a .gitignore: code.include may still ship it), 'excluded' (by
+ * code.exclude: never shipped) or undefined (shipped).
+ */
+function ignoredBy(abs: string, rel: string, isDir: boolean, levels: IgnoreLevel[], excluded: Ignore): 'gitignored' | 'excluded' | undefined {
   let ignored = false;
   for (const level of levels) {
     const local = toPosix(path.relative(level.dir, abs));
@@ -156,9 +274,13 @@ function isIgnored(abs: string, rel: string, isDir: boolean, levels: IgnoreLevel
     else if (verdict.unignored) ignored = false;
   }
   const verdict = excluded.test(isDir ? `${rel}/` : rel);
-  if (verdict.ignored) ignored = true;
-  else if (verdict.unignored) ignored = false;
-  return ignored;
+  if (verdict.ignored) return 'excluded';
+  if (verdict.unignored) return undefined;
+  return ignored ? 'gitignored' : undefined;
+}
+
+function isExcluded(rel: string, isDir: boolean, excluded: Ignore): boolean {
+  return excluded.test(isDir ? `${rel}/` : rel).ignored;
 }
 
 async function* tarStream(entries: Entry[], hash: ReturnType<typeof createHash>): AsyncGenerator<Buffer> {

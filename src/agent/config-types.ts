@@ -23,6 +23,13 @@ export interface AgentConfig {
   workDir: string;
   checkpointDir: string;
   setup?: string;
+  /**
+   * spec.setup.cache: after setup succeeds the agent archives `paths` (relative to workDir) into
+   * storage under a key made of the setup command, the content of the `key` files (relative to
+   * workDir), the image and the architecture, and restores them instead of running setup when that
+   * key was stored before (src/agent/runctl_agent/setup_cache.py).
+   */
+  setupCache?: { paths: string[]; key: string[] };
   command: string;
   env: Record<string, string>;
   /** Env var name -> `ssm:/path`; resolved by the agent with the AWS CLI, never written anywhere. */
@@ -45,4 +52,9 @@ export interface AgentConfig {
   noticePollSeconds: number;
   /** Restore from this generation's checkpoints when this generation has none yet. */
   seedGeneration?: number;
+  /**
+   * spec.progress.pattern translated to Python `re` syntax (src/spec/progress-pattern.ts), compiled
+   * by the agent with re.ASCII; absent: the built-in formats (docs/progress.md).
+   */
+  progressPattern?: string;
 }

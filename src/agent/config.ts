@@ -6,7 +6,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttemptKey } from '../providers/types.js';
 import { parseDuration } from '../spec/duration.js';
-import type { RunSpec } from '../spec/types.js';
+import { translateProgressPattern } from '../spec/progress-pattern.js';
+import { setupCache, setupCommand, type RunSpec } from '../spec/types.js';
 import type { AgentConfig } from './config-types.js';
 
 /** EC2's instance metadata service. */
@@ -70,8 +71,13 @@ export function renderAgentConfig(input: AgentConfigInput): AgentConfig {
     heartbeatSeconds: input.heartbeatSeconds ?? (s3 ? 10 : 1),
     noticePollSeconds: input.noticePollSeconds ?? 2,
   };
-  if (spec.setup !== undefined) config.setup = spec.setup;
+  const setup = setupCommand(spec);
+  if (setup !== undefined) config.setup = setup;
+  const cache = setupCache(spec);
+  if (cache) config.setupCache = { paths: [...cache.paths], key: [...cache.key] };
   if (spec.timeouts.stall !== undefined) config.stallSeconds = seconds(spec.timeouts.stall, 'timeouts.stall');
+  // Validated already (src/spec/checks.ts); a pattern refused here would throw ProgressPatternError.
+  if (spec.progress?.pattern !== undefined) config.progressPattern = translateProgressPattern(spec.progress.pattern).python;
   const region = input.region ?? spec.resources.region;
   if (region !== undefined) config.region = region;
   if (input.s3EndpointUrl !== undefined) config.s3EndpointUrl = input.s3EndpointUrl;

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { requireStatus, RunNotFoundError } from '../reconciler/operations.js';
-import type { RunSpec } from '../spec/types.js';
+import { setupCache, setupCommand, type RunSpec } from '../spec/types.js';
 import { eventsOfIncarnation } from '../state/identity.js';
 import { colorsFor, renderDescribe } from '../ui/index.js';
 import { addCommonOptions, cliContext, readOnlyStore, type CommonOptions } from './context.js';
@@ -36,10 +36,12 @@ function specSummary(spec: RunSpec): [string, string][] {
   const r = spec.resources;
   const rows: [string, string][] = [
     ['Provider', spec.provider],
-    ['Code', spec.code.path],
-    ['Setup', spec.setup ?? '(none)'],
-    ['Run', spec.run],
+    ['Code', spec.code.path + (spec.code.include?.length ? ` (include ${spec.code.include.join(', ')})` : '')],
+    ['Setup', setupCommand(spec) ?? '(none)'],
   ];
+  const cache = setupCache(spec);
+  if (cache) rows.push(['Setup cache', `${cache.paths.join(', ')} keyed by ${cache.key.join(', ')}`]);
+  rows.push(['Run', spec.run]);
   if (spec.provider === 'aws') {
     rows.push(['Instance types', r.instanceTypes.join(', ')]);
     rows.push(['Market', r.market + (r.maxSpotPrice !== undefined ? ` (max $${r.maxSpotPrice}/h)` : '')]);

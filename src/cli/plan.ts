@@ -24,6 +24,8 @@ export interface PlanOptions extends CommonOptions {
   allowEmptyPrune?: boolean;
   /** False with --no-cloud-checks. */
   cloudChecks?: boolean;
+  /** --show-bundle: list what each run's code bundle holds. */
+  showBundle?: boolean;
 }
 
 export function register(program: Command): void {
@@ -36,6 +38,7 @@ export function register(program: Command): void {
       .addOption(new Option('--format <format>', 'output format (markdown suits a CI job summary)').choices([...PLAN_FORMATS]).default('text'))
       .option('--prune', 'plan with prune on (default: runctl.yaml prune)')
       .option('--allow-empty-prune', 'plan as if prune may delete every run when the runs folder holds none')
+      .option('--show-bundle', "list what each run's code bundle holds: file count, size, and the files shipped only because of code.include")
       .option('--no-cloud-checks', 'skip checking instance types against the cloud (DescribeInstanceTypeOfferings) for runs that would launch, and looking for orphaned instances (DescribeInstances)'),
   )
     // With --detailed-exitcode, 2 means "changes": a usage mistake must not look like one.
@@ -76,7 +79,17 @@ export async function planCommand(paths: string[], opts: PlanOptions, overrides?
     await ctx.providers.close();
   }
   const { plan } = checked;
-  printPlan(plan, checked.desired, opts.format, storeName(ctx));
+  if (opts.showBundle) {
+    const { listRunBundles, renderBundlesText } = await import('./bundle-listing.js');
+    const bundles = await listRunBundles(checked.desired.runs, ctx.repoRoot);
+    if (opts.format === 'json') {
+      const doc = JSON.parse(renderPlanJson(plan, checked.desired.diagnostics, { store: storeName(ctx) })) as Record<string, unknown>;
+      process.stdout.write(`${JSON.stringify({ ...doc, bundles }, null, 2)}\n`);
+    } else {
+      printPlan(plan, checked.desired, opts.format, storeName(ctx));
+      process.stdout.write(renderBundlesText(bundles));
+    }
+  } else printPlan(plan, checked.desired, opts.format, storeName(ctx));
   if (plan.invalidFiles.length > 0 || checked.desired.diagnostics.some((d) => d.severity === 'error')) return 1;
   return opts.detailedExitcode && plan.changes > 0 ? 2 : 0;
 }

@@ -12,6 +12,31 @@ export class CodePathChecker {
 
   constructor(private readonly repoRoot: string) {}
 
+  /**
+   * A message when `rel` (relative to the code directory `codePath`, forward slashes, already
+   * checked to stay inside it) is not a regular file there: a setup cache key file.
+   */
+  checkFile(codePath: string, rel: string): string | undefined {
+    const cacheKey = `${codePath}\u0000${rel}`;
+    if (!this.cache.has(cacheKey)) this.cache.set(cacheKey, this.inspectFile(codePath, rel));
+    return this.cache.get(cacheKey);
+  }
+
+  private inspectFile(codePath: string, rel: string): string | undefined {
+    const target = path.resolve(this.repoRoot, codePath, ...rel.split('/'));
+    const shown = `${codePath.replace(/\/+$/, '')}/${rel}`;
+    try {
+      const st = statSync(target);
+      if (st.isDirectory()) return `must be a file, and ${shown} is a folder: list the files in it whose content decides what setup builds`;
+      if (!st.isFile()) return `must be a regular file (${shown} is not)`;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return `file not found: ${shown} (key files are relative to code.path and must be shipped in the bundle)`;
+      return `cannot be read: ${describeFsError(err)}`;
+    }
+    return undefined;
+  }
+
   /** A message saying what is wrong with `codePath`, or undefined when it is fine. */
   check(codePath: string): string | undefined {
     if (!this.cache.has(codePath)) this.cache.set(codePath, this.inspect(codePath));

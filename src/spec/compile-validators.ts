@@ -11,8 +11,8 @@ import { PROJECT_SCHEMA_FILE, readSchema, TRAINING_RUN_SCHEMA_FILE } from './sch
 
 export const GENERATED_VALIDATORS_FILE = new URL('../../src/spec/generated/schema-validators.ts', import.meta.url);
 
-/** The options every validator is compiled with; useDefaults fills in the schema's defaults. */
-export const AJV_OPTIONS = { allErrors: true, useDefaults: true, strict: true } as const;
+/** The options every validator is compiled with; useDefaults fills in the schema's defaults; allowUnionTypes lets spec.setup be a string or a mapping without anyOf (whose errors read badly). */
+export const AJV_OPTIONS = { allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true } as const;
 
 export function generateValidatorSource(): string {
   const ajv = new Ajv2020({ ...AJV_OPTIONS, code: { source: true, esm: true, lines: true } });

@@ -8,7 +8,8 @@ import type { TrainingRun } from './types.js';
 export function specHash(run: TrainingRun): string {
   const spec = run.spec;
   const trained = {
-    code: { ...spec.code, path: normalizeCodePath(spec.code.path) },
+    // An empty include ships what no include ships: the same generation.
+    code: { ...spec.code, path: normalizeCodePath(spec.code.path), include: spec.code.include?.length ? spec.code.include : undefined },
     setup: spec.setup ?? null,
     run: spec.run,
     env: spec.env,

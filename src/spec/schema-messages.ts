@@ -42,6 +42,9 @@ const REQUIRED_HINTS: Record<string, string> = {
   'spec.code.path': 'the directory to ship, relative to the repository root',
   'spec.run': 'the shell command that trains',
   'spec.rehearsal.interruptAfter': 'a duration such as 10m',
+  'spec.setup.run': 'the shell command that installs, e.g. pip install -r requirements.txt',
+  'spec.setup.cache.paths': 'the folders setup creates, relative to code.path, e.g. [.venv]',
+  'spec.setup.cache.key': 'the files whose content decides what setup builds, e.g. [requirements.txt]',
 };
 
 export interface SchemaProblems {
@@ -130,6 +133,8 @@ function toProblem(err: ErrorObject, data: unknown, root: JsonSchema, suggestedP
       return error(base, `must be at most ${params.limit} (got ${describeValue(value)})`);
     case 'exclusiveMinimum':
       return error(base, `must be greater than ${params.limit} (got ${describeValue(value)})`);
+    case 'minItems':
+      return error(base, `must list at least ${params.limit} item${params.limit === 1 ? '' : 's'}${formatPath(base).startsWith('spec.setup.cache') ? '; leave out cache to run setup on every attempt' : ''}`);
     case 'maxItems':
       return error(base, `must list at most ${params.limit} items (got ${Array.isArray(value) ? value.length : '?'})`);
     case 'uniqueItems': {
@@ -242,7 +247,8 @@ function typeMessage(path: readonly Segment[], expected: string, value: unknown,
     return `must be a duration like 90s, 15m or 48h (got the number ${value}; add a unit, e.g. "${value}s")`;
   }
   if (kind === 'ssmRef') return `must be a reference like ssm:/team/hf-token (got ${kindOf(value)}; value not shown)`;
-  const want = TYPE_NAMES[expected] ?? expected;
+  // A field of more than one form (spec.setup: a command or a mapping) lists each.
+  const want = expected.split(',').map((t) => TYPE_NAMES[t] ?? t).join(' or ');
   if (path.length === 0) return `the document must be a mapping with apiVersion, kind, metadata and spec (got ${kindOf(value)})`;
   if (secret) return `must be ${want} (got ${kindOf(value)}; value not shown)`;
   const written = source !== undefined && source.trim() !== '' ? source.trim() : undefined;
@@ -259,6 +265,7 @@ function typeMessage(path: readonly Segment[], expected: string, value: unknown,
     hint = '; remove the quotes';
   } else if (expected === 'array' && (typeof value === 'string' || typeof value === 'number')) hint = `; write a list: [${typeof value === 'number' ? (written ?? value) : value}]`;
   else if (expected === 'object' && typeof value === 'string' && formatPath(path) === 'spec.code') hint = `; write {path: ${value}}`;
+  else if (formatPath(path) === 'spec.setup' && Array.isArray(value)) hint = '; join the commands into one string with &&, or write {run: …, cache: …}';
   return `must be ${want} (got ${got}${hint})`;
 }
 

@@ -25,8 +25,11 @@ export interface RunMetadata {
 export interface RunSpec {
   provider: ProviderName;
   code: CodeSpec;
-  /** Shell command for the "installing" phase; absent means nothing to install. */
-  setup?: string;
+  /**
+   * The "installing" phase: a shell command, or the command with a cache of what it builds
+   * (SetupSpec). Absent means nothing to install. Read it through setupCommand()/setupCache().
+   */
+  setup?: string | SetupSpec;
   /** Shell command for the "training" phase. */
   run: string;
   env: Record<string, string>;
@@ -42,6 +45,17 @@ export interface RunSpec {
   rehearsal?: RehearsalSpec;
   /** Webhooks told about this run's transitions, besides runctl.yaml's (docs/notifications.md). */
   notifications?: NotificationReceiver[];
+  /** How the agent reads the job's progress; absent: the built-in formats (docs/progress.md). */
+  progress?: ProgressSpec;
+}
+
+export interface ProgressSpec {
+  /**
+   * ECMAScript regular expression (the `u` flag's syntax) matched against each line of the job's
+   * output, with the named group `step` and optionally `total`, `loss` and metrics; replaces the
+   * built-in formats. Checked and translated to Python by src/spec/progress-pattern.ts.
+   */
+  pattern?: string;
 }
 
 export interface CodeSpec {
@@ -49,6 +63,40 @@ export interface CodeSpec {
   path: string;
   /** Extra gitignore-style patterns left out of the bundle. */
   exclude: string[];
+  /**
+   * Gitignore-style patterns shipped even when a .gitignore leaves them out (issue 12: a project's
+   * prepared data, `*.bin`, ignored by its .gitignore). `exclude` still has the last word. No
+   * default, so specs that do not use it keep their generation hash.
+   */
+  include?: string[];
+}
+
+/** `setup` in its mapping form: the command, and what of its output is cached (issue 12). */
+export interface SetupSpec {
+  /** Shell command for the installing phase, run in the code directory. */
+  run: string;
+  cache?: SetupCacheSpec;
+}
+
+/**
+ * What setup builds, archived into storage after it succeeds and restored instead of running it
+ * when the key is the same (docs/agent.md, "Setup cache").
+ */
+export interface SetupCacheSpec {
+  /** Folders or files setup creates, relative to the code directory (no `/…`, no `..`, no wildcards). */
+  paths: string[];
+  /** Files in the code directory whose content, with the command, image and architecture, makes the key. */
+  key: string[];
+}
+
+/** The setup command of a spec, whichever form `setup` takes; undefined when there is none. */
+export function setupCommand(spec: Pick<RunSpec, 'setup'>): string | undefined {
+  return typeof spec.setup === 'string' ? spec.setup : spec.setup?.run;
+}
+
+/** The setup cache a spec asks for, or undefined. */
+export function setupCache(spec: Pick<RunSpec, 'setup'>): SetupCacheSpec | undefined {
+  return typeof spec.setup === 'object' ? spec.setup.cache : undefined;
 }
 
 export interface ResourcesSpec {

@@ -5,6 +5,7 @@
 // credentials in URLs are masked in every free-text field.
 import { redactUrls } from '../reconciler/git-follow.js';
 import type { Condition, RunEvent, RunStatus } from '../state/types.js';
+import { setupCache, setupCommand } from '../spec/types.js';
 
 /** One row of the runs table (`GET /api/runs` returns `{runs: RunSummary[], unreadable: …}`). */
 export interface RunSummary {
@@ -294,9 +295,11 @@ function specSummary(s: RunStatus): Array<[string, string]> {
   const rows: Array<[string, string]> = [
     ['Provider', spec.provider],
     ['Code', spec.code.path],
-    ['Setup', spec.setup ?? '(none)'],
+    ['Setup', setupCommand(spec) ?? '(none)'],
     ['Run', spec.run],
   ];
+  const cache = setupCache(spec);
+  if (cache) rows.splice(3, 0, ['Setup cache', `${cache.paths.join(', ')} keyed by ${cache.key.join(', ')}`]);
   if (spec.provider === 'aws') {
     const r = spec.resources;
     rows.push(['Instance types', r.instanceTypes.join(', ')]);

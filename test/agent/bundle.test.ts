@@ -5,7 +5,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, u
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BundleError, createBundle } from '../../src/agent/bundle.js';
+import { BundleError, createBundle, listBundle } from '../../src/agent/bundle.js';
 import { PYTHON } from './support.js';
 
 const dirs: string[] = [];
@@ -91,6 +91,53 @@ describe('createBundle', () => {
       'sub/notes.md',
       'train.py',
     ]);
+  });
+
+  it('ships what code.include asks for even when a .gitignore leaves it out; code.exclude still wins', async () => {
+    // nanoGPT's .gitignore: its prepared data (*.bin, *.pkl) never reached the instance (issue 12).
+    const root = tree({
+      'code/.gitignore': '*.bin\n*.pkl\n__pycache__/\n.venv/\nout/\n',
+      'code/train.py': 'x\n',
+      'code/data/shakespeare_char/prepare.py': 'prepare\n',
+      'code/data/shakespeare_char/train.bin': 'tokens\n',
+      'code/data/shakespeare_char/val.bin': 'val\n',
+      'code/data/shakespeare_char/meta.pkl': 'meta\n',
+      'code/data/openwebtext/train.bin': 'huge, excluded by the spec\n',
+      'code/out/ckpt.bin': 'an ignored folder nothing includes\n',
+      'code/.venv/lib/site.bin': 'an ignored folder include patterns cannot reach\n',
+      'code/__pycache__/x.pyc': 'ignored\n',
+    });
+    const code = { path: 'code', exclude: ['data/openwebtext/'], include: ['data/**/*.bin', 'data/*/meta.pkl', 'out/ckpt.bin', 'weights/*.bin'] };
+    const bundle = await createBundle(root, code);
+    expect(entries(bundle.file).map((e) => e.split(' ')[0])).toEqual([
+      '.gitignore',
+      'data/',
+      'data/shakespeare_char/',
+      'data/shakespeare_char/meta.pkl',
+      'data/shakespeare_char/prepare.py',
+      'data/shakespeare_char/train.bin',
+      'data/shakespeare_char/val.bin',
+      'out/',
+      'out/ckpt.bin',
+      'train.py',
+    ]);
+    expect(bundle.includedOnly).toEqual([
+      { path: 'data/shakespeare_char/meta.pkl', bytes: 5 },
+      { path: 'data/shakespeare_char/train.bin', bytes: 7 },
+      { path: 'data/shakespeare_char/val.bin', bytes: 4 },
+      { path: 'out/ckpt.bin', bytes: 35 },
+    ]);
+    expect(bundle.includeUnmatched).toEqual(['weights/*.bin']);
+    const listing = await listBundle(root, code);
+    expect(listing.files.map((f) => f.path)).toEqual(['.gitignore', 'data/shakespeare_char/meta.pkl', 'data/shakespeare_char/prepare.py', 'data/shakespeare_char/train.bin', 'data/shakespeare_char/val.bin', 'out/ckpt.bin', 'train.py']);
+    expect(listing.fileCount).toBe(bundle.fileCount);
+    expect(listing.contentBytes).toBe(bundle.contentBytes);
+    // Without include the bundle is what it always was (same id as a spec that never had the field).
+    const plain = await createBundle(root, { path: 'code', exclude: ['data/openwebtext/'] });
+    const empty = await createBundle(root, { path: 'code', exclude: ['data/openwebtext/'], include: [] });
+    expect(empty.sha256).toBe(plain.sha256);
+    expect(plain.includedOnly).toEqual([]);
+    expect(entries(plain.file).map((e) => e.split(' ')[0])).toEqual(['.gitignore', 'data/', 'data/shakespeare_char/', 'data/shakespeare_char/prepare.py', 'train.py']);
   });
 
   it('keeps symlinks that stay inside the tree and skips those that lead out of it', async () => {

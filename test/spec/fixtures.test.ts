@@ -94,6 +94,7 @@ describe('valid fixtures', () => {
       'local-with-warnings',
       'minimal-local',
       'resnet50-baseline',
+      'setup-cache',
       'sweep-lr-0001',
       'sweep-lr-0003',
     ]);

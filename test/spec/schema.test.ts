@@ -18,14 +18,15 @@ type OptionalKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? K : never
 type Equal<A, B> = (<X>() => X extends A ? 1 : 2) extends <X>() => X extends B ? 1 : 2 ? true : false;
 
 // Compile-time: the optional fields below are exactly the optional fields of the types.
-const optionalSpec: Equal<OptionalKeys<RunSpec>, 'setup' | 'rehearsal' | 'notifications'> = true;
+const optionalSpec: Equal<OptionalKeys<RunSpec>, 'setup' | 'rehearsal' | 'notifications' | 'progress'> = true;
+const optionalProgress: Equal<OptionalKeys<NonNullable<RunSpec['progress']>>, 'pattern'> = true;
 const optionalResources: Equal<OptionalKeys<RunSpec['resources']>, 'maxSpotPrice' | 'region' | 'image' | 'iamInstanceProfile' | 'subnetId'> = true;
 const optionalCheckpoints: Equal<OptionalKeys<RunSpec['checkpoints']>, 'storage'> = true;
 const optionalReceiver: Equal<OptionalKeys<NonNullable<RunSpec['notifications']>[number]>, 'url' | 'urlFrom'> = true;
 const optionalBudget: Equal<OptionalKeys<RunSpec['budget']>, 'maxCostUSD'> = true;
 const optionalDefaults: Equal<OptionalKeys<ProjectConfig['defaults']>, 'region' | 'storage' | 'profile' | 'iamInstanceProfile'> = true;
 const optionalProject: Equal<OptionalKeys<ProjectConfig>, 'state' | 'notifications'> = true;
-void [optionalReceiver, optionalSpec, optionalResources, optionalCheckpoints, optionalBudget, optionalDefaults, optionalProject];
+void [optionalProgress, optionalReceiver, optionalSpec, optionalResources, optionalCheckpoints, optionalBudget, optionalDefaults, optionalProject];
 
 /** Every field of TrainingRun, set: the compiler refuses a missing or an extra one. */
 const everyField: DeepRequired<TrainingRun> = {
@@ -34,8 +35,8 @@ const everyField: DeepRequired<TrainingRun> = {
   metadata: { name: 'every-field', labels: { team: 'vision' } },
   spec: {
     provider: 'aws',
-    code: { path: '.', exclude: ['data/**'] },
-    setup: 'pip install -r requirements.txt',
+    code: { path: '.', exclude: ['data/**'], include: ['data/**/*.bin'] },
+    setup: { run: 'pip install -r requirements.txt', cache: { paths: ['.venv'], key: ['requirements.txt'] } },
     run: 'python train.py',
     env: { WANDB_MODE: 'offline' },
     secrets: { HF_TOKEN: 'ssm:/team/hf-token' },
@@ -60,6 +61,7 @@ const everyField: DeepRequired<TrainingRun> = {
     notifications: [
       { url: 'https://example.com/hook', urlFrom: { env: 'SLACK_WEBHOOK_URL' }, format: 'slack', events: ['Interrupted', 'Completed'], timeout: '10s' },
     ],
+    progress: { pattern: 'iter (?<step>\\d+): loss (?<loss>[\\d.]+)' },
   },
 };
 
@@ -72,7 +74,11 @@ const everyProjectField: DeepRequired<ProjectConfig> = {
 
 const OPTIONAL_PATHS = [
   'spec.setup',
+  'spec.setup.cache',
+  'spec.code.include',
   'spec.rehearsal',
+  'spec.progress',
+  'spec.progress.pattern',
   'spec.resources.maxSpotPrice',
   'spec.resources.region',
   'spec.resources.image',

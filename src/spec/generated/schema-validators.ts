@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 export const validateTrainingRun = validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}}}},"setup":{"description":"Shell command for the installing phase (run once per instance, before training), e.g. pip install -r requirements.txt. Leave out if there is nothing to install.","type":"string","minLength":1},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"},"stall":{"description":"A job that prints nothing for this long fails the attempt with reason Stalled (counted against recovery.maxRetriesOnError), between 1s and 7d. Unset: never.","$ref":"#/$defs/duration"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"notifications":{"description":"Webhooks told about this run (besides the receivers in runctl.yaml) when it is interrupted, resumes, fails, completes, reaches its budget or stops syncing checkpoints (docs/notifications.md). Each is delivered once per event, retried with backoff, and never holds up reconciling.","type":"array","maxItems":20,"items":{"description":"One receiver.","$ref":"#/$defs/notificationReceiver"}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"notificationReceiver":{"description":"A webhook told about run events. Give exactly one of url and urlFrom. Slack's and Discord's webhook URLs are credentials: use urlFrom for them (validate warns about a plain url that looks like one).","type":"object","additionalProperties":false,"properties":{"url":{"description":"http:// or https:// URL the notification is POSTed to. It is committed to git in plain text: use urlFrom when the URL itself is a credential.","type":"string","maxLength":2048,"pattern":"^https?://[^\\s]+$"},"urlFrom":{"description":"Read the URL from the controller's environment when delivering, e.g. {env: SLACK_WEBHOOK_URL}; an unset variable fails that delivery visibly (an event), never the controller.","type":"object","additionalProperties":false,"required":["env"],"properties":{"env":{"description":"Name of the environment variable holding the URL.","$ref":"#/$defs/envName"}}},"format":{"description":"Body shape: generic (runctl's JSON), slack (incoming webhook: text and blocks) or discord (execute webhook: content and embeds).","enum":["generic","slack","discord"],"default":"generic"},"events":{"description":"Which events to send: Interrupted, Resumed, Failed, Completed, BudgetReached, CheckpointSyncStalled. Default Interrupted, Failed, Completed.","type":"array","minItems":1,"maxItems":6,"uniqueItems":true,"items":{"description":"An event name.","enum":["Interrupted","Resumed","Failed","Completed","BudgetReached","CheckpointSyncStalled"]},"default":["Interrupted","Failed","Completed"]},"timeout":{"description":"How long the receiver has to answer one delivery before it is tried again, between 1s and 5m.","$ref":"#/$defs/duration","default":"10s"}}},"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
+const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}},"include":{"description":"Gitignore-style patterns shipped even when a .gitignore leaves them out, e.g. data/**/*.bin for prepared data a project's .gitignore ignores; exclude still has the last word. `runctl plan --show-bundle` lists what they add.","type":"array","items":{"description":"A gitignore-style pattern, relative to code.path.","type":"string","minLength":1}}}},"setup":{"description":"The installing phase (run once per instance, before training): a shell command such as pip install -r requirements.txt, or {run: <command>, cache: {paths, key}} to keep what it builds in storage and restore it instead of running it again on later attempts and generations. Leave out if there is nothing to install.","type":["string","object"],"minLength":1,"additionalProperties":false,"required":["run"],"properties":{"run":{"description":"Shell command for the installing phase, run in the code directory.","type":"string","minLength":1},"cache":{"description":"What setup builds, kept in storage after it succeeds and restored (instead of running setup) by a later attempt or generation whose key is the same. The key is the setup command, the content of the key files, the instance's image and its architecture.","type":"object","additionalProperties":false,"required":["paths","key"],"properties":{"paths":{"description":"Folders or files setup creates, relative to the code directory, e.g. [.venv]. No absolute paths, no .., no wildcards.","type":"array","minItems":1,"items":{"description":"A path relative to the code directory, e.g. .venv.","type":"string","minLength":1}},"key":{"description":"Files in the code directory whose content decides what setup builds, e.g. [requirements.txt, setup.sh]; a change to any of them runs setup again.","type":"array","minItems":1,"items":{"description":"A file relative to the code directory, e.g. requirements.txt.","type":"string","minLength":1}}}}}},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"},"stall":{"description":"A job that prints nothing for this long fails the attempt with reason Stalled (counted against recovery.maxRetriesOnError), between 1s and 7d. Unset: never.","$ref":"#/$defs/duration"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"notifications":{"description":"Webhooks told about this run (besides the receivers in runctl.yaml) when it is interrupted, resumes, fails, completes, reaches its budget or stops syncing checkpoints (docs/notifications.md). Each is delivered once per event, retried with backoff, and never holds up reconciling.","type":"array","maxItems":20,"items":{"description":"One receiver.","$ref":"#/$defs/notificationReceiver"}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"progress":{"description":"How runctl reads the job's progress from its output. Without it: tqdm bars, Hugging Face Trainer log dicts, Lightning bars, nanoGPT lines and step=N/T loss=X (docs/progress.md).","type":"object","additionalProperties":false,"properties":{"pattern":{"description":"A regular expression in ECMAScript syntax matched against each line the job prints, with the named group step and optionally total, loss and any other named group (kept as a metric), e.g. 'iter (?<step>\\d+): loss (?<loss>[\\d.]+)'. Replaces the built-in formats. The subset runctl accepts is in docs/progress.md.","type":"string","minLength":1,"maxLength":1000}}},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"notificationReceiver":{"description":"A webhook told about run events. Give exactly one of url and urlFrom. Slack's and Discord's webhook URLs are credentials: use urlFrom for them (validate warns about a plain url that looks like one).","type":"object","additionalProperties":false,"properties":{"url":{"description":"http:// or https:// URL the notification is POSTed to. It is committed to git in plain text: use urlFrom when the URL itself is a credential.","type":"string","maxLength":2048,"pattern":"^https?://[^\\s]+$"},"urlFrom":{"description":"Read the URL from the controller's environment when delivering, e.g. {env: SLACK_WEBHOOK_URL}; an unset variable fails that delivery visibly (an event), never the controller.","type":"object","additionalProperties":false,"required":["env"],"properties":{"env":{"description":"Name of the environment variable holding the URL.","$ref":"#/$defs/envName"}}},"format":{"description":"Body shape: generic (runctl's JSON), slack (incoming webhook: text and blocks) or discord (execute webhook: content and embeds).","enum":["generic","slack","discord"],"default":"generic"},"events":{"description":"Which events to send: Interrupted, Resumed, Failed, Completed, BudgetReached, CheckpointSyncStalled. Default Interrupted, Failed, Completed.","type":"array","minItems":1,"maxItems":6,"uniqueItems":true,"items":{"description":"An event name.","enum":["Interrupted","Resumed","Failed","Completed","BudgetReached","CheckpointSyncStalled"]},"default":["Interrupted","Failed","Completed"]},"timeout":{"description":"How long the receiver has to answer one delivery before it is tried again, between 1s and 5m.","$ref":"#/$defs/duration","default":"10s"}}},"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
 const schema32 = {"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"};
 const schema33 = {"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"};
 const schema34 = {"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"};
@@ -633,7 +633,7 @@ vErrors.push(err25);
 errors++;
 }
 for(const key5 in data8){
-if(!((key5 === "path") || (key5 === "exclude"))){
+if(!(((key5 === "path") || (key5 === "exclude")) || (key5 === "include"))){
 const err26 = {instancePath:instancePath+"/spec/code",schemaPath:"#/properties/spec/properties/code/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key5},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err26];
@@ -708,9 +708,15 @@ vErrors.push(err31);
 }
 errors++;
 }
-}
-else {
-const err32 = {instancePath:instancePath+"/spec/code",schemaPath:"#/properties/spec/properties/code/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data8.include !== undefined){
+let data12 = data8.include;
+if(Array.isArray(data12)){
+const len1 = data12.length;
+for(let i1=0; i1<len1; i1++){
+let data13 = data12[i1];
+if(typeof data13 === "string"){
+if(func1(data13) < 1){
+const err32 = {instancePath:instancePath+"/spec/code/include/" + i1,schemaPath:"#/properties/spec/properties/code/properties/include/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
 if(vErrors === null){
 vErrors = [err32];
 }
@@ -720,11 +726,8 @@ vErrors.push(err32);
 errors++;
 }
 }
-if(data6.setup !== undefined){
-let data12 = data6.setup;
-if(typeof data12 === "string"){
-if(func1(data12) < 1){
-const err33 = {instancePath:instancePath+"/spec/setup",schemaPath:"#/properties/spec/properties/setup/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
+else {
+const err33 = {instancePath:instancePath+"/spec/code/include/" + i1,schemaPath:"#/properties/spec/properties/code/properties/include/items/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err33];
 }
@@ -734,8 +737,9 @@ vErrors.push(err33);
 errors++;
 }
 }
+}
 else {
-const err34 = {instancePath:instancePath+"/spec/setup",schemaPath:"#/properties/spec/properties/setup/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err34 = {instancePath:instancePath+"/spec/code/include",schemaPath:"#/properties/spec/properties/code/properties/include/type",keyword:"type",params:{type: "array"},message:"must be array"};
 if(vErrors === null){
 vErrors = [err34];
 }
@@ -745,11 +749,9 @@ vErrors.push(err34);
 errors++;
 }
 }
-if(data6.run !== undefined){
-let data13 = data6.run;
-if(typeof data13 === "string"){
-if(func1(data13) < 1){
-const err35 = {instancePath:instancePath+"/spec/run",schemaPath:"#/properties/spec/properties/run/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
+}
+else {
+const err35 = {instancePath:instancePath+"/spec/code",schemaPath:"#/properties/spec/properties/code/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err35];
 }
@@ -759,8 +761,10 @@ vErrors.push(err35);
 errors++;
 }
 }
-else {
-const err36 = {instancePath:instancePath+"/spec/run",schemaPath:"#/properties/spec/properties/run/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(data6.setup !== undefined){
+let data14 = data6.setup;
+if((typeof data14 !== "string") && (!(data14 && typeof data14 == "object" && !Array.isArray(data14)))){
+const err36 = {instancePath:instancePath+"/spec/setup",schemaPath:"#/properties/spec/properties/setup/type",keyword:"type",params:{type: schema31.properties.spec.properties.setup.type},message:"must be string,object"};
 if(vErrors === null){
 vErrors = [err36];
 }
@@ -769,14 +773,9 @@ vErrors.push(err36);
 }
 errors++;
 }
-}
-let data14 = data6.env;
-if(data14 && typeof data14 == "object" && !Array.isArray(data14)){
-for(const key6 in data14){
-const _errs37 = errors;
-if(typeof key6 === "string"){
-if(!pattern6.test(key6)){
-const err37 = {instancePath:instancePath+"/spec/env",schemaPath:"#/$defs/envName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_]*$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_]*$"+"\"",propertyName:key6};
+if(typeof data14 === "string"){
+if(func1(data14) < 1){
+const err37 = {instancePath:instancePath+"/spec/setup",schemaPath:"#/properties/spec/properties/setup/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
 if(vErrors === null){
 vErrors = [err37];
 }
@@ -786,8 +785,9 @@ vErrors.push(err37);
 errors++;
 }
 }
-else {
-const err38 = {instancePath:instancePath+"/spec/env",schemaPath:"#/$defs/envName/type",keyword:"type",params:{type: "string"},message:"must be string",propertyName:key6};
+if(data14 && typeof data14 == "object" && !Array.isArray(data14)){
+if(data14.run === undefined){
+const err38 = {instancePath:instancePath+"/spec/setup",schemaPath:"#/properties/spec/properties/setup/required",keyword:"required",params:{missingProperty: "run"},message:"must have required property '"+"run"+"'"};
 if(vErrors === null){
 vErrors = [err38];
 }
@@ -796,9 +796,9 @@ vErrors.push(err38);
 }
 errors++;
 }
-var valid10 = _errs37 === errors;
-if(!valid10){
-const err39 = {instancePath:instancePath+"/spec/env",schemaPath:"#/properties/spec/properties/env/propertyNames",keyword:"propertyNames",params:{propertyName: key6},message:"property name must be valid"};
+for(const key6 in data14){
+if(!((key6 === "run") || (key6 === "cache"))){
+const err39 = {instancePath:instancePath+"/spec/setup",schemaPath:"#/properties/spec/properties/setup/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key6},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err39];
 }
@@ -808,9 +808,11 @@ vErrors.push(err39);
 errors++;
 }
 }
-for(const key7 in data14){
-if(typeof data14[key7] !== "string"){
-const err40 = {instancePath:instancePath+"/spec/env/" + key7.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/spec/properties/env/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(data14.run !== undefined){
+let data15 = data14.run;
+if(typeof data15 === "string"){
+if(func1(data15) < 1){
+const err40 = {instancePath:instancePath+"/spec/setup/run",schemaPath:"#/properties/spec/properties/setup/properties/run/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
 if(vErrors === null){
 vErrors = [err40];
 }
@@ -820,9 +822,8 @@ vErrors.push(err40);
 errors++;
 }
 }
-}
 else {
-const err41 = {instancePath:instancePath+"/spec/env",schemaPath:"#/properties/spec/properties/env/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err41 = {instancePath:instancePath+"/spec/setup/run",schemaPath:"#/properties/spec/properties/setup/properties/run/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err41];
 }
@@ -831,13 +832,12 @@ vErrors.push(err41);
 }
 errors++;
 }
-let data16 = data6.secrets;
+}
+if(data14.cache !== undefined){
+let data16 = data14.cache;
 if(data16 && typeof data16 == "object" && !Array.isArray(data16)){
-for(const key8 in data16){
-const _errs45 = errors;
-if(typeof key8 === "string"){
-if(!pattern6.test(key8)){
-const err42 = {instancePath:instancePath+"/spec/secrets",schemaPath:"#/$defs/envName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_]*$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_]*$"+"\"",propertyName:key8};
+if(data16.paths === undefined){
+const err42 = {instancePath:instancePath+"/spec/setup/cache",schemaPath:"#/properties/spec/properties/setup/properties/cache/required",keyword:"required",params:{missingProperty: "paths"},message:"must have required property '"+"paths"+"'"};
 if(vErrors === null){
 vErrors = [err42];
 }
@@ -846,9 +846,8 @@ vErrors.push(err42);
 }
 errors++;
 }
-}
-else {
-const err43 = {instancePath:instancePath+"/spec/secrets",schemaPath:"#/$defs/envName/type",keyword:"type",params:{type: "string"},message:"must be string",propertyName:key8};
+if(data16.key === undefined){
+const err43 = {instancePath:instancePath+"/spec/setup/cache",schemaPath:"#/properties/spec/properties/setup/properties/cache/required",keyword:"required",params:{missingProperty: "key"},message:"must have required property '"+"key"+"'"};
 if(vErrors === null){
 vErrors = [err43];
 }
@@ -857,9 +856,9 @@ vErrors.push(err43);
 }
 errors++;
 }
-var valid13 = _errs45 === errors;
-if(!valid13){
-const err44 = {instancePath:instancePath+"/spec/secrets",schemaPath:"#/properties/spec/properties/secrets/propertyNames",keyword:"propertyNames",params:{propertyName: key8},message:"property name must be valid"};
+for(const key7 in data16){
+if(!((key7 === "paths") || (key7 === "key"))){
+const err44 = {instancePath:instancePath+"/spec/setup/cache",schemaPath:"#/properties/spec/properties/setup/properties/cache/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key7},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err44];
 }
@@ -869,11 +868,11 @@ vErrors.push(err44);
 errors++;
 }
 }
-for(const key9 in data16){
-let data17 = data16[key9];
-if(typeof data17 === "string"){
-if(!pattern8.test(data17)){
-const err45 = {instancePath:instancePath+"/spec/secrets/" + key9.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/$defs/ssmRef/pattern",keyword:"pattern",params:{pattern: "^ssm:/[A-Za-z0-9_.\\-/]+$"},message:"must match pattern \""+"^ssm:/[A-Za-z0-9_.\\-/]+$"+"\""};
+if(data16.paths !== undefined){
+let data17 = data16.paths;
+if(Array.isArray(data17)){
+if(data17.length < 1){
+const err45 = {instancePath:instancePath+"/spec/setup/cache/paths",schemaPath:"#/properties/spec/properties/setup/properties/cache/properties/paths/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items"};
 if(vErrors === null){
 vErrors = [err45];
 }
@@ -882,9 +881,12 @@ vErrors.push(err45);
 }
 errors++;
 }
-}
-else {
-const err46 = {instancePath:instancePath+"/spec/secrets/" + key9.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/$defs/ssmRef/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const len2 = data17.length;
+for(let i2=0; i2<len2; i2++){
+let data18 = data17[i2];
+if(typeof data18 === "string"){
+if(func1(data18) < 1){
+const err46 = {instancePath:instancePath+"/spec/setup/cache/paths/" + i2,schemaPath:"#/properties/spec/properties/setup/properties/cache/properties/paths/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
 if(vErrors === null){
 vErrors = [err46];
 }
@@ -894,9 +896,8 @@ vErrors.push(err46);
 errors++;
 }
 }
-}
 else {
-const err47 = {instancePath:instancePath+"/spec/secrets",schemaPath:"#/properties/spec/properties/secrets/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err47 = {instancePath:instancePath+"/spec/setup/cache/paths/" + i2,schemaPath:"#/properties/spec/properties/setup/properties/cache/properties/paths/items/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err47];
 }
@@ -905,26 +906,10 @@ vErrors.push(err47);
 }
 errors++;
 }
-let data18 = data6.resources;
-if(data18 && typeof data18 == "object" && !Array.isArray(data18)){
-if(data18.instanceTypes === undefined){
-data18.instanceTypes = [];
 }
-if(data18.market === undefined){
-data18.market = "spot";
 }
-if(data18.availabilityZones === undefined){
-data18.availabilityZones = [];
-}
-if(data18.rootVolumeGiB === undefined){
-data18.rootVolumeGiB = 100;
-}
-if(data18.securityGroupIds === undefined){
-data18.securityGroupIds = [];
-}
-for(const key10 in data18){
-if(!(func4.call(schema31.properties.spec.properties.resources.properties, key10))){
-const err48 = {instancePath:instancePath+"/spec/resources",schemaPath:"#/properties/spec/properties/resources/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key10},message:"must NOT have additional properties"};
+else {
+const err48 = {instancePath:instancePath+"/spec/setup/cache/paths",schemaPath:"#/properties/spec/properties/setup/properties/cache/properties/paths/type",keyword:"type",params:{type: "array"},message:"must be array"};
 if(vErrors === null){
 vErrors = [err48];
 }
@@ -934,10 +919,11 @@ vErrors.push(err48);
 errors++;
 }
 }
-let data19 = data18.instanceTypes;
+if(data16.key !== undefined){
+let data19 = data16.key;
 if(Array.isArray(data19)){
-if(data19.length > 20){
-const err49 = {instancePath:instancePath+"/spec/resources/instanceTypes",schemaPath:"#/properties/spec/properties/resources/properties/instanceTypes/maxItems",keyword:"maxItems",params:{limit: 20},message:"must NOT have more than 20 items"};
+if(data19.length < 1){
+const err49 = {instancePath:instancePath+"/spec/setup/cache/key",schemaPath:"#/properties/spec/properties/setup/properties/cache/properties/key/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items"};
 if(vErrors === null){
 vErrors = [err49];
 }
@@ -946,12 +932,12 @@ vErrors.push(err49);
 }
 errors++;
 }
-const len1 = data19.length;
-for(let i1=0; i1<len1; i1++){
-let data20 = data19[i1];
+const len3 = data19.length;
+for(let i3=0; i3<len3; i3++){
+let data20 = data19[i3];
 if(typeof data20 === "string"){
-if(!pattern9.test(data20)){
-const err50 = {instancePath:instancePath+"/spec/resources/instanceTypes/" + i1,schemaPath:"#/$defs/instanceType/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},message:"must match pattern \""+"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"+"\""};
+if(func1(data20) < 1){
+const err50 = {instancePath:instancePath+"/spec/setup/cache/key/" + i3,schemaPath:"#/properties/spec/properties/setup/properties/cache/properties/key/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
 if(vErrors === null){
 vErrors = [err50];
 }
@@ -962,7 +948,7 @@ errors++;
 }
 }
 else {
-const err51 = {instancePath:instancePath+"/spec/resources/instanceTypes/" + i1,schemaPath:"#/$defs/instanceType/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err51 = {instancePath:instancePath+"/spec/setup/cache/key/" + i3,schemaPath:"#/properties/spec/properties/setup/properties/cache/properties/key/items/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err51];
 }
@@ -972,14 +958,9 @@ vErrors.push(err51);
 errors++;
 }
 }
-let i2 = data19.length;
-let j0;
-if(i2 > 1){
-outer0:
-for(;i2--;){
-for(j0 = i2; j0--;){
-if(func0(data19[i2], data19[j0])){
-const err52 = {instancePath:instancePath+"/spec/resources/instanceTypes",schemaPath:"#/properties/spec/properties/resources/properties/instanceTypes/uniqueItems",keyword:"uniqueItems",params:{i: i2, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i2+" are identical)"};
+}
+else {
+const err52 = {instancePath:instancePath+"/spec/setup/cache/key",schemaPath:"#/properties/spec/properties/setup/properties/cache/properties/key/type",keyword:"type",params:{type: "array"},message:"must be array"};
 if(vErrors === null){
 vErrors = [err52];
 }
@@ -987,14 +968,11 @@ else {
 vErrors.push(err52);
 }
 errors++;
-break outer0;
-}
-}
 }
 }
 }
 else {
-const err53 = {instancePath:instancePath+"/spec/resources/instanceTypes",schemaPath:"#/properties/spec/properties/resources/properties/instanceTypes/type",keyword:"type",params:{type: "array"},message:"must be array"};
+const err53 = {instancePath:instancePath+"/spec/setup/cache",schemaPath:"#/properties/spec/properties/setup/properties/cache/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err53];
 }
@@ -1003,9 +981,14 @@ vErrors.push(err53);
 }
 errors++;
 }
-let data21 = data18.market;
-if(!(((data21 === "spot") || (data21 === "on-demand")) || (data21 === "spot-then-on-demand"))){
-const err54 = {instancePath:instancePath+"/spec/resources/market",schemaPath:"#/properties/spec/properties/resources/properties/market/enum",keyword:"enum",params:{allowedValues: schema31.properties.spec.properties.resources.properties.market.enum},message:"must be equal to one of the allowed values"};
+}
+}
+}
+if(data6.run !== undefined){
+let data21 = data6.run;
+if(typeof data21 === "string"){
+if(func1(data21) < 1){
+const err54 = {instancePath:instancePath+"/spec/run",schemaPath:"#/properties/spec/properties/run/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
 if(vErrors === null){
 vErrors = [err54];
 }
@@ -1014,11 +997,9 @@ vErrors.push(err54);
 }
 errors++;
 }
-if(data18.maxSpotPrice !== undefined){
-let data22 = data18.maxSpotPrice;
-if((typeof data22 == "number") && (isFinite(data22))){
-if(data22 > 1000 || isNaN(data22)){
-const err55 = {instancePath:instancePath+"/spec/resources/maxSpotPrice",schemaPath:"#/properties/spec/properties/resources/properties/maxSpotPrice/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000},message:"must be <= 1000"};
+}
+else {
+const err55 = {instancePath:instancePath+"/spec/run",schemaPath:"#/properties/spec/properties/run/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err55];
 }
@@ -1027,8 +1008,14 @@ vErrors.push(err55);
 }
 errors++;
 }
-if(data22 <= 0 || isNaN(data22)){
-const err56 = {instancePath:instancePath+"/spec/resources/maxSpotPrice",schemaPath:"#/properties/spec/properties/resources/properties/maxSpotPrice/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
+}
+let data22 = data6.env;
+if(data22 && typeof data22 == "object" && !Array.isArray(data22)){
+for(const key8 in data22){
+const _errs55 = errors;
+if(typeof key8 === "string"){
+if(!pattern6.test(key8)){
+const err56 = {instancePath:instancePath+"/spec/env",schemaPath:"#/$defs/envName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_]*$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_]*$"+"\"",propertyName:key8};
 if(vErrors === null){
 vErrors = [err56];
 }
@@ -1039,7 +1026,7 @@ errors++;
 }
 }
 else {
-const err57 = {instancePath:instancePath+"/spec/resources/maxSpotPrice",schemaPath:"#/properties/spec/properties/resources/properties/maxSpotPrice/type",keyword:"type",params:{type: "number"},message:"must be number"};
+const err57 = {instancePath:instancePath+"/spec/env",schemaPath:"#/$defs/envName/type",keyword:"type",params:{type: "string"},message:"must be string",propertyName:key8};
 if(vErrors === null){
 vErrors = [err57];
 }
@@ -1048,12 +1035,9 @@ vErrors.push(err57);
 }
 errors++;
 }
-}
-if(data18.region !== undefined){
-let data23 = data18.region;
-if(typeof data23 === "string"){
-if(!pattern10.test(data23)){
-const err58 = {instancePath:instancePath+"/spec/resources/region",schemaPath:"#/$defs/region/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},message:"must match pattern \""+"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"+"\""};
+var valid18 = _errs55 === errors;
+if(!valid18){
+const err58 = {instancePath:instancePath+"/spec/env",schemaPath:"#/properties/spec/properties/env/propertyNames",keyword:"propertyNames",params:{propertyName: key8},message:"property name must be valid"};
 if(vErrors === null){
 vErrors = [err58];
 }
@@ -1063,8 +1047,9 @@ vErrors.push(err58);
 errors++;
 }
 }
-else {
-const err59 = {instancePath:instancePath+"/spec/resources/region",schemaPath:"#/$defs/region/type",keyword:"type",params:{type: "string"},message:"must be string"};
+for(const key9 in data22){
+if(typeof data22[key9] !== "string"){
+const err59 = {instancePath:instancePath+"/spec/env/" + key9.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/spec/properties/env/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err59];
 }
@@ -1074,14 +1059,9 @@ vErrors.push(err59);
 errors++;
 }
 }
-let data24 = data18.availabilityZones;
-if(Array.isArray(data24)){
-const len2 = data24.length;
-for(let i3=0; i3<len2; i3++){
-let data25 = data24[i3];
-if(typeof data25 === "string"){
-if(!pattern11.test(data25)){
-const err60 = {instancePath:instancePath+"/spec/resources/availabilityZones/" + i3,schemaPath:"#/$defs/zone/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},message:"must match pattern \""+"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"+"\""};
+}
+else {
+const err60 = {instancePath:instancePath+"/spec/env",schemaPath:"#/properties/spec/properties/env/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err60];
 }
@@ -1090,9 +1070,13 @@ vErrors.push(err60);
 }
 errors++;
 }
-}
-else {
-const err61 = {instancePath:instancePath+"/spec/resources/availabilityZones/" + i3,schemaPath:"#/$defs/zone/type",keyword:"type",params:{type: "string"},message:"must be string"};
+let data24 = data6.secrets;
+if(data24 && typeof data24 == "object" && !Array.isArray(data24)){
+for(const key10 in data24){
+const _errs63 = errors;
+if(typeof key10 === "string"){
+if(!pattern6.test(key10)){
+const err61 = {instancePath:instancePath+"/spec/secrets",schemaPath:"#/$defs/envName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_]*$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_]*$"+"\"",propertyName:key10};
 if(vErrors === null){
 vErrors = [err61];
 }
@@ -1102,14 +1086,8 @@ vErrors.push(err61);
 errors++;
 }
 }
-let i4 = data24.length;
-let j1;
-if(i4 > 1){
-outer1:
-for(;i4--;){
-for(j1 = i4; j1--;){
-if(func0(data24[i4], data24[j1])){
-const err62 = {instancePath:instancePath+"/spec/resources/availabilityZones",schemaPath:"#/properties/spec/properties/resources/properties/availabilityZones/uniqueItems",keyword:"uniqueItems",params:{i: i4, j: j1},message:"must NOT have duplicate items (items ## "+j1+" and "+i4+" are identical)"};
+else {
+const err62 = {instancePath:instancePath+"/spec/secrets",schemaPath:"#/$defs/envName/type",keyword:"type",params:{type: "string"},message:"must be string",propertyName:key10};
 if(vErrors === null){
 vErrors = [err62];
 }
@@ -1117,14 +1095,10 @@ else {
 vErrors.push(err62);
 }
 errors++;
-break outer1;
 }
-}
-}
-}
-}
-else {
-const err63 = {instancePath:instancePath+"/spec/resources/availabilityZones",schemaPath:"#/properties/spec/properties/resources/properties/availabilityZones/type",keyword:"type",params:{type: "array"},message:"must be array"};
+var valid21 = _errs63 === errors;
+if(!valid21){
+const err63 = {instancePath:instancePath+"/spec/secrets",schemaPath:"#/properties/spec/properties/secrets/propertyNames",keyword:"propertyNames",params:{propertyName: key10},message:"property name must be valid"};
 if(vErrors === null){
 vErrors = [err63];
 }
@@ -1133,11 +1107,12 @@ vErrors.push(err63);
 }
 errors++;
 }
-if(data18.image !== undefined){
-let data26 = data18.image;
-if(typeof data26 === "string"){
-if(!pattern12.test(data26)){
-const err64 = {instancePath:instancePath+"/spec/resources/image",schemaPath:"#/$defs/image/pattern",keyword:"pattern",params:{pattern: "^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},message:"must match pattern \""+"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"+"\""};
+}
+for(const key11 in data24){
+let data25 = data24[key11];
+if(typeof data25 === "string"){
+if(!pattern8.test(data25)){
+const err64 = {instancePath:instancePath+"/spec/secrets/" + key11.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/$defs/ssmRef/pattern",keyword:"pattern",params:{pattern: "^ssm:/[A-Za-z0-9_.\\-/]+$"},message:"must match pattern \""+"^ssm:/[A-Za-z0-9_.\\-/]+$"+"\""};
 if(vErrors === null){
 vErrors = [err64];
 }
@@ -1148,7 +1123,7 @@ errors++;
 }
 }
 else {
-const err65 = {instancePath:instancePath+"/spec/resources/image",schemaPath:"#/$defs/image/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err65 = {instancePath:instancePath+"/spec/secrets/" + key11.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/$defs/ssmRef/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err65];
 }
@@ -1158,9 +1133,9 @@ vErrors.push(err65);
 errors++;
 }
 }
-let data27 = data18.rootVolumeGiB;
-if(!(((typeof data27 == "number") && (!(data27 % 1) && !isNaN(data27))) && (isFinite(data27)))){
-const err66 = {instancePath:instancePath+"/spec/resources/rootVolumeGiB",schemaPath:"#/properties/spec/properties/resources/properties/rootVolumeGiB/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
+}
+else {
+const err66 = {instancePath:instancePath+"/spec/secrets",schemaPath:"#/properties/spec/properties/secrets/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err66];
 }
@@ -1169,9 +1144,26 @@ vErrors.push(err66);
 }
 errors++;
 }
-if((typeof data27 == "number") && (isFinite(data27))){
-if(data27 > 16384 || isNaN(data27)){
-const err67 = {instancePath:instancePath+"/spec/resources/rootVolumeGiB",schemaPath:"#/properties/spec/properties/resources/properties/rootVolumeGiB/maximum",keyword:"maximum",params:{comparison: "<=", limit: 16384},message:"must be <= 16384"};
+let data26 = data6.resources;
+if(data26 && typeof data26 == "object" && !Array.isArray(data26)){
+if(data26.instanceTypes === undefined){
+data26.instanceTypes = [];
+}
+if(data26.market === undefined){
+data26.market = "spot";
+}
+if(data26.availabilityZones === undefined){
+data26.availabilityZones = [];
+}
+if(data26.rootVolumeGiB === undefined){
+data26.rootVolumeGiB = 100;
+}
+if(data26.securityGroupIds === undefined){
+data26.securityGroupIds = [];
+}
+for(const key12 in data26){
+if(!(func4.call(schema31.properties.spec.properties.resources.properties, key12))){
+const err67 = {instancePath:instancePath+"/spec/resources",schemaPath:"#/properties/spec/properties/resources/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err67];
 }
@@ -1180,8 +1172,11 @@ vErrors.push(err67);
 }
 errors++;
 }
-if(data27 < 8 || isNaN(data27)){
-const err68 = {instancePath:instancePath+"/spec/resources/rootVolumeGiB",schemaPath:"#/properties/spec/properties/resources/properties/rootVolumeGiB/minimum",keyword:"minimum",params:{comparison: ">=", limit: 8},message:"must be >= 8"};
+}
+let data27 = data26.instanceTypes;
+if(Array.isArray(data27)){
+if(data27.length > 20){
+const err68 = {instancePath:instancePath+"/spec/resources/instanceTypes",schemaPath:"#/properties/spec/properties/resources/properties/instanceTypes/maxItems",keyword:"maxItems",params:{limit: 20},message:"must NOT have more than 20 items"};
 if(vErrors === null){
 vErrors = [err68];
 }
@@ -1190,12 +1185,12 @@ vErrors.push(err68);
 }
 errors++;
 }
-}
-if(data18.iamInstanceProfile !== undefined){
-let data28 = data18.iamInstanceProfile;
+const len4 = data27.length;
+for(let i4=0; i4<len4; i4++){
+let data28 = data27[i4];
 if(typeof data28 === "string"){
-if(!pattern13.test(data28)){
-const err69 = {instancePath:instancePath+"/spec/resources/iamInstanceProfile",schemaPath:"#/$defs/instanceProfile/pattern",keyword:"pattern",params:{pattern: "^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},message:"must match pattern \""+"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"+"\""};
+if(!pattern9.test(data28)){
+const err69 = {instancePath:instancePath+"/spec/resources/instanceTypes/" + i4,schemaPath:"#/$defs/instanceType/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},message:"must match pattern \""+"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"+"\""};
 if(vErrors === null){
 vErrors = [err69];
 }
@@ -1206,7 +1201,7 @@ errors++;
 }
 }
 else {
-const err70 = {instancePath:instancePath+"/spec/resources/iamInstanceProfile",schemaPath:"#/$defs/instanceProfile/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err70 = {instancePath:instancePath+"/spec/resources/instanceTypes/" + i4,schemaPath:"#/$defs/instanceType/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err70];
 }
@@ -1216,11 +1211,14 @@ vErrors.push(err70);
 errors++;
 }
 }
-if(data18.subnetId !== undefined){
-let data29 = data18.subnetId;
-if(typeof data29 === "string"){
-if(!pattern14.test(data29)){
-const err71 = {instancePath:instancePath+"/spec/resources/subnetId",schemaPath:"#/$defs/subnetId/pattern",keyword:"pattern",params:{pattern: "^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},message:"must match pattern \""+"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"+"\""};
+let i5 = data27.length;
+let j0;
+if(i5 > 1){
+outer0:
+for(;i5--;){
+for(j0 = i5; j0--;){
+if(func0(data27[i5], data27[j0])){
+const err71 = {instancePath:instancePath+"/spec/resources/instanceTypes",schemaPath:"#/properties/spec/properties/resources/properties/instanceTypes/uniqueItems",keyword:"uniqueItems",params:{i: i5, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i5+" are identical)"};
 if(vErrors === null){
 vErrors = [err71];
 }
@@ -1228,10 +1226,14 @@ else {
 vErrors.push(err71);
 }
 errors++;
+break outer0;
+}
+}
+}
 }
 }
 else {
-const err72 = {instancePath:instancePath+"/spec/resources/subnetId",schemaPath:"#/$defs/subnetId/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err72 = {instancePath:instancePath+"/spec/resources/instanceTypes",schemaPath:"#/properties/spec/properties/resources/properties/instanceTypes/type",keyword:"type",params:{type: "array"},message:"must be array"};
 if(vErrors === null){
 vErrors = [err72];
 }
@@ -1240,15 +1242,9 @@ vErrors.push(err72);
 }
 errors++;
 }
-}
-let data30 = data18.securityGroupIds;
-if(Array.isArray(data30)){
-const len3 = data30.length;
-for(let i5=0; i5<len3; i5++){
-let data31 = data30[i5];
-if(typeof data31 === "string"){
-if(!pattern15.test(data31)){
-const err73 = {instancePath:instancePath+"/spec/resources/securityGroupIds/" + i5,schemaPath:"#/$defs/securityGroupId/pattern",keyword:"pattern",params:{pattern: "^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},message:"must match pattern \""+"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"+"\""};
+let data29 = data26.market;
+if(!(((data29 === "spot") || (data29 === "on-demand")) || (data29 === "spot-then-on-demand"))){
+const err73 = {instancePath:instancePath+"/spec/resources/market",schemaPath:"#/properties/spec/properties/resources/properties/market/enum",keyword:"enum",params:{allowedValues: schema31.properties.spec.properties.resources.properties.market.enum},message:"must be equal to one of the allowed values"};
 if(vErrors === null){
 vErrors = [err73];
 }
@@ -1257,9 +1253,11 @@ vErrors.push(err73);
 }
 errors++;
 }
-}
-else {
-const err74 = {instancePath:instancePath+"/spec/resources/securityGroupIds/" + i5,schemaPath:"#/$defs/securityGroupId/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(data26.maxSpotPrice !== undefined){
+let data30 = data26.maxSpotPrice;
+if((typeof data30 == "number") && (isFinite(data30))){
+if(data30 > 1000 || isNaN(data30)){
+const err74 = {instancePath:instancePath+"/spec/resources/maxSpotPrice",schemaPath:"#/properties/spec/properties/resources/properties/maxSpotPrice/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000},message:"must be <= 1000"};
 if(vErrors === null){
 vErrors = [err74];
 }
@@ -1268,15 +1266,8 @@ vErrors.push(err74);
 }
 errors++;
 }
-}
-let i6 = data30.length;
-let j2;
-if(i6 > 1){
-outer2:
-for(;i6--;){
-for(j2 = i6; j2--;){
-if(func0(data30[i6], data30[j2])){
-const err75 = {instancePath:instancePath+"/spec/resources/securityGroupIds",schemaPath:"#/properties/spec/properties/resources/properties/securityGroupIds/uniqueItems",keyword:"uniqueItems",params:{i: i6, j: j2},message:"must NOT have duplicate items (items ## "+j2+" and "+i6+" are identical)"};
+if(data30 <= 0 || isNaN(data30)){
+const err75 = {instancePath:instancePath+"/spec/resources/maxSpotPrice",schemaPath:"#/properties/spec/properties/resources/properties/maxSpotPrice/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
 if(vErrors === null){
 vErrors = [err75];
 }
@@ -1284,14 +1275,10 @@ else {
 vErrors.push(err75);
 }
 errors++;
-break outer2;
-}
-}
-}
 }
 }
 else {
-const err76 = {instancePath:instancePath+"/spec/resources/securityGroupIds",schemaPath:"#/properties/spec/properties/resources/properties/securityGroupIds/type",keyword:"type",params:{type: "array"},message:"must be array"};
+const err76 = {instancePath:instancePath+"/spec/resources/maxSpotPrice",schemaPath:"#/properties/spec/properties/resources/properties/maxSpotPrice/type",keyword:"type",params:{type: "number"},message:"must be number"};
 if(vErrors === null){
 vErrors = [err76];
 }
@@ -1301,8 +1288,11 @@ vErrors.push(err76);
 errors++;
 }
 }
-else {
-const err77 = {instancePath:instancePath+"/spec/resources",schemaPath:"#/properties/spec/properties/resources/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data26.region !== undefined){
+let data31 = data26.region;
+if(typeof data31 === "string"){
+if(!pattern10.test(data31)){
+const err77 = {instancePath:instancePath+"/spec/resources/region",schemaPath:"#/$defs/region/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},message:"must match pattern \""+"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"+"\""};
 if(vErrors === null){
 vErrors = [err77];
 }
@@ -1311,29 +1301,9 @@ vErrors.push(err77);
 }
 errors++;
 }
-let data32 = data6.checkpoints;
-if(data32 && typeof data32 == "object" && !Array.isArray(data32)){
-if(data32.dir === undefined){
-data32.dir = "/opt/runctl/checkpoints";
 }
-if(data32.syncInterval === undefined){
-data32.syncInterval = "5m";
-}
-if(data32.keep === undefined){
-data32.keep = 3;
-}
-if(data32.signal === undefined){
-data32.signal = "SIGTERM";
-}
-if(data32.signalScope === undefined){
-data32.signalScope = "main";
-}
-if(data32.gracePeriod === undefined){
-data32.gracePeriod = "90s";
-}
-for(const key11 in data32){
-if(!(((((((key11 === "dir") || (key11 === "storage")) || (key11 === "syncInterval")) || (key11 === "keep")) || (key11 === "signal")) || (key11 === "signalScope")) || (key11 === "gracePeriod"))){
-const err78 = {instancePath:instancePath+"/spec/checkpoints",schemaPath:"#/properties/spec/properties/checkpoints/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key11},message:"must NOT have additional properties"};
+else {
+const err78 = {instancePath:instancePath+"/spec/resources/region",schemaPath:"#/$defs/region/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err78];
 }
@@ -1343,10 +1313,14 @@ vErrors.push(err78);
 errors++;
 }
 }
-let data33 = data32.dir;
+let data32 = data26.availabilityZones;
+if(Array.isArray(data32)){
+const len5 = data32.length;
+for(let i6=0; i6<len5; i6++){
+let data33 = data32[i6];
 if(typeof data33 === "string"){
-if(!pattern16.test(data33)){
-const err79 = {instancePath:instancePath+"/spec/checkpoints/dir",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/[^\\n]*$"},message:"must match pattern \""+"^/[^\\n]*$"+"\""};
+if(!pattern11.test(data33)){
+const err79 = {instancePath:instancePath+"/spec/resources/availabilityZones/" + i6,schemaPath:"#/$defs/zone/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},message:"must match pattern \""+"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"+"\""};
 if(vErrors === null){
 vErrors = [err79];
 }
@@ -1357,7 +1331,7 @@ errors++;
 }
 }
 else {
-const err80 = {instancePath:instancePath+"/spec/checkpoints/dir",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err80 = {instancePath:instancePath+"/spec/resources/availabilityZones/" + i6,schemaPath:"#/$defs/zone/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err80];
 }
@@ -1366,11 +1340,15 @@ vErrors.push(err80);
 }
 errors++;
 }
-if(data32.storage !== undefined){
-let data34 = data32.storage;
-if(typeof data34 === "string"){
-if(!pattern17.test(data34)){
-const err81 = {instancePath:instancePath+"/spec/checkpoints/storage",schemaPath:"#/$defs/storageUri/pattern",keyword:"pattern",params:{pattern: "^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"},message:"must match pattern \""+"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"+"\""};
+}
+let i7 = data32.length;
+let j1;
+if(i7 > 1){
+outer1:
+for(;i7--;){
+for(j1 = i7; j1--;){
+if(func0(data32[i7], data32[j1])){
+const err81 = {instancePath:instancePath+"/spec/resources/availabilityZones",schemaPath:"#/properties/spec/properties/resources/properties/availabilityZones/uniqueItems",keyword:"uniqueItems",params:{i: i7, j: j1},message:"must NOT have duplicate items (items ## "+j1+" and "+i7+" are identical)"};
 if(vErrors === null){
 vErrors = [err81];
 }
@@ -1378,10 +1356,14 @@ else {
 vErrors.push(err81);
 }
 errors++;
+break outer1;
+}
+}
+}
 }
 }
 else {
-const err82 = {instancePath:instancePath+"/spec/checkpoints/storage",schemaPath:"#/$defs/storageUri/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err82 = {instancePath:instancePath+"/spec/resources/availabilityZones",schemaPath:"#/properties/spec/properties/resources/properties/availabilityZones/type",keyword:"type",params:{type: "array"},message:"must be array"};
 if(vErrors === null){
 vErrors = [err82];
 }
@@ -1390,11 +1372,11 @@ vErrors.push(err82);
 }
 errors++;
 }
-}
-let data35 = data32.syncInterval;
-if(typeof data35 === "string"){
-if(!pattern18.test(data35)){
-const err83 = {instancePath:instancePath+"/spec/checkpoints/syncInterval",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(data26.image !== undefined){
+let data34 = data26.image;
+if(typeof data34 === "string"){
+if(!pattern12.test(data34)){
+const err83 = {instancePath:instancePath+"/spec/resources/image",schemaPath:"#/$defs/image/pattern",keyword:"pattern",params:{pattern: "^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},message:"must match pattern \""+"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"+"\""};
 if(vErrors === null){
 vErrors = [err83];
 }
@@ -1405,7 +1387,7 @@ errors++;
 }
 }
 else {
-const err84 = {instancePath:instancePath+"/spec/checkpoints/syncInterval",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err84 = {instancePath:instancePath+"/spec/resources/image",schemaPath:"#/$defs/image/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err84];
 }
@@ -1414,9 +1396,10 @@ vErrors.push(err84);
 }
 errors++;
 }
-let data36 = data32.keep;
-if(!(((typeof data36 == "number") && (!(data36 % 1) && !isNaN(data36))) && (isFinite(data36)))){
-const err85 = {instancePath:instancePath+"/spec/checkpoints/keep",schemaPath:"#/properties/spec/properties/checkpoints/properties/keep/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
+}
+let data35 = data26.rootVolumeGiB;
+if(!(((typeof data35 == "number") && (!(data35 % 1) && !isNaN(data35))) && (isFinite(data35)))){
+const err85 = {instancePath:instancePath+"/spec/resources/rootVolumeGiB",schemaPath:"#/properties/spec/properties/resources/properties/rootVolumeGiB/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
 if(vErrors === null){
 vErrors = [err85];
 }
@@ -1425,9 +1408,9 @@ vErrors.push(err85);
 }
 errors++;
 }
-if((typeof data36 == "number") && (isFinite(data36))){
-if(data36 > 100 || isNaN(data36)){
-const err86 = {instancePath:instancePath+"/spec/checkpoints/keep",schemaPath:"#/properties/spec/properties/checkpoints/properties/keep/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"};
+if((typeof data35 == "number") && (isFinite(data35))){
+if(data35 > 16384 || isNaN(data35)){
+const err86 = {instancePath:instancePath+"/spec/resources/rootVolumeGiB",schemaPath:"#/properties/spec/properties/resources/properties/rootVolumeGiB/maximum",keyword:"maximum",params:{comparison: "<=", limit: 16384},message:"must be <= 16384"};
 if(vErrors === null){
 vErrors = [err86];
 }
@@ -1436,8 +1419,8 @@ vErrors.push(err86);
 }
 errors++;
 }
-if(data36 < 1 || isNaN(data36)){
-const err87 = {instancePath:instancePath+"/spec/checkpoints/keep",schemaPath:"#/properties/spec/properties/checkpoints/properties/keep/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"};
+if(data35 < 8 || isNaN(data35)){
+const err87 = {instancePath:instancePath+"/spec/resources/rootVolumeGiB",schemaPath:"#/properties/spec/properties/resources/properties/rootVolumeGiB/minimum",keyword:"minimum",params:{comparison: ">=", limit: 8},message:"must be >= 8"};
 if(vErrors === null){
 vErrors = [err87];
 }
@@ -1447,9 +1430,11 @@ vErrors.push(err87);
 errors++;
 }
 }
-let data37 = data32.signal;
-if(!(((((data37 === "SIGTERM") || (data37 === "SIGINT")) || (data37 === "SIGUSR1")) || (data37 === "SIGUSR2")) || (data37 === "SIGHUP"))){
-const err88 = {instancePath:instancePath+"/spec/checkpoints/signal",schemaPath:"#/properties/spec/properties/checkpoints/properties/signal/enum",keyword:"enum",params:{allowedValues: schema31.properties.spec.properties.checkpoints.properties.signal.enum},message:"must be equal to one of the allowed values"};
+if(data26.iamInstanceProfile !== undefined){
+let data36 = data26.iamInstanceProfile;
+if(typeof data36 === "string"){
+if(!pattern13.test(data36)){
+const err88 = {instancePath:instancePath+"/spec/resources/iamInstanceProfile",schemaPath:"#/$defs/instanceProfile/pattern",keyword:"pattern",params:{pattern: "^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},message:"must match pattern \""+"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"+"\""};
 if(vErrors === null){
 vErrors = [err88];
 }
@@ -1458,9 +1443,9 @@ vErrors.push(err88);
 }
 errors++;
 }
-let data38 = data32.signalScope;
-if(!((data38 === "main") || (data38 === "group"))){
-const err89 = {instancePath:instancePath+"/spec/checkpoints/signalScope",schemaPath:"#/properties/spec/properties/checkpoints/properties/signalScope/enum",keyword:"enum",params:{allowedValues: schema31.properties.spec.properties.checkpoints.properties.signalScope.enum},message:"must be equal to one of the allowed values"};
+}
+else {
+const err89 = {instancePath:instancePath+"/spec/resources/iamInstanceProfile",schemaPath:"#/$defs/instanceProfile/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err89];
 }
@@ -1469,10 +1454,12 @@ vErrors.push(err89);
 }
 errors++;
 }
-let data39 = data32.gracePeriod;
-if(typeof data39 === "string"){
-if(!pattern18.test(data39)){
-const err90 = {instancePath:instancePath+"/spec/checkpoints/gracePeriod",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+}
+if(data26.subnetId !== undefined){
+let data37 = data26.subnetId;
+if(typeof data37 === "string"){
+if(!pattern14.test(data37)){
+const err90 = {instancePath:instancePath+"/spec/resources/subnetId",schemaPath:"#/$defs/subnetId/pattern",keyword:"pattern",params:{pattern: "^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},message:"must match pattern \""+"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"+"\""};
 if(vErrors === null){
 vErrors = [err90];
 }
@@ -1483,7 +1470,7 @@ errors++;
 }
 }
 else {
-const err91 = {instancePath:instancePath+"/spec/checkpoints/gracePeriod",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err91 = {instancePath:instancePath+"/spec/resources/subnetId",schemaPath:"#/$defs/subnetId/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err91];
 }
@@ -1493,8 +1480,14 @@ vErrors.push(err91);
 errors++;
 }
 }
-else {
-const err92 = {instancePath:instancePath+"/spec/checkpoints",schemaPath:"#/properties/spec/properties/checkpoints/type",keyword:"type",params:{type: "object"},message:"must be object"};
+let data38 = data26.securityGroupIds;
+if(Array.isArray(data38)){
+const len6 = data38.length;
+for(let i8=0; i8<len6; i8++){
+let data39 = data38[i8];
+if(typeof data39 === "string"){
+if(!pattern15.test(data39)){
+const err92 = {instancePath:instancePath+"/spec/resources/securityGroupIds/" + i8,schemaPath:"#/$defs/securityGroupId/pattern",keyword:"pattern",params:{pattern: "^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},message:"must match pattern \""+"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"+"\""};
 if(vErrors === null){
 vErrors = [err92];
 }
@@ -1503,20 +1496,9 @@ vErrors.push(err92);
 }
 errors++;
 }
-let data40 = data6.recovery;
-if(data40 && typeof data40 == "object" && !Array.isArray(data40)){
-if(data40.maxInterruptions === undefined){
-data40.maxInterruptions = 20;
 }
-if(data40.maxRetriesOnError === undefined){
-data40.maxRetriesOnError = 1;
-}
-if(data40.seedFromPreviousGeneration === undefined){
-data40.seedFromPreviousGeneration = false;
-}
-for(const key12 in data40){
-if(!(((key12 === "maxInterruptions") || (key12 === "maxRetriesOnError")) || (key12 === "seedFromPreviousGeneration"))){
-const err93 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"};
+else {
+const err93 = {instancePath:instancePath+"/spec/resources/securityGroupIds/" + i8,schemaPath:"#/$defs/securityGroupId/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err93];
 }
@@ -1526,9 +1508,14 @@ vErrors.push(err93);
 errors++;
 }
 }
-let data41 = data40.maxInterruptions;
-if(!(((typeof data41 == "number") && (!(data41 % 1) && !isNaN(data41))) && (isFinite(data41)))){
-const err94 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
+let i9 = data38.length;
+let j2;
+if(i9 > 1){
+outer2:
+for(;i9--;){
+for(j2 = i9; j2--;){
+if(func0(data38[i9], data38[j2])){
+const err94 = {instancePath:instancePath+"/spec/resources/securityGroupIds",schemaPath:"#/properties/spec/properties/resources/properties/securityGroupIds/uniqueItems",keyword:"uniqueItems",params:{i: i9, j: j2},message:"must NOT have duplicate items (items ## "+j2+" and "+i9+" are identical)"};
 if(vErrors === null){
 vErrors = [err94];
 }
@@ -1536,10 +1523,14 @@ else {
 vErrors.push(err94);
 }
 errors++;
+break outer2;
 }
-if((typeof data41 == "number") && (isFinite(data41))){
-if(data41 > 1000 || isNaN(data41)){
-const err95 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000},message:"must be <= 1000"};
+}
+}
+}
+}
+else {
+const err95 = {instancePath:instancePath+"/spec/resources/securityGroupIds",schemaPath:"#/properties/spec/properties/resources/properties/securityGroupIds/type",keyword:"type",params:{type: "array"},message:"must be array"};
 if(vErrors === null){
 vErrors = [err95];
 }
@@ -1548,8 +1539,9 @@ vErrors.push(err95);
 }
 errors++;
 }
-if(data41 < 0 || isNaN(data41)){
-const err96 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"};
+}
+else {
+const err96 = {instancePath:instancePath+"/spec/resources",schemaPath:"#/properties/spec/properties/resources/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err96];
 }
@@ -1558,10 +1550,29 @@ vErrors.push(err96);
 }
 errors++;
 }
+let data40 = data6.checkpoints;
+if(data40 && typeof data40 == "object" && !Array.isArray(data40)){
+if(data40.dir === undefined){
+data40.dir = "/opt/runctl/checkpoints";
 }
-let data42 = data40.maxRetriesOnError;
-if(!(((typeof data42 == "number") && (!(data42 % 1) && !isNaN(data42))) && (isFinite(data42)))){
-const err97 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
+if(data40.syncInterval === undefined){
+data40.syncInterval = "5m";
+}
+if(data40.keep === undefined){
+data40.keep = 3;
+}
+if(data40.signal === undefined){
+data40.signal = "SIGTERM";
+}
+if(data40.signalScope === undefined){
+data40.signalScope = "main";
+}
+if(data40.gracePeriod === undefined){
+data40.gracePeriod = "90s";
+}
+for(const key13 in data40){
+if(!(((((((key13 === "dir") || (key13 === "storage")) || (key13 === "syncInterval")) || (key13 === "keep")) || (key13 === "signal")) || (key13 === "signalScope")) || (key13 === "gracePeriod"))){
+const err97 = {instancePath:instancePath+"/spec/checkpoints",schemaPath:"#/properties/spec/properties/checkpoints/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err97];
 }
@@ -1570,9 +1581,11 @@ vErrors.push(err97);
 }
 errors++;
 }
-if((typeof data42 == "number") && (isFinite(data42))){
-if(data42 > 100 || isNaN(data42)){
-const err98 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"};
+}
+let data41 = data40.dir;
+if(typeof data41 === "string"){
+if(!pattern16.test(data41)){
+const err98 = {instancePath:instancePath+"/spec/checkpoints/dir",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/[^\\n]*$"},message:"must match pattern \""+"^/[^\\n]*$"+"\""};
 if(vErrors === null){
 vErrors = [err98];
 }
@@ -1581,8 +1594,9 @@ vErrors.push(err98);
 }
 errors++;
 }
-if(data42 < 0 || isNaN(data42)){
-const err99 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"};
+}
+else {
+const err99 = {instancePath:instancePath+"/spec/checkpoints/dir",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err99];
 }
@@ -1591,9 +1605,11 @@ vErrors.push(err99);
 }
 errors++;
 }
-}
-if(typeof data40.seedFromPreviousGeneration !== "boolean"){
-const err100 = {instancePath:instancePath+"/spec/recovery/seedFromPreviousGeneration",schemaPath:"#/properties/spec/properties/recovery/properties/seedFromPreviousGeneration/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+if(data40.storage !== undefined){
+let data42 = data40.storage;
+if(typeof data42 === "string"){
+if(!pattern17.test(data42)){
+const err100 = {instancePath:instancePath+"/spec/checkpoints/storage",schemaPath:"#/$defs/storageUri/pattern",keyword:"pattern",params:{pattern: "^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"},message:"must match pattern \""+"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"+"\""};
 if(vErrors === null){
 vErrors = [err100];
 }
@@ -1604,7 +1620,7 @@ errors++;
 }
 }
 else {
-const err101 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err101 = {instancePath:instancePath+"/spec/checkpoints/storage",schemaPath:"#/$defs/storageUri/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err101];
 }
@@ -1613,20 +1629,11 @@ vErrors.push(err101);
 }
 errors++;
 }
-let data44 = data6.timeouts;
-if(data44 && typeof data44 == "object" && !Array.isArray(data44)){
-if(data44.provisioning === undefined){
-data44.provisioning = "15m";
 }
-if(data44.installing === undefined){
-data44.installing = "30m";
-}
-if(data44.training === undefined){
-data44.training = "48h";
-}
-for(const key13 in data44){
-if(!((((key13 === "provisioning") || (key13 === "installing")) || (key13 === "training")) || (key13 === "stall"))){
-const err102 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"};
+let data43 = data40.syncInterval;
+if(typeof data43 === "string"){
+if(!pattern18.test(data43)){
+const err102 = {instancePath:instancePath+"/spec/checkpoints/syncInterval",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err102];
 }
@@ -1636,10 +1643,8 @@ vErrors.push(err102);
 errors++;
 }
 }
-let data45 = data44.provisioning;
-if(typeof data45 === "string"){
-if(!pattern18.test(data45)){
-const err103 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+else {
+const err103 = {instancePath:instancePath+"/spec/checkpoints/syncInterval",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err103];
 }
@@ -1648,9 +1653,9 @@ vErrors.push(err103);
 }
 errors++;
 }
-}
-else {
-const err104 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+let data44 = data40.keep;
+if(!(((typeof data44 == "number") && (!(data44 % 1) && !isNaN(data44))) && (isFinite(data44)))){
+const err104 = {instancePath:instancePath+"/spec/checkpoints/keep",schemaPath:"#/properties/spec/properties/checkpoints/properties/keep/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
 if(vErrors === null){
 vErrors = [err104];
 }
@@ -1659,10 +1664,9 @@ vErrors.push(err104);
 }
 errors++;
 }
-let data46 = data44.installing;
-if(typeof data46 === "string"){
-if(!pattern18.test(data46)){
-const err105 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if((typeof data44 == "number") && (isFinite(data44))){
+if(data44 > 100 || isNaN(data44)){
+const err105 = {instancePath:instancePath+"/spec/checkpoints/keep",schemaPath:"#/properties/spec/properties/checkpoints/properties/keep/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"};
 if(vErrors === null){
 vErrors = [err105];
 }
@@ -1671,9 +1675,8 @@ vErrors.push(err105);
 }
 errors++;
 }
-}
-else {
-const err106 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(data44 < 1 || isNaN(data44)){
+const err106 = {instancePath:instancePath+"/spec/checkpoints/keep",schemaPath:"#/properties/spec/properties/checkpoints/properties/keep/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"};
 if(vErrors === null){
 vErrors = [err106];
 }
@@ -1682,10 +1685,10 @@ vErrors.push(err106);
 }
 errors++;
 }
-let data47 = data44.training;
-if(typeof data47 === "string"){
-if(!pattern18.test(data47)){
-const err107 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+}
+let data45 = data40.signal;
+if(!(((((data45 === "SIGTERM") || (data45 === "SIGINT")) || (data45 === "SIGUSR1")) || (data45 === "SIGUSR2")) || (data45 === "SIGHUP"))){
+const err107 = {instancePath:instancePath+"/spec/checkpoints/signal",schemaPath:"#/properties/spec/properties/checkpoints/properties/signal/enum",keyword:"enum",params:{allowedValues: schema31.properties.spec.properties.checkpoints.properties.signal.enum},message:"must be equal to one of the allowed values"};
 if(vErrors === null){
 vErrors = [err107];
 }
@@ -1694,9 +1697,9 @@ vErrors.push(err107);
 }
 errors++;
 }
-}
-else {
-const err108 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+let data46 = data40.signalScope;
+if(!((data46 === "main") || (data46 === "group"))){
+const err108 = {instancePath:instancePath+"/spec/checkpoints/signalScope",schemaPath:"#/properties/spec/properties/checkpoints/properties/signalScope/enum",keyword:"enum",params:{allowedValues: schema31.properties.spec.properties.checkpoints.properties.signalScope.enum},message:"must be equal to one of the allowed values"};
 if(vErrors === null){
 vErrors = [err108];
 }
@@ -1705,11 +1708,10 @@ vErrors.push(err108);
 }
 errors++;
 }
-if(data44.stall !== undefined){
-let data48 = data44.stall;
-if(typeof data48 === "string"){
-if(!pattern18.test(data48)){
-const err109 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+let data47 = data40.gracePeriod;
+if(typeof data47 === "string"){
+if(!pattern18.test(data47)){
+const err109 = {instancePath:instancePath+"/spec/checkpoints/gracePeriod",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err109];
 }
@@ -1720,7 +1722,7 @@ errors++;
 }
 }
 else {
-const err110 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err110 = {instancePath:instancePath+"/spec/checkpoints/gracePeriod",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err110];
 }
@@ -1730,9 +1732,8 @@ vErrors.push(err110);
 errors++;
 }
 }
-}
 else {
-const err111 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err111 = {instancePath:instancePath+"/spec/checkpoints",schemaPath:"#/properties/spec/properties/checkpoints/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err111];
 }
@@ -1741,11 +1742,20 @@ vErrors.push(err111);
 }
 errors++;
 }
-let data49 = data6.budget;
-if(data49 && typeof data49 == "object" && !Array.isArray(data49)){
-for(const key14 in data49){
-if(!(key14 === "maxCostUSD")){
-const err112 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"};
+let data48 = data6.recovery;
+if(data48 && typeof data48 == "object" && !Array.isArray(data48)){
+if(data48.maxInterruptions === undefined){
+data48.maxInterruptions = 20;
+}
+if(data48.maxRetriesOnError === undefined){
+data48.maxRetriesOnError = 1;
+}
+if(data48.seedFromPreviousGeneration === undefined){
+data48.seedFromPreviousGeneration = false;
+}
+for(const key14 in data48){
+if(!(((key14 === "maxInterruptions") || (key14 === "maxRetriesOnError")) || (key14 === "seedFromPreviousGeneration"))){
+const err112 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err112];
 }
@@ -1755,11 +1765,9 @@ vErrors.push(err112);
 errors++;
 }
 }
-if(data49.maxCostUSD !== undefined){
-let data50 = data49.maxCostUSD;
-if((typeof data50 == "number") && (isFinite(data50))){
-if(data50 > 1000000 || isNaN(data50)){
-const err113 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000000},message:"must be <= 1000000"};
+let data49 = data48.maxInterruptions;
+if(!(((typeof data49 == "number") && (!(data49 % 1) && !isNaN(data49))) && (isFinite(data49)))){
+const err113 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
 if(vErrors === null){
 vErrors = [err113];
 }
@@ -1768,8 +1776,9 @@ vErrors.push(err113);
 }
 errors++;
 }
-if(data50 <= 0 || isNaN(data50)){
-const err114 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
+if((typeof data49 == "number") && (isFinite(data49))){
+if(data49 > 1000 || isNaN(data49)){
+const err114 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000},message:"must be <= 1000"};
 if(vErrors === null){
 vErrors = [err114];
 }
@@ -1778,9 +1787,8 @@ vErrors.push(err114);
 }
 errors++;
 }
-}
-else {
-const err115 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/type",keyword:"type",params:{type: "number"},message:"must be number"};
+if(data49 < 0 || isNaN(data49)){
+const err115 = {instancePath:instancePath+"/spec/recovery/maxInterruptions",schemaPath:"#/properties/spec/properties/recovery/properties/maxInterruptions/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"};
 if(vErrors === null){
 vErrors = [err115];
 }
@@ -1790,9 +1798,9 @@ vErrors.push(err115);
 errors++;
 }
 }
-}
-else {
-const err116 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/type",keyword:"type",params:{type: "object"},message:"must be object"};
+let data50 = data48.maxRetriesOnError;
+if(!(((typeof data50 == "number") && (!(data50 % 1) && !isNaN(data50))) && (isFinite(data50)))){
+const err116 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/type",keyword:"type",params:{type: "integer"},message:"must be integer"};
 if(vErrors === null){
 vErrors = [err116];
 }
@@ -1801,11 +1809,9 @@ vErrors.push(err116);
 }
 errors++;
 }
-if(data6.notifications !== undefined){
-let data51 = data6.notifications;
-if(Array.isArray(data51)){
-if(data51.length > 20){
-const err117 = {instancePath:instancePath+"/spec/notifications",schemaPath:"#/properties/spec/properties/notifications/maxItems",keyword:"maxItems",params:{limit: 20},message:"must NOT have more than 20 items"};
+if((typeof data50 == "number") && (isFinite(data50))){
+if(data50 > 100 || isNaN(data50)){
+const err117 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"};
 if(vErrors === null){
 vErrors = [err117];
 }
@@ -1814,16 +1820,8 @@ vErrors.push(err117);
 }
 errors++;
 }
-const len4 = data51.length;
-for(let i7=0; i7<len4; i7++){
-if(!(validate21(data51[i7], {instancePath:instancePath+"/spec/notifications/" + i7,parentData:data51,parentDataProperty:i7,rootData,dynamicAnchors}))){
-vErrors = vErrors === null ? validate21.errors : vErrors.concat(validate21.errors);
-errors = vErrors.length;
-}
-}
-}
-else {
-const err118 = {instancePath:instancePath+"/spec/notifications",schemaPath:"#/properties/spec/properties/notifications/type",keyword:"type",params:{type: "array"},message:"must be array"};
+if(data50 < 0 || isNaN(data50)){
+const err118 = {instancePath:instancePath+"/spec/recovery/maxRetriesOnError",schemaPath:"#/properties/spec/properties/recovery/properties/maxRetriesOnError/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"};
 if(vErrors === null){
 vErrors = [err118];
 }
@@ -1833,8 +1831,8 @@ vErrors.push(err118);
 errors++;
 }
 }
-if(typeof data6.suspend !== "boolean"){
-const err119 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+if(typeof data48.seedFromPreviousGeneration !== "boolean"){
+const err119 = {instancePath:instancePath+"/spec/recovery/seedFromPreviousGeneration",schemaPath:"#/properties/spec/properties/recovery/properties/seedFromPreviousGeneration/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
 if(vErrors === null){
 vErrors = [err119];
 }
@@ -1843,11 +1841,9 @@ vErrors.push(err119);
 }
 errors++;
 }
-if(data6.rehearsal !== undefined){
-let data54 = data6.rehearsal;
-if(data54 && typeof data54 == "object" && !Array.isArray(data54)){
-if(data54.interruptAfter === undefined){
-const err120 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
+}
+else {
+const err120 = {instancePath:instancePath+"/spec/recovery",schemaPath:"#/properties/spec/properties/recovery/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err120];
 }
@@ -1856,9 +1852,20 @@ vErrors.push(err120);
 }
 errors++;
 }
-for(const key15 in data54){
-if(!(key15 === "interruptAfter")){
-const err121 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
+let data52 = data6.timeouts;
+if(data52 && typeof data52 == "object" && !Array.isArray(data52)){
+if(data52.provisioning === undefined){
+data52.provisioning = "15m";
+}
+if(data52.installing === undefined){
+data52.installing = "30m";
+}
+if(data52.training === undefined){
+data52.training = "48h";
+}
+for(const key15 in data52){
+if(!((((key15 === "provisioning") || (key15 === "installing")) || (key15 === "training")) || (key15 === "stall"))){
+const err121 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err121];
 }
@@ -1868,11 +1875,10 @@ vErrors.push(err121);
 errors++;
 }
 }
-if(data54.interruptAfter !== undefined){
-let data55 = data54.interruptAfter;
-if(typeof data55 === "string"){
-if(!pattern18.test(data55)){
-const err122 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+let data53 = data52.provisioning;
+if(typeof data53 === "string"){
+if(!pattern18.test(data53)){
+const err122 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err122];
 }
@@ -1883,7 +1889,7 @@ errors++;
 }
 }
 else {
-const err123 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+const err123 = {instancePath:instancePath+"/spec/timeouts/provisioning",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err123];
 }
@@ -1892,10 +1898,10 @@ vErrors.push(err123);
 }
 errors++;
 }
-}
-}
-else {
-const err124 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
+let data54 = data52.installing;
+if(typeof data54 === "string"){
+if(!pattern18.test(data54)){
+const err124 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err124];
 }
@@ -1905,9 +1911,8 @@ vErrors.push(err124);
 errors++;
 }
 }
-}
 else {
-const err125 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err125 = {instancePath:instancePath+"/spec/timeouts/installing",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err125];
 }
@@ -1916,15 +1921,311 @@ vErrors.push(err125);
 }
 errors++;
 }
-}
-}
-else {
-const err126 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+let data55 = data52.training;
+if(typeof data55 === "string"){
+if(!pattern18.test(data55)){
+const err126 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err126];
 }
 else {
 vErrors.push(err126);
+}
+errors++;
+}
+}
+else {
+const err127 = {instancePath:instancePath+"/spec/timeouts/training",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err127];
+}
+else {
+vErrors.push(err127);
+}
+errors++;
+}
+if(data52.stall !== undefined){
+let data56 = data52.stall;
+if(typeof data56 === "string"){
+if(!pattern18.test(data56)){
+const err128 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(vErrors === null){
+vErrors = [err128];
+}
+else {
+vErrors.push(err128);
+}
+errors++;
+}
+}
+else {
+const err129 = {instancePath:instancePath+"/spec/timeouts/stall",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err129];
+}
+else {
+vErrors.push(err129);
+}
+errors++;
+}
+}
+}
+else {
+const err130 = {instancePath:instancePath+"/spec/timeouts",schemaPath:"#/properties/spec/properties/timeouts/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err130];
+}
+else {
+vErrors.push(err130);
+}
+errors++;
+}
+let data57 = data6.budget;
+if(data57 && typeof data57 == "object" && !Array.isArray(data57)){
+for(const key16 in data57){
+if(!(key16 === "maxCostUSD")){
+const err131 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key16},message:"must NOT have additional properties"};
+if(vErrors === null){
+vErrors = [err131];
+}
+else {
+vErrors.push(err131);
+}
+errors++;
+}
+}
+if(data57.maxCostUSD !== undefined){
+let data58 = data57.maxCostUSD;
+if((typeof data58 == "number") && (isFinite(data58))){
+if(data58 > 1000000 || isNaN(data58)){
+const err132 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1000000},message:"must be <= 1000000"};
+if(vErrors === null){
+vErrors = [err132];
+}
+else {
+vErrors.push(err132);
+}
+errors++;
+}
+if(data58 <= 0 || isNaN(data58)){
+const err133 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/exclusiveMinimum",keyword:"exclusiveMinimum",params:{comparison: ">", limit: 0},message:"must be > 0"};
+if(vErrors === null){
+vErrors = [err133];
+}
+else {
+vErrors.push(err133);
+}
+errors++;
+}
+}
+else {
+const err134 = {instancePath:instancePath+"/spec/budget/maxCostUSD",schemaPath:"#/properties/spec/properties/budget/properties/maxCostUSD/type",keyword:"type",params:{type: "number"},message:"must be number"};
+if(vErrors === null){
+vErrors = [err134];
+}
+else {
+vErrors.push(err134);
+}
+errors++;
+}
+}
+}
+else {
+const err135 = {instancePath:instancePath+"/spec/budget",schemaPath:"#/properties/spec/properties/budget/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err135];
+}
+else {
+vErrors.push(err135);
+}
+errors++;
+}
+if(data6.notifications !== undefined){
+let data59 = data6.notifications;
+if(Array.isArray(data59)){
+if(data59.length > 20){
+const err136 = {instancePath:instancePath+"/spec/notifications",schemaPath:"#/properties/spec/properties/notifications/maxItems",keyword:"maxItems",params:{limit: 20},message:"must NOT have more than 20 items"};
+if(vErrors === null){
+vErrors = [err136];
+}
+else {
+vErrors.push(err136);
+}
+errors++;
+}
+const len7 = data59.length;
+for(let i10=0; i10<len7; i10++){
+if(!(validate21(data59[i10], {instancePath:instancePath+"/spec/notifications/" + i10,parentData:data59,parentDataProperty:i10,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate21.errors : vErrors.concat(validate21.errors);
+errors = vErrors.length;
+}
+}
+}
+else {
+const err137 = {instancePath:instancePath+"/spec/notifications",schemaPath:"#/properties/spec/properties/notifications/type",keyword:"type",params:{type: "array"},message:"must be array"};
+if(vErrors === null){
+vErrors = [err137];
+}
+else {
+vErrors.push(err137);
+}
+errors++;
+}
+}
+if(typeof data6.suspend !== "boolean"){
+const err138 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+if(vErrors === null){
+vErrors = [err138];
+}
+else {
+vErrors.push(err138);
+}
+errors++;
+}
+if(data6.progress !== undefined){
+let data62 = data6.progress;
+if(data62 && typeof data62 == "object" && !Array.isArray(data62)){
+for(const key17 in data62){
+if(!(key17 === "pattern")){
+const err139 = {instancePath:instancePath+"/spec/progress",schemaPath:"#/properties/spec/properties/progress/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key17},message:"must NOT have additional properties"};
+if(vErrors === null){
+vErrors = [err139];
+}
+else {
+vErrors.push(err139);
+}
+errors++;
+}
+}
+if(data62.pattern !== undefined){
+let data63 = data62.pattern;
+if(typeof data63 === "string"){
+if(func1(data63) > 1000){
+const err140 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/maxLength",keyword:"maxLength",params:{limit: 1000},message:"must NOT have more than 1000 characters"};
+if(vErrors === null){
+vErrors = [err140];
+}
+else {
+vErrors.push(err140);
+}
+errors++;
+}
+if(func1(data63) < 1){
+const err141 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
+if(vErrors === null){
+vErrors = [err141];
+}
+else {
+vErrors.push(err141);
+}
+errors++;
+}
+}
+else {
+const err142 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err142];
+}
+else {
+vErrors.push(err142);
+}
+errors++;
+}
+}
+}
+else {
+const err143 = {instancePath:instancePath+"/spec/progress",schemaPath:"#/properties/spec/properties/progress/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err143];
+}
+else {
+vErrors.push(err143);
+}
+errors++;
+}
+}
+if(data6.rehearsal !== undefined){
+let data64 = data6.rehearsal;
+if(data64 && typeof data64 == "object" && !Array.isArray(data64)){
+if(data64.interruptAfter === undefined){
+const err144 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
+if(vErrors === null){
+vErrors = [err144];
+}
+else {
+vErrors.push(err144);
+}
+errors++;
+}
+for(const key18 in data64){
+if(!(key18 === "interruptAfter")){
+const err145 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key18},message:"must NOT have additional properties"};
+if(vErrors === null){
+vErrors = [err145];
+}
+else {
+vErrors.push(err145);
+}
+errors++;
+}
+}
+if(data64.interruptAfter !== undefined){
+let data65 = data64.interruptAfter;
+if(typeof data65 === "string"){
+if(!pattern18.test(data65)){
+const err146 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(vErrors === null){
+vErrors = [err146];
+}
+else {
+vErrors.push(err146);
+}
+errors++;
+}
+}
+else {
+const err147 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err147];
+}
+else {
+vErrors.push(err147);
+}
+errors++;
+}
+}
+}
+else {
+const err148 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err148];
+}
+else {
+vErrors.push(err148);
+}
+errors++;
+}
+}
+}
+else {
+const err149 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err149];
+}
+else {
+vErrors.push(err149);
+}
+errors++;
+}
+}
+}
+else {
+const err150 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err150];
+}
+else {
+vErrors.push(err150);
 }
 errors++;
 }
