@@ -696,7 +696,8 @@ class Agent:
             final = self.publish_status()
         atomic_write(self.p("result.json"), json_bytes(final))
         for name in ("job.json", "setup.json", "job.pid", "setup.pid", "job.pgid", "job.exit", "setup.exit",
-                     "logs.cursor", "checkpoints.json", "restore", "staging"):
+                     "logs.cursor", "checkpoints.json", "restore", "staging", "upload", "snapshot.tmp",
+                     "checkpoint-index.json", "store-ops"):
             remove_quietly(self.p(name))
         return 0
 
