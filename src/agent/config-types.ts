@@ -57,4 +57,16 @@ export interface AgentConfig {
    * controller writes the attempt's gate.json, then restore the checkpoint and start the job.
    */
   startGate?: boolean;
+  /**
+   * Seconds a stored checkpoint content stays protected after the last manifest naming it is
+   * retired, so a sync in another agent that reuses it can publish first (docs/checkpoints.md,
+   * "How checkpoints are stored"). Default 3600; 0 only where one agent alone writes the run
+   * (tests, benches). Not rendered from the spec.
+   */
+  contentGraceSeconds?: number;
+  /**
+   * spec.progress.pattern translated to Python `re` syntax (src/spec/progress-pattern.ts), compiled
+   * by the agent with re.ASCII; absent: the built-in formats (docs/progress.md).
+   */
+  progressPattern?: string;
 }

@@ -2,6 +2,7 @@
 // schema/trainingrun.schema.json is the authority; these types mirror it so the rest of the
 // program never has to guess which fields may be absent once defaults are applied.
 
+import type { NotificationReceiver } from '../notify/receivers.js';
 export const API_VERSION = 'runctl.dev/v1alpha1';
 export const KIND = 'TrainingRun';
 
@@ -42,6 +43,19 @@ export interface RunSpec {
   suspend: boolean;
   /** Asks for one simulated spot interruption, to rehearse recovery. */
   rehearsal?: RehearsalSpec;
+  /** Webhooks told about this run's transitions, besides runctl.yaml's (docs/notifications.md). */
+  notifications?: NotificationReceiver[];
+  /** How the agent reads the job's progress; absent: the built-in formats (docs/progress.md). */
+  progress?: ProgressSpec;
+}
+
+export interface ProgressSpec {
+  /**
+   * ECMAScript regular expression (the `u` flag's syntax) matched against each line of the job's
+   * output, with the named group `step` and optionally `total`, `loss` and metrics; replaces the
+   * built-in formats. Checked and translated to Python by src/spec/progress-pattern.ts.
+   */
+  pattern?: string;
 }
 
 export interface CodeSpec {
@@ -161,6 +175,8 @@ export interface ProjectConfig {
   /** `s3://bucket/prefix` for shared controller state (status, events, leases). */
   state?: string;
   prune: boolean;
+  /** Webhooks told about every run's transitions (docs/notifications.md). */
+  notifications?: NotificationReceiver[];
 }
 
 /** A validated run together with where it came from. */

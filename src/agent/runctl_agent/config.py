@@ -72,13 +72,25 @@ def load_config(path):
     optional("s3EndpointUrl", str, "a URL")
     optional("ssmEndpointUrl", str, "a URL")
     optional("region", str, "a region name")
+    if cfg.get("contentGraceSeconds") is not None:
+        need("contentGraceSeconds", (int, float), lambda v: v >= 0 and not isinstance(v, bool), "a non-negative number of seconds")
     if cfg.get("seedGeneration") is not None:
         need("seedGeneration", int, lambda v: v >= 0, "a non-negative integer")
     optional("uid", str, "a run uid")
     optional("startGate", bool, "true or false")
+    if cfg.get("progressPattern") is not None:
+        need("progressPattern", str, _compiles, "a Python regular expression (spec.progress.pattern as runctl translated it)")
     if cfg.get("uid") is not None and not re.match(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", cfg["uid"]):
         raise ConfigError("config %s: field 'uid' must be a run uid (a lowercase UUID), got %s" % (path, json.dumps(cfg["uid"])))
     return cfg
+
+
+def _compiles(pattern):
+    try:
+        re.compile(pattern, re.ASCII)
+        return True
+    except re.error:
+        return False
 
 
 def run_prefix(cfg):

@@ -31,6 +31,7 @@ import {
 } from './aws-wire.js';
 import { AccountModel } from './account.js';
 import { Faults, type FaultRule } from './faults.js';
+import { PriceModel } from './pricing.js';
 import { Imds, type ImdsInstance } from './imds.js';
 import { instanceProcesses, killInstanceProcesses, runInSandbox, type Invocation } from './sandbox.js';
 import { INSTANT_TIMING, s3TransferMs, type FleetTiming } from './timing.js';
@@ -97,6 +98,8 @@ export interface Fleet {
   readonly account: AccountModel;
   /** The timing model in force (timing.ts). */
   readonly timing: Readonly<FleetTiming>;
+  /** On-demand prices (GetProducts) and spot price history, from recorded fixtures (pricing.ts). */
+  readonly prices: PriceModel;
   injectFault(rule: FaultRule): () => void;
   clearFaults(): void;
   imdsUrl(instanceId: string): string;
@@ -167,6 +170,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const calls: CallRecord[] = [];
   const faults = new Faults();
   const account = new AccountModel(opts.motoUrl);
+  const prices = new PriceModel();
   const imds = new Imds((id) => instances.get(id));
   const terminationWaiters = new Map<string, (() => void)[]>();
   // RunInstances idempotency as EC2 documents it (moto ignores ClientToken): a repeated token with
@@ -420,6 +424,11 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         record.injected = true;
         return sendWire(res, fault);
       }
+      const priceAnswer = prices.answer(aws);
+      if (priceAnswer) {
+        record.status = priceAnswer.status;
+        return sendWire(res, priceAnswer);
+      }
       const accountAnswer = await account.answer(aws);
       if (accountAnswer) {
         record.status = accountAnswer.status;
@@ -483,6 +492,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     faults,
     account,
     timing,
+    prices,
     injectFault: (rule) => faults.add(rule),
     clearFaults: () => faults.clear(),
     imdsUrl,
