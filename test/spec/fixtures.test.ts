@@ -73,6 +73,7 @@ describe('invalid fixtures', async () => {
       'code.path': ['code-path-missing', 'code-path-absolute', 'code-path-dotdot', 'code-path-file'],
       'aws requirements': ['aws-missing-region', 'aws-missing-storage', 'aws-file-storage', 'aws-missing-image', 'aws-missing-profile', 'aws-no-instance-types'],
       'maxSpotPrice needs spot': ['max-spot-price-on-demand'],
+      'prelaunchOnRebalance needs prelaunch': ['prelaunch-on-rebalance-alone'],
       secrets: ['secret-plaintext', 'secret-number', 'secret-bad-ref'],
       'bad files': ['empty', 'comments-only', 'binary', 'latin1', 'utf16'],
       'alias bombs and nesting': ['alias-bomb', 'deep-nesting'],
