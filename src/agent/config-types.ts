@@ -52,4 +52,9 @@ export interface AgentConfig {
   noticePollSeconds: number;
   /** Restore from this generation's checkpoints when this generation has none yet. */
   seedGeneration?: number;
+  /**
+   * spec.progress.pattern translated to Python `re` syntax (src/spec/progress-pattern.ts), compiled
+   * by the agent with re.ASCII; absent: the built-in formats (docs/progress.md).
+   */
+  progressPattern?: string;
 }

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttemptKey } from '../providers/types.js';
 import { parseDuration } from '../spec/duration.js';
+import { translateProgressPattern } from '../spec/progress-pattern.js';
 import { setupCache, setupCommand, type RunSpec } from '../spec/types.js';
 import type { AgentConfig } from './config-types.js';
 
@@ -75,6 +76,8 @@ export function renderAgentConfig(input: AgentConfigInput): AgentConfig {
   const cache = setupCache(spec);
   if (cache) config.setupCache = { paths: [...cache.paths], key: [...cache.key] };
   if (spec.timeouts.stall !== undefined) config.stallSeconds = seconds(spec.timeouts.stall, 'timeouts.stall');
+  // Validated already (src/spec/checks.ts); a pattern refused here would throw ProgressPatternError.
+  if (spec.progress?.pattern !== undefined) config.progressPattern = translateProgressPattern(spec.progress.pattern).python;
   const region = input.region ?? spec.resources.region;
   if (region !== undefined) config.region = region;
   if (input.s3EndpointUrl !== undefined) config.s3EndpointUrl = input.s3EndpointUrl;

@@ -4,6 +4,7 @@ import type { CodePathChecker } from './code-path.js';
 import { formatDuration, parseDuration } from './duration.js';
 import type { Segment } from './field-path.js';
 import { error, warning, type Problem } from './problem.js';
+import { ProgressPatternError, translateProgressPattern } from './progress-pattern.js';
 import { checkCodeInclude, checkSetupCache } from './setup-checks.js';
 
 const SECOND = 1000;
@@ -57,6 +58,7 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
   const provider = str(spec.provider);
 
   checkDurations(spec, problems);
+  checkProgressPattern(obj(spec.progress), problems);
 
   const market = str(resources.market);
   if (typeof resources.maxSpotPrice === 'number' && market === 'on-demand') {
@@ -200,5 +202,17 @@ function checkEnvironment(env: Obj, secrets: Obj, problems: Problem[]): void {
     } else if (CREDENTIAL_NAME.test(name)) {
       problems.push(warning(['spec', 'env', name], 'looks like a credential in plain text; put it in SSM and reference it from spec.secrets (ssm:/…)', 'key'));
     }
+  }
+}
+
+/** spec.progress.pattern must translate to Python with the same meaning (src/spec/progress-pattern.ts). */
+function checkProgressPattern(progress: Obj | undefined, problems: Problem[]): void {
+  const pattern = str(progress?.pattern);
+  if (pattern === undefined) return;
+  try {
+    translateProgressPattern(pattern);
+  } catch (err) {
+    if (!(err instanceof ProgressPatternError)) throw err;
+    problems.push(error(['spec', 'progress', 'pattern'], `${err.message}; docs/progress.md lists what a pattern may use`));
   }
 }

@@ -42,6 +42,17 @@ export interface RunSpec {
   suspend: boolean;
   /** Asks for one simulated spot interruption, to rehearse recovery. */
   rehearsal?: RehearsalSpec;
+  /** How the agent reads the job's progress; absent: the built-in formats (docs/progress.md). */
+  progress?: ProgressSpec;
+}
+
+export interface ProgressSpec {
+  /**
+   * ECMAScript regular expression (the `u` flag's syntax) matched against each line of the job's
+   * output, with the named group `step` and optionally `total`, `loss` and metrics; replaces the
+   * built-in formats. Checked and translated to Python by src/spec/progress-pattern.ts.
+   */
+  pattern?: string;
 }
 
 export interface CodeSpec {

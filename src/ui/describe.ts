@@ -122,6 +122,9 @@ function summary(s: RunStatus, now: number, c: Colors): Array<[string, string]> 
     const p = s.progress;
     const bar = p.total && p.total > 0 ? progressBar(p.step, p.total) : `step ${p.step}`;
     rows.push(['Progress', p.loss !== undefined ? `${bar}  loss ${formatLoss(p.loss)}` : bar]);
+    const metrics = Object.entries(p.metrics ?? {});
+    // Names are the job's (a Trainer dict's keys, a pattern's groups): shown sanitized.
+    if (metrics.length > 0) rows.push(['Metrics', metrics.map(([name, value]) => `${sanitizeLine(name)} ${formatLoss(value)}`).join('  ')]);
   }
   if (s.lastCheckpoint) {
     const cp = s.lastCheckpoint;

@@ -1,7 +1,7 @@
 // Aligned plain-text tables (color-aware), and the `runctl status` table built on them.
 import type { RunStatus } from '../state/types.js';
 import { colorPhase, noColors, type Colors } from './colors.js';
-import { formatAge } from './format.js';
+import { formatAge, formatLoss } from './format.js';
 import { padEnd, padStart, sanitizeLine, truncate, visibleWidth } from './text.js';
 
 export type Align = 'left' | 'right';
@@ -46,7 +46,7 @@ export interface StatusTableOptions {
   maxWidth?: number;
 }
 
-export const STATUS_HEADERS = ['RUN', 'PHASE', 'ATTEMPT', 'AGE', 'INSTANCE', 'LAST CHECKPOINT'] as const;
+export const STATUS_HEADERS = ['RUN', 'PHASE', 'ATTEMPT', 'PROGRESS', 'AGE', 'INSTANCE', 'LAST CHECKPOINT'] as const;
 
 /** The `runctl status` table. */
 export function renderStatusTable(statuses: readonly RunStatus[], opts: StatusTableOptions): string {
@@ -56,11 +56,20 @@ export function renderStatusTable(statuses: readonly RunStatus[], opts: StatusTa
     s.run,
     colorPhase(c, s.phase),
     String(s.attempt),
+    progressCell(s),
     formatAge(s.createdAt, opts.now),
     currentInstance(s),
     lastCheckpoint(s, opts.now),
   ]);
   return renderTable([...STATUS_HEADERS], rows, { align: ['left', 'left', 'right'], maxWidth: opts.maxWidth });
+}
+
+/** `120/400 loss 0.3123`, `step 77`, or `-` (docs/progress.md). */
+export function progressCell(s: RunStatus): string {
+  const p = s.progress;
+  if (!p) return '-';
+  const steps = p.total !== undefined && p.total > 0 ? `${p.step}/${p.total}` : `step ${p.step}`;
+  return p.loss !== undefined && Number.isFinite(p.loss) ? `${steps} loss ${formatLoss(p.loss)}` : steps;
 }
 
 /** The instance the current attempt runs on: `i-0abc (g5.xlarge, spot)`, or `-`. */

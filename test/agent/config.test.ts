@@ -61,6 +61,12 @@ describe('renderAgentConfig', () => {
     expect(local.setup).toBeUndefined();
   });
 
+  it('gives the agent spec.progress.pattern translated to Python', () => {
+    const spec = testSpec({ progress: { pattern: '^iter (?<step>\\d+): loss (?<loss>[\\d.]+)$' } });
+    expect(renderAgentConfig({ ...base, spec }).progressPattern).toBe('^iter\\ (?P<step>\\d+)\\:\\ loss\\ (?P<loss>[\\d\\.]+)\\Z');
+    expect(renderAgentConfig({ ...base, spec: testSpec() }).progressPattern).toBeUndefined();
+  });
+
   it('rejects relative paths, unknown storage schemes and bad durations with the field named', () => {
     const spec = testSpec();
     expect(() => renderAgentConfig({ ...base, spec, workDir: 'work' })).toThrow(/workDir must be an absolute path/);

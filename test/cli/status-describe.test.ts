@@ -68,7 +68,7 @@ describe('runctl status', () => {
     const out = runctl('status');
     expect(out.status, out.stderr).toBe(0);
     const [header, ...rows] = out.stdout.trimEnd().split('\n');
-    expect(header).toMatch(/RUN\s+PHASE\s+ATTEMPT\s+AGE\s+INSTANCE\s+LAST CHECKPOINT/);
+    expect(header).toMatch(/RUN\s+PHASE\s+ATTEMPT\s+PROGRESS\s+AGE\s+INSTANCE\s+LAST CHECKPOINT/);
     expect(rows[0]).toMatch(/^bravo\s+Completed\s+2\s/);
     expect(rows[1]).toMatch(/^charlie\s+Failed\s+2\s/);
   });

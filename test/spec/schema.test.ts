@@ -18,13 +18,14 @@ type OptionalKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? K : never
 type Equal<A, B> = (<X>() => X extends A ? 1 : 2) extends <X>() => X extends B ? 1 : 2 ? true : false;
 
 // Compile-time: the optional fields below are exactly the optional fields of the types.
-const optionalSpec: Equal<OptionalKeys<RunSpec>, 'setup' | 'rehearsal'> = true;
+const optionalSpec: Equal<OptionalKeys<RunSpec>, 'setup' | 'rehearsal' | 'progress'> = true;
+const optionalProgress: Equal<OptionalKeys<NonNullable<RunSpec['progress']>>, 'pattern'> = true;
 const optionalResources: Equal<OptionalKeys<RunSpec['resources']>, 'maxSpotPrice' | 'region' | 'image' | 'iamInstanceProfile' | 'subnetId'> = true;
 const optionalCheckpoints: Equal<OptionalKeys<RunSpec['checkpoints']>, 'storage'> = true;
 const optionalBudget: Equal<OptionalKeys<RunSpec['budget']>, 'maxCostUSD'> = true;
 const optionalDefaults: Equal<OptionalKeys<ProjectConfig['defaults']>, 'region' | 'storage' | 'profile' | 'iamInstanceProfile'> = true;
 const optionalProject: Equal<OptionalKeys<ProjectConfig>, 'state'> = true;
-void [optionalSpec, optionalResources, optionalCheckpoints, optionalBudget, optionalDefaults, optionalProject];
+void [optionalProgress, optionalSpec, optionalResources, optionalCheckpoints, optionalBudget, optionalDefaults, optionalProject];
 
 /** Every field of TrainingRun, set: the compiler refuses a missing or an extra one. */
 const everyField: DeepRequired<TrainingRun> = {
@@ -56,6 +57,7 @@ const everyField: DeepRequired<TrainingRun> = {
     budget: { maxCostUSD: 250 },
     suspend: false,
     rehearsal: { interruptAfter: '10m' },
+    progress: { pattern: 'iter (?<step>\\d+): loss (?<loss>[\\d.]+)' },
   },
 };
 
@@ -70,6 +72,8 @@ const OPTIONAL_PATHS = [
   'spec.setup.cache',
   'spec.code.include',
   'spec.rehearsal',
+  'spec.progress',
+  'spec.progress.pattern',
   'spec.resources.maxSpotPrice',
   'spec.resources.region',
   'spec.resources.image',

@@ -13,7 +13,7 @@ const quickstart: RunStatus = statusFixture('quickstart', {
   phase: 'Training',
   attempt: 2,
   interruptions: 1,
-  progress: { step: 120, total: 400, loss: 0.31234 },
+  progress: { step: 120, total: 400, loss: 0.31234, metrics: { learning_rate: 0.0003, epoch: 1.5 } },
   instances: [
     { id: 'i-0aaa', type: 'g5.xlarge', market: 'spot', zone: 'us-east-1a', generation: 1, attempt: 1, launchedAt: at(0), endedAt: at(60_000), endReason: 'spot interruption', costUSD: 0.0031, codeBundle: '3f9a0c1d2e4b'.padEnd(64, '0') },
     { id: 'i-0bbb', type: 'g6.xlarge', market: 'spot', zone: 'us-east-1b', generation: 1, attempt: 2, launchedAt: at(70_000), costUSD: 0.0011, codeBundle: '3f9a0c1d2e4b'.padEnd(64, '0') },
@@ -104,10 +104,10 @@ describe('renderStatusTable', () => {
     const done = statusFixture('old-run', { phase: 'Completed', createdAt: at(-3 * 86_400_000 - 4 * 3_600_000), instances: [{ ...quickstart.instances[0]!, endedAt: at(1) }] });
     expect(renderStatusTable([quickstart, pending, done], { now })).toBe(
       [
-        'RUN          PHASE       ATTEMPT   AGE     INSTANCE                   LAST CHECKPOINT',
-        'quickstart   Training          2   3m12s   i-0bbb (g6.xlarge, spot)   000004 step 100, 42s ago',
-        'tiny         Pending           1   42s     -                          -',
-        'old-run      Completed         1   3d4h    -                          -',
+        'RUN          PHASE       ATTEMPT   PROGRESS              AGE     INSTANCE                   LAST CHECKPOINT',
+        'quickstart   Training          2   120/400 loss 0.3123   3m12s   i-0bbb (g6.xlarge, spot)   000004 step 100, 42s ago',
+        'tiny         Pending           1   -                     42s     -                          -',
+        'old-run      Completed         1   -                     3d4h    -                          -',
         '',
       ].join('\n'),
     );
@@ -153,6 +153,7 @@ describe('renderDescribe', () => {
         'Attempt:         2 (1 interruption, 0 error retries)',
         'Age:             3m12s',
         'Progress:        [###-------] 120/400  loss 0.3123',
+        'Metrics:         learning_rate 0.0003  epoch 1.5',
         'Last checkpoint: 000004 at step 100 (42s ago, 2 files, 2.0 KiB)',
         'Cost:            $0.0042 ($0.01 less than on-demand); one attempt not priced (see Timeline)',
         'Source:          runs/quickstart.yaml @ abc1234',

@@ -19,7 +19,9 @@ Modules, one job each:
   imds        the EC2 instance metadata service (IMDSv2): spot notices, rebalance
   secrets     ssm: secret resolution through the AWS CLI
   processes   process groups, signals, the job wrapper, liveness by pid + start time
-  joblog      the job log's view (logTail, progress) and its shipping as segments
+  joblog      the job log's view (logTail) and its shipping as segments
+  progress    reading progress from the job's output (tqdm, Lightning, Trainer, nanoGPT, a pattern)
+  progress_history  following the job's output; the bounded history kept in storage
   bundle      code bundle download, verification and safe extraction
   checkpoints checkpoint sync, retention and restore
   agent       one attempt's orchestration and status publication

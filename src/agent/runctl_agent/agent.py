@@ -32,6 +32,7 @@ from .errors import AgentFailure
 from .faults import Faults
 from .imds import Imds
 from .joblog import JobLog
+from .progress_history import ProgressFollower
 from .jobsignal import send as send_job_signal
 from .processes import Child, group_alive, process_alive, process_start_time, signal_group, spawn_wrapped
 from .secrets import redaction_values, resolve_secrets
@@ -108,6 +109,8 @@ class Agent:
         self.stalled = None
         self.storage = open_storage(cfg, log)
         self.joblog = JobLog(self.state, self.storage, self.attempt_prefix, self.redact_bytes, log)
+        self.progress = ProgressFollower(self.key, self.storage, self.attempt_prefix, self.state, cfg.get("progressPattern"),
+                                         self.redact_bytes, log)
         self.checkpoints = Checkpoints(cfg, self.storage, self.state, self.key, log, self.job_log_note,
                                        self.set_status, self.stopping, self.current_step, self.faults)
 
@@ -161,8 +164,14 @@ class Agent:
         return doc
 
     def refresh_log_view(self):
-        """logTail and progress from the end of job.log (setup output while installing)."""
-        self.set_status(publish=False, **self.joblog.view(self.tail_from, self.progress_from))
+        """logTail from the end of job.log (setup output while installing) and the training job's
+        progress (progress_history.py), once it started."""
+        fields = self.joblog.view(self.tail_from)
+        if self.progress_from is not None:
+            progress = self.progress.refresh()
+            if progress is not None:
+                fields["progress"] = progress
+        self.set_status(publish=False, **fields)
 
     def current_step(self):
         """The progress step the job has printed by now (refreshed from job.log), or None."""
@@ -199,6 +208,7 @@ class Agent:
                     next_beat = time.monotonic() + self.cfg["heartbeatSeconds"]
                     self.ship_logs()
                     self.refresh_log_view()
+                    self.progress.publish()
                     if self.restarted_at is not None and time.monotonic() - self.restarted_at > AGENT_RESTARTED_FAULT_SECONDS:
                         self.restarted_at = None
                         self.faults.clear("AgentRestarted")
@@ -469,6 +479,7 @@ class Agent:
         env_extra = {"RUNCTL_RESUMING": "1" if resumed else "0"}
         self.child = self.launch("job", self.cfg["command"], self.p("job.exit"), self.p("job.json"), env_extra)
         self.progress_from = self.tail_from
+        self.progress.begin(self.progress_from)
         self.set_status(pid=self.child.pid)
         return self.supervise()
 
@@ -498,6 +509,7 @@ class Agent:
         exit_path = self.p("job.exit")
         child = Child("job", record["pid"], record.get("startTime"), exit_path)
         self.tail_from = self.progress_from = record.get("logOffset", 0)
+        self.progress.begin(self.progress_from)
         self.secrets = {}
         last = self.checkpoints.last_checkpoint()
         if last:
@@ -737,6 +749,7 @@ class Agent:
         self.job_log_note("attempt ended: %s%s" % (phase, "" if exitCode is None else " (exit code %d)" % exitCode))
         self.ship_logs(final=True)
         self.refresh_log_view()
+        self.progress.publish(force=True)
         self.log("phase %s%s" % (phase, (": " + message) if message else ""))
         with self.status_lock:
             self.status.update(phase=phase)

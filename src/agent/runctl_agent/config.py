@@ -83,9 +83,19 @@ def load_config(path):
     if cfg.get("seedGeneration") is not None:
         need("seedGeneration", int, lambda v: v >= 0, "a non-negative integer")
     optional("uid", str, "a run uid")
+    if cfg.get("progressPattern") is not None:
+        need("progressPattern", str, _compiles, "a Python regular expression (spec.progress.pattern as runctl translated it)")
     if cfg.get("uid") is not None and not re.match(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", cfg["uid"]):
         raise ConfigError("config %s: field 'uid' must be a run uid (a lowercase UUID), got %s" % (path, json.dumps(cfg["uid"])))
     return cfg
+
+
+def _compiles(pattern):
+    try:
+        re.compile(pattern, re.ASCII)
+        return True
+    except re.error:
+        return False
 
 
 def run_prefix(cfg):

@@ -1,11 +1,10 @@
-"""The job's log (stateDir/job.log): its view in the status (logTail, progress) and its shipping
+"""The job's log (stateDir/job.log): its view in the status (logTail) and its shipping
 to storage as append-only segments `<attempt>/logs/<8-digit seq>.log` of whole lines, redacted.
 
 Lines the agent itself adds to job.log start with `[runctl-agent] ` and are left out of logTail.
 """
 
 import os
-import re
 
 from .storage import StorageError
 from .util import atomic_write, json_bytes, now_iso, pad_seq, read_json
@@ -15,8 +14,6 @@ TAIL_WINDOW_BYTES = 64 * 1024
 SEGMENT_MAX_BYTES = 4 * 1024 * 1024
 NOTE_PREFIX = "[runctl-agent]"
 
-PROGRESS_RE = re.compile(r"\bstep\s*[=:]\s*(\d+)(?:\s*/\s*(\d+))?")
-LOSS_RE = re.compile(r"\bloss\s*[=:]\s*([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))", re.I)
 
 
 def last_state(line):
@@ -48,28 +45,6 @@ def compact(data, final, full):
         else:
             return out, len(whole)
     return out, len(data)
-
-
-def parse_progress(line):
-    """{"step": N, "total"?: T, "loss"?: X} from a `step=N[/T] ... loss=X` line, or None.
-    A non-finite loss is left out."""
-    if line.lstrip().startswith("RUNCTL_CHECKPOINT_SAVED"):
-        return None  # a declared save (steps.py), not progress
-    m = PROGRESS_RE.search(line)
-    if not m:
-        return None
-    progress = {"step": int(m.group(1))}
-    if m.group(2):
-        progress["total"] = int(m.group(2))
-    lm = LOSS_RE.search(line)
-    if lm:
-        try:
-            loss = float(lm.group(1))
-            if loss == loss and loss not in (float("inf"), float("-inf")):
-                progress["loss"] = loss
-        except ValueError:
-            pass
-    return progress
 
 
 class JobLog:
@@ -130,18 +105,11 @@ class JobLog:
             lines = lines[1:]  # first line is probably cut
         return [ln for ln in lines if not ln.startswith(NOTE_PREFIX)]
 
-    def view(self, tail_from, progress_from):
-        """Status fields: logTail (last 20 lines from tail_from, None when empty) and, when
-        progress_from is set and a progress line exists after it, progress."""
+    def view(self, tail_from):
+        """Status fields: logTail (last 20 lines from tail_from, None when empty). The job's
+        progress is read by progress_history.ProgressFollower."""
         lines = self.tail_lines(tail_from)
-        fields = {"logTail": lines[-LOG_TAIL_LINES:] if lines else None}
-        if progress_from is not None:
-            for line in reversed(self.tail_lines(progress_from)):
-                progress = parse_progress(line)
-                if progress:
-                    fields["progress"] = progress
-                    break
-        return fields
+        return {"logTail": lines[-LOG_TAIL_LINES:] if lines else None}
 
     def ship(self, final=False):
         """Upload what job.log holds beyond the cursor as segments of at most 4 MiB; whole lines

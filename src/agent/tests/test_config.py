@@ -44,6 +44,7 @@ class ConfigTest(unittest.TestCase):
             ("workDir", "work", "field 'workDir' must be an absolute path"),
             ("secrets", {"A": "vault:x"}, "ssm:/parameter/path"),
             ("bundleKey", "../x", "a storage key"),
+            ("progressPattern", "iter (?P<step>[0-9]+", "field 'progressPattern' must be a Python regular expression"),
         ]
         for field, value, message in cases:
             with self.assertRaises(ConfigError) as cm:

@@ -2,17 +2,8 @@ import os
 import tempfile
 import unittest
 
-from runctl_agent.joblog import JobLog, parse_progress
+from runctl_agent.joblog import JobLog
 from runctl_agent.storage import FileStorage
-
-
-class ParseProgressTest(unittest.TestCase):
-    def test_reads_step_total_and_loss_from_common_shapes(self):
-        self.assertEqual(parse_progress("step=12/400 loss=0.31"), {"step": 12, "total": 400, "loss": 0.31})
-        self.assertEqual(parse_progress("epoch 1 step: 7 Loss: 1e-3"), {"step": 7, "loss": 0.001})
-        self.assertEqual(parse_progress("step=5 loss=nan"), {"step": 5})
-        self.assertIsNone(parse_progress("warming up"))
-        self.assertIsNone(parse_progress("global_steps=3"))
 
 
 class JobLogTest(unittest.TestCase):
@@ -31,14 +22,12 @@ class JobLogTest(unittest.TestCase):
         with open(self.log.path, "a") as f:
             f.write(text)
 
-    def test_view_has_tail_and_newest_progress_without_agent_notes(self):
+    def test_view_has_the_redacted_tail_without_agent_notes(self):
         self.write("step=1/10 loss=2\n")
         self.log.note("phase training")
         self.write("step=2/10 loss=1 token=hunter2\n")
-        view = self.log.view(0, 0)
-        self.assertEqual(view["logTail"], ["step=1/10 loss=2", "step=2/10 loss=1 token=***"])
-        self.assertEqual(view["progress"], {"step": 2, "total": 10, "loss": 1.0})
-        self.assertNotIn("progress", self.log.view(0, None))
+        view = self.log.view(0)
+        self.assertEqual(view, {"logTail": ["step=1/10 loss=2", "step=2/10 loss=1 token=***"]})
 
     def test_ship_sends_whole_lines_then_the_rest_when_final_and_continues_after_restart(self):
         self.write("a\nb\npartial")

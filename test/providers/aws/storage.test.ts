@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { controlKey, logsPrefix, manifestKey, padSeq } from '../../../src/agent/layout.js';
+import { controlKey, logsPrefix, manifestKey, padSeq, progressKey } from '../../../src/agent/layout.js';
 import { ensureBundle } from '../../../src/providers/aws/bundles.js';
 import { parseStorageUrl, S3Storage } from '../../../src/providers/aws/storage.js';
 import { RetryableError, TerminalError } from '../../../src/providers/types.js';
@@ -141,6 +141,18 @@ describe('S3 storage', () => {
     const next = await provider.readLogs(key, spec, first.cursor);
     expect(next.text).toBe('three\n');
     expect((await provider.readLogs(key, spec, next.cursor)).text).toBe('');
+  });
+
+  it("reads an attempt's progress history, and says when there is none or it is damaged", async () => {
+    const { provider, s3 } = storageFor('progress');
+    const spec = awsSpec(rig.bucket, { checkpoints: { storage: `s3://${rig.bucket}/progress` } });
+    const key = { run: 'r', uid: '6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e', generation: 1, attempt: 2 };
+    expect(await provider.readProgressHistory(key, spec)).toBeUndefined();
+    const point = { time: '2026-01-01T00:00:01.000Z', step: 40, total: 100, metrics: { loss: 2.5 } };
+    await put(s3, `progress/${progressKey(key)}`, JSON.stringify({ version: 1, run: 'r', generation: 1, attempt: 2, points: [point] }));
+    expect(await provider.readProgressHistory(key, spec)).toEqual([point]);
+    await put(s3, `progress/${progressKey(key)}`, '{"version": 1, "points": [');
+    await expect(provider.readProgressHistory(key, spec)).rejects.toThrow(RetryableError);
   });
 
   it('asks the agent to stop, and to rehearse a spot interruption, through its control object', async () => {
