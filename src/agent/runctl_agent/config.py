@@ -57,7 +57,7 @@ def load_config(path):
     if cfg.get("setupCache") is not None:
         def cache_ok(v):
             return (set(v) <= {"paths", "key"} and all(
-                isinstance(v.get(f), list) and v[f] and all(isinstance(p, str) and safe_relpath(p.strip("/").replace("/./", "/")) for p in v[f])
+                isinstance(v.get(f), list) and v[f] and all(isinstance(p, str) and safe_relpath("/".join(x for x in p.split("/") if x not in ("", "."))) for p in v[f])
                 for f in ("paths", "key")))
         need("setupCache", dict, cache_ok, "{paths: [...], key: [...]}: non-empty lists of paths relative to workDir")
         if not cfg.get("setup"):
