@@ -53,6 +53,13 @@ export interface AgentConfig {
   /** Restore from this generation's checkpoints when this generation has none yet. */
   seedGeneration?: number;
   /**
+   * Seconds a stored checkpoint content stays protected after the last manifest naming it is
+   * retired, so a sync in another agent that reuses it can publish first (docs/checkpoints.md,
+   * "How checkpoints are stored"). Default 3600; 0 only where one agent alone writes the run
+   * (tests, benches). Not rendered from the spec.
+   */
+  contentGraceSeconds?: number;
+  /**
    * spec.progress.pattern translated to Python `re` syntax (src/spec/progress-pattern.ts), compiled
    * by the agent with re.ASCII; absent: the built-in formats (docs/progress.md).
    */

@@ -9,8 +9,12 @@
 //   runs/<run>/g<gen>/a<attempt>/control.json        controller -> agent requests (StopRequest)
 //   runs/<run>/g<gen>/a<attempt>/logs/<seq>.log      log segments, 8-digit seq, append-only
 //   runs/<run>/g<gen>/a<attempt>/progress.json       progress history (ProgressHistoryDocument), replaced whole
-//   runs/<run>/g<gen>/checkpoints/<id>/<files>       checkpoint files, uploaded first
-//   runs/<run>/g<gen>/checkpoints/<id>/MANIFEST.json written last: a checkpoint without it does not exist
+//   runs/<run>/checkpoint-contents/<sha256>          each distinct checkpoint file content, once per run
+//   runs/<run>/checkpoint-retired/g<gen>-<id>.json   tombstones of retired manifests (retention's grace)
+//   runs/<run>/g<gen>/checkpoints/<id>/MANIFEST.json a checkpoint (format 2): written last, names its
+//                                                    files by sha256; without it the checkpoint does not exist
+//   runs/<run>/g<gen>/checkpoints/<id>/<files>       format-1 checkpoints only (before issue 9): files
+//                                                    beside their manifest; still restored, never written
 import type { AttemptKey } from '../providers/types.js';
 
 export const MANIFEST_NAME = 'MANIFEST.json';
@@ -54,6 +58,16 @@ export function progressKey(key: AttemptKey): string {
 
 export function checkpointsPrefix(run: string, generation: number, uid?: string): string {
   return `${generationPrefix(run, generation, uid)}/checkpoints/`;
+}
+
+/** Prefix of a run's content store: one object per distinct checkpoint file content, named by sha256. */
+export function contentsPrefix(run: string, uid?: string): string {
+  return `${runPrefix(run, uid)}/checkpoint-contents/`;
+}
+
+/** Key of one stored checkpoint content (sha256 in lowercase hex). */
+export function contentKey(run: string, sha256: string, uid?: string): string {
+  return `${contentsPrefix(run, uid)}${sha256}`;
 }
 
 export function manifestKey(run: string, generation: number, id: string, uid?: string): string {

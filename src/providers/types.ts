@@ -327,7 +327,14 @@ export interface SetupCacheReport {
   message: string;
 }
 
+/**
+ * A published checkpoint (MANIFEST.json, written last). Format 2 (issue 9, docs/checkpoints.md
+ * "How checkpoints are stored"): the files' bytes live once per run in the content store
+ * (layout.contentKey(run, sha256, uid)); format 1 (no `format` field, written before issue 9)
+ * keeps them beside the manifest in its folder, and still restores.
+ */
 export interface CheckpointManifest {
+  format?: 2;
   id: string;
   run: string;
   generation: number;
@@ -336,7 +343,14 @@ export interface CheckpointManifest {
   step?: number;
   stepSource?: CheckpointStepSource;
   createdAt: string;
-  files: { path: string; size: number; sha256: string }[];
+  /** size in bytes; mode = permission bits, e.g. 0o644 (format 2). */
+  files: { path: string; size: number; sha256: string; mode?: number }[];
+  /** Every folder below the checkpoint root, empty ones included (format 2). */
+  dirs?: { path: string; mode: number }[];
+  /** Symbolic links that stay inside the folder, target as the job wrote it (format 2). */
+  symlinks?: { path: string; target: string }[];
+  /** What the sync that published it moved: files and bytes uploaded vs already stored (format 2). */
+  sync?: { filesUploaded: number; filesReused: number; bytesUploaded: number; bytesReused: number };
 }
 
 export interface LogChunk {

@@ -233,7 +233,8 @@ export function attemptViews(s: RunStatus, events: readonly RunEvent[]): Attempt
       start: phases[0] && phases[0].start < start ? phases[0].start : start,
       end,
       endReason: instance?.endReason ? redactUrls(instance.endReason) : null,
-      costUSD: instance?.costUSD ?? null,
+      // The ledger prices the attempt over its whole life (issue 12); the instance record is the fallback.
+      costUSD: s.ledger?.attempts.find((l) => l.generation === generation && l.attempt === attempt)?.costUSD ?? instance?.costUSD ?? null,
       phases,
     });
   }
@@ -241,9 +242,10 @@ export function attemptViews(s: RunStatus, events: readonly RunEvent[]): Attempt
 }
 
 /**
- * Interruptions, resumes and the end, from the transition events. An interruption is marked at
- * the step the interrupted attempt last recorded; a resume where the next attempt's job started
- * training again, at the first step it recorded (the checkpoint it restored, plus one).
+ * Interruptions, resumes and the end, from the transition events, at the time of the event. An
+ * interruption is marked at the last step the interrupted attempt recorded; a resume at the first
+ * step the next attempt recorded (the checkpoint it restored, plus one). Between the two lie the
+ * steps the interruption made the job redo.
  */
 export function markers(s: RunStatus, events: readonly RunEvent[], history: readonly SeriesView[]): MarkerView[] {
   const out: MarkerView[] = [];
@@ -255,14 +257,21 @@ export function markers(s: RunStatus, events: readonly RunEvent[], history: read
     const key = `${e.generation}/${e.attempt}`;
     if (phase === 'Interrupted') {
       interrupted.add(key);
-      const before = series(e.generation, e.attempt).filter((p) => p.time <= e.at).at(-1) ?? series(e.generation, e.attempt).at(-1);
+      // Where its curve ends: the job may train on for a step or two while it saves on the notice.
+      const before = series(e.generation, e.attempt).at(-1);
+      // What the ledger measured for it (issue 12): time from the notice to training again, steps redone.
+      const cost = s.ledger?.interruptions.find((i) => i.generation === e.generation && i.attempt === e.attempt);
+      const measured = [
+        cost?.recoverySeconds !== undefined ? `training again ${Math.round(cost.recoverySeconds)}s after the notice` : '',
+        cost?.stepsRedone !== undefined ? `${cost.stepsRedone} steps redone` : '',
+      ].filter(Boolean);
       out.push({
         kind: 'interrupted',
         at: e.at,
         generation: e.generation,
         attempt: e.attempt,
         step: before?.step ?? null,
-        message: `attempt ${e.attempt} interrupted${e.message ? ` (${redactUrls(e.message)})` : ''}`,
+        message: `attempt ${e.attempt} interrupted${e.message ? ` (${redactUrls(e.message)})` : ''}${measured.length ? `; ${measured.join(', ')}` : ''}`,
       });
     } else if (phase === 'Training' && interrupted.has(`${e.generation}/${e.attempt - 1}`) && !out.some((m) => m.kind === 'resumed' && m.attempt === e.attempt && m.generation === e.generation)) {
       const first = series(e.generation, e.attempt)[0];

@@ -89,11 +89,11 @@ describe('the step a checkpoint holds', () => {
     const agent = await box.start(config);
     const first = await waitFor('the declared save of step 7', () => box.checkpoints('declared', 1).find((c) => c.manifest.step === 7), 60_000);
     expect(first.manifest).toMatchObject({ step: 7, stepSource: 'line' });
-    expect(readFileSync(path.join(first.dir, 'model.bin'), 'utf8')).toBe('seven');
+    expect(readFileSync(box.checkpointFile(first, 'model.bin'), 'utf8')).toBe('seven');
     await writeFile(`${hold}.1`, '');
     const second = await waitFor('the declared save of step 9', () => box.checkpoints('declared', 1).find((c) => c.manifest.step === 9), 60_000);
     expect(second.manifest).toMatchObject({ step: 9, stepSource: 'marker' });
-    expect(readFileSync(path.join(second.dir, 'model.bin'), 'utf8')).toBe('nine');
+    expect(readFileSync(box.checkpointFile(second, 'model.bin'), 'utf8')).toBe('nine');
     await waitFor('status showing step 9', () => box.status(key)?.lastCheckpoint?.step === 9);
     expect(box.status(key)?.progress?.step).toBe(15);
     await writeFile(`${hold}.2`, '');

@@ -3,8 +3,9 @@
 // job really saved), and no stored content a kept manifest names has been deleted. Then the same
 // invariant under random sequences of saves, syncs, retention and crashes (fast-check).
 //
-// The real store modules run in a small CLI (src/agent/tests/store_harness.py), one process per
-// command, so a kill is a real SIGKILL of the process doing the sync or the retention.
+// The real store modules run in a small CLI (src/agent/tests/store_harness.py; its syncs go
+// through the agent's own checkpoints.Checkpoints), so a kill is a real SIGKILL of the process
+// doing the sync or the retention. A scenario runs in as few processes as its kills allow.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -50,10 +51,31 @@ function opsDone(work: string): number {
   }
 }
 
-function verify(work: string): void {
-  const v = harness(work, ['verify']).out as { ok: boolean; problems: string[]; published: string[] };
+interface Verified {
+  ok: boolean;
+  problems: string[];
+  published: string[];
+  contents: number;
+}
+
+function checked(v: Verified): Verified {
   expect(v.problems, `after ${JSON.stringify(v.published)}`).toEqual([]);
   expect(v.ok).toBe(true);
+  return v;
+}
+
+function verify(work: string): Verified {
+  return checked(harness(work, ['verify']).out as unknown as Verified);
+}
+
+/** The index of the command a killed `run` was in (the harness writes it before each command). */
+function progress(work: string): number {
+  return Number(readFileSync(path.join(work, 'progress'), 'utf8'));
+}
+
+/** Commands in one process (`run`); killAfter as in harness(). */
+function runAll(work: string, commands: string[][], killAfter?: number): Outcome {
+  return harness(work, ['run', JSON.stringify(commands)], killAfter);
 }
 
 const shard = (tag: string, n: number) => `${tag}-`.repeat(200 + n * 37);
@@ -72,29 +94,24 @@ const SCENARIO: string[][] = [
   ['retain', '1'],
 ];
 
-function runScenario(work: string, killAfter?: number): { killedAt?: number } {
-  let killedAt: number | undefined;
-  for (const [i, cmd] of SCENARIO.entries()) {
-    const mutating = cmd[0] === 'sync' || cmd[0] === 'retain';
-    const r = harness(work, cmd, mutating && killedAt === undefined ? killAfter : undefined);
-    if (r.killed) {
-      killedAt = i;
-      // Right after the crash: whatever is published must restore and verify.
-      verify(work);
-      // The restarted agent runs the same command again, then goes on.
-      harness(work, cmd);
-    }
-  }
-  return { killedAt };
+function runScenario(work: string, killAfter?: number): { killedAt?: number; verified: Verified } {
+  // The whole scenario and its check in one process (process starts dominate this test's time);
+  // a kill ends it. Then one process checks what the crash left, runs the killed command again
+  // (as the restarted agent does) and the rest, and checks again.
+  const r = runAll(work, [...SCENARIO, ['verify']], killAfter);
+  const last = (o: Outcome) => (o.out.results as Verified[]).at(-1)!;
+  if (!r.killed) return { verified: checked(last(r)) };
+  const killedAt = progress(work);
+  const after = runAll(work, [['verify'], ...SCENARIO.slice(killedAt), ['verify']]);
+  checked((after.out.results as Verified[])[0]!);
+  return { killedAt, verified: checked(last(after)) };
 }
 
 describe('checkpoint store kill matrix', () => {
   it('survives a SIGKILL before every storage mutation of every sync and retention', { timeout: 600_000 }, () => {
     const clean = workDir();
-    runScenario(clean, 1_000_000); // counts mutations, never kills
+    const stats = runScenario(clean, 1_000_000).verified; // counts mutations, never kills
     const total = opsDone(clean);
-    verify(clean);
-    const stats = harness(clean, ['stats']).out as { published: string[]; contents: number };
     expect(stats.published).toEqual(['00000003']);
     // checkpoint-2 and -3 shards + state files + the content shared by -1 and -2 (model-2)
     expect(stats.contents).toBeGreaterThan(0);
@@ -106,9 +123,8 @@ describe('checkpoint store kill matrix', () => {
       const r = runScenario(work, n);
       expect(r.killedAt, `kill point ${n} of ${total} was never reached`).toBeDefined();
       killedAt.add(r.killedAt!);
-      verify(work);
       // After recovery the same checkpoint survives as in the run without a crash.
-      expect((harness(work, ['stats']).out as { published: string[] }).published.length).toBe(1);
+      expect(r.verified.published.length).toBe(1);
       rmSync(work, { recursive: true, force: true });
     }
     // Kills landed in syncs and in retentions alike.
@@ -118,12 +134,12 @@ describe('checkpoint store kill matrix', () => {
 });
 
 describe('checkpoint store under random saves, syncs, retention and crashes', () => {
-  const names = ['checkpoint-1/w.bin', 'checkpoint-2/w.bin', 'ckpt.pt', 'nested/deep/opt.bin', 'state.json'];
+  const names = ['step-1/w.bin', 'step-2/w.bin', 'ckpt.pt', 'nested/deep/opt.bin', 'state.json'];
   const save = fc.record({
     write: fc.dictionary(fc.constantFrom(...names), fc.constantFrom('alpha', 'beta', 'gamma', 'delta'.repeat(50)), { maxKeys: 3 }),
-    delete: fc.array(fc.constantFrom('checkpoint-1', 'checkpoint-2', 'ckpt.pt', 'nested'), { maxLength: 1 }),
+    delete: fc.array(fc.constantFrom('step-1', 'step-2', 'ckpt.pt', 'nested'), { maxLength: 1 }),
     dirs: fc.array(fc.constantFrom('empty', 'nested/empty'), { maxLength: 1 }),
-    links: fc.dictionary(fc.constantFrom('latest', 'nested/link'), fc.constantFrom('ckpt.pt', 'checkpoint-1', '../state.json'), { maxKeys: 1 }),
+    links: fc.dictionary(fc.constantFrom('latest', 'nested/link'), fc.constantFrom('ckpt.pt', 'step-1', '../state.json'), { maxKeys: 1 }),
   });
   const command = fc.oneof(
     save.map((s) => ({ kind: 'save' as const, s })),
@@ -137,16 +153,24 @@ describe('checkpoint store under random saves, syncs, retention and crashes', ()
       fc.property(fc.array(command, { minLength: 2, maxLength: 8 }), (commands) => {
         const work = workDir();
         try {
+          // Commands between crashes run in one process; a crash is a process of its own, killed
+          // after `after` more storage mutations (or not, when it makes fewer).
+          let batch: string[][] = [];
+          const flush = () => {
+            if (batch.length) runAll(work, batch);
+            batch = [];
+          };
           for (const c of commands) {
-            if (c.kind === 'save') harness(work, ['save', JSON.stringify(c.s)]);
-            else if (c.kind === 'sync') harness(work, ['sync']);
-            else if (c.kind === 'retain') harness(work, ['retain', String(c.keep)]);
+            if (c.kind === 'save') batch.push(['save', JSON.stringify(c.s)]);
+            else if (c.kind === 'sync') batch.push(['sync']);
+            else if (c.kind === 'retain') batch.push(['retain', String(c.keep)]);
             else {
-              const before = opsDone(work);
-              const r = harness(work, c.during === 'sync' ? ['sync'] : ['retain', '1'], before + c.after);
+              flush();
+              const r = harness(work, c.during === 'sync' ? ['sync'] : ['retain', '1'], opsDone(work) + c.after);
               if (r.killed) verify(work);
             }
           }
+          flush();
           verify(work);
         } finally {
           rmSync(work, { recursive: true, force: true });

@@ -55,8 +55,8 @@ describe('agent interruption', () => {
     expect(logs).toContain(`got SIGTERM after step ${lastStep}`);
     const published = box.checkpoints('spot', 1);
     expect(published).toHaveLength(1);
-    expect(readFileSync(path.join(published[0]!.dir, 'stopped-by'), 'utf8').trim()).toBe('term');
-    expect(readFileSync(path.join(published[0]!.dir, 'step'), 'utf8').trim()).toBe(String(lastStep));
+    expect(readFileSync(box.checkpointFile(published[0]!, 'stopped-by'), 'utf8').trim()).toBe('term');
+    expect(readFileSync(box.checkpointFile(published[0]!, 'step'), 'utf8').trim()).toBe(String(lastStep));
     expect(status.lastCheckpoint?.id).toBe(published[0]!.id);
 
     // IMDSv2 was spoken properly: a token first, never a request without it.
@@ -99,7 +99,7 @@ describe('agent interruption', () => {
     expect(status).toMatchObject({ phase: 'stopped', message: 'stop requested by the controller: suspend', exitCode: 0 });
     expect(box.phases(config).slice(-2)).toEqual(['stopping', 'stopped']);
     const newest = box.checkpoints('suspend', 1).at(-1)!;
-    expect(readFileSync(path.join(newest.dir, 'stopped-by'), 'utf8').trim()).toBe('term');
+    expect(readFileSync(box.checkpointFile(newest, 'stopped-by'), 'utf8').trim()).toBe('term');
   });
 
   it('stops before starting anything when the stop request is already there', async () => {

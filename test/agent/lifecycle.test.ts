@@ -55,12 +55,12 @@ describe('agent lifecycle', () => {
     expect(Number(kept[1]!.id)).toBeGreaterThanOrEqual(4);
     for (const c of kept) {
       for (const f of c.manifest.files) {
-        const bytes = readFileSync(path.join(c.dir, f.path));
+        const bytes = readFileSync(box.checkpointFile(c, f.path));
         expect(bytes.length).toBe(f.size);
         expect(createHash('sha256').update(bytes).digest('hex')).toBe(f.sha256);
       }
     }
-    expect(readFileSync(path.join(kept[1]!.dir, 'step'), 'utf8').trim()).toBe('12');
+    expect(readFileSync(box.checkpointFile(kept[1]!, 'step'), 'utf8').trim()).toBe('12');
     expect(status.lastCheckpoint).toMatchObject({ id: kept[1]!.id, files: 1 });
 
     // Completion cleans the pid and marker files and leaves the result for a restarted agent.

@@ -32,7 +32,7 @@ describe('agent restore', () => {
     await writeFile(path.join(box.storageDir, controlKey(first)), JSON.stringify({ action: 'stop', reason: 'suspend' }));
     await agent.exited;
     const newest = box.checkpoints('resume', 1).at(-1)!;
-    const savedStep = Number(readFileSync(path.join(newest.dir, 'step'), 'utf8'));
+    const savedStep = Number(readFileSync(box.checkpointFile(newest, 'step'), 'utf8'));
     expect(savedStep).toBe(Math.max(...box.steps(first)));
 
     const second = { run: 'resume', generation: 1, attempt: 2 };
@@ -91,7 +91,7 @@ describe('agent restore', () => {
     expect(box.steps(key)).toEqual([8, 9]);
     const own = box.checkpoints('seeded', 2);
     expect(own.at(-1)!.manifest.files.map((f) => f.path)).toEqual(['step']);
-    expect(readFileSync(path.join(own.at(-1)!.dir, 'step'), 'utf8')).toBe('9\n');
+    expect(readFileSync(box.checkpointFile(own.at(-1)!, 'step'), 'utf8')).toBe('9\n');
   });
 
   it('does not look for checkpoints when not resuming (a recreated run must not inherit old ones)', async () => {

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBundle } from '../../src/agent/bundle.js';
-import { bundleKey, checkpointsPrefix, logsPrefix, statusKey } from '../../src/agent/layout.js';
+import { bundleKey, checkpointsPrefix, contentKey, contentsPrefix, logsPrefix, statusKey } from '../../src/agent/layout.js';
 import type { AgentStatus, CheckpointManifest } from '../../src/providers/types.js';
 import { createBucket, useMoto } from '../support/moto.js';
 import { FakeImds, Sandbox, TEST_JOB } from './support.js';
@@ -65,7 +65,9 @@ describe('agent with s3:// storage', () => {
     await box.bundle({ 'job.sh': TEST_JOB });
     const bundle = await createBundle(box.root, { path: 'code', exclude: [] }, { outDir: path.join(box.root, 'out') });
     await s3Put(bundleKey(bundle.sha256), readFileSync(bundle.file));
-    await box.publishCheckpoint('remote', 1, '00000001', { step: '3\n' }, 3); // an earlier attempt's, on local disk
+    // An earlier attempt's checkpoint in the format-1 layout (files beside the manifest, before
+    // content-addressed storage), written on local disk and copied to S3: it must still restore.
+    await box.publishCheckpoint('remote', 1, '00000001', { step: '3\n' }, 3);
     const earlier = box.checkpoints('remote', 1)[0]!.dir;
     await s3Put(`${checkpointsPrefix('remote', 1)}00000001/step`, readFileSync(path.join(earlier, 'step')));
     await s3Put(`${checkpointsPrefix('remote', 1)}00000001/MANIFEST.json`, readFileSync(path.join(earlier, 'MANIFEST.json')));
@@ -97,11 +99,15 @@ describe('agent with s3:// storage', () => {
     const segments = await s3Keys(logsPrefix(key));
     const logs = (await Promise.all(segments.map((k) => s3Get(`${logsPrefix(key)}${k}`)))).join('');
     expect(logs).toMatch(/resuming=1[\s\S]*step=4\/5[\s\S]*step=5\/5[\s\S]*job done/);
-    // keep: 1 — the restored checkpoint, manifest and files, is gone; the new one is complete.
-    expect(await s3Keys(checkpointsPrefix('remote', 1))).toEqual(['00000002/MANIFEST.json', '00000002/step']);
+    // keep: 1 — the restored format-1 checkpoint, manifest and files, is gone; the new one is a
+    // manifest naming its content, stored once in the run's content store under its sha256.
+    expect(await s3Keys(checkpointsPrefix('remote', 1))).toEqual(['00000002/MANIFEST.json']);
     const manifest = JSON.parse(await s3Get(`${checkpointsPrefix('remote', 1)}00000002/MANIFEST.json`)) as CheckpointManifest;
-    expect(manifest).toMatchObject({ id: '00000002', run: 'remote', generation: 1, attempt: 2 });
+    expect(manifest).toMatchObject({ format: 2, id: '00000002', run: 'remote', generation: 1, attempt: 2 });
     expect(manifest.step).toBeUndefined();
-    expect(await s3Get(`${checkpointsPrefix('remote', 1)}00000002/step`)).toBe('5\n');
+    expect(manifest.sync).toEqual({ filesUploaded: 1, filesReused: 0, bytesUploaded: 2, bytesReused: 0 });
+    const sha = manifest.files[0]!.sha256;
+    expect(await s3Keys(contentsPrefix('remote'))).toEqual([sha]);
+    expect(await s3Get(contentKey('remote', sha))).toBe('5\n');
   });
 });

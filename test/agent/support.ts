@@ -11,7 +11,7 @@ import path from 'node:path';
 import { createBundle } from '../../src/agent/bundle.js';
 import { agentScriptPath } from '../../src/agent/config.js';
 import type { AgentConfig } from '../../src/agent/config-types.js';
-import { attemptPrefix, bundleKey, checkpointsPrefix, statusKey } from '../../src/agent/layout.js';
+import { attemptPrefix, bundleKey, checkpointsPrefix, contentKey, statusKey } from '../../src/agent/layout.js';
 import type { AgentStatus, AttemptKey, CheckpointManifest } from '../../src/providers/types.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
@@ -265,7 +265,21 @@ export class Sandbox {
       .map((id) => ({ id, dir: path.join(base, id), manifest: readJson<CheckpointManifest>(path.join(base, id, 'MANIFEST.json'))! }));
   }
 
-  /** Publishes a checkpoint directly, as an earlier attempt's agent would have. */
+  /**
+   * Where a published checkpoint keeps the bytes of one of its files: the run's content store
+   * (format 2, keyed by sha256) or, for a format-1 checkpoint, the file beside its manifest.
+   */
+  checkpointFile(c: PublishedCheckpoint, rel: string): string {
+    if (c.manifest.format !== 2) return path.join(c.dir, rel);
+    const entry = c.manifest.files.find((f) => f.path === rel);
+    if (!entry) throw new Error(`checkpoint ${c.id} has no file ${rel}: ${c.manifest.files.map((f) => f.path).join(', ')}`);
+    return path.join(this.storageDir, contentKey(c.manifest.run, entry.sha256));
+  }
+
+  /**
+   * Publishes a checkpoint directly in the format-1 layout (files beside MANIFEST.json in <id>/),
+   * as an agent before issue 9's content-addressed storage did: restores must keep reading it.
+   */
   async publishCheckpoint(run: string, generation: number, id: string, files: Record<string, string>, step?: number): Promise<void> {
     const dir = path.join(this.storageDir, checkpointsPrefix(run, generation), id);
     await mkdir(dir, { recursive: true });
@@ -318,9 +332,11 @@ if [ -n "$IGNORE_TERM" ]; then trap '' TERM; else
   trap 'echo "got SIGTERM after step $i"; echo term > "$RUNCTL_CHECKPOINT_DIR/stopped-by"; exit 0' TERM
 fi
 wait_published() {
+  # A published manifest naming a file whose content is "<step>\n" (by its sha256).
+  want=$(printf '%s\n' "$1" | sha256sum | cut -d' ' -f1)
   for _ in $(seq 600); do
     for d in "$PUBLISHED_DIR"/*/; do
-      [ -f "$d/MANIFEST.json" ] && [ "$(cat "$d/step" 2>/dev/null)" = "$1" ] && return 0
+      [ -f "$d/MANIFEST.json" ] && grep -q "$want" "$d/MANIFEST.json" && return 0
     done
     sleep 0.05
   done

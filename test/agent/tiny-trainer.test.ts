@@ -59,7 +59,7 @@ async function trainWithInterruptions(run: string, interruptAtSteps: number[]): 
     attempts.push({ steps: box.steps(key), status: box.status(key)!, logs: box.logs(key) });
   }
   const newest = box.checkpoints(run, 1).at(-1)!;
-  return { finalWeights: readFileSync(path.join(newest.dir, 'final-weights.json')), attempts };
+  return { finalWeights: readFileSync(box.checkpointFile(newest, 'final-weights.json')), attempts };
 }
 
 describe('tiny-trainer under the agent', () => {

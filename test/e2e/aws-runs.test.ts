@@ -51,8 +51,10 @@ async function finalWeights(run: string, uid: string): Promise<string> {
   const prefix = `runctl/runs/${run}/${uid}/g1/checkpoints/`;
   const listed = await s3.send(new ListObjectsV2Command({ Bucket: rig.bucket, Prefix: prefix }));
   const manifests = (listed.Contents ?? []).map((o) => o.Key as string).filter((k) => k.endsWith('/MANIFEST.json')).sort();
-  const newest = (manifests.at(-1) as string).replace(/MANIFEST\.json$/, '');
-  return text(`${newest}final-weights.json`);
+  const manifest = JSON.parse(await text(manifests.at(-1) as string)) as { files: { path: string; sha256: string }[] };
+  const entry = manifest.files.find((f) => f.path === 'final-weights.json');
+  // Contents are stored once per run, by sha256 (docs/checkpoints.md, "How checkpoints are stored").
+  return text(`runctl/runs/${run}/${uid}/checkpoint-contents/${entry?.sha256 ?? 'missing'}`);
 }
 
 /** The same trainer run locally, uninterrupted, straight through: the weights everyone must match. */

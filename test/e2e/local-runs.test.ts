@@ -69,10 +69,24 @@ const storageDir = (w: World) => path.join(w.root, 'local', 'storage');
 /** The run incarnation's storage folder: runs/<run>/<uid>/. */
 const runDir = (w: World, run: string) => path.join(storageDir(w), 'runs', run, w.controller.runs.find((s) => s.run === run)!.uid);
 
-function finalWeights(w: World, run: string): string {
+type Manifest = { files: { path: string; sha256: string }[] };
+
+/** Published manifests of a run's generation 1, oldest first. */
+function manifests(w: World, run: string): Manifest[] {
   const dir = path.join(runDir(w, run), 'g1', 'checkpoints');
   const ids = fs.readdirSync(dir).filter((d) => fs.existsSync(path.join(dir, d, 'MANIFEST.json'))).sort();
-  return fs.readFileSync(path.join(dir, ids.at(-1) as string, 'final-weights.json'), 'utf8');
+  return ids.map((id) => JSON.parse(fs.readFileSync(path.join(dir, id, 'MANIFEST.json'), 'utf8')) as Manifest);
+}
+
+/** Where a checkpoint keeps a file's bytes: the run's content store, by sha256 (docs/checkpoints.md). */
+function contentFile(w: World, run: string, m: Manifest, file: string): string {
+  const entry = m.files.find((f) => f.path === file);
+  if (!entry) throw new Error(`no ${file} in the checkpoint`);
+  return path.join(runDir(w, run), 'checkpoint-contents', entry.sha256);
+}
+
+function finalWeights(w: World, run: string): string {
+  return fs.readFileSync(contentFile(w, run, manifests(w, run).at(-1) as Manifest, 'final-weights.json'), 'utf8');
 }
 
 /** Steps each attempt printed, from the run's log segments in storage. */
@@ -182,11 +196,12 @@ describe('local provider, end to end', () => {
     expect(stoppedAt).toBeGreaterThanOrEqual(25);
 
     // Corrupt the newest checkpoint in storage: the agent must notice and use the one before.
-    const ckDir = path.join(runDir(w, 'pausable'), 'g1', 'checkpoints');
-    const ids = fs.readdirSync(ckDir).sort();
-    const newest = path.join(ckDir, ids.at(-1) as string);
-    const victim = fs.readdirSync(newest).find((f) => f.startsWith('ckpt-')) as string;
-    fs.appendFileSync(path.join(newest, victim), 'garbage');
+    // Its newest ckpt- file is stored once, by content, and named by no older checkpoint.
+    const published = manifests(w, 'pausable');
+    const newest = published.at(-1) as Manifest;
+    const older = new Set(published.slice(0, -1).flatMap((m) => m.files.map((f) => f.sha256)));
+    const victim = newest.files.filter((f) => f.path.startsWith('ckpt-') && !older.has(f.sha256)).map((f) => f.path).sort().at(-1) as string;
+    fs.appendFileSync(contentFile(w, 'pausable', newest, victim), 'garbage');
 
     w.desired.runs = [run];
     const resumed = byName((await w.controller.runUntilSettled()).statuses, 'pausable');

@@ -118,6 +118,9 @@ describe('run identity with real processes (local provider)', () => {
     expect(fs.readdirSync(runs).sort()).toEqual([old.uid, now.uid].sort());
     const ckpts = path.join(runs, now.uid, 'g1', 'checkpoints');
     const newest = fs.readdirSync(ckpts).filter((d) => fs.existsSync(path.join(ckpts, d, 'MANIFEST.json'))).sort().at(-1)!;
-    expect(fs.readdirSync(path.join(ckpts, newest)).sort()).toEqual(['MANIFEST.json', 'weights-B.txt']);
+    const manifest = JSON.parse(fs.readFileSync(path.join(ckpts, newest, 'MANIFEST.json'), 'utf8')) as { files: { path: string; sha256: string }[] };
+    expect(manifest.files.map((f) => f.path)).toEqual(['weights-B.txt']);
+    // Contents are stored once per run incarnation, by sha256, under the incarnation's own prefix.
+    expect(fs.readdirSync(path.join(runs, now.uid, 'checkpoint-contents'))).toContain(manifest.files[0]!.sha256);
   }, 600_000);
 });

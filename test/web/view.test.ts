@@ -38,12 +38,29 @@ describe('dashboard view', () => {
   ];
   const detail = runDetail({ status, labels: { team: 'nlp' }, events, history, log: { generation: 1, attempt: 2, lines: ['token https://dave:pw1@host/x'] }, now: T0 + 100_000 });
 
-  it('marks the interruption at the last step before it and the resume at the step training restarted from', () => {
+  it('marks the interruption at the last step the attempt recorded and the resume at the step training restarted from', () => {
     expect(detail.markers.map((m) => [m.kind, m.attempt, m.step])).toEqual([
-      ['interrupted', 1, 42],
+      ['interrupted', 1, 44],
       ['resumed', 2, 41],
       ['completed', 2, 100],
     ]);
+  });
+
+  it("adds the ledger's recovery time and steps redone to the interruption, and prices attempts from it", () => {
+    const ledger = {
+      attempts: [
+        { generation: 1, attempt: 1, costUSD: 0.15 },
+        { generation: 1, attempt: 2, costUSD: 0.25 },
+      ],
+      interruptions: [{ generation: 1, attempt: 1, nextAttempt: 2, noticedAt: at(30), recoverySeconds: 30.4, stepsRedone: 3 }],
+      costUSD: 0.4,
+      unknown: [],
+      recoverySeconds: 30.4,
+      stepsRedone: 3,
+    };
+    const d = runDetail({ status: { ...status, ledger }, labels: {}, events, history, log: null, now: T0 });
+    expect(d.markers[0]!.message).toBe('attempt 1 interrupted (Server.SpotInstanceTermination); training again 30s after the notice, 3 steps redone');
+    expect(d.attempts.map((a) => a.costUSD)).toEqual([0.15, 0.25]);
   });
 
   it('puts every attempt on the timeline with the phases its transitions entered', () => {

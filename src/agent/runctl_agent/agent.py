@@ -762,7 +762,8 @@ class Agent:
             final = self.publish_status()
         atomic_write(self.p("result.json"), json_bytes(final))
         for name in ("job.json", "setup.json", "job.pid", "setup.pid", "job.pgid", "job.exit", "setup.exit",
-                     "logs.cursor", "checkpoints.json", "restore", "staging", "setup-cache.json"):
+                     "logs.cursor", "checkpoints.json", "restore", "staging", "upload", "snapshot.tmp",
+                     "checkpoint-index.json", "store-ops", "setup-cache.json"):
             remove_quietly(self.p(name))
         return 0
 

@@ -20,54 +20,12 @@ the caller can name them in a CheckpointFileBusy fault instead of blocking every
 """
 
 import os
-import stat
 import time
 
 from .steps import MARKER_FILE, hf_folder
 
 O_ACCMODE = 0o3
 HF_COMPLETE_FILE = "trainer_state.json"
-
-
-class FileEntry(object):
-    """A regular file under the checkpoint folder: path (forward slashes, relative), size (bytes),
-    mtime_ns, ino, mode."""
-
-    __slots__ = ("path", "size", "mtime_ns", "ino", "mode")
-
-    def __init__(self, path, size, mtime_ns, ino, mode):
-        self.path = path
-        self.size = size
-        self.mtime_ns = mtime_ns
-        self.ino = ino
-        self.mode = mode
-
-    def identity(self):
-        return (self.size, self.mtime_ns, self.ino)
-
-
-def scan_files(root, reserved=("MANIFEST.json",)):
-    """[FileEntry] of the regular files under root, sorted by path; symlinks are not followed and
-    root-level names in `reserved` are left out."""
-    out = []
-    if not os.path.isdir(root):
-        return out
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            try:
-                st = os.lstat(full)
-            except OSError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            rel = os.path.relpath(full, root).replace(os.sep, "/")
-            if rel in reserved:
-                continue
-            out.append(FileEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IMODE(st.st_mode)))
-    out.sort(key=lambda e: e.path)
-    return out
 
 
 def session_pids(sid):
@@ -168,7 +126,8 @@ class Capture(object):
         self.declared_at = self.clock() if at is None else at
 
     def choose(self, tree, sid=None, job_ended=False, clean_exit=False):
-        """Split tree.files (checkpoint_tree.FileEntry) into (candidates, left_out).
+        """Split tree.files (checkpoint_tree.FileEntry, from checkpoint_tree.scan_tree) into
+        (candidates, left_out).
 
         sid: the job's session id while it runs (None once it ended); job_ended/clean_exit: the
         final sync after the job ended, and whether it exited 0. left_out: [{"path", "reason"}].

@@ -67,7 +67,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
+import threading
 import time
 
 from .storage import FileStorage, StorageError
@@ -78,6 +80,8 @@ FORMAT = 2
 DEFAULT_GRACE_SECONDS = 3600.0
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COPY_CHUNK = 1024 * 1024
+HASH_FIRST_BELOW = 8 * 1024 * 1024  # file:// files of a stored size below this are hashed before any copy
+PARALLEL_COPY_FROM = 1024 * 1024  # file:// files from this size are copied and hashed at once, in two threads
 
 
 def contents_prefix(run_prefix):
@@ -248,12 +252,14 @@ class CheckpointStore(object):
     def retain(self, keep, listing=None):
         """Keep the newest `keep` published checkpoints of this generation; retire the older ones
         (tombstone first, then the manifest, then a format-1 checkpoint's own files), delete
-        unpublished leftovers older than the oldest kept, then, when something was retired,
-        collect unreferenced contents (crash leftovers go with the next collection).
+        unpublished leftovers older than the oldest kept, then, when a retired manifest named
+        stored contents, collect unreferenced contents (crash leftovers go with the next
+        collection; retiring a format-1 checkpoint frees none, so it costs no listing).
         listing: (prefix, ids, published) when the caller just listed them (saves a listing).
         Returns the retired ids."""
         prefix, ids, published = listing or self.ids()
         retired = []
+        freed = False  # a retired manifest named stored contents (format 1 keeps its files in its folder)
         if len(published) > keep:
             oldest_kept = published[-keep]
             for cid in ids:
@@ -263,6 +269,7 @@ class CheckpointStore(object):
                     manifest = self.manifest(self.generation, cid)
                     shas = sorted(manifest_shas(manifest))
                     if shas:
+                        freed = True
                         self.kill("tombstone")
                         self.storage.put_bytes(retired_prefix(self.prefix) + "g%d-%s.json" % (self.generation, cid), json_bytes(
                             {"generation": self.generation, "id": cid, "retiredAt": now_iso(), "retiredAtEpoch": time.time(), "sha256": shas}))
@@ -273,7 +280,7 @@ class CheckpointStore(object):
                 self.kill("checkpoint-dir-delete")
                 self.storage.delete_prefix(prefix + cid + "/")
                 self.log("retention: deleted checkpoint %s (keep %d)" % (cid, keep))
-        if retired:
+        if freed:
             self.collect()
         return retired
 
@@ -368,55 +375,130 @@ class SyncSession(object):
         return sha in self.uploaded or sha in self.protected
 
     def add_files(self, root, entries):
-        """Snapshot each file (checkpoint_tree.FileEntry) under root into the store, one at a time.
-        Returns {"accepted": [{"path","size","sha256","mode"}], "rejected": [{"path","reason"}]}."""
-        accepted, rejected = [], []
+        """Snapshot each file (checkpoint_tree.FileEntry) under root into the store.
+        Returns {"accepted": [{"path","size","sha256","mode"}], "rejected": [{"path","reason"}]}.
+
+        A file whose identity the local index knows is reused unread. Otherwise it is read once:
+        on S3 it is hashed, and the contents not already stored are uploaded together by one
+        `aws s3 cp --recursive` of a folder of hard links to them (no copy: the extra disk is
+        zero; where a link cannot be made, that file is uploaded alone straight from the job's
+        folder); on file:// it is copied into the store by the kernel while another thread hashes
+        it (a file under HASH_FIRST_BELOW whose size matches a stored content is hashed first,
+        then copied only when new, so a small reused file is never written).
+        Every file's (size, mtime_ns, inode, device) is checked again after its content is
+        stored: a file that changed is rejected ("changed while it was copied"), and a content
+        uploaded from a file that changed during the upload is deleted again, so a content is
+        never left stored under a wrong hash by a finished sync (a SIGKILL in that window leaves
+        it until collected; restore's sha256 check refuses it meanwhile)."""
+        self.root = root
+        accepted, rejected, pending = [], [], []
         for entry in entries:
-            ok, value = self.add(root, entry)
-            if ok:
+            ok, value = self._prepare(root, entry)
+            if ok is None:
+                pending.append((entry, value))
+            elif ok:
                 accepted.append(value)
             else:
                 rejected.append({"path": entry.path, "reason": value})
+        if pending:
+            for ok, entry, value in self._upload(root, pending):
+                if ok:
+                    accepted.append(value)
+                else:
+                    rejected.append({"path": entry.path, "reason": value})
+        accepted.sort(key=lambda f: f["path"])
+        rejected.sort(key=lambda r: r["path"])
         return {"accepted": accepted, "rejected": rejected}
 
     def add(self, root, entry):
         """(True, file entry dict) once the file's content is stored, or (False, reason)."""
-        self.root = root
+        result = self.add_files(root, [entry])
+        if result["accepted"]:
+            return True, result["accepted"][0]
+        return False, result["rejected"][0]["reason"]
+
+    def _prepare(self, root, entry):
+        """(True, value) reused; (False, reason) rejected; (None, sha256) hashed, to upload (S3);
+        file:// stores new contents here, one file at a time."""
         known = self.index.get(entry.path)
         if known and known.get("identity") == entry.identity() and self.reusable(known.get("sha256")):
             return self._accept(entry, known["sha256"], uploaded=False)
         path = os.path.join(root, *entry.path.split("/"))
-        # Same size as some stored content: hash first (a read, no write); reuse when stored.
-        if any(size == entry.size for size, _ in self.stored.values()) or entry.size in self.uploaded.values():
-            try:
-                sha = hash_file(path)
-            except OSError as e:
-                return False, "cannot read %s: %s" % (entry.path, e)
-            if not same_identity(path, entry):
-                return False, "%s changed while it was read" % entry.path
-            if self.reusable(sha):
-                return self._accept(entry, sha, uploaded=False)
-        if isinstance(self.store.storage, FileStorage):
-            return self._add_into_folder(path, entry)
-        tmp = os.path.join(self.store.state_dir, "snapshot.tmp")
+        local = isinstance(self.store.storage, FileStorage)
+        same_size = any(size == entry.size for size, _ in self.stored.values()) or entry.size in self.uploaded.values()
+        if local and (not same_size or entry.size >= HASH_FIRST_BELOW):
+            # Copied while hashed; a large file of a stored size is more likely new (a shard) than
+            # a copy, so its copy is not held back by hashing first (discarded when stored).
+            return self._add_into_folder(path, entry, None)
         try:
-            try:
-                sha, size = copy_hashing(path, tmp)
-            except OSError as e:
-                return False, "cannot read %s: %s" % (entry.path, e)
-            if size != entry.size or not same_identity(path, entry):
-                return False, "%s changed while it was copied" % entry.path
-            if self.reusable(sha):
-                return self._accept(entry, sha, uploaded=False)
-            self.store.kill("content-put")
-            self.store.storage.put_file(self.store.content_key(sha), tmp)
-            self.store.bytes_written += size
-            return self._accept(entry, sha, uploaded=True)
-        finally:
-            remove_quietly(tmp)
+            sha = hash_file(path)
+        except OSError as e:
+            return False, "cannot read %s: %s" % (entry.path, e)
+        if not same_identity(path, entry):
+            return False, "%s changed while it was read" % entry.path
+        if self.reusable(sha):
+            return self._accept(entry, sha, uploaded=False)
+        if local:
+            return self._add_into_folder(path, entry, sha)
+        return None, sha
 
-    def _add_into_folder(self, path, entry):
-        """file:// storage: copy straight into the store under a temp name, rename by hash."""
+    def _upload(self, root, pending):
+        """S3: upload the hashed new contents of pending [(FileEntry, sha256)] with one AWS CLI
+        call; yields (ok, entry, value or reason) per entry."""
+        store = self.store
+        staging = os.path.join(store.state_dir, "upload")
+        remove_quietly(staging)
+        os.makedirs(staging)
+        linked, alone = {}, []  # sha -> [(entry, path)]; [(entry, path, sha)]
+        try:
+            for entry, sha in pending:
+                path = os.path.join(root, *entry.path.split("/"))
+                if sha in linked:
+                    linked[sha].append((entry, path))
+                    continue
+                try:
+                    os.link(path, os.path.join(staging, sha))
+                    linked[sha] = [(entry, path)]
+                except OSError:
+                    alone.append((entry, path, sha))
+            if linked:
+                store.kill("content-put")
+                store.storage.put_tree(contents_prefix(store.prefix), staging)
+            for sha, users in sorted(linked.items()):
+                # The uploaded bytes are the linked inode's: unchanged inode = the hashed content.
+                intact = same_identity(os.path.join(staging, sha), users[0][0], inode_only=True)
+                if not intact:
+                    store.kill("content-delete")
+                    store.storage.delete(store.content_key(sha))
+                else:
+                    store.bytes_written += users[0][0].size
+                for entry, path in users:
+                    if intact and same_identity(path, entry):
+                        yield True, entry, self._accept(entry, sha, uploaded=sha not in self.uploaded)[1]
+                    else:
+                        yield False, entry, "%s changed while it was copied" % entry.path
+            for entry, path, sha in alone:
+                if sha in self.uploaded:
+                    if same_identity(path, entry):
+                        yield True, entry, self._accept(entry, sha, uploaded=False)[1]
+                    else:
+                        yield False, entry, "%s changed while it was copied" % entry.path
+                    continue
+                store.kill("content-put")
+                store.storage.put_file(store.content_key(sha), path)
+                if not same_identity(path, entry):
+                    store.kill("content-delete")
+                    store.storage.delete(store.content_key(sha))
+                    yield False, entry, "%s changed while it was copied" % entry.path
+                    continue
+                store.bytes_written += entry.size
+                yield True, entry, self._accept(entry, sha, uploaded=True)[1]
+        finally:
+            remove_quietly(staging)
+
+    def _add_into_folder(self, path, entry, sha):
+        """file:// storage: copy straight into the store under a temp name, rename by hash. sha:
+        the content's hash when already read (then the kernel copies it: one read in Python)."""
         storage = self.store.storage
         final_dir = storage.local_path(contents_prefix(self.store.prefix))
         os.makedirs(final_dir, exist_ok=True)
@@ -424,7 +506,11 @@ class SyncSession(object):
         try:
             try:
                 self.store.kill("content-copy")
-                sha, size = copy_hashing(path, tmp)
+                if sha is None:
+                    sha, size = copy_and_hash(path, tmp)
+                else:
+                    shutil.copyfile(path, tmp)
+                    size = os.path.getsize(tmp)
             except OSError as e:
                 return False, "cannot read %s: %s" % (entry.path, e)
             finally:
@@ -451,8 +537,11 @@ class SyncSession(object):
         self.accepted[entry.path] = (value, entry)
         return True, value
 
-    def publish(self, files, dirs, symlinks, step=None):
-        """Write the manifest (last): files must be entries this session accepted. Returns it.
+    def publish(self, files, dirs, symlinks, step=None, step_source=None):
+        """Write the manifest (last). files: entries this session accepted, or entries of a
+        checkpoint still published whose contents are reusable (a file left out keeps its last
+        published version); step/step_source: what the checkpoint holds (steps.py). The sync
+        counts are of these files: uploaded by this session vs already stored. Returns it.
         When the session is older than G/2, lists again first and re-adds anything no longer
         protected (raising StorageError if a file changed meanwhile: the caller retries later)."""
         store = self.store
@@ -460,6 +549,9 @@ class SyncSession(object):
             self.refresh()
             for f in files:
                 if not self.reusable(f["sha256"]):
+                    if f["path"] not in self.accepted:
+                        raise StorageError("the stored content of %s is no longer protected by a published checkpoint; "
+                                           "it is published with the next sync" % f["path"])
                     _, entry = self.accepted[f["path"]]
                     self.index.pop(f["path"], None)
                     ok, again = self.add(self.root, entry)
@@ -467,11 +559,23 @@ class SyncSession(object):
                         raise StorageError("%s changed during a sync that outlasted half the grace period; "
                                            "it is published with the next sync" % f["path"])
         cid = pad_seq((int(self.ids[-1]) if self.ids else 0) + 1)
+        counts = {"filesUploaded": 0, "filesReused": 0, "bytesUploaded": 0, "bytesReused": 0}
+        counted = set()
+        for f in files:
+            if f["sha256"] in self.uploaded and f["sha256"] not in counted:
+                counted.add(f["sha256"])
+                counts["filesUploaded"] += 1
+                counts["bytesUploaded"] += f["size"]
+            else:
+                counts["filesReused"] += 1
+                counts["bytesReused"] += f["size"]
         manifest = {"format": FORMAT, "id": cid, "run": store.run, "generation": store.generation, "attempt": store.attempt,
                     "createdAt": now_iso(), "files": files, "dirs": list(dirs), "symlinks": list(symlinks),
-                    "sync": dict(self.counts)}
+                    "sync": counts}
         if step is not None:
             manifest["step"] = step
+            if step_source:
+                manifest["stepSource"] = step_source
         store.kill("manifest-put")
         data = json_bytes(manifest)
         store.storage.put_bytes(checkpoints_prefix(store.prefix, store.generation) + cid + "/" + MANIFEST_NAME, data)
@@ -495,6 +599,42 @@ def hash_file(path):
     return h.hexdigest()
 
 
+def copy_and_hash(src, dest):
+    """Copy src to dest (the kernel copies: shutil.copyfile) while another thread hashes src, so the
+    copy takes about as long as the slower of the two instead of their sum. Returns (sha256 hex,
+    bytes copied); the caller checks src's identity afterwards (unchanged = both saw the same bytes)
+    and that the bytes hashed equal the bytes copied. Raises OSError."""
+    if os.path.getsize(src) < PARALLEL_COPY_FROM:
+        return copy_hashing(src, dest)
+    out = {}
+
+    def run():
+        try:
+            h = hashlib.sha256()
+            n = 0
+            with open(src, "rb") as f:
+                for chunk in iter(lambda: f.read(COPY_CHUNK), b""):
+                    h.update(chunk)
+                    n += len(chunk)
+            out["hashed"] = (h.hexdigest(), n)
+        except OSError as e:
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        shutil.copyfile(src, dest)
+    finally:
+        t.join()
+    if "error" in out:
+        raise out["error"]
+    sha, hashed = out["hashed"]
+    copied = os.path.getsize(dest)
+    if hashed != copied:
+        return sha, -1  # the file changed between the two reads: the caller rejects it
+    return sha, copied
+
+
 def copy_hashing(src, dest):
     """Copy src to dest while hashing; returns (sha256 hex, bytes copied)."""
     h = hashlib.sha256()
@@ -507,11 +647,15 @@ def copy_hashing(src, dest):
     return h.hexdigest(), size
 
 
-def same_identity(path, entry):
+def same_identity(path, entry, inode_only=False):
+    """True when the file at path still has entry's (size, mtime_ns, inode, device); inode_only:
+    compare size and mtime_ns only (path is a hard link to the same inode)."""
     try:
         st = os.lstat(path)
     except OSError:
         return False
+    if inode_only:
+        return [st.st_size, st.st_mtime_ns] == entry.identity()[:2]
     return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev] == entry.identity()
 
 

@@ -1,9 +1,13 @@
 """Checkpoints: sync the job's checkpoint dir to storage, keep the newest `keep`, restore.
 
-Layout (src/agent/layout.ts): runs/<run>/g<gen>/checkpoints/<8-digit id>/<files>, then
-<id>/MANIFEST.json written last; a checkpoint without its manifest does not exist.
-stateDir/checkpoints.json remembers the dir's fingerprint and the files of the last published or
-restored checkpoint, so an unchanged dir costs no upload.
+Storage (checkpoint_store.py, docs/checkpoints.md "How checkpoints are stored"): each distinct
+file content is stored once per run under <run prefix>/checkpoint-contents/<sha256>; a checkpoint
+is a manifest (format 2), <run prefix>/g<gen>/checkpoints/<8-digit id>/MANIFEST.json, written last,
+naming its files (path, size, sha256, mode), folders (empty ones too) and inner symbolic links; a
+checkpoint without its manifest does not exist. Checkpoints written before (format 1: files beside
+their manifest) still restore (checkpoint_restore.py). stateDir/checkpoints.json remembers the
+folder's fingerprint and the entries of the last published or restored checkpoint, so an
+unchanged folder costs no storage call at all.
 
 WHICH files a sync publishes and WHEN (issue 9, docs/checkpoints.md): capture.py decides per file
 (open for writing by the job, killed mid-save, quiescence, changed while copied); a file left out
@@ -12,36 +16,29 @@ keeps its previously published version; a save the job declares (steps.py: the
 step; otherwise the step comes from a recognised layout or is unknown, never from progress.
 """
 
-import hashlib
-import json
 import os
-import re
 import threading
 import time
 
-from .capture import Capture, scan_files
+from .capture import Capture
+from .checkpoint_restore import restore_checkpoint
+from .checkpoint_store import DEFAULT_GRACE_SECONDS, CheckpointStore, entries_equal
+from .checkpoint_tree import scan_tree
 from .errors import AgentFailure
 from .resume_evidence import avoided_checkpoints
-from .steps import MARKER_FILE, layout_step, parse_marker, parse_saved_line
+from .steps import MARKER_FILE, hf_folder, lightning_step, layout_step, parse_marker, parse_saved_line
 
 from .config import run_prefix
 from .storage import StorageError
-from .util import (atomic_write, json_bytes, list_files, now_iso, pad_seq, read_json, remove_quietly,
-                   safe_relpath, sha256_file)
+from .util import atomic_write, json_bytes, now_iso, read_json
 
-MANIFEST_NAME = "MANIFEST.json"
+HF_COMPLETE_FILE = "trainer_state.json"
+FAULT_REFUSED = "CheckpointEntryRefused"
 
 
-def fingerprint(base):
-    """[[relpath, size, mtime_ns], ...] of the regular files under base (sorted by path)."""
-    out = []
-    for rel in list_files(base):
-        try:
-            st = os.stat(os.path.join(base, *rel.split("/")))
-            out.append([rel, st.st_size, st.st_mtime_ns])
-        except OSError:
-            pass
-    return out
+def entries_of(manifest):
+    """{"files", "dirs", "symlinks"} of a manifest (format 1 has files only)."""
+    return {"files": manifest.get("files") or [], "dirs": manifest.get("dirs") or [], "symlinks": manifest.get("symlinks") or []}
 
 
 class NoCheckpointLeft(AgentFailure):
@@ -84,12 +81,21 @@ class Checkpoints:
         self.changed_since_publish = False
         self.kept = {}  # id -> CheckpointRef of the kept checkpoints of this generation
         self.last_left_out = []
+        # The declared (step, source) the newest checkpoint this attempt published carries; a
+        # final sync after a clean exit with nothing newer declared carries it on.
+        self.last_declared = None
+        self.refused_seen = set()
+        self.store = CheckpointStore(storage, cfg["run"], cfg["generation"], cfg["attempt"], state_dir, log,
+                                     grace_seconds=cfg.get("contentGraceSeconds", DEFAULT_GRACE_SECONDS),
+                                     run_prefix=run_prefix(cfg))
 
     def p(self, name):
         return os.path.join(self.state_dir, name)
 
-    def remember_dir(self, files, ref=None):
-        state = {"fingerprint": fingerprint(self.cfg["checkpointDir"]), "files": files or []}
+    def remember_dir(self, entries, ref=None):
+        """Remember the folder as it is now and the entries ({"files","dirs","symlinks"}) of the
+        checkpoint it holds (None: nothing published yet in this generation)."""
+        state = {"fingerprint": scan_tree(self.cfg["checkpointDir"]).fingerprint(), "entries": entries or entries_of({})}
         if ref:
             state["lastCheckpoint"] = ref
         atomic_write(self.p("checkpoints.json"), json_bytes(state))
@@ -165,104 +171,138 @@ class Checkpoints:
 
     def _sync(self, final, sid, clean_exit):
         src = self.cfg["checkpointDir"]
-        state = read_json(self.p("checkpoints.json")) or {"fingerprint": [], "files": []}
-        before = fingerprint(src)
-        if not before or (before == state.get("fingerprint") and self.declared is None):
+        state = read_json(self.p("checkpoints.json")) or {}
+        previous = state.get("entries") or entries_of({})
+        tree = scan_tree(src)
+        self._report_refused(tree)
+        fp = tree.fingerprint()
+        if not tree.files or (fp == state.get("fingerprint") and self.declared is None):
             self.last_left_out = []
             self._not_stalled()
             return None
         self.changed_since_publish = True
         started = time.time()
-        entries = scan_files(src)
-        candidates, left = self.capture.choose(_Tree(entries), sid=sid, job_ended=final, clean_exit=final and clean_exit)
-        staging = self.p("staging")
-        remove_quietly(staging)
-        os.makedirs(staging)
-        try:
-            accepted = []
-            for entry in candidates:
-                ok, value = copy_then_recheck(src, staging, entry)
-                if ok:
-                    accepted.append(value)
-                else:
-                    left.append({"path": entry.path, "reason": value})
-            previous = {f["path"]: f for f in state.get("files") or []}
-            taken = set(f["path"] for f in accepted)
-            carried = []
-            prev_ref = state.get("lastCheckpoint")
-            for item in left:
-                old = previous.get(item["path"])
-                if old is not None and item["path"] not in taken and prev_ref:
-                    if self._carry(prev_ref["id"], old, staging):
-                        carried.append(dict(old))
-                        taken.add(item["path"])
-            files = sorted(accepted + carried, key=lambda f: f["path"])
-            self._report_left_out(left)
-            complete = not left
-            if not files:
-                return None
-            if [(f["path"], f["sha256"]) for f in files] == [(f["path"], f["sha256"]) for f in state.get("files") or []]:
-                state["fingerprint"] = before if complete else None
-                atomic_write(self.p("checkpoints.json"), json_bytes(state))
-                self.declared = None
-                self.changed_since_publish = not complete
-                if complete:
-                    self._not_stalled()
-                else:
-                    self._maybe_stalled(left)
-                return None
-            step, source = self._step_for(files)
-            prefix, ids, published = self.ids(self.cfg["generation"])
-            cid = pad_seq((int(ids[-1]) if ids else 0) + 1)
-            uploaded_bytes = sum(f["size"] for f in files)
-            counts = {"filesUploaded": len(files), "filesReused": 0, "bytesUploaded": uploaded_bytes, "bytesReused": 0}
-            manifest = dict(self.key, id=cid, createdAt=now_iso(), files=[{k: f[k] for k in ("path", "size", "sha256")} for f in files],
-                            sync=counts)
-            if step is not None:
-                manifest["step"] = step
-                manifest["stepSource"] = source
-            self.storage.put_tree(prefix + cid + "/", staging)
-            self.storage.put_bytes(prefix + cid + "/" + MANIFEST_NAME, json_bytes(manifest))
-        finally:
-            remove_quietly(staging)
+        candidates, left = self.capture.choose(tree, sid=sid, job_ended=final, clean_exit=final and clean_exit)
+        session = self.store.begin()
+        added = session.add_files(src, candidates)
+        left.extend(added["rejected"])
+        by_path = dict((f["path"], f) for f in added["accepted"])
+        kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
+        files = [by_path[e.path] for e in kept]
+        taken = set(f["path"] for f in files)
+        # A file left out keeps its previously published version (its content is stored and
+        # named by that checkpoint's manifest, so nothing is read or uploaded for it).
+        old_files = dict((f["path"], f) for f in previous.get("files") or [])
+        for item in left:
+            old = old_files.get(item["path"])
+            if old is not None and item["path"] not in taken and session.reusable(old["sha256"]):
+                files.append(dict((k, old[k]) for k in ("path", "size", "sha256", "mode") if k in old))
+                taken.add(item["path"])
+        files.sort(key=lambda f: f["path"])
+        dirs, symlinks = self._folders_and_links(tree, taken, previous)
+        self._report_left_out(left)
+        complete = not left
+        if not files:
+            return None
+        if entries_equal(previous, files, dirs, symlinks):
+            state["fingerprint"] = fp if complete else None
+            atomic_write(self.p("checkpoints.json"), json_bytes(state))
+            self.declared = None
+            self.changed_since_publish = not complete
+            if complete:
+                self._not_stalled()
+            else:
+                self._maybe_stalled(left)
+            return None
+        step, source = self._step_for(files, dirs, symlinks, final and clean_exit)
+        manifest = session.publish(files, dirs, symlinks, step=step, step_source=source)
+        cid = manifest["id"]
+        counts = manifest["sync"]
+        uploaded_bytes = counts["bytesUploaded"]
         elapsed = max(time.time() - started, 1e-3)
         if uploaded_bytes >= 64 * 1024:  # small syncs measure latency, not throughput
             self.throughput = uploaded_bytes / elapsed
         self.last_uploaded = uploaded_bytes
         ref = ref_of(manifest)
-        atomic_write(self.p("checkpoints.json"), json_bytes({"fingerprint": before if complete else None,
-                                                             "files": manifest["files"], "lastCheckpoint": ref}))
+        atomic_write(self.p("checkpoints.json"), json_bytes({"fingerprint": fp if complete else None,
+                                                             "entries": entries_of(manifest), "lastCheckpoint": ref}))
+        if self.declared is not None and self.declared[0] is not None:
+            self.last_declared = self.declared
+        elif source not in ("line", "marker"):
+            self.last_declared = None
         self.declared = None
         self.last_publish = time.time()
         self.changed_since_publish = not complete
         self._not_stalled()
-        self.log("published checkpoint %s (%d files, %d bytes%s%s)" % (
-            cid, ref["files"], ref["bytes"], "" if step is None else ", step %d from %s" % (step, source),
-            "" if complete else "; left out: " + ", ".join(sorted(set(i["path"] for i in left)))))
+        self.log("published checkpoint %s (%d files, %d bytes%s; uploaded %d files, %d bytes; reused %d files, %d bytes; "
+                 "storage writes by this agent so far: %d bytes%s)" % (
+                     cid, ref["files"], ref["bytes"], "" if step is None else ", step %d from %s" % (step, source),
+                     counts["filesUploaded"], counts["bytesUploaded"], counts["filesReused"], counts["bytesReused"],
+                     self.store.bytes_written, "" if complete else "; left out: " + ", ".join(sorted(set(i["path"] for i in left)))))
         self.note("checkpoint %s published%s" % (cid, "" if step is None else " at step %d" % step))
         self.kept[cid] = ref
-        self.apply_retention(prefix, ids + [cid], published + [cid])
+        for gone in self.store.retain(self.cfg["keep"], listing=self.store.last_listing):
+            self.kept.pop(gone, None)
         self.set_status(publish=False, lastCheckpoint=ref, checkpoints=self.kept_list())
         return ref
 
-    def _carry(self, prev_id, entry, staging):
-        """Put the previously published version of a file left out into staging; False if it
-        cannot be had (then the file is simply absent from this checkpoint)."""
-        prefix = "%s/g%d/checkpoints/" % (run_prefix(self.cfg), self.cfg["generation"])
-        dest = os.path.join(staging, *entry["path"].split("/"))
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        try:
-            if not self.storage.get_file(prefix + prev_id + "/" + entry["path"], dest):
-                return False
-        except StorageError:
-            return False
-        return sha256_file(dest) == entry["sha256"]
+    def _folders_and_links(self, tree, taken, previous):
+        """The folders and inner links a checkpoint records: all of the tree's, except those in
+        a Hugging Face checkpoint-<N>/ folder that is not published whole (its trainer_state.json
+        is not among the files), which the previous checkpoint's entries stand in for."""
+        def incomplete(path):
+            folder, _ = hf_folder(path + "/x")
+            return folder is not None and (folder + "/" + HF_COMPLETE_FILE) not in taken
+        old_dirs = dict((d["path"], d) for d in previous.get("dirs") or [])
+        old_links = dict((s["path"], s) for s in previous.get("symlinks") or [])
+        dirs, links = [], []
+        for d in tree.dirs:
+            if not incomplete(d["path"]):
+                dirs.append(d)
+            elif d["path"] in old_dirs:
+                dirs.append(old_dirs[d["path"]])
+        for link in tree.symlinks:
+            if not incomplete(link["path"]):
+                links.append(link)
+            elif link["path"] in old_links:
+                links.append(old_links[link["path"]])
+        return dirs, links
 
-    def _step_for(self, files):
+    def _report_refused(self, tree):
+        """Links leading out of the folder (and sockets, fifos, devices) are never published: say
+        so in the agent log and the job's log once each, and as a fault while any is there."""
+        for r in tree.refused:
+            if r["path"] not in self.refused_seen:
+                self.refused_seen.add(r["path"])
+                self.log("checkpoint: refused %s" % r["reason"])
+                self.note("warning: %s; it is left out of every checkpoint" % r["reason"])
+        if self.faults is None:
+            return
+        if tree.refused:
+            first = tree.refused[0]
+            self.faults.report(FAULT_REFUSED, "%s; it is left out of every checkpoint. Make links in RUNCTL_CHECKPOINT_DIR relative "
+                               "and inside it, or copy the file in%s" % (
+                                   first["reason"], "" if len(tree.refused) == 1 else " (%d entries refused)" % len(tree.refused)),
+                               file=first["path"])
+        else:
+            self.faults.clear(FAULT_REFUSED)
+
+    def _step_for(self, files, dirs, symlinks, clean_final):
+        """(step, source) the checkpoint holds: declared with this save; else read from the layout
+        (Lightning's last.ckpt counts when it is a link to, or the same content as, a step=N
+        file); else, in the final sync after a clean exit, the step the newest checkpoint of this
+        attempt was declared at; else (None, None)."""
         if self.declared is not None and self.declared[0] is not None:
             return self.declared
-        dirs = sorted(set(f["path"].rsplit("/", 1)[0] for f in files if "/" in f["path"]))
-        return layout_step([f["path"] for f in files], dirs)
+        step, source = layout_step([f["path"] for f in files], [d["path"] for d in dirs])
+        last = lightning_step(files, symlinks)
+        if last is not None and (step is None or source == "lightning"):
+            step, source = (last if step is None else max(step, last)), "lightning"
+        if step is not None:
+            return step, source
+        if clean_final and self.last_declared is not None:
+            return self.last_declared
+        return None, None
 
     def _report_left_out(self, left):
         self.last_left_out = left
@@ -313,33 +353,8 @@ class Checkpoints:
     def pending_bytes(self):
         """Bytes of the checkpoint dir's files changed since the last published checkpoint."""
         state = read_json(self.p("checkpoints.json")) or {}
-        known = set((f["path"], f["size"]) for f in state.get("files") or [])
-        return sum(e.size for e in scan_files(self.cfg["checkpointDir"]) if (e.path, e.size) not in known)
-
-    def apply_retention(self, prefix, ids, published):
-        if len(published) <= self.cfg["keep"]:
-            return
-        oldest_kept = published[-self.cfg["keep"]]
-        for cid in ids:
-            if cid >= oldest_kept:
-                break
-            if cid in published:
-                self.storage.delete(prefix + cid + "/" + MANIFEST_NAME)
-            self.storage.delete_prefix(prefix + cid + "/")
-            self.kept.pop(cid, None)
-            self.log("retention: deleted checkpoint %s (keep %d)" % (cid, self.cfg["keep"]))
-
-    def ids(self, generation):
-        """(prefix, all ids, published ids) in a generation, ascending."""
-        prefix = "%s/g%d/checkpoints/" % (run_prefix(self.cfg), generation)
-        ids, published = set(), set()
-        for k in self.storage.list_keys(prefix):
-            head, _, rest = k.partition("/")
-            if head.isdigit() and rest:
-                ids.add(head)
-                if rest == MANIFEST_NAME:
-                    published.add(head)
-        return prefix, sorted(ids), sorted(published)
+        known = set((f["path"], f["size"]) for f in (state.get("entries") or {}).get("files") or [])
+        return sum(e.size for e in scan_tree(self.cfg["checkpointDir"]).files if (e.path, e.size) not in known)
 
     # -- restore
     def restore(self):
@@ -369,7 +384,7 @@ class Checkpoints:
         return gens
 
     def restore_from(self, generation):
-        prefix, _, published = self.ids(generation)
+        _, _, published = self.store.ids(generation)
         if not published:
             return None
         newest = published[-1]
@@ -382,6 +397,7 @@ class Checkpoints:
                 self.log("not restoring checkpoint g%d/%s: attempt %d restored it and failed before publishing a newer one (%s)" % (
                     generation, a["id"], a["attempt"], a["reason"]))
         tried = []
+        target = self.cfg["checkpointDir"]
         for cid in reversed(published):
             if self.stopping():
                 return None
@@ -391,50 +407,42 @@ class Checkpoints:
                 if failure is None:
                     failure = (cid, "attempt %d restored it and failed before publishing a newer one (%s)" % (a["attempt"], a["reason"]))
                 continue
-            tmp = self.p("restore")
-            remove_quietly(tmp)
-            os.makedirs(tmp)
-            try:
-                manifest, reason = self.download_verified(prefix + cid + "/", tmp)
-            except StorageError as e:
-                manifest, reason = None, "download failed: %s" % e
+            # Every file is downloaded (in parallel) and checked against its size and sha256
+            # before the folder is swapped in; a checkpoint that fails leaves target untouched.
+            manifest, reason = restore_checkpoint(self.store, generation, cid, target, self.p("restore"))
             if manifest is None:
                 self.log("checkpoint g%d/%s failed verification: %s" % (generation, cid, reason))
                 tried.append("%s (failed verification: %s)" % (cid, reason))
                 if failure is None:
                     failure = (cid, reason)
-                remove_quietly(tmp)
                 continue
-            target = self.cfg["checkpointDir"]
-            os.makedirs(target, exist_ok=True)
-            for name in os.listdir(target):
-                remove_quietly(os.path.join(target, name))
-            for f in manifest["files"]:
-                src = os.path.join(tmp, *f["path"].split("/"))
-                dest = os.path.join(target, *f["path"].split("/"))
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                os.replace(src, dest)
-            remove_quietly(tmp)
             ref = ref_of(manifest, cid)
-            if generation == self.cfg["generation"]:
+            own = generation == self.cfg["generation"]
+            if own:
                 self.kept[cid] = ref
                 self._remember_published(generation, [c for c in published if c != cid])
+            else:
+                # Contents are stored once per run: the seed's are reused, not uploaded again,
+                # while its manifest stays published (checkpoint_store.SyncSession.refresh).
+                self.store.pin(generation, cid)
+            # The restored files' identities, so the first sync reads none of them again.
+            self.store.remember(target, manifest.get("files") or [])
             restored_from = {"id": cid}
-            if generation != self.cfg["generation"]:
+            if not own:
                 restored_from["generation"] = generation
             if failure is not None:
                 restored_from["fallbackFrom"] = failure[0]
                 restored_from["reason"] = failure[1]
             if avoided:
                 restored_from["avoided"] = sorted(avoided.values(), key=lambda a: a["id"], reverse=True)
-            self.log("restored checkpoint g%d/%s (%d files)" % (generation, cid, ref["files"]))
+            self.log("restored checkpoint g%d/%s (%d files%s)" % (
+                generation, cid, ref["files"], "" if manifest.get("format") == 2 else ", written in the layout before content-addressed storage"))
             self.note("restored checkpoint %s of generation %d%s" % (
                 cid, generation, "" if failure is None else " (newest %s failed verification: %s)" % failure))
             # Files restored from a seed generation are not in this generation yet: the first
             # checkpoint this generation publishes carries them along with whatever the job changed.
-            self.remember_dir(manifest["files"] if generation == self.cfg["generation"] else None,
-                              ref if generation == self.cfg["generation"] else None)
-            self.set_status(restoredFrom=restored_from, lastCheckpoint=ref if generation == self.cfg["generation"] else None,
+            self.remember_dir(entries_of(manifest) if own else None, ref if own else None)
+            self.set_status(restoredFrom=restored_from, lastCheckpoint=ref if own else None,
                             checkpoints=self.kept_list() or None)
             return cid
         if avoided:
@@ -449,52 +457,16 @@ class Checkpoints:
 
     def _remember_published(self, generation, published):
         """The kept checkpoints' refs (for `describe`), from their manifests; the newest `keep`."""
-        prefix = "%s/g%d/checkpoints/" % (run_prefix(self.cfg), generation)
         for cid in published[-(self.cfg["keep"] - 1):] if self.cfg["keep"] > 1 else []:
             try:
-                raw = self.storage.get_bytes(prefix + cid + "/" + MANIFEST_NAME)
-                manifest = json.loads(raw.decode("utf-8")) if raw else None
-            except (StorageError, OSError, ValueError):
+                manifest = self.store.manifest(generation, cid)
+            except (StorageError, OSError):
                 manifest = None
             if isinstance(manifest, dict) and isinstance(manifest.get("files"), list):
                 try:
                     self.kept[cid] = ref_of(manifest, cid)
                 except (KeyError, TypeError):
                     pass
-
-    def download_verified(self, prefix, dest):
-        # One download of the whole checkpoint, manifest included (one AWS CLI call, not two).
-        self.storage.get_tree(prefix, dest)
-        try:
-            with open(os.path.join(dest, MANIFEST_NAME), "rb") as f:
-                raw = f.read()
-        except OSError:
-            return None, "manifest missing"
-        try:
-            manifest = json.loads(raw.decode("utf-8"))
-            files = manifest["files"]
-            for f in files:
-                if not safe_relpath(f["path"]) or not isinstance(f["size"], int) or not re.match(r"^[0-9a-f]{64}$", f["sha256"]):
-                    return None, "manifest lists an invalid entry %r" % (f.get("path"),)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None, "manifest is unreadable"
-        for f in files:
-            path = os.path.join(dest, *f["path"].split("/"))
-            if not os.path.isfile(path):
-                return None, "file %s is missing" % f["path"]
-            size = os.path.getsize(path)
-            if size != f["size"]:
-                return None, "file %s has %d bytes, manifest says %d" % (f["path"], size, f["size"])
-            if sha256_file(path) != f["sha256"]:
-                return None, "file %s fails its sha256 check" % f["path"]
-        return manifest, None
-
-
-class _Tree(object):
-    """What Capture.choose reads: the files of the checkpoint folder."""
-
-    def __init__(self, files):
-        self.files = files
 
 
 def ref_of(manifest, cid=None):
@@ -516,27 +488,3 @@ def ref_of(manifest, cid=None):
         if isinstance(sync.get("bytesUploaded"), int):
             ref["uploadedBytes"] = sync["bytesUploaded"]
     return ref
-
-
-def copy_then_recheck(src, staging, entry):
-    """Copy one file (capture.FileEntry) into staging while hashing it, then check its size,
-    mtime and inode again: (True, {"path","size","sha256"}) or (False, reason)."""
-    s = os.path.join(src, *entry.path.split("/"))
-    d = os.path.join(staging, *entry.path.split("/"))
-    os.makedirs(os.path.dirname(d), exist_ok=True)
-    h = hashlib.sha256()
-    size = 0
-    try:
-        with open(s, "rb") as fin, open(d, "wb") as fout:
-            for chunk in iter(lambda: fin.read(1024 * 1024), b""):
-                h.update(chunk)
-                fout.write(chunk)
-                size += len(chunk)
-        st = os.lstat(s)
-    except OSError as e:
-        remove_quietly(d)
-        return False, "%s could not be read: %s" % (entry.path, e.strerror or e)
-    if size != entry.size or (st.st_size, st.st_mtime_ns, st.st_ino) != entry.identity():
-        remove_quietly(d)
-        return False, "%s changed while it was copied" % entry.path
-    return True, {"path": entry.path, "size": size, "sha256": h.hexdigest()}

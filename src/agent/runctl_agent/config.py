@@ -80,6 +80,8 @@ def load_config(path):
     optional("s3EndpointUrl", str, "a URL")
     optional("ssmEndpointUrl", str, "a URL")
     optional("region", str, "a region name")
+    if cfg.get("contentGraceSeconds") is not None:
+        need("contentGraceSeconds", (int, float), lambda v: v >= 0 and not isinstance(v, bool), "a non-negative number of seconds")
     if cfg.get("seedGeneration") is not None:
         need("seedGeneration", int, lambda v: v >= 0, "a non-negative integer")
     optional("uid", str, "a run uid")

@@ -247,19 +247,25 @@ class Tracker:
             return None  # a declared save (steps.py), not progress
         if self.pattern is not None:
             return self.apply(self.pattern.parse(line))
-        bar = parse_tqdm(line)
-        if bar is not None:
-            return self.apply_bar(bar)
-        logged = parse_hf_dict(line)
-        if logged is not None:
-            values, step = logged
-            loss = values.pop("loss", None)
-            return self.apply({"step": step, "loss": loss, "metrics": values})
-        for parse in (parse_nanogpt, parse_generic):
-            found = parse(line)
+        # Most lines of a chatty job are none of the formats; these tests are far cheaper than
+        # the regular expressions below (every format has one of these marks).
+        if "[" not in line and "step" not in line and not line.startswith("{") and not line.startswith("iter "):
+            return None
+        if line.startswith("{"):
+            logged = parse_hf_dict(line)
+            if logged is not None:
+                values, step = logged
+                loss = values.pop("loss", None)
+                return self.apply({"step": step, "loss": loss, "metrics": values})
+        elif line.startswith("iter ") or line.startswith("step "):
+            found = parse_nanogpt(line)
             if found is not None:
                 return self.apply(found)
-        return None
+        if "[" in line:
+            bar = parse_tqdm(line)
+            if bar is not None:
+                return self.apply_bar(bar)
+        return self.apply(parse_generic(line))
 
     def apply_bar(self, bar):
         desc = bar["desc"]

@@ -12,6 +12,7 @@ read offset in stateDir/progress.json lets a restarted agent continue the same h
 
 import json
 import os
+import re
 import threading
 import time
 
@@ -22,12 +23,16 @@ from .util import atomic_write, json_bytes, now_iso, read_json
 MAX_POINTS = 2000
 MAX_BYTES = 512 * 1024
 PUBLISH_SECONDS = 15.0
-# Most bytes of job output read per refresh; a backlog larger than SKIP_BACKLOG_BYTES (an agent
-# restarted after a long gap) is skipped to its last KEEP_BACKLOG_BYTES.
-READ_BYTES = 8 * 1024 * 1024
+# Most bytes of job output read per refresh, and most seconds spent parsing them: a refresh runs
+# on the heartbeat thread, which must keep publishing the status (the rest waits for the next
+# refresh). A backlog larger than SKIP_BACKLOG_BYTES (a job printing faster than it can be read,
+# an agent restarted after a long gap) is skipped to its last KEEP_BACKLOG_BYTES.
+READ_BYTES = 4 * 1024 * 1024
+PARSE_SECONDS = 0.5
 SKIP_BACKLOG_BYTES = 64 * 1024 * 1024
 KEEP_BACKLOG_BYTES = 1024 * 1024
 NOTE_PREFIX = b"[runctl-agent]"
+LINE_RE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n)")
 
 
 def downsample(points):
@@ -134,21 +139,22 @@ class ProgressFollower:
                     data = f.read(min(READ_BYTES, max(0, size - self.offset)))
             except OSError:
                 return self.tracker.progress()
-            # Whole line states only: up to the last newline or carriage return.
-            cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
-            if cut < 0:
-                return self.tracker.progress()
-            chunk = data[: cut + 1]
-            self.offset += len(chunk)
-            for raw in chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
-                if not raw or raw.startswith(NOTE_PREFIX):
-                    continue
-                line = self.redact_bytes(raw).decode("utf-8", "replace")
-                point = self.tracker.feed(line)
-                if point is not None:
-                    step, total, metrics = point
-                    self.history.record(step, total, metrics)
-                    self.dirty = True
+            # Whole line states only (each ends with a newline or a carriage return).
+            deadline = time.monotonic() + PARSE_SECONDS
+            read_at = now_iso()  # a point's time is when the agent read it
+            used = 0
+            for m in LINE_RE.finditer(data):
+                used = m.end()
+                raw = m.group(1)
+                if raw and not raw.startswith(NOTE_PREFIX):
+                    point = self.tracker.feed(self.redact_bytes(raw).decode("utf-8", "replace"))
+                    if point is not None:
+                        step, total, metrics = point
+                        self.history.record(step, total, metrics, at=read_at)
+                        self.dirty = True
+                if time.monotonic() > deadline:
+                    break
+            self.offset += used
             return self.tracker.progress()
 
     def publish(self, force=False):

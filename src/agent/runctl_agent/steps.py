@@ -8,7 +8,9 @@ A job may declare a save, with no library (docs/checkpoints.md, "Saying a checkp
 Either makes the agent sync at once and record that step. Jobs that say nothing still get a step
 from a recognised layout:
   - Hugging Face Trainer:  checkpoint-<N>/ folders            -> the highest N published
-  - PyTorch Lightning:     ...step=<N>...ckpt (and last.ckpt) -> the highest N published
+  - PyTorch Lightning:     ...step=<N>...ckpt                 -> the highest N published;
+                           last.ckpt, when it is a link to such a file or holds the same bytes
+                           (Lightning's save_last="link", or a copy), gives that file's N
   - anything else (nanoGPT's ckpt.pt rewritten in place):     -> unknown (None)
 """
 
@@ -70,3 +72,24 @@ def layout_step(paths, dirs=()):
     if lightning:
         return max(lightning), "lightning"
     return None, None
+
+
+def lightning_step(files, symlinks=()):
+    """The step of Lightning's `last.ckpt` when knowable without unpickling it: a symbolic link to
+    a `...step=N...ckpt` file, or the same content (sha256) as one. files: manifest file entries
+    ({"path", "sha256"}); symlinks: {"path", "target"}. None otherwise."""
+    by_sha = {}
+    for f in files:
+        m = LIGHTNING_RE.search(f["path"].rsplit("/", 1)[-1])
+        if m:
+            by_sha.setdefault(f["sha256"], []).append(int(m.group(1)))
+    steps = []
+    for f in files:
+        if f["path"].rsplit("/", 1)[-1] == "last.ckpt" and f["sha256"] in by_sha:
+            steps.append(max(by_sha[f["sha256"]]))
+    for s in symlinks:
+        if s["path"].rsplit("/", 1)[-1] == "last.ckpt":
+            m = LIGHTNING_RE.search(s["target"].rsplit("/", 1)[-1])
+            if m:
+                steps.append(int(m.group(1)))
+    return max(steps) if steps else None

@@ -3,11 +3,18 @@
 (test/agent/checkpoint-kill.test.ts, test/agent/checkpoint-property.test.ts). Not shipped.
 
     python3 store_harness.py WORK save JSON      change the job's folder WORK/ckpt (see save())
-    python3 store_harness.py WORK sync [STEP]    one sync of WORK/ckpt (store.sync_tree)
+    python3 store_harness.py WORK sync [STEP]    one sync of WORK/ckpt through the agent's own path
+                                                 (checkpoints.Checkpoints.sync: capture, store,
+                                                 local state), as the final sync after a clean exit
     python3 store_harness.py WORK retain KEEP    retention (store.retain)
     python3 store_harness.py WORK verify         every published manifest restores and verifies,
                                                  and restores to a folder state that was saved
     python3 store_harness.py WORK stats          stored contents, manifests, bytes
+    python3 store_harness.py WORK run JSON       the commands in JSON ([[command, args...], ...]) one
+                                                 after the other in this one process, each with a
+                                                 fresh store (as a restarted agent); the index of
+                                                 the one running is kept in WORK/progress, so a
+                                                 test that kills the process knows where it was
 
 Storage is WORK/storage (file://) unless HARNESS_STORAGE_URL names another (s3://...; then
 HARNESS_S3_ENDPOINT is its endpoint). RUNCTL_AGENT_KILL_AFTER_OPS=N kills the process before its
@@ -25,6 +32,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from runctl_agent.checkpoint_restore import restore_checkpoint  # noqa: E402
 from runctl_agent.checkpoint_store import CheckpointStore, contents_prefix, manifest_shas  # noqa: E402
 from runctl_agent.checkpoint_tree import scan_tree  # noqa: E402
+from runctl_agent.checkpoints import Checkpoints  # noqa: E402
 from runctl_agent.storage import open_storage  # noqa: E402
 from runctl_agent.util import remove_quietly  # noqa: E402
 
@@ -41,6 +49,18 @@ def open_store(work):
     storage = open_storage(cfg, logs.append)
     grace = float(os.environ.get("HARNESS_GRACE_SECONDS", "0"))
     return CheckpointStore(storage, RUN, GEN, 1, state, logs.append, grace_seconds=grace), logs
+
+
+def open_checkpoints(work, store, logs):
+    """The agent's Checkpoints over this store (retention is the separate `retain` command here,
+    so its own keep is never reached)."""
+    cfg = {"checkpointDir": os.path.join(work, "ckpt"), "syncIntervalSeconds": 1, "storage": "file://" + os.path.join(work, "storage"),
+           "run": RUN, "generation": GEN, "attempt": 1, "keep": 1000000, "resuming": False,
+           "contentGraceSeconds": store.grace}
+    ckpts = Checkpoints(cfg, store.storage, store.state_dir, {"run": RUN, "generation": GEN, "attempt": 1}, logs.append,
+                        lambda text: None, lambda publish=False, **fields: None, lambda: False, lambda: None)
+    ckpts.store = store
+    return ckpts
 
 
 def folder_digest(root):
@@ -95,22 +115,41 @@ def record_expected(work):
 
 def main(argv):
     work, command = os.path.abspath(argv[0]), argv[1]
-    if command == "save":
-        print(json.dumps(save(work, json.loads(argv[2]))))
+    if command == "run":
+        results = []
+        for i, args in enumerate(json.loads(argv[2])):
+            with open(os.path.join(work, "progress.tmp"), "w") as f:
+                f.write("%d\n" % i)
+            os.replace(os.path.join(work, "progress.tmp"), os.path.join(work, "progress"))
+            results.append(one(work, args[0], args[1:]))
+        print(json.dumps({"results": results}))
         return 0
+    out = one(work, command, argv[2:])
+    if out is None:
+        sys.stderr.write("unknown command %s\n" % command)
+        return 2
+    print(json.dumps(out))
+    return 0
+
+
+def one(work, command, args):
+    """One harness command; its JSON result, or None for an unknown command."""
+    argv = [work, command] + list(args)
+    os.makedirs(work, exist_ok=True)
+    if command == "save":
+        return save(work, json.loads(argv[2]))
     store, logs = open_store(work)
     if command == "sync":
         root = os.path.join(work, "ckpt")
         record_expected(work)  # before the sync: a sync killed after its manifest still matches
         step = int(argv[2]) if len(argv) > 2 else None
-        result = store.sync_tree(root, scan_tree(root), step=step)
-        m = result["manifest"]
-        print(json.dumps({"id": m and m["id"], "sync": m and m["sync"], "rejected": result["rejected"],
-                          "refused": result["refused"], "logs": logs}))
-        return 0
+        ckpts = open_checkpoints(work, store, logs)
+        if step is not None:
+            ckpts.declared = (step, "line")
+        ref = ckpts.sync(final=True, clean_exit=True)
+        return {"id": ref and ref["id"], "ref": ref, "leftOut": ckpts.last_left_out, "logs": logs}
     if command == "retain":
-        print(json.dumps({"retired": store.retain(int(argv[2])), "logs": logs}))
-        return 0
+        return {"retired": store.retain(int(argv[2])), "logs": logs}
     if command == "verify":
         try:
             with open(os.path.join(work, "expected.json")) as f:
@@ -133,16 +172,13 @@ def main(argv):
                 problems.append("checkpoint %s restores to a folder state that was never saved" % cid)
             remove_quietly(dest)
             checked.append(cid)
-        print(json.dumps({"ok": not problems, "problems": problems, "published": checked}))
-        return 0
+        return {"ok": not problems, "problems": problems, "published": checked, "contents": len(stored)}
     if command == "stats":
         _, ids, published = store.ids()
         contents = store.storage.list_objects(contents_prefix("runs/" + RUN))
-        print(json.dumps({"published": published, "ids": ids, "contents": len(contents),
-                          "contentBytes": sum(size for _, size, _ in contents)}))
-        return 0
-    sys.stderr.write("unknown command %s\n" % command)
-    return 2
+        return {"published": published, "ids": ids, "contents": len(contents),
+                "contentBytes": sum(size for _, size, _ in contents)}
+    return None
 
 
 if __name__ == "__main__":

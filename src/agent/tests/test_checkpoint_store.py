@@ -72,6 +72,21 @@ class StoreTest(unittest.TestCase):
         self.assertEqual(second, {"filesUploaded": 1, "filesReused": 4, "bytesUploaded": 4096, "bytesReused": 4 * 4096})
         self.assertEqual(len(self.contents()), 5)
 
+    def test_large_files_copied_while_hashed_in_parallel_are_stored_under_their_hash(self):
+        import hashlib
+        big = os.urandom(3 * 1024 * 1024)
+        self.write("checkpoint-1/shard.bin", big)
+        self.write("checkpoint-1/same-size.bin", os.urandom(len(big)))
+        m = self.sync()["manifest"]
+        self.assertEqual(m["sync"]["filesUploaded"], 2)
+        for f in m["files"]:
+            with open(self.storage.local_path(contents_prefix("runs/r") + f["sha256"]), "rb") as fh:
+                self.assertEqual(hashlib.sha256(fh.read()).hexdigest(), f["sha256"])
+        self.write("checkpoint-2/shard.bin", big)  # the same bytes under a new path: reused
+        again = self.sync()["manifest"]
+        self.assertEqual((again["sync"]["filesUploaded"], again["sync"]["filesReused"]), (0, 3))
+        self.assertEqual(len(self.contents()), 2)
+
     def test_identical_content_is_stored_once(self):
         self.write("a.bin", b"same")
         self.write("b/c.bin", b"same")
@@ -162,6 +177,72 @@ class StoreTest(unittest.TestCase):
         self.assertIsNone(got)
         self.assertEqual(reason, "file w.bin fails its sha256 check")
         self.assertEqual(os.listdir(dest), ["keep"])
+
+
+class BucketLike(object):
+    """An object store that is not a folder (as S3 is to the store): FileStorage underneath,
+    counting calls, with an optional hook run while put_tree uploads (a job writing meanwhile)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = []
+        self.during_put = None
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr) or name == "local_path":
+            raise AttributeError(name)
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            if name == "put_tree" and self.during_put is not None:
+                hook, self.during_put = self.during_put, None
+                result = attr(*args, **kwargs)
+                hook()
+                return result
+            return attr(*args, **kwargs)
+        return call
+
+
+class BucketStoreTest(StoreTest):
+    """The S3 path: hash, then one recursive upload of a folder of hard links to the new files."""
+
+    def setUp(self):
+        StoreTest.setUp(self)
+        self.bucket = BucketLike(self.storage)
+        self.store = CheckpointStore(self.bucket, "r", 1, 1, self.state, self.logs.append, grace_seconds=0)
+
+    def test_new_files_go_up_in_one_call_and_unchanged_ones_are_not_read(self):
+        for i in range(4):
+            self.write("checkpoint-1/shard-%d.bin" % i, os.urandom(2048))
+        first = self.sync()["manifest"]
+        self.assertEqual(self.bucket.calls.count("put_tree"), 1)
+        self.assertEqual(first["sync"]["filesUploaded"], 4)
+        self.assertFalse(os.path.exists(os.path.join(self.state, "upload")))  # no folder left behind
+        self.bucket.calls = []
+        for i in range(4):
+            self.write("checkpoint-2/shard-%d.bin" % i, os.urandom(2048))
+        second = self.sync()["manifest"]
+        self.assertEqual(self.bucket.calls.count("put_tree"), 1)
+        self.assertEqual(self.bucket.calls.count("put_file"), 0)
+        self.assertEqual((second["sync"]["filesUploaded"], second["sync"]["filesReused"]), (4, 4))
+        self.assertEqual(len(self.contents()), 8)
+
+    def test_a_file_rewritten_in_place_during_the_upload_is_rejected_and_its_upload_deleted(self):
+        self.write("ckpt.pt", b"x" * 100)
+        self.write("other.bin", b"o" * 10)
+        tree = scan_tree(self.root)
+
+        def torch_save_again():
+            time.sleep(0.01)
+            with open(os.path.join(self.root, "ckpt.pt"), "r+b") as f:  # same inode, new bytes
+                f.write(b"y" * 100)
+        self.bucket.during_put = torch_save_again
+        result = self.store.sync_tree(self.root, tree, require_all=False)
+        self.assertEqual([r["path"] for r in result["rejected"]], ["ckpt.pt"])
+        self.assertEqual([f["path"] for f in result["accepted"]], ["other.bin"])
+        import hashlib
+        self.assertEqual(self.contents(), [hashlib.sha256(b"o" * 10).hexdigest()])
 
 
 if __name__ == "__main__":

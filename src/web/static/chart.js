@@ -73,7 +73,10 @@ function markerPlugin(getMarkers, getAxis) {
             ctx.lineTo(px, top + height);
             ctx.stroke();
             const label = m.kind === 'interrupted' ? `interrupted (attempt ${m.attempt})` : m.kind === 'resumed' ? `resumed (attempt ${m.attempt})` : m.kind;
-            ctx.fillText(label, px + 4 * devicePixelRatio, top + (14 + 14 * (lane++ % 3)) * devicePixelRatio);
+            // Interruptions label to the left of their line, resumes to the right: they are often a step apart.
+            ctx.textAlign = m.kind === 'interrupted' || m.kind === 'completed' ? 'right' : 'left';
+            const dx = (ctx.textAlign === 'right' ? -4 : 4) * devicePixelRatio;
+            ctx.fillText(label, px + dx, top + (14 + 14 * (lane++ % 3)) * devicePixelRatio);
           }
           ctx.restore();
         },

@@ -36,7 +36,7 @@ function row(r) {
     el('td', { class: 'num' }, `${r.attempt}`, r.interruptions ? el('span', { class: 'muted' }, ` (${r.interruptions} interrupted)`) : null),
     el('td', {}, progressCell(r.progress)),
     el('td', { class: 'num' }, cost),
-    el('td', {}, cp ? `${cp.id} · step ${cp.step ?? '?'} · ${age(cp.at, now)} ago` : '-'),
+    el('td', {}, cp ? `${cp.id} · ${cp.step !== null ? `step ${cp.step}` : 'step unknown'} · ${age(cp.at, now)} ago` : '-'),
     el('td', { title: time(r.createdAt) }, age(r.createdAt, now)),
     el('td', {}, ...Object.entries(r.labels).map(([k, v]) => el('span', { class: 'tag' }, `${k}=${v}`))),
   );

@@ -4,6 +4,7 @@
 import { existsSync } from 'node:fs';
 import { readFile, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { contentKey } from '../../../src/agent/layout.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { LocalProvider } from '../../../src/providers/local/index.js';
 import type { AgentPhase, AgentStatus, AttemptKey } from '../../../src/providers/types.js';
@@ -68,7 +69,9 @@ async function allLogs(p: LocalProvider, key: AttemptKey, s: RunSpec): Promise<s
 async function finalWeights(p: LocalProvider, run: string, s: RunSpec): Promise<string> {
   const manifest = await p.latestCheckpoint(run, 1, s);
   expect(manifest?.files.map((f) => f.path)).toContain('final-weights.json');
-  return readFile(path.join(p.storageFor(s).root, 'runs', run, 'g1', 'checkpoints', manifest!.id, 'final-weights.json'), 'utf8');
+  // Checkpoint contents are stored once per run, by sha256 (docs/checkpoints.md, "How checkpoints are stored").
+  const sha = manifest!.files.find((f) => f.path === 'final-weights.json')!.sha256;
+  return readFile(path.join(p.storageFor(s).root, contentKey(run, sha)), 'utf8');
 }
 
 describe('local provider end to end', () => {
