@@ -27,6 +27,7 @@ import type { EffectRecord, InstanceRecord, RunEvent, RunStatus, StateStore } fr
 import { mergeConditions, wantedConditions } from './conditions.js';
 import { deriveObservedEvent, deriveSpecEvent, type Desired } from './derive.js';
 import { absorbFaults, reportedFaults } from './faults.js';
+import { receiversFor, stampNotifications, type NotificationReceiver } from '../notify/receivers.js';
 import { priceInstances, withLedger } from './ledger-refresh.js';
 import { limitsFromSpec } from './limits.js';
 import { describeChange, specChanges } from './spec-diff.js';
@@ -45,6 +46,8 @@ export interface ReconcileDeps {
   onEvent?(event: RunEvent): void;
   /** Called before every effect on a run; throws to stop (e.g. the run's lease has lapsed). */
   beforeEffect?(run: string): void;
+  /** runctl.yaml's notification receivers: events they want are stamped for delivery (src/notify/). */
+  notifications?: readonly NotificationReceiver[];
 }
 
 export interface ReconcileResult {
@@ -358,14 +361,14 @@ async function absorbAgentFaults(deps: ReconcileDeps, status: RunStatus, snapsho
   const next: RunStatus = { ...status, faults: change.faults };
   next.conditions = mergeConditions(status.conditions, wantedConditions(phaseOf(snapshot.value), ctx, next), now);
   for (const f of change.appeared) {
-    await appendNow(deps, next, {
+    await appendNow(deps, next, notifyOf(deps, next, {
       id: `${status.run}:fault:g${f.generation}:a${f.attempt}:${f.reason}:${f.since}`,
       kind: 'observation',
       action: `fault ${f.reason}`,
       result: 'error',
       message: f.file ? `${f.message} (file: ${f.file})` : f.message,
       data: { reason: f.reason, since: f.since, ...(f.file ? { file: f.file } : {}) },
-    });
+    }));
   }
   for (const f of change.cleared) {
     await appendNow(deps, next, {
@@ -436,7 +439,7 @@ async function commitTransition(
   const to = phaseOf(after.value);
   const seq = status.eventSeq + 1;
   const transitionId = `${eventIdBase(status.run, status.uid)}:${seq}`;
-  const record = event(status, now, {
+  const record = notifyOf(deps, status, event(status, now, {
     id: transitionId,
     seq,
     kind: 'transition',
@@ -449,7 +452,7 @@ async function commitTransition(
       // The ledger's "steps redone" starts from the progress at the notice.
       ...((ev.type === 'SPOT_NOTICE' || ev.type === 'INSTANCE_GONE') && status.progress ? { step: status.progress.step } : {}),
     },
-  });
+  }));
   record.generation = after.context.generation;
   record.attempt = after.context.attempt;
   let next: RunStatus = { ...status, eventSeq: seq, outbox: [record] };
@@ -771,6 +774,16 @@ async function appendNow(deps: ReconcileDeps, status: RunStatus, partial: Omit<R
   await deps.store.appendEvents(status.run, [e]);
   markEventsAppended(deps, status.run);
   deps.onEvent?.(e);
+}
+
+/**
+ * The event, marked (`data.notify`) for the notification receivers that want it: the project's and
+ * the run's own, as configured now. Written with the event, so delivery (src/notify/) needs no
+ * other record of who was subscribed when it happened.
+ */
+function notifyOf<E extends Pick<RunEvent, 'kind' | 'action' | 'data'> & { attempt?: number }>(deps: ReconcileDeps, status: RunStatus, e: E): E {
+  if (!deps.notifications?.length && !status.spec.notifications?.length) return e;
+  return stampNotifications(e, receiversFor(deps.notifications, status.spec.notifications));
 }
 
 function event(

@@ -171,7 +171,8 @@ export interface RunEvent {
   uid?: string;
   generation: number;
   attempt: number;
-  kind: 'transition' | 'effect' | 'observation' | 'error' | 'spec';
+  /** `notification`: a webhook delivery attempt of another event (src/notify/ledger.ts). */
+  kind: 'transition' | 'effect' | 'observation' | 'error' | 'spec' | 'notification';
   /** Short machine-readable summary, e.g. `Provisioning -> Syncing`, `launch`. */
   action: string;
   result?: 'ok' | 'error' | 'adopted' | 'skipped';
