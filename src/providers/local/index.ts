@@ -23,7 +23,6 @@ import {
   type LogReadOptions,
   type ProgressPoint,
   type Provider,
-  type RungQuote,
   type StopReason,
 } from '../types.js';
 import { pruneSetupCacheObjects, unusedBundles } from '../bundle-gc.js';
@@ -295,11 +294,6 @@ export class LocalProvider implements Provider {
    */
   async priceInstance(instance: InstanceRef, window: { from: string; to: string }): Promise<InstancePrice> {
     return { steps: [{ from: instance.launchedAt, usdPerHour: 0 }], source: LOCAL_PRICE_SOURCE, fetchedAt: laterOf(window.to, new Date().toISOString()) };
-  }
-
-  /** `plan`: a local run costs $0 an hour. */
-  async quoteSpec(spec: RunSpec): Promise<RungQuote[]> {
-    return [{ market: marketFor(spec.resources.market), instanceType: 'local', usdPerHour: 0, source: LOCAL_PRICE_SOURCE }];
   }
 
   async readAgentStatus(key: AttemptKey, spec: RunSpec): Promise<AgentStatus | undefined> {
