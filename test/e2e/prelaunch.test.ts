@@ -119,9 +119,10 @@ describe('recovery.prelaunch on the local provider', () => {
     const started = /started attempt=2 at=([\d.]+) resumed_step=(\d+)/.exec(logText(path.join(gen, 'a2')));
     expect(started, 'attempt 2 never started its job').not.toBeNull();
     expect(Number(started![2])).toBe(savedAt);
-    const manifest = readJson(path.join(gen, 'checkpoints', String(finalSync?.data?.checkpoint), 'MANIFEST.json'));
-    expect(manifest?.step).toBe(savedAt);
-    expect(Number(started![1]) * 1000).toBeGreaterThanOrEqual(Date.parse(String(manifest?.createdAt)));
+    // ...the checkpoint it restored is the one the final sync published, and the job started after
+    // the controller recorded that sync (the gate opens only after that record).
+    expect(status.agent?.restoredFrom?.id).toBe(finalSync?.data?.checkpoint);
+    expect(Number(started![1]) * 1000).toBeGreaterThanOrEqual(Date.parse(finalSync!.at));
     // No instance outlives the run.
     expect(status.instances.every((i) => i.endedAt)).toBe(true);
   }, 180_000);
