@@ -98,7 +98,7 @@ const section = [
   'request held open; the timeout is 2 minutes, so every in-flight slot stays taken). The clock stops when every run is',
   'Completed; deliveries still owed at that point are what `reconcile` would wait up to 10 s for, or leave to the next controller.',
   '',
-  '| receiver | median | min | max | requests it got | unanswered at the end |',
+  '| receiver | median | min | max | requests it had got by then | of them unanswered |',
   '|---|---:|---:|---:|---:|---:|',
   ...rows.map((r) => `| ${r.behaviour} | ${r.median.toFixed(0)} ms | ${r.min.toFixed(0)} ms | ${r.max.toFixed(0)} ms | ${r.requests} | ${r.open} |`),
   '',
