@@ -53,6 +53,9 @@ export function postJson(url: URL, body: string, opts: PostOptions): Promise<Pos
       resolve({ error: (err as Error).message, handedOff: false });
       return;
     }
+    // First of all: a request destroyed before any other listener is attached (the controller
+    // stopping) emits 'error', which unhandled would end the process.
+    req.on('error', (err) => done({ error: err.message }));
     const timer = setTimeout(() => {
       done({ error: `no answer within ${Math.round(opts.timeoutMs / 1000)}s`, timedOut: true });
       req.destroy();
@@ -70,7 +73,6 @@ export function postJson(url: URL, body: string, opts: PostOptions): Promise<Pos
       handedOff = true;
       opts.onHandedOff?.();
     });
-    req.on('error', (err) => done({ error: err.message }));
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       let size = 0;

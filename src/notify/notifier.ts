@@ -103,11 +103,12 @@ export class Notifier {
   afterReconcile(status: RunStatus): void {
     this.statuses.set(status.run, status);
     // The first look reads the whole log: deliveries a crashed controller left owed, and events
-    // replayed from the outbox (those are appended without being announced).
+    // replayed from the outbox (those are appended without being announced). A run with no
+    // receivers configured is never read (its log owes nothing anyone still wants).
     const first = !this.seenSeq.has(status.run);
     if (!first && this.seenSeq.get(status.run) === status.eventSeq) return;
     this.seenSeq.set(status.run, status.eventSeq);
-    if (!first && !this.mayNotify(status)) return;
+    if (!this.mayNotify(status)) return;
     this.scan(status.run);
   }
 
@@ -230,7 +231,8 @@ export class Notifier {
     await this.slot();
     let retryAt: number | undefined;
     try {
-      retryAt = await this.deliver(job);
+      // Stopped while waiting for a slot: nothing was sent; the next controller sends it.
+      if (!this.stopped) retryAt = await this.deliver(job);
     } catch (err) {
       this.opts.onError?.(job.run, err);
     } finally {

@@ -464,6 +464,12 @@ export class Controller {
         const n = deleted.length;
         this.opts.onNotice?.({ kind: 'bundles-deleted', message: `deleted ${n} code bundle${n === 1 ? '' : 's'} no run uses any more from ${sweep.storage}` });
       }
+      if (!provider.pruneSetupCaches) continue;
+      const caches = await provider.pruneSetupCaches(sweep.spec, sweep.setupCacheKeys, { minAgeMs });
+      if (caches.deleted.length > 0) {
+        const n = caches.deleted.length;
+        this.opts.onNotice?.({ kind: 'bundles-deleted', message: `deleted ${n} setup cache object${n === 1 ? '' : 's'} no run uses any more from ${sweep.storage}` });
+      }
     }
   }
 

@@ -101,6 +101,7 @@ export async function reconcileRun(deps: ReconcileDeps, name: string, desired: D
         observed = await observe(deps, provider, status, snapshot, lastEffectAt ?? 0);
         await recordFinalSync(deps, status, snapshot, observed.agent);
         await recordRestore(deps, status, snapshot, observed.agent);
+        await recordSetupCache(deps, status, snapshot, observed.agent);
         status = await absorbAgentFaults(deps, status, snapshot, observed.agent);
         status = absorbObservation(status, snapshot, observed, deps.now());
         status = await refreshLedger(deps, provider, status, snapshot);
@@ -310,6 +311,41 @@ async function recordRestore(deps: ReconcileDeps, status: RunStatus, snapshot: R
 }
 
 /**
+ * Once per attempt, the event saying what setup did (issue 12): restored from the setup cache
+ * (setup skipped; how long the restore took and the seconds saved), rebuilt (setup ran, and why the
+ * cache was not used: none yet, a changed key, a corrupt or missing archive), or ran without a
+ * cache. The ledger reads `data.cache`, `data.seconds` and `data.savedSeconds`. A corrupt or
+ * missing archive, or output that could not be stored, is an `error` result: it costs the next
+ * attempt a setup.
+ */
+async function recordSetupCache(deps: ReconcileDeps, status: RunStatus, snapshot: RunSnapshot, agent: AgentStatus | undefined): Promise<void> {
+  const ctx = snapshot.context;
+  const report = agent?.setupCache;
+  if (!agent || !report || agent.attempt !== ctx.attempt || agent.generation !== ctx.generation) return;
+  if (status.agent?.attempt === agent.attempt && status.agent.setupCache) return;
+  const cache = report.result === 'restored' ? 'restored' : report.result === 'rebuilt' ? 'rebuilt' : 'ran';
+  const seconds = report.result === 'restored' ? report.seconds : report.setupSeconds;
+  const trouble = report.missed === 'corrupt' || report.missed === 'missing' || report.result === 'unavailable' || (report.result === 'rebuilt' && report.stored === false);
+  await appendNow(deps, status, {
+    id: `${status.run}:setup:g${agent.generation}:a${agent.attempt}`,
+    kind: 'observation',
+    action: `setup ${report.result}`,
+    result: trouble ? 'error' : 'ok',
+    message: report.message,
+    data: {
+      cache,
+      ...(seconds !== undefined ? { seconds } : {}),
+      ...(report.savedSeconds !== undefined ? { savedSeconds: report.savedSeconds } : {}),
+      ...(report.setupSeconds !== undefined ? { setupSeconds: report.setupSeconds } : {}),
+      ...(report.key ? { key: report.key } : {}),
+      ...(report.missed ? { missed: report.missed } : {}),
+      ...(report.stored !== undefined ? { stored: report.stored } : {}),
+      ...(report.bytes !== undefined ? { bytes: report.bytes } : {}),
+    },
+  });
+}
+
+/**
  * The fault channel: folds the faults the current attempt's agent lists into the run's faults and
  * conditions, and appends an event for each fault that appeared or cleared. Event ids are derived
  * from the fault (reason and first-seen time), so a replay after a crash appends nothing twice.
@@ -377,7 +413,11 @@ function absorbObservation(
       restoredFrom: agent.restoredFrom ?? prev?.restoredFrom,
       failureReason: agent.failureReason,
       finalSync: agent.finalSync ?? prev?.finalSync,
+      setupCache: agent.setupCache ?? prev?.setupCache,
     };
+    if (agent.setupCache?.key && (next.setupCache === undefined || next.setupCache.generation <= agent.generation)) {
+      next.setupCache = { generation: agent.generation, key: agent.setupCache.key };
+    }
     if (agent.progress) next.progress = agent.progress;
     if (agent.lastCheckpoint) next.lastCheckpoint = { ...agent.lastCheckpoint, generation: agent.generation };
     if (agent.checkpoints) next.checkpoints = agent.checkpoints;

@@ -178,6 +178,32 @@ describe('delivering notifications', () => {
     expect(w.metrics.registry.render()).toContain('runctl_notifications_failed_total{format="generic",event="Completed",outcome="gave-up"} 1');
   });
 
+  it('stopping cuts a request in flight (recorded unconfirmed) and leaves queued ones owed, without an error', async () => {
+    const held: http.ServerResponse[] = [];
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => held.push(res));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          server.close(() => r());
+          server.closeAllConnections();
+        }),
+    );
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const w = await world(['/a', '/b', '/c'].map((p) => ({ url: `${base}${p}`, events: ['Completed' as const], timeout: '1m' })));
+    const n = new Notifier({ store: w.store, env: {}, concurrency: 1, onError: (_r, err) => w.errors.push(err) });
+    n.afterReconcile(w.status);
+    while (held.length === 0 || !(await records(w.store)).some((e) => e.data?.stage === 'handoff')) await new Promise((r) => setTimeout(r, 20));
+    await n.stop();
+    const log = await records(w.store);
+    expect(log.map((e) => e.data?.stage === 'handoff' ? 'handoff' : e.data?.outcome)).toEqual(['handoff', 'unconfirmed']);
+    expect(held).toHaveLength(1); // the other two were never sent: the next controller sends them
+    expect(w.errors).toEqual([]);
+  });
+
   it('never sends again what a dead controller handed to the network, and does send what it had not', async () => {
     const rx = await receiver(() => 200);
     const w = await world([

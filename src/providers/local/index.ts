@@ -25,7 +25,7 @@ import {
   type Provider,
   type StopReason,
 } from '../types.js';
-import { unusedBundles } from '../bundle-gc.js';
+import { pruneSetupCacheObjects, unusedBundles } from '../bundle-gc.js';
 
 /** How a local price is labelled wherever it is shown. */
 export const LOCAL_PRICE_SOURCE = 'local: no charge';
@@ -254,6 +254,22 @@ export class LocalProvider implements Provider {
     const { doomed, kept } = unusedBundles(await storage.listBundles(), referenced, opts.minAgeMs);
     for (const key of doomed) await storage.deleteObject(key);
     return { deleted: doomed, kept };
+  }
+
+  /** Delete setup cache entries no run holds and archives no kept entry names (bundle-gc.ts). */
+  async pruneSetupCaches(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult> {
+    const storage = this.storageFor(spec);
+    return pruneSetupCacheObjects(
+      {
+        list: (prefix) => storage.listObjects(prefix),
+        read: (key) => storage.readObject(key),
+        remove: async (keys) => {
+          for (const key of keys) await storage.deleteObject(key);
+        },
+      },
+      referenced,
+      opts.minAgeMs,
+    );
   }
 
   private async waitForHost(sandbox: Sandbox): Promise<HostRecord> {
