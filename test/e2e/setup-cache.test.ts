@@ -153,6 +153,12 @@ describe('setup cache and code.include, end to end', () => {
     expect(r.savedSeconds).toBeCloseTo(Math.max(0, r.setupSeconds - r.seconds), 1);
     expect(restored!.message).toMatch(/^setup cache restored in [\d.]+s instead of running setup \([\d.]+s when it ran built by generation 1 attempt 1\): [\d.]+s saved$/);
     expect(status.setupCache).toEqual({ generation: 1, key: rebuilt!.data!.key });
+    // The ledger's setup leg per attempt is these events' figures.
+    const ledger = status.ledger?.attempts.map((a) => [a.attempt, a.setup]);
+    expect(ledger).toEqual([
+      [1, { cache: 'rebuilt', seconds: rebuilt!.data!.seconds }],
+      [2, { cache: 'restored', seconds: r.seconds, savedSeconds: r.savedSeconds }],
+    ]);
     firstKey = rebuilt!.data!.key as string;
 
     // Attempt 2's job found the venv whole (modes, links, its own path) and the included data.
