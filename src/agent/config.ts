@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { AttemptKey } from '../providers/types.js';
 import { parseDuration } from '../spec/duration.js';
 import { translateProgressPattern } from '../spec/progress-pattern.js';
+import { normalizeRelative } from '../spec/setup-checks.js';
 import { setupCache, setupCommand, type RunSpec } from '../spec/types.js';
 import type { AgentConfig } from './config-types.js';
 
@@ -74,7 +75,8 @@ export function renderAgentConfig(input: AgentConfigInput): AgentConfig {
   const setup = setupCommand(spec);
   if (setup !== undefined) config.setup = setup;
   const cache = setupCache(spec);
-  if (cache) config.setupCache = { paths: [...cache.paths], key: [...cache.key] };
+  // `./.venv/` and `.venv` name one path: the agent gets them as `.venv` (validated by src/spec/setup-checks.ts).
+  if (cache) config.setupCache = { paths: cache.paths.map(normalizeRelative), key: cache.key.map(normalizeRelative) };
   if (spec.timeouts.stall !== undefined) config.stallSeconds = seconds(spec.timeouts.stall, 'timeouts.stall');
   // Validated already (src/spec/checks.ts); a pattern refused here would throw ProgressPatternError.
   if (spec.progress?.pattern !== undefined) config.progressPattern = translateProgressPattern(spec.progress.pattern).python;

@@ -3,6 +3,8 @@
 // `--wait` keeps reconciling until every run is Completed, Failed or Suspended.
 import type { Command } from 'commander';
 import { Controller, type Summary } from '../reconciler/controller.js';
+import type { RunEvent } from '../state/types.js';
+import { controllerNotifier, finishNotifications } from './notifications.js';
 import { loadDesired } from '../reconciler/desired.js';
 import { withRevisions } from '../reconciler/git-follow.js';
 import { CHANGING_ACTIONS } from '../reconciler/plan.js';
@@ -76,8 +78,15 @@ export async function applyCommand(paths: string[], opts: ApplyOptions, override
     printPlan(plan, desired, 'text', opened.description);
     planned = new Map(plan.runs.filter((r) => CHANGING_ACTIONS.has(r.action)).map((r) => [r.run, r.action]));
     const notices = noticePrinter(print);
+    const onEvent = (e: RunEvent) => {
+      const line = eventLine(e);
+      if (line) print(colors.dim(line));
+    };
+    const notifier = controllerNotifier({ store: opened.store, project: ctx.project, leases: opened.leases, print, onEvent, nudge: (run) => controller.nudge(run) });
     const controller = new Controller({
       store: opened.store,
+      notifier,
+      notifications: ctx.project.notifications,
       provider: (name) => ctx.providers.get(name),
       load: async () => desired,
       controller: ctx.controller,
@@ -86,10 +95,7 @@ export async function applyCommand(paths: string[], opts: ApplyOptions, override
       allowEmptyPrune: opts.allowEmptyPrune,
       workers,
       leases: opened.leases,
-      onEvent: (e) => {
-        const line = eventLine(e);
-        if (line) print(colors.dim(line));
-      },
+      onEvent,
       onError: (run, err, retryIn) => print(`${run}: ${err instanceof Error ? err.message : String(err)} (retrying in ${Math.ceil(retryIn / 1000)}s)`),
       onNotice: (n) => {
         if (n.kind === 'lease-held-elsewhere' || n.kind === 'stood-down' || n.kind === 'lease-lost') leftToOthers.add(n.run);
@@ -99,7 +105,9 @@ export async function applyCommand(paths: string[], opts: ApplyOptions, override
     });
     try {
       summary = opts.wait ? await controller.runUntilSettled(abort.signal) : await controller.runOnce();
+      await finishNotifications(notifier, print, abort.signal);
     } finally {
+      await notifier.stop();
       await controller.stop();
     }
   } finally {

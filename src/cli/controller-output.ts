@@ -16,6 +16,7 @@ export function eventLine(e: RunEvent): string | undefined {
   }
   if (e.kind === 'spec' && e.action !== 'created') return `${e.run}: ${firstLine(e.message ?? e.action)}`;
   if (e.kind === 'error') return `${e.run}: ${e.action} failed: ${e.message ?? ''} (will retry)`;
+  if (e.kind === 'notification') return `${e.run}: ${firstLine(e.message ?? e.action)}`;
   return undefined;
 }
 

@@ -7,6 +7,7 @@
 import { Option, type Command } from 'commander';
 import { planChanges, withOrphanedInstances, type Plan } from '../reconciler/plan.js';
 import { findPlannedOrphans } from '../reconciler/plan-orphans.js';
+import { pricePlan } from '../reconciler/plan-prices.js';
 import { preflightPlan, withoutRefused } from '../reconciler/preflight.js';
 import type { DesiredState } from '../reconciler/controller.js';
 import { formatDiagnostic, formatGithubAnnotation } from '../spec/diagnostics.js';
@@ -125,7 +126,11 @@ export async function planWithCloudChecks(
   for (const u of orphans.unchecked) {
     process.stderr.write(`runctl: warning: could not look for orphaned instances (${u.provider}): ${u.message}\n`);
   }
-  return { plan: orphans.unchecked.length > 0 ? planned : withOrphanedInstances(planned, orphans.instances), desired: narrowed };
+  const priced = await pricePlan(narrowed, planned, provider);
+  for (const u of priced.unpriced) {
+    process.stderr.write(`runctl: warning: could not read the prices of ${u.run}: ${u.message}\n`);
+  }
+  return { plan: orphans.unchecked.length > 0 ? priced.plan : withOrphanedInstances(priced.plan, orphans.instances), desired: narrowed };
 }
 
 export function printPlan(plan: Plan, desired: DesiredState, format: PlanFormat, store: string): void {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { Controller, type DesiredState, type Summary } from '../reconciler/controller.js';
+import { controllerNotifier, finishNotifications } from './notifications.js';
 import { loadDesired } from '../reconciler/desired.js';
 import { GitFollower, withRevisions } from '../reconciler/git-follow.js';
 import { RunctlMetrics, startMetricsServer, MetricsAddressError, type MetricsServer } from '../reconciler/metrics.js';
@@ -134,8 +135,22 @@ export async function reconcileCommand(paths: string[], opts: ReconcileOptions, 
     diagnostics.report(desired.diagnostics, desired.invalidFiles);
     return desired;
   };
+  const notifier = controllerNotifier({
+    store: opened.store,
+    project: ctx.project,
+    metrics,
+    leases: opened.leases,
+    print: (line) => display.log(line),
+    onEvent: (e) => {
+      const line = eventLine(e);
+      if (line) display.log(colors.dim(line));
+    },
+    nudge: (run) => controller.nudge(run),
+  });
   const controller = new Controller({
     store: opened.store,
+    notifier,
+    notifications: ctx.project.notifications,
     provider: (name) => ctx.providers.get(name),
     load,
     controller: ctx.controller,
@@ -186,8 +201,10 @@ export async function reconcileCommand(paths: string[], opts: ReconcileOptions, 
     } else {
       summary = opts.once ? await controller.runOnce() : await controller.runUntilSettled(abort.signal);
     }
+    await finishNotifications(notifier, (line) => display.log(line), abort.signal);
     await controller.stop();
   } finally {
+    await notifier.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     display.update(controller.runs);

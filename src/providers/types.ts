@@ -292,6 +292,39 @@ export interface AgentStatus extends AttemptKey {
   reason?: string;
   /** Faults present now; an entry disappears when its fault clears. */
   faults?: AgentFault[];
+  /** What the setup cache did for this attempt (spec.setup.cache), once setup is done or skipped. */
+  setupCache?: SetupCacheReport;
+}
+
+/**
+ * The setup cache's report for one attempt (src/agent/runctl_agent/setup_cache.py, issue 12).
+ * `restored`: setup was skipped; `rebuilt`: setup ran and (when `stored`) its output was kept;
+ * `unavailable`: the cache could not be used (a key file missing) and setup ran. Seconds are
+ * wall-clock seconds on the instance.
+ */
+export interface SetupCacheReport {
+  result: 'restored' | 'rebuilt' | 'unavailable';
+  /** sha256 (hex) of the setup command, key files' content, image and architecture. */
+  key?: string;
+  /** restored: seconds the restore took. */
+  seconds?: number;
+  /** The duration of the setup run: the one that built the cache (restored) or this one (rebuilt). */
+  setupSeconds?: number;
+  /** restored: setupSeconds minus the restore's seconds. */
+  savedSeconds?: number;
+  /** rebuilt: why the cache was not restored: `miss`, `missing` (archive gone), `corrupt`, `unavailable`. */
+  missed?: 'miss' | 'missing' | 'corrupt' | 'unavailable';
+  reason?: string;
+  /** rebuilt: whether the output was stored for later attempts; `error` says why not. */
+  stored?: boolean;
+  error?: string;
+  /** Bytes of the archive (compressed). */
+  bytes?: number;
+  archiveSeconds?: number;
+  /** sha256 of the archive (`setup-cache/archives/<sha256>.tar.gz`). */
+  archive?: string;
+  builtBy?: { run?: string; generation?: number; attempt?: number };
+  message: string;
 }
 
 /**
@@ -452,6 +485,12 @@ export interface Provider {
    * stored more than `minAgeMs` ago. Only keys of runctl's own `bundles/<sha256>.tar.gz` shape.
    */
   pruneBundles?(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult>;
+  /**
+   * Delete setup cache entries in `spec`'s storage whose key is not in `referenced` (cache keys,
+   * sha256 hex), then archives no kept entry names, each stored more than `minAgeMs` ago. Only keys
+   * of runctl's own `setup-cache/<key>.json` and `setup-cache/archives/<sha256>.tar.gz` shapes.
+   */
+  pruneSetupCaches?(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult>;
   /**
    * Every instance this controller owns, of any run (for the orphan sweep). Read-only. Providers
    * that cannot list their instances leave it out. `oneShot` (plan): nothing retries the listing

@@ -13,6 +13,12 @@ export interface BundleSweep {
   storage: string;
   /** sha256s of bundles live instances run. */
   referenced: Set<string>;
+  /**
+   * Setup cache keys (spec.setup.cache, issue 12) runs in the store hold: each run's newest
+   * generation's key (status.setupCache), whatever its phase, so a run that is resumed or edited
+   * back finds its cache while the run exists.
+   */
+  setupCacheKeys: Set<string>;
 }
 
 export interface SweepPlan {
@@ -31,9 +37,10 @@ export function planBundleSweeps(statuses: readonly RunStatus[]): SweepPlan {
     const id = `${spec.provider}\u0000${spec.checkpoints.storage ?? ''}`;
     let group = groups.get(id);
     if (!group) {
-      group = { spec, storage, referenced: new Set() };
+      group = { spec, storage, referenced: new Set(), setupCacheKeys: new Set() };
       groups.set(id, group);
     }
+    if (status.setupCache) group.setupCacheKeys.add(status.setupCache.key);
     for (const instance of status.instances) {
       if (instance.endedAt) continue;
       if (instance.codeBundle) group.referenced.add(instance.codeBundle);

@@ -4,6 +4,7 @@
 // while this controller holds its lease.
 import { DEFAULT_BUNDLE_MIN_AGE_MS } from '../providers/bundle-gc.js';
 import { CapacityError, RetryableError, TerminalError, type Provider } from '../providers/types.js';
+import type { NotificationReceiver } from '../notify/receivers.js';
 import type { Diagnostic } from '../spec/diagnostics.js';
 import type { LoadedRun, RunSpec } from '../spec/types.js';
 import type { Lease } from '../state/lease.js';
@@ -73,6 +74,21 @@ export interface ControllerOptions {
   bundleMinAgeMs?: number;
   /** Look for orphaned instances (orphan-sweep.ts) at most this often (default 10 min); 0 never. */
   orphanSweepIntervalMs?: number;
+  /** runctl.yaml's notification receivers: the events they want are stamped for delivery. */
+  notifications?: readonly NotificationReceiver[];
+  /**
+   * Delivers notifications (src/notify/notifier.ts). Told after every reconcile and appended event;
+   * never awaited, so a slow or failing receiver cannot hold up reconciling.
+   */
+  notifier?: NotifierPort;
+}
+
+/** What the controller needs of the notifier. */
+export interface NotifierPort {
+  afterReconcile(status: RunStatus): void;
+  eventAppended(event: RunEvent): void;
+  /** Deliveries of the run in flight or scheduled: its lease is kept until they are recorded. */
+  busy(run: string): boolean;
 }
 
 const DEFAULT_ORPHAN_SWEEP_INTERVAL_MS = 10 * 60 * 1000;
@@ -131,7 +147,13 @@ export class Controller {
       repoRoot: opts.repoRoot,
       now: this.now,
       boundary: opts.boundary,
-      onEvent: opts.onEvent,
+      onEvent: opts.notifier
+        ? (e) => {
+            opts.onEvent?.(e);
+            opts.notifier?.eventAppended(e);
+          }
+        : opts.onEvent,
+      notifications: opts.notifications,
       beforeEffect: opts.leases ? (run) => this.requireLease(run) : undefined,
     };
     this.queue = new WorkQueue((run) => this.work(run), {
@@ -266,8 +288,9 @@ export class Controller {
     try {
       const requeueAfterMs = await this.reconcile(run);
       const lease = leases?.held(run);
-      // A settled run needs nobody: let another controller take it without waiting for expiry.
-      if (leases && lease && requeueAfterMs === undefined) await leases.release(lease);
+      // A settled run needs nobody: let another controller take it without waiting for expiry;
+      // but not while its notifications are being sent (their records need the lease).
+      if (leases && lease && requeueAfterMs === undefined && !this.opts.notifier?.busy(run)) await leases.release(lease);
       return { result: requeueAfterMs === undefined ? 'ok' : 'requeued', requeueAfterMs };
     } catch (err) {
       if (!(err instanceof StaleWriteError) || !leases) throw err;
@@ -313,6 +336,7 @@ export class Controller {
     this.unreadable.delete(run);
     if (result.status) {
       this.statuses.set(run, result.status);
+      this.opts.notifier?.afterReconcile(result.status);
       this.opts.onStatus?.(result.status);
       if (result.status.phase === 'Deleted') this.known.delete(run);
     }
@@ -439,6 +463,12 @@ export class Controller {
       if (deleted.length > 0) {
         const n = deleted.length;
         this.opts.onNotice?.({ kind: 'bundles-deleted', message: `deleted ${n} code bundle${n === 1 ? '' : 's'} no run uses any more from ${sweep.storage}` });
+      }
+      if (!provider.pruneSetupCaches) continue;
+      const caches = await provider.pruneSetupCaches(sweep.spec, sweep.setupCacheKeys, { minAgeMs });
+      if (caches.deleted.length > 0) {
+        const n = caches.deleted.length;
+        this.opts.onNotice?.({ kind: 'bundles-deleted', message: `deleted ${n} setup cache object${n === 1 ? '' : 's'} no run uses any more from ${sweep.storage}` });
       }
     }
   }

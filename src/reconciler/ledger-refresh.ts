@@ -4,7 +4,7 @@
 // (spec.budget.maxCostUSD) reads status.costUSD, which is the ledger's total.
 import { RetryableError, type Provider } from '../providers/types.js';
 import type { InstanceRecord, RunEvent, RunStatus } from '../state/types.js';
-import { instanceCost } from './ledger-cost.js';
+import { instanceCost, MIN_BILLED_SECONDS } from './ledger-cost.js';
 import { buildLedger, timelineFromEvents, timelineOnly } from './ledger.js';
 
 /**
@@ -13,6 +13,13 @@ import { buildLedger, timelineFromEvents, timelineOnly } from './ledger.js';
  * of the bill at one DescribeSpotPriceHistory per instance per ten minutes.
  */
 export const PRICE_REFRESH_MS = 10 * 60_000;
+
+/** After a transient failure, an instance's prices are asked for again no sooner than this. */
+export const PRICE_RETRY_MS = 60_000;
+
+// Per provider object (one per controller process): instance id -> epoch ms before which a price
+// that failed transiently is not asked for again, so a throttled price API is not hammered.
+const retryAfter = new WeakMap<Provider, Map<string, number>>();
 
 /** True when the record's prices are missing, stale for a live instance, or do not yet cover its end. */
 export function needsPrice(record: InstanceRecord, now: number): boolean {
@@ -30,16 +37,22 @@ export function needsPrice(record: InstanceRecord, now: number): boolean {
  */
 export async function priceInstances(provider: Provider, status: RunStatus, now: number): Promise<RunStatus> {
   if (!provider.priceInstance) return status;
-  const due = status.instances.filter((r) => needsPrice(r, now));
+  let backoff = retryAfter.get(provider);
+  if (!backoff) retryAfter.set(provider, (backoff = new Map()));
+  const due = status.instances.filter((r) => needsPrice(r, now) && (backoff.get(r.id) ?? 0) <= now);
   if (due.length === 0) return status;
   const instances = [...status.instances];
   for (const record of due) {
-    const to = record.endedAt ?? new Date(now).toISOString();
+    // The billed window: EC2's 60-second minimum included, never past now.
+    const launched = Date.parse(record.launchedAt);
+    const end = record.endedAt ? Math.min(now, Math.max(Date.parse(record.endedAt), launched + MIN_BILLED_SECONDS * 1000)) : now;
     try {
-      const price = await provider.priceInstance(record, { from: record.launchedAt, to }, status.spec);
+      const price = await provider.priceInstance(record, { from: record.launchedAt, to: new Date(end).toISOString() }, status.spec);
       instances[instances.indexOf(record)] = { ...record, price };
+      backoff.delete(record.id);
     } catch (err) {
-      if (!(err instanceof RetryableError)) {
+      if (err instanceof RetryableError) backoff.set(record.id, now + PRICE_RETRY_MS);
+      else {
         const message = err instanceof Error ? err.message : String(err);
         instances[instances.indexOf(record)] = { ...record, price: { unknown: message, source: status.spec.provider, fetchedAt: new Date(now).toISOString() } };
       }

@@ -150,7 +150,9 @@ export function timelineFromEvents(events: readonly RunEvent[]): AttemptTimeline
           t.firstTrainedAt ??= e.at;
           break;
         default:
-          if (NOTICE_EVENTS.has(String(data.event)) && !t.noticedAt) {
+          // Only a notice to a launched attempt: INSTANCE_GONE also ends Resuming (the old instance
+          // released), and that transition already names the next attempt, not launched yet.
+          if (NOTICE_EVENTS.has(String(data.event)) && !t.noticedAt && t.launchedAt !== undefined) {
             t.noticedAt = e.at;
             if (e.message) t.noticeReason = e.message;
             const step = num(data.step);

@@ -186,6 +186,8 @@ export class RunctlMetrics {
   readonly interruptions: Counter;
   readonly spend: Gauge;
   readonly orphans: Counter;
+  readonly notificationsSent: Counter;
+  readonly notificationsFailed: Counter;
   readonly runCost: Gauge;
   readonly runSavings: Gauge;
   readonly recovery: Histogram;
@@ -213,6 +215,18 @@ export class RunctlMetrics {
       RECOVERY_BUCKETS,
     );
     this.lastRecovery = registry.gauge('runctl_run_last_recovery_seconds', "Seconds from each run's latest interruption notice to training again.", ['run']);
+    this.notificationsSent = registry.counter('runctl_notifications_sent_total', 'Notifications a receiver accepted (HTTP 2xx), by receiver format and event.', ['format', 'event']);
+    this.notificationsFailed = registry.counter(
+      'runctl_notifications_failed_total',
+      'Notification attempts that did not end delivered, by receiver format, event and outcome (retry, gave-up, refused, no-url, unconfirmed, skipped).',
+      ['format', 'event', 'outcome'],
+    );
+  }
+
+  /** One notification attempt's outcome (src/notify/notifier.ts): `delivered`, or why not. */
+  notification(format: string, event: string, outcome: string): void {
+    if (outcome === 'delivered') this.notificationsSent.inc({ format, event });
+    else this.notificationsFailed.inc({ format, event, outcome });
   }
 
   /** One orphaned instance terminated by the sweep. */

@@ -3,6 +3,8 @@
 // same plan from the same inputs before it reconciles, and the reconciler's decisions (derive.ts,
 // prune-guard.ts) are the ones mirrored here, so plan and apply cannot disagree.
 import type { PersistedRun } from '../machine/snapshot.js';
+import type { RungQuote } from '../providers/types.js';
+import { parseDuration } from '../spec/duration.js';
 import type { LoadedRun, RunSpec } from '../spec/types.js';
 import type { Phase, RunStatus } from '../state/types.js';
 import type { DesiredState } from './controller.js';
@@ -23,6 +25,12 @@ export interface PriceEstimate {
   /** USD per instance-hour; null when it cannot be known without asking the cloud. */
   hourlyUSD: number | null;
   note: string;
+  /**
+   * The most expensive case: the highest hourly price the run may pay (a spot rung's ceiling is
+   * spec.resources.maxSpotPrice, else EC2's default, the on-demand price) times
+   * spec.timeouts.training, in USD; null when a price it needs is unknown.
+   */
+  worstCaseUSD?: number | null;
 }
 
 export interface PlannedRun {
@@ -288,14 +296,19 @@ function fieldList(changes: readonly FieldChange[]): string {
  * rather than guess, with the spec's own ceiling when it sets one.
  */
 export function estimatePrice(spec: RunSpec): PriceEstimate {
-  if (spec.provider === 'local') return { hourlyUSD: 0, note: '$0.00/h (local)' };
+  if (spec.provider === 'local') return { hourlyUSD: 0, note: '$0.00/h (local)', worstCaseUSD: 0 };
   const ceiling = spec.resources.maxSpotPrice;
   switch (spec.resources.market) {
-    case 'spot':
+    case 'spot': {
+      const worst = ceiling !== undefined ? Math.round(ceiling * (parseDuration(spec.timeouts.training) / 3_600_000) * 100) / 100 : null;
       return {
         hourlyUSD: null,
-        note: `unknown (spot price is read at launch${ceiling !== undefined ? `; at most $${ceiling.toFixed(2)}/h by spec.resources.maxSpotPrice` : ''})`,
+        note:
+          `unknown (spot price is read at launch${ceiling !== undefined ? `; at most $${ceiling.toFixed(2)}/h by spec.resources.maxSpotPrice` : ''})` +
+          (worst !== null ? `; most expensive case $${worst.toFixed(2)} (x ${spec.timeouts.training}, spec.timeouts.training)` : ''),
+        worstCaseUSD: worst,
       };
+    }
     case 'spot-then-on-demand':
       return {
         hourlyUSD: null,
@@ -304,4 +317,45 @@ export function estimatePrice(spec: RunSpec): PriceEstimate {
     case 'on-demand':
       return { hourlyUSD: null, note: 'unknown (on-demand price is not known offline)' };
   }
+}
+
+/**
+ * The price of a run from the provider's quotes of its ladder (Provider.quoteSpec): the hourly
+ * price of the first rung (what a launch tries first) and the range over the rungs, and the most
+ * expensive case: the highest price the run may pay for an hour times spec.timeouts.training. A
+ * spot rung may pay up to its ceiling (spec.resources.maxSpotPrice, else the on-demand price, EC2's
+ * default ceiling), not just today's spot price. Unknown prices are named, never filled in.
+ */
+export function priceFromQuotes(spec: RunSpec, quotes: readonly RungQuote[]): PriceEstimate {
+  if (quotes.length === 0) return estimatePrice(spec);
+  const known = quotes.filter((q) => q.usdPerHour !== undefined);
+  const first = quotes[0] as RungQuote;
+  const where = (q: RungQuote) => [q.market, q.instanceType, q.zone].filter(Boolean).join(' ');
+  const usd = (n: number) => `$${n < 1 ? n.toFixed(4) : n.toFixed(2)}`;
+  const missing = quotes.filter((q) => q.usdPerHour === undefined);
+  let note =
+    first.usdPerHour !== undefined
+      ? `${usd(first.usdPerHour)}/h (${where(first)}, ${first.source})`
+      : `unknown for ${where(first)} (${first.unknown ?? 'no price'})`;
+  if (known.length > 1) {
+    const prices = known.map((q) => q.usdPerHour as number);
+    note += `; ${usd(Math.min(...prices))}-${usd(Math.max(...prices))}/h over ${quotes.length} rungs`;
+  }
+  if (missing.length > 0 && first.usdPerHour !== undefined) note += `; ${missing.length} rung(s) unpriced: ${missing[0]?.unknown ?? 'no price'}`;
+  // The ceiling of each rung: what it may cost per hour at worst.
+  const ceilings = quotes.map((q) => {
+    if (q.market === 'on-demand') return q.usdPerHour;
+    if (spec.resources.maxSpotPrice !== undefined) return spec.resources.maxSpotPrice;
+    return quotes.find((o) => o.market === 'on-demand' && o.instanceType === q.instanceType)?.usdPerHour;
+  });
+  const hours = parseDuration(spec.timeouts.training) / 3_600_000;
+  let worstCaseUSD: number | null = null;
+  if (ceilings.every((c) => c !== undefined)) {
+    const worst = Math.max(...(ceilings as number[]));
+    worstCaseUSD = Math.round(worst * hours * 100) / 100;
+    note += `; most expensive case ${usd(worst)}/h x ${spec.timeouts.training} (spec.timeouts.training) = $${worstCaseUSD.toFixed(2)}`;
+  } else {
+    note += '; most expensive case unknown (a spot rung has no ceiling: set spec.resources.maxSpotPrice, or allow pricing:GetProducts)';
+  }
+  return { hourlyUSD: first.usdPerHour ?? null, note, worstCaseUSD };
 }

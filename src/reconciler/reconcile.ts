@@ -27,6 +27,7 @@ import type { EffectRecord, InstanceRecord, RunEvent, RunStatus, StateStore } fr
 import { mergeConditions, wantedConditions } from './conditions.js';
 import { deriveObservedEvent, deriveSpecEvent, type Desired } from './derive.js';
 import { absorbFaults, reportedFaults } from './faults.js';
+import { receiversFor, stampNotifications, type NotificationReceiver } from '../notify/receivers.js';
 import { priceInstances, withLedger } from './ledger-refresh.js';
 import { limitsFromSpec } from './limits.js';
 import { describeChange, specChanges } from './spec-diff.js';
@@ -45,6 +46,8 @@ export interface ReconcileDeps {
   onEvent?(event: RunEvent): void;
   /** Called before every effect on a run; throws to stop (e.g. the run's lease has lapsed). */
   beforeEffect?(run: string): void;
+  /** runctl.yaml's notification receivers: events they want are stamped for delivery (src/notify/). */
+  notifications?: readonly NotificationReceiver[];
 }
 
 export interface ReconcileResult {
@@ -98,6 +101,7 @@ export async function reconcileRun(deps: ReconcileDeps, name: string, desired: D
         observed = await observe(deps, provider, status, snapshot, lastEffectAt ?? 0);
         await recordFinalSync(deps, status, snapshot, observed.agent);
         await recordRestore(deps, status, snapshot, observed.agent);
+        await recordSetupCache(deps, status, snapshot, observed.agent);
         status = await absorbAgentFaults(deps, status, snapshot, observed.agent);
         status = absorbObservation(status, snapshot, observed, deps.now());
         status = await refreshLedger(deps, provider, status, snapshot);
@@ -307,6 +311,41 @@ async function recordRestore(deps: ReconcileDeps, status: RunStatus, snapshot: R
 }
 
 /**
+ * Once per attempt, the event saying what setup did (issue 12): restored from the setup cache
+ * (setup skipped; how long the restore took and the seconds saved), rebuilt (setup ran, and why the
+ * cache was not used: none yet, a changed key, a corrupt or missing archive), or ran without a
+ * cache. The ledger reads `data.cache`, `data.seconds` and `data.savedSeconds`. A corrupt or
+ * missing archive, or output that could not be stored, is an `error` result: it costs the next
+ * attempt a setup.
+ */
+async function recordSetupCache(deps: ReconcileDeps, status: RunStatus, snapshot: RunSnapshot, agent: AgentStatus | undefined): Promise<void> {
+  const ctx = snapshot.context;
+  const report = agent?.setupCache;
+  if (!agent || !report || agent.attempt !== ctx.attempt || agent.generation !== ctx.generation) return;
+  if (status.agent?.attempt === agent.attempt && status.agent.setupCache) return;
+  const cache = report.result === 'restored' ? 'restored' : report.result === 'rebuilt' ? 'rebuilt' : 'ran';
+  const seconds = report.result === 'restored' ? report.seconds : report.setupSeconds;
+  const trouble = report.missed === 'corrupt' || report.missed === 'missing' || report.result === 'unavailable' || (report.result === 'rebuilt' && report.stored === false);
+  await appendNow(deps, status, {
+    id: `${status.run}:setup:g${agent.generation}:a${agent.attempt}`,
+    kind: 'observation',
+    action: `setup ${report.result}`,
+    result: trouble ? 'error' : 'ok',
+    message: report.message,
+    data: {
+      cache,
+      ...(seconds !== undefined ? { seconds } : {}),
+      ...(report.savedSeconds !== undefined ? { savedSeconds: report.savedSeconds } : {}),
+      ...(report.setupSeconds !== undefined ? { setupSeconds: report.setupSeconds } : {}),
+      ...(report.key ? { key: report.key } : {}),
+      ...(report.missed ? { missed: report.missed } : {}),
+      ...(report.stored !== undefined ? { stored: report.stored } : {}),
+      ...(report.bytes !== undefined ? { bytes: report.bytes } : {}),
+    },
+  });
+}
+
+/**
  * The fault channel: folds the faults the current attempt's agent lists into the run's faults and
  * conditions, and appends an event for each fault that appeared or cleared. Event ids are derived
  * from the fault (reason and first-seen time), so a replay after a crash appends nothing twice.
@@ -322,14 +361,14 @@ async function absorbAgentFaults(deps: ReconcileDeps, status: RunStatus, snapsho
   const next: RunStatus = { ...status, faults: change.faults };
   next.conditions = mergeConditions(status.conditions, wantedConditions(phaseOf(snapshot.value), ctx, next), now);
   for (const f of change.appeared) {
-    await appendNow(deps, next, {
+    await appendNow(deps, next, notifyOf(deps, next, {
       id: `${status.run}:fault:g${f.generation}:a${f.attempt}:${f.reason}:${f.since}`,
       kind: 'observation',
       action: `fault ${f.reason}`,
       result: 'error',
       message: f.file ? `${f.message} (file: ${f.file})` : f.message,
       data: { reason: f.reason, since: f.since, ...(f.file ? { file: f.file } : {}) },
-    });
+    }));
   }
   for (const f of change.cleared) {
     await appendNow(deps, next, {
@@ -374,7 +413,11 @@ function absorbObservation(
       restoredFrom: agent.restoredFrom ?? prev?.restoredFrom,
       failureReason: agent.failureReason,
       finalSync: agent.finalSync ?? prev?.finalSync,
+      setupCache: agent.setupCache ?? prev?.setupCache,
     };
+    if (agent.setupCache?.key && (next.setupCache === undefined || next.setupCache.generation <= agent.generation)) {
+      next.setupCache = { generation: agent.generation, key: agent.setupCache.key };
+    }
     if (agent.progress) next.progress = agent.progress;
     if (agent.lastCheckpoint) next.lastCheckpoint = { ...agent.lastCheckpoint, generation: agent.generation };
     if (agent.checkpoints) next.checkpoints = agent.checkpoints;
@@ -396,7 +439,7 @@ async function commitTransition(
   const to = phaseOf(after.value);
   const seq = status.eventSeq + 1;
   const transitionId = `${eventIdBase(status.run, status.uid)}:${seq}`;
-  const record = event(status, now, {
+  const record = notifyOf(deps, status, event(status, now, {
     id: transitionId,
     seq,
     kind: 'transition',
@@ -409,7 +452,7 @@ async function commitTransition(
       // The ledger's "steps redone" starts from the progress at the notice.
       ...((ev.type === 'SPOT_NOTICE' || ev.type === 'INSTANCE_GONE') && status.progress ? { step: status.progress.step } : {}),
     },
-  });
+  }));
   record.generation = after.context.generation;
   record.attempt = after.context.attempt;
   let next: RunStatus = { ...status, eventSeq: seq, outbox: [record] };
@@ -731,6 +774,16 @@ async function appendNow(deps: ReconcileDeps, status: RunStatus, partial: Omit<R
   await deps.store.appendEvents(status.run, [e]);
   markEventsAppended(deps, status.run);
   deps.onEvent?.(e);
+}
+
+/**
+ * The event, marked (`data.notify`) for the notification receivers that want it: the project's and
+ * the run's own, as configured now. Written with the event, so delivery (src/notify/) needs no
+ * other record of who was subscribed when it happened.
+ */
+function notifyOf<E extends Pick<RunEvent, 'kind' | 'action' | 'data'> & { attempt?: number }>(deps: ReconcileDeps, status: RunStatus, e: E): E {
+  if (!deps.notifications?.length && !status.spec.notifications?.length) return e;
+  return stampNotifications(e, receiversFor(deps.notifications, status.spec.notifications));
 }
 
 function event(

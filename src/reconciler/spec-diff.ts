@@ -9,7 +9,7 @@ export const TRAINED_FIELDS = ['code', 'setup', 'run', 'env', 'secrets', 'resour
 export interface FieldChange {
   /** Dotted path under `spec`, e.g. `timeouts.training`, `env.LR`. */
   path: string;
-  /** Values are left out for secret references: plans and events are shared widely. */
+  /** Values are left out for secret references and notifications: plans and events are shared widely. */
   before?: unknown;
   after?: unknown;
   /** True when the field is one of TRAINED_FIELDS (changing it makes a new generation). */
@@ -33,7 +33,8 @@ function walk(a: unknown, b: unknown, path: string, out: FieldChange[]): void {
   if (JSON.stringify(a) === JSON.stringify(b)) return;
   const top = path.split('.')[0] ?? path;
   const trained = (TRAINED_FIELDS as readonly string[]).includes(top);
-  const secret = top === 'secrets';
+  // Secret references, and webhook URLs (a Slack or Discord URL is itself a credential).
+  const secret = top === 'secrets' || top === 'notifications';
   out.push(secret ? { path, trained } : { path, before: a, after: b, trained });
 }
 

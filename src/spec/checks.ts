@@ -3,6 +3,7 @@
 import type { CodePathChecker } from './code-path.js';
 import { formatDuration, parseDuration } from './duration.js';
 import type { Segment } from './field-path.js';
+import { checkNotifications } from './notification-checks.js';
 import { error, warning, type Problem } from './problem.js';
 import { ProgressPatternError, translateProgressPattern } from './progress-pattern.js';
 import { checkCodeInclude, checkSetupCache } from './setup-checks.js';
@@ -58,6 +59,7 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
   const provider = str(spec.provider);
 
   checkDurations(spec, problems);
+  problems.push(...checkNotifications(spec.notifications, ['spec', 'notifications']));
   checkProgressPattern(obj(spec.progress), problems);
 
   const market = str(resources.market);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Diagnostic } from './diagnostics.js';
 import { formatPath } from './field-path.js';
 import { displayPath, PROJECT_FILE } from './files.js';
+import { checkNotifications } from './notification-checks.js';
 import { schemaProblems } from './schema-messages.js';
 import { PROJECT_SCHEMA_FILE, readSchema } from './schemas.js';
 import { projectValidator } from './validators.js';
@@ -53,6 +54,10 @@ export async function loadProjectConfig(repoRoot: string): Promise<{ config: Pro
   for (const p of schemaProblems(validate.errors ?? [], data, readSchema(PROJECT_SCHEMA_FILE), (path) => scalarSourceAt(doc, path)).problems) {
     add(offsetOf(doc, p.path, p.anchor), formatPath(p.path), p.message);
   }
-  if (!valid || diagnostics.length > 0) return fallback;
+  for (const p of checkNotifications((data as { notifications?: unknown } | undefined)?.notifications, ['notifications'])) {
+    diagnostics.push({ file, ...positionAt(lineCounter, offsetOf(doc, p.path, p.anchor)), path: formatPath(p.path), message: p.message, severity: p.severity });
+  }
+  // Warnings (a webhook URL that is a credential) are shown, but the settings still apply.
+  if (!valid || diagnostics.some((d) => d.severity === 'error')) return fallback;
   return { config: data as ProjectConfig, diagnostics };
 }

@@ -89,6 +89,11 @@ function patternKind(schemaPath: string): PatternKind | undefined {
   return m && (PATTERN_KINDS as readonly string[]).includes(m[1] as string) ? (m[1] as PatternKind) : undefined;
 }
 
+/** `notifications[i].url` (in a run's spec or runctl.yaml): messages never quote it. */
+function isWebhookUrlPath(path: readonly Segment[]): boolean {
+  return path.length >= 3 && path[path.length - 1] === 'url' && path[path.length - 3] === 'notifications';
+}
+
 function toProblem(err: ErrorObject, data: unknown, root: JsonSchema, suggestedPaths: Set<string>, sourceOf: SourceOf): Problem {
   const base = pointerSegments(err.instancePath, data);
   const propertyName = (err as ErrorObject & { propertyName?: string }).propertyName;
@@ -116,6 +121,7 @@ function toProblem(err: ErrorObject, data: unknown, root: JsonSchema, suggestedP
     case 'const':
       return error(base, `must be ${JSON.stringify(params.allowedValue)} (got ${describeValue(value)})`);
     case 'pattern':
+      if (isWebhookUrlPath(base)) return error(base, 'must be an http:// or https:// URL without spaces (value not shown: a webhook URL is often a credential)');
       return error(base, kind ? patternMessage(kind, value, secret) : `has the wrong form (got ${describeValue(value)})`);
     case 'minLength':
       return error(base, 'must not be empty');

@@ -2,6 +2,7 @@
 // schema/trainingrun.schema.json is the authority; these types mirror it so the rest of the
 // program never has to guess which fields may be absent once defaults are applied.
 
+import type { NotificationReceiver } from '../notify/receivers.js';
 export const API_VERSION = 'runctl.dev/v1alpha1';
 export const KIND = 'TrainingRun';
 
@@ -42,6 +43,8 @@ export interface RunSpec {
   suspend: boolean;
   /** Asks for one simulated spot interruption, to rehearse recovery. */
   rehearsal?: RehearsalSpec;
+  /** Webhooks told about this run's transitions, besides runctl.yaml's (docs/notifications.md). */
+  notifications?: NotificationReceiver[];
   /** How the agent reads the job's progress; absent: the built-in formats (docs/progress.md). */
   progress?: ProgressSpec;
 }
@@ -164,6 +167,8 @@ export interface ProjectConfig {
   /** `s3://bucket/prefix` for shared controller state (status, events, leases). */
   state?: string;
   prune: boolean;
+  /** Webhooks told about every run's transitions (docs/notifications.md). */
+  notifications?: NotificationReceiver[];
 }
 
 /** A validated run together with where it came from. */

@@ -1,6 +1,6 @@
 // What runctl remembers about each run, and the store port that keeps it. Two stores implement
 // the port: files under .runctl/ (default, one controller per folder) and S3 (shared, leased).
-import type { AgentFault, AgentPhase, AgentStatus, CheckpointRef, FinalSyncReport, InstancePrice, InstanceRef, Progress, RestoredFrom } from '../providers/types.js';
+import type { AgentFault, AgentPhase, AgentStatus, CheckpointRef, FinalSyncReport, InstancePrice, InstanceRef, Progress, RestoredFrom, SetupCacheReport } from '../providers/types.js';
 import type { RunLedger } from '../reconciler/ledger.js';
 import type { RunSpec } from '../spec/types.js';
 
@@ -116,7 +116,15 @@ export interface RunStatus {
     failureReason?: AgentStatus['failureReason'];
     /** The agent's report on the final sync after a notice or stop (its event is written once). */
     finalSync?: FinalSyncReport;
+    /** What the setup cache did for this attempt (its event is written once). */
+    setupCache?: SetupCacheReport;
   };
+  /**
+   * The setup cache key the run's newest generation last reported (spec.setup.cache): the sweep
+   * keeps the cache entry of this key (src/reconciler/bundle-sweep.ts). Kept across attempts, so
+   * an attempt that has not reported yet never loses the cache it is about to restore.
+   */
+  setupCache?: { generation: number; key: string };
   /**
    * Faults the agents of this run reported (one entry per reason, the newest), from the fault
    * channel: `clearedAt` is set once the agent stopped listing it. Conditions are derived from it.
@@ -163,7 +171,8 @@ export interface RunEvent {
   uid?: string;
   generation: number;
   attempt: number;
-  kind: 'transition' | 'effect' | 'observation' | 'error' | 'spec';
+  /** `notification`: a webhook delivery attempt of another event (src/notify/ledger.ts). */
+  kind: 'transition' | 'effect' | 'observation' | 'error' | 'spec' | 'notification';
   /** Short machine-readable summary, e.g. `Provisioning -> Syncing`, `launch`. */
   action: string;
   result?: 'ok' | 'error' | 'adopted' | 'skipped';

@@ -61,6 +61,16 @@ describe('renderAgentConfig', () => {
     expect(local.setup).toBeUndefined();
   });
 
+  it('gives the agent setup in either form, with the cache paths and key files normalized', () => {
+    const cached = testSpec({ setup: { run: 'bash setup.sh', cache: { paths: ['./.venv/', 'build//lib'], key: ['./requirements.txt'] } } });
+    const config = renderAgentConfig({ ...base, spec: cached });
+    expect(config.setup).toBe('bash setup.sh');
+    expect(config.setupCache).toEqual({ paths: ['.venv', 'build/lib'], key: ['requirements.txt'] });
+    const plain = renderAgentConfig({ ...base, spec: testSpec({ setup: 'pip install torch' }) });
+    expect(plain.setup).toBe('pip install torch');
+    expect(plain.setupCache).toBeUndefined();
+  });
+
   it('gives the agent spec.progress.pattern translated to Python', () => {
     const spec = testSpec({ progress: { pattern: '^iter (?<step>\\d+): loss (?<loss>[\\d.]+)$' } });
     expect(renderAgentConfig({ ...base, spec }).progressPattern).toBe('^iter\\ (?P<step>\\d+)\\:\\ loss\\ (?P<loss>[\\d\\.]+)\\Z');

@@ -30,6 +30,8 @@ function interruptedRun(): RunEvent[] {
     transition(400, 1, 'Training -> Interrupted', 'SPOT_NOTICE', { step: 118 }, 'Server.SpotInstanceTermination'),
     // Written while the status already names the next attempt (prelaunch): data says whose it is.
     ev(430, 2, 'observation', 'final checkpoint', { safe: true, generation: 1, attempt: 1, checkpoint: '00000012', checkpointStep: 120, lastStep: 120 }, { result: 'ok' }),
+    // Leaving Resuming: the old instance is released; the transition already names attempt 2.
+    transition(404, 2, 'Resuming -> Provisioning', 'INSTANCE_GONE', {}, 'released'),
     ev(405, 1, 'effect', 'launch', { instanceId: 'i-2', generation: 1, attempt: 2 }, { result: 'ok' }),
     transition(465, 2, 'Provisioning -> Syncing', 'INSTANCE_READY'),
     transition(475, 2, 'Syncing -> Installing', 'AGENT_INSTALLING'),

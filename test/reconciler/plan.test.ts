@@ -112,10 +112,12 @@ describe('plan', () => {
   });
 
   it('prices local runs at $0 and says "unknown" for AWS rather than guessing, with the spec ceiling when set', () => {
-    expect(estimatePrice(testSpec())).toEqual({ hourlyUSD: 0, note: '$0.00/h (local)' });
+    expect(estimatePrice(testSpec())).toEqual({ hourlyUSD: 0, note: '$0.00/h (local)', worstCaseUSD: 0 });
+    // The most expensive case offline: the spec's own ceiling for the whole of timeouts.training.
     expect(estimatePrice(testSpec({ provider: 'aws', resources: { market: 'spot', maxSpotPrice: 0.6 } }))).toEqual({
       hourlyUSD: null,
-      note: 'unknown (spot price is read at launch; at most $0.60/h by spec.resources.maxSpotPrice)',
+      note: 'unknown (spot price is read at launch; at most $0.60/h by spec.resources.maxSpotPrice); most expensive case $28.80 (x 48h, spec.timeouts.training)',
+      worstCaseUSD: 28.8,
     });
     expect(estimatePrice(testSpec({ provider: 'aws', resources: { market: 'on-demand' } })).hourlyUSD).toBeNull();
   });

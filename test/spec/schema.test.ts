@@ -18,14 +18,15 @@ type OptionalKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? K : never
 type Equal<A, B> = (<X>() => X extends A ? 1 : 2) extends <X>() => X extends B ? 1 : 2 ? true : false;
 
 // Compile-time: the optional fields below are exactly the optional fields of the types.
-const optionalSpec: Equal<OptionalKeys<RunSpec>, 'setup' | 'rehearsal' | 'progress'> = true;
+const optionalSpec: Equal<OptionalKeys<RunSpec>, 'setup' | 'rehearsal' | 'notifications' | 'progress'> = true;
 const optionalProgress: Equal<OptionalKeys<NonNullable<RunSpec['progress']>>, 'pattern'> = true;
 const optionalResources: Equal<OptionalKeys<RunSpec['resources']>, 'maxSpotPrice' | 'region' | 'image' | 'iamInstanceProfile' | 'subnetId'> = true;
 const optionalCheckpoints: Equal<OptionalKeys<RunSpec['checkpoints']>, 'storage'> = true;
+const optionalReceiver: Equal<OptionalKeys<NonNullable<RunSpec['notifications']>[number]>, 'url' | 'urlFrom'> = true;
 const optionalBudget: Equal<OptionalKeys<RunSpec['budget']>, 'maxCostUSD'> = true;
 const optionalDefaults: Equal<OptionalKeys<ProjectConfig['defaults']>, 'region' | 'storage' | 'profile' | 'iamInstanceProfile'> = true;
-const optionalProject: Equal<OptionalKeys<ProjectConfig>, 'state'> = true;
-void [optionalProgress, optionalSpec, optionalResources, optionalCheckpoints, optionalBudget, optionalDefaults, optionalProject];
+const optionalProject: Equal<OptionalKeys<ProjectConfig>, 'state' | 'notifications'> = true;
+void [optionalProgress, optionalReceiver, optionalSpec, optionalResources, optionalCheckpoints, optionalBudget, optionalDefaults, optionalProject];
 
 /** Every field of TrainingRun, set: the compiler refuses a missing or an extra one. */
 const everyField: DeepRequired<TrainingRun> = {
@@ -57,6 +58,9 @@ const everyField: DeepRequired<TrainingRun> = {
     budget: { maxCostUSD: 250 },
     suspend: false,
     rehearsal: { interruptAfter: '10m' },
+    notifications: [
+      { url: 'https://example.com/hook', urlFrom: { env: 'SLACK_WEBHOOK_URL' }, format: 'slack', events: ['Interrupted', 'Completed'], timeout: '10s' },
+    ],
     progress: { pattern: 'iter (?<step>\\d+): loss (?<loss>[\\d.]+)' },
   },
 };
@@ -65,6 +69,7 @@ const everyProjectField: DeepRequired<ProjectConfig> = {
   defaults: { region: 'us-east-1', storage: 's3://my-bucket/runctl', profile: 'ml', iamInstanceProfile: 'runctl-instance' },
   state: 's3://my-bucket/runctl-state',
   prune: false,
+  notifications: [{ url: 'https://example.com/hook', urlFrom: { env: 'HOOK_URL' }, format: 'generic', events: ['Failed'], timeout: '30s' }],
 };
 
 const OPTIONAL_PATHS = [
@@ -82,8 +87,9 @@ const OPTIONAL_PATHS = [
   'spec.checkpoints.storage',
   'spec.budget.maxCostUSD',
   'spec.timeouts.stall',
+  'spec.notifications',
 ];
-const OPTIONAL_PROJECT_PATHS = ['defaults.region', 'defaults.storage', 'defaults.profile', 'defaults.iamInstanceProfile', 'state'];
+const OPTIONAL_PROJECT_PATHS = ['defaults.region', 'defaults.storage', 'defaults.profile', 'defaults.iamInstanceProfile', 'state', 'notifications'];
 
 function deref(root: JsonSchema, node: JsonSchema): JsonSchema {
   const ref = node.$ref;
@@ -158,10 +164,10 @@ describe.each([
 });
 
 describe('schema files', () => {
-  it('share their string shapes (region, storage, instance profile)', () => {
+  it('share their string shapes (region, storage, instance profile, notification receivers)', () => {
     const run = readSchema(TRAINING_RUN_SCHEMA_FILE).$defs as Record<string, unknown>;
     const project = readSchema(PROJECT_SCHEMA_FILE).$defs as Record<string, unknown>;
-    for (const name of ['region', 'storageUri', 'instanceProfile']) expect(project[name], name).toEqual(run[name]);
+    for (const name of ['region', 'storageUri', 'instanceProfile', 'duration', 'envName', 'notificationReceiver']) expect(project[name], name).toEqual(run[name]);
   });
 
   it('use the same duration grammar as parseDuration', () => {

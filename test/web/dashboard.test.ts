@@ -280,6 +280,16 @@ describe('runctl dashboard', () => {
     expect(facts.lanes).toEqual(['1', '2']);
     expect(facts.events).toEqual(expect.arrayContaining(['Training -> Interrupted', 'Training -> Completed']));
 
+    // By time: both attempts, with the gap while the run was not training, and the markers at their times.
+    await page.selectOption('#xaxis', 'time');
+    await page.locator('#chart[data-axis="time"][data-attempts="1,2"]').waitFor();
+    const byTime = await runPageFacts(page);
+    // Every recorded point by time; by step, attempt 1's points from the step attempt 2 resumed at are replaced by attempt 2's.
+    const [a1, a2] = detail.history as [RunDetail['history'][number], RunDetail['history'][number]];
+    expect(byTime.chartPoints).toBe(a1.points.length + a2.points.length);
+    expect(facts.chartPoints).toBe(a1.points.filter((p) => p.step < a2.points[0]!.step).length + a2.points.length);
+    expect(byTime.chartMarkers).toContain(`interrupted@${detail.markers.find((m) => m.kind === 'interrupted')!.at}`);
+
     // An event another controller appends to the shared log shows up without a reload.
     await shared.appendEvents('quickstart', [
       { id: `${events.at(-1)!.id}-dashboard-check`, seq: status.eventSeq + 1, at: new Date().toISOString(), run: 'quickstart', uid: status.uid, generation: 1, attempt: 2, kind: 'observation', action: 'dashboard check', message: 'appended by the test' },

@@ -20,6 +20,7 @@ Files in stateDir (documented in docs/agent.md):
 import json
 import os
 import signal
+import tarfile
 import threading
 import time
 import traceback
@@ -35,6 +36,7 @@ from .progress_history import ProgressFollower
 from .jobsignal import send as send_job_signal
 from .processes import Child, group_alive, process_alive, process_start_time, signal_group, spawn_wrapped
 from .secrets import redaction_values, resolve_secrets
+from .setup_cache import CacheUnavailable, SetupCache, read_outcome as read_setup_cache_outcome
 from .storage import StorageError, open_storage
 from .util import atomic_write, json_bytes, now_iso, read_int, read_json, remove_quietly
 
@@ -380,16 +382,25 @@ class Agent:
         self.secret_values = redaction_values(self.secrets)
 
     def install(self):
-        """None when setup succeeded (or there is none); otherwise the attempt has been finished."""
+        """None when setup succeeded, was restored from the setup cache, or there is none;
+        otherwise the attempt has been finished."""
         setup = self.cfg.get("setup")
         if not setup or not setup.strip():
             return None
         if read_int(self.p("setup.exit")) == 0:
             self.log("setup already completed")
+            outcome = read_setup_cache_outcome(self.state)
+            if outcome:
+                self.set_status(publish=False, setupCache=outcome)
             return None
         self.set_status(phase="installing")
         record = self.launched("setup")
-        if record and (process_alive(record["pid"], record.get("startTime")) or os.path.exists(self.p("setup.exit"))):
+        adopting = bool(record and (process_alive(record["pid"], record.get("startTime")) or os.path.exists(self.p("setup.exit"))))
+        cache = self.setup_cache_lookup(restore=not adopting)
+        if cache is not None and cache.get("report", {}).get("result") == "restored":
+            atomic_write(self.p("setup.exit"), b"0\n")  # a restarted agent skips setup, as after a run of it
+            return None
+        if adopting:
             child = Child("setup", record["pid"], record.get("startTime"), self.p("setup.exit"))
             self.tail_from = record.get("logOffset", 0)
             self.log("adopting setup (pid %d)" % child.pid)
@@ -402,10 +413,65 @@ class Agent:
         if stopped:
             return self.finish_stopped()
         if code == 0:
+            if cache is not None:
+                self.setup_cache_store(cache)
             return None
         if code is None:
             return self.finish("failed", message="setup disappeared without an exit code")
         return self.finish("failed", exitCode=code, message="setup exited with code %d" % code)
+
+    # -- setup cache (setup_cache.py)
+    def setup_cache_lookup(self, restore=True):
+        """None without spec.setup.cache; otherwise {"cache", "key", "inputs", "report"} where the
+        report says whether the cache was restored (then setup is skipped) or why not."""
+        if not self.cfg.get("setupCache"):
+            return None
+        cache = SetupCache(self.cfg, self.storage, self.log)
+        try:
+            key, inputs = cache.key()
+        except CacheUnavailable as e:
+            self.setup_cache_report({"result": "unavailable", "reason": str(e)})
+            return None
+        if not restore:
+            return {"cache": cache, "key": key, "inputs": inputs,
+                    "report": {"result": "miss", "reason": "setup was already running when this agent started"}}
+        report = cache.restore(key)
+        report["key"] = key
+        if report["result"] == "restored":
+            self.setup_cache_report(report)
+        else:
+            self.log("setup cache not restored (%s): %s" % (report["result"], report["reason"]))
+            self.job_log_note("setup cache not restored: %s; running setup" % report["reason"])
+        return {"cache": cache, "key": key, "inputs": inputs, "report": report}
+
+    def setup_cache_store(self, lookup):
+        """After setup succeeded: archive the cached paths into storage, and report "rebuilt"."""
+        miss = lookup["report"]
+        seconds = self.setup_seconds()
+        report = {"result": "rebuilt", "key": lookup["key"], "reason": miss.get("reason"), "missed": miss["result"]}
+        if seconds is not None:
+            report["setupSeconds"] = round(seconds, 2)
+        try:
+            saved = lookup["cache"].save(lookup["key"], lookup["inputs"], seconds or 0.0)
+            report.update(saved)
+        except (StorageError, OSError, tarfile.TarError) as e:
+            report.update(stored=False, error="cannot store the setup cache: %s" % e)
+        self.setup_cache_report(report)
+
+    def setup_seconds(self):
+        """Seconds the setup just finished took, from its launch record."""
+        record = read_json(self.p("setup.json")) or {}
+        started = parse_notice_time(record.get("startedAt"))
+        return max(0.0, time.time() - started) if started is not None else None
+
+    def setup_cache_report(self, report):
+        """Status field setupCache (an event per attempt on the controller), a job log line, and
+        stateDir/setup-cache.json so a restarted agent reports it again."""
+        report["message"] = setup_cache_message(report)
+        self.log(report["message"])
+        self.job_log_note(report["message"])
+        atomic_write(self.p("setup-cache.json"), json_bytes(report))
+        self.set_status(setupCache=report)
 
     def train(self, resumed):
         self.set_status(phase="training")
@@ -697,9 +763,30 @@ class Agent:
         atomic_write(self.p("result.json"), json_bytes(final))
         for name in ("job.json", "setup.json", "job.pid", "setup.pid", "job.pgid", "job.exit", "setup.exit",
                      "logs.cursor", "checkpoints.json", "restore", "staging", "upload", "snapshot.tmp",
-                     "checkpoint-index.json", "store-ops"):
+                     "checkpoint-index.json", "store-ops", "setup-cache.json"):
             remove_quietly(self.p(name))
         return 0
+
+
+def setup_cache_message(r):
+    """One sentence for people: restored or rebuilt, how long it took, the seconds saved."""
+    if r["result"] == "restored":
+        built = r.get("builtBy") or {}
+        by = (" built by generation %s attempt %s" % (built.get("generation"), built.get("attempt"))) if built else ""
+        if r.get("setupSeconds") is not None:
+            return "setup cache restored in %ss instead of running setup (%ss when it ran%s): %ss saved" % (
+                _num(r["seconds"]), _num(r["setupSeconds"]), by, _num(r["savedSeconds"]))
+        return "setup cache restored in %ss instead of running setup%s" % (_num(r["seconds"]), by)
+    if r["result"] == "rebuilt":
+        took = (" in %ss" % _num(r["setupSeconds"])) if r.get("setupSeconds") is not None else ""
+        if r.get("stored"):
+            tail = "; stored for later attempts (%d bytes, %ss)" % (r.get("bytes", 0), _num(r.get("archiveSeconds", 0)))
+            if r.get("missing"):
+                tail += "; setup did not create %s" % ", ".join(r["missing"])
+        else:
+            tail = "; not stored: %s" % (r.get("error") or "unknown")
+        return "setup ran%s (%s)%s" % (took, r.get("reason") or "no cache", tail)
+    return "setup cache not used: %s" % r.get("reason")
 
 
 def _num(seconds):

@@ -54,6 +54,14 @@ def load_config(path):
     need("workDir", str, absolute, "an absolute path")
     need("checkpointDir", str, absolute, "an absolute path")
     optional("setup", str, "a string")
+    if cfg.get("setupCache") is not None:
+        def cache_ok(v):
+            return (set(v) <= {"paths", "key"} and all(
+                isinstance(v.get(f), list) and v[f] and all(isinstance(p, str) and safe_relpath("/".join(x for x in p.split("/") if x not in ("", "."))) for p in v[f])
+                for f in ("paths", "key")))
+        need("setupCache", dict, cache_ok, "{paths: [...], key: [...]}: non-empty lists of paths relative to workDir")
+        if not cfg.get("setup"):
+            raise ConfigError("config %s: field 'setupCache' needs a 'setup' command" % path)
     need("command", str, lambda v: bool(v.strip()), "a non-empty shell command")
     need("env", dict, lambda v: all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()), "an object of string values")
     need("secrets", dict, lambda v: all(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k) and isinstance(x, str) and re.match(r"^ssm:/?[A-Za-z0-9_.\-/]+$", x)

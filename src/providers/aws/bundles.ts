@@ -3,7 +3,7 @@
 // of exactly that shape under runctl's own prefix, and spares recent uploads (another controller,
 // e.g. CI, may have just uploaded a bundle for a run this one does not know yet).
 import { bundleKey } from '../../agent/layout.js';
-import { unusedBundles } from '../bundle-gc.js';
+import { pruneSetupCacheObjects, unusedBundles } from '../bundle-gc.js';
 import type { BundlePruneResult } from '../types.js';
 import type { S3Storage } from './storage.js';
 
@@ -26,4 +26,21 @@ export async function pruneBundles(storage: S3Storage, referenced: ReadonlySet<s
   );
   if (doomed.length > 0) await storage.deleteMany(doomed);
   return { deleted: doomed, kept };
+}
+
+/**
+ * Deletes setup cache entries (`setup-cache/<key>.json`) whose key no run holds and archives
+ * (`setup-cache/archives/<sha256>.tar.gz`) no kept entry names, older than minAgeMs (bundle-gc.ts).
+ */
+export async function pruneSetupCaches(storage: S3Storage, referenced: ReadonlySet<string>, minAgeMs: number, now = Date.now()): Promise<BundlePruneResult> {
+  return pruneSetupCacheObjects(
+    {
+      list: async (prefix) => (await storage.list(prefix)).map((o) => ({ key: o.Key, modifiedAt: o.LastModified })),
+      read: (key) => storage.getText(key),
+      remove: (keys) => storage.deleteMany(keys),
+    },
+    referenced,
+    minAgeMs,
+    now,
+  );
 }

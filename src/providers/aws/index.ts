@@ -29,7 +29,7 @@ import {
   type RungQuote,
   type StopReason,
 } from '../types.js';
-import { pruneBundles } from './bundles.js';
+import { pruneBundles, pruneSetupCaches } from './bundles.js';
 import type { PricingClient } from '@aws-sdk/client-pricing';
 import { chainRegion, createClients, createPricingClient, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
 import { deployAgent, stopRequest, type DeployOutcome } from './deploy.js';
@@ -532,6 +532,11 @@ export class AwsProvider implements Provider {
   /** Delete code bundles in the spec's storage that no run references any more (runctl's own bundles/ prefix only). */
   async pruneBundles(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult> {
     return pruneBundles(await this.storageFor(spec), referenced, opts.minAgeMs);
+  }
+
+  /** Delete setup cache entries no run holds and archives no kept entry names (runctl's own setup-cache/ keys only). */
+  async pruneSetupCaches(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult> {
+    return pruneSetupCaches(await this.storageFor(spec), referenced, opts.minAgeMs);
   }
 
   async close(): Promise<void> {

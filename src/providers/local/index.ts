@@ -23,10 +23,9 @@ import {
   type LogReadOptions,
   type ProgressPoint,
   type Provider,
-  type RungQuote,
   type StopReason,
 } from '../types.js';
-import { unusedBundles } from '../bundle-gc.js';
+import { pruneSetupCacheObjects, unusedBundles } from '../bundle-gc.js';
 
 /** How a local price is labelled wherever it is shown. */
 export const LOCAL_PRICE_SOURCE = 'local: no charge';
@@ -257,6 +256,22 @@ export class LocalProvider implements Provider {
     return { deleted: doomed, kept };
   }
 
+  /** Delete setup cache entries no run holds and archives no kept entry names (bundle-gc.ts). */
+  async pruneSetupCaches(spec: RunSpec, referenced: ReadonlySet<string>, opts: { minAgeMs: number }): Promise<BundlePruneResult> {
+    const storage = this.storageFor(spec);
+    return pruneSetupCacheObjects(
+      {
+        list: (prefix) => storage.listObjects(prefix),
+        read: (key) => storage.readObject(key),
+        remove: async (keys) => {
+          for (const key of keys) await storage.deleteObject(key);
+        },
+      },
+      referenced,
+      opts.minAgeMs,
+    );
+  }
+
   private async waitForHost(sandbox: Sandbox): Promise<HostRecord> {
     const deadline = Date.now() + (this.opts.hostReadyTimeoutMs ?? 10_000);
     for (;;) {
@@ -279,11 +294,6 @@ export class LocalProvider implements Provider {
    */
   async priceInstance(instance: InstanceRef, window: { from: string; to: string }): Promise<InstancePrice> {
     return { steps: [{ from: instance.launchedAt, usdPerHour: 0 }], source: LOCAL_PRICE_SOURCE, fetchedAt: laterOf(window.to, new Date().toISOString()) };
-  }
-
-  /** `plan`: a local run costs $0 an hour. */
-  async quoteSpec(spec: RunSpec): Promise<RungQuote[]> {
-    return [{ market: marketFor(spec.resources.market), instanceType: 'local', usdPerHour: 0, source: LOCAL_PRICE_SOURCE }];
   }
 
   async readAgentStatus(key: AttemptKey, spec: RunSpec): Promise<AgentStatus | undefined> {

@@ -178,6 +178,34 @@ export class LocalStorage {
     return out;
   }
 
+  /** Every object under `prefix` (a folder key ending in /), recursively, with its modification time. */
+  async listObjects(prefix: string): Promise<StoredObject[]> {
+    const out: StoredObject[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      const dir = this.path(rel);
+      for (const name of await this.listNames(dir, 'listing the setup cache')) {
+        const key = `${rel}${name}`;
+        const stat = await fsCall('reading the setup cache', this.path(key), async () => {
+          try {
+            return await fs.lstat(this.path(key));
+          } catch (err) {
+            if (errnoCode(err) === 'ENOENT') return undefined;
+            throw err;
+          }
+        });
+        if (stat?.isDirectory()) await walk(`${key}/`);
+        else if (stat?.isFile()) out.push({ key, modifiedAt: stat.mtime });
+      }
+    };
+    await walk(prefix);
+    return out;
+  }
+
+  /** The text of an object, or undefined when it is missing. */
+  async readObject(key: string): Promise<string | undefined> {
+    return this.readText(this.path(key), 'reading a setup cache entry');
+  }
+
   async deleteObject(key: string): Promise<void> {
     await fsCall('deleting a code bundle', this.path(key), () => fs.rm(this.path(key), { force: true }));
   }

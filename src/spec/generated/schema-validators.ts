@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 export const validateTrainingRun = validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}},"include":{"description":"Gitignore-style patterns shipped even when a .gitignore leaves them out, e.g. data/**/*.bin for prepared data a project's .gitignore ignores; exclude still has the last word. `runctl plan --show-bundle` lists what they add.","type":"array","items":{"description":"A gitignore-style pattern, relative to code.path.","type":"string","minLength":1}}}},"setup":{"description":"The installing phase (run once per instance, before training): a shell command such as pip install -r requirements.txt, or {run: <command>, cache: {paths, key}} to keep what it builds in storage and restore it instead of running it again on later attempts and generations. Leave out if there is nothing to install.","type":["string","object"],"minLength":1,"additionalProperties":false,"required":["run"],"properties":{"run":{"description":"Shell command for the installing phase, run in the code directory.","type":"string","minLength":1},"cache":{"description":"What setup builds, kept in storage after it succeeds and restored (instead of running setup) by a later attempt or generation whose key is the same. The key is the setup command, the content of the key files, the instance's image and its architecture.","type":"object","additionalProperties":false,"required":["paths","key"],"properties":{"paths":{"description":"Folders or files setup creates, relative to the code directory, e.g. [.venv]. No absolute paths, no .., no wildcards.","type":"array","minItems":1,"items":{"description":"A path relative to the code directory, e.g. .venv.","type":"string","minLength":1}},"key":{"description":"Files in the code directory whose content decides what setup builds, e.g. [requirements.txt, setup.sh]; a change to any of them runs setup again.","type":"array","minItems":1,"items":{"description":"A file relative to the code directory, e.g. requirements.txt.","type":"string","minLength":1}}}}}},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"},"stall":{"description":"A job that prints nothing for this long fails the attempt with reason Stalled (counted against recovery.maxRetriesOnError), between 1s and 7d. Unset: never.","$ref":"#/$defs/duration"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"progress":{"description":"How runctl reads the job's progress from its output. Without it: tqdm bars, Hugging Face Trainer log dicts, Lightning bars, nanoGPT lines and step=N/T loss=X (docs/progress.md).","type":"object","additionalProperties":false,"properties":{"pattern":{"description":"A regular expression in ECMAScript syntax matched against each line the job prints, with the named group step and optionally total, loss and any other named group (kept as a metric), e.g. 'iter (?<step>\\d+): loss (?<loss>[\\d.]+)'. Replaces the built-in formats. The subset runctl accepts is in docs/progress.md.","type":"string","minLength":1,"maxLength":1000}}},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
+const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/trainingrun.schema.json","title":"TrainingRun","description":"A machine-learning training run that runctl provisions, supervises, checkpoints and resumes. Keep one or more of these in runs/*.yaml.","type":"object","additionalProperties":false,"required":["apiVersion","kind","metadata","spec"],"properties":{"apiVersion":{"description":"Version of the TrainingRun format. Always runctl.dev/v1alpha1.","const":"runctl.dev/v1alpha1"},"kind":{"description":"Always TrainingRun.","const":"TrainingRun"},"metadata":{"description":"Identity of the run.","type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"description":"Run name: a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), unique across every file runctl reads. Renaming a run makes a new run.","$ref":"#/$defs/dnsLabel"},"labels":{"description":"Free-form key/value pairs for grouping and filtering runs; they do not change what is trained.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/labelKey"},"additionalProperties":{"description":"Label value (a string of at most 256 characters).","type":"string","maxLength":256}}}},"spec":{"description":"What to train, where, and how to supervise it.","type":"object","additionalProperties":false,"required":["provider","code","run"],"properties":{"provider":{"description":"Where the run executes: aws (EC2 instances, SSM and S3) or local (a sandboxed process group on this machine, for trying things out).","enum":["aws","local"]},"code":{"description":"The code shipped to the instance as a content-addressed bundle.","type":"object","additionalProperties":false,"required":["path"],"properties":{"path":{"description":"Directory to bundle, relative to the repository root; must exist and stay inside the repository. Files matched by .gitignore are left out.","type":"string","minLength":1,"examples":["./examples/tiny-trainer","."]},"exclude":{"description":"Extra gitignore-style patterns left out of the bundle, e.g. data/**.","type":"array","default":[],"items":{"description":"A gitignore-style pattern.","type":"string","minLength":1}},"include":{"description":"Gitignore-style patterns shipped even when a .gitignore leaves them out, e.g. data/**/*.bin for prepared data a project's .gitignore ignores; exclude still has the last word. `runctl plan --show-bundle` lists what they add.","type":"array","items":{"description":"A gitignore-style pattern, relative to code.path.","type":"string","minLength":1}}}},"setup":{"description":"The installing phase (run once per instance, before training): a shell command such as pip install -r requirements.txt, or {run: <command>, cache: {paths, key}} to keep what it builds in storage and restore it instead of running it again on later attempts and generations. Leave out if there is nothing to install.","type":["string","object"],"minLength":1,"additionalProperties":false,"required":["run"],"properties":{"run":{"description":"Shell command for the installing phase, run in the code directory.","type":"string","minLength":1},"cache":{"description":"What setup builds, kept in storage after it succeeds and restored (instead of running setup) by a later attempt or generation whose key is the same. The key is the setup command, the content of the key files, the instance's image and its architecture.","type":"object","additionalProperties":false,"required":["paths","key"],"properties":{"paths":{"description":"Folders or files setup creates, relative to the code directory, e.g. [.venv]. No absolute paths, no .., no wildcards.","type":"array","minItems":1,"items":{"description":"A path relative to the code directory, e.g. .venv.","type":"string","minLength":1}},"key":{"description":"Files in the code directory whose content decides what setup builds, e.g. [requirements.txt, setup.sh]; a change to any of them runs setup again.","type":"array","minItems":1,"items":{"description":"A file relative to the code directory, e.g. requirements.txt.","type":"string","minLength":1}}}}}},"run":{"description":"Shell command for the training phase, run in the code directory in its own process group. The job finds RUNCTL_CHECKPOINT_DIR, RUNCTL_RESUMING, RUNCTL_ATTEMPT and RUNCTL_RUN in its environment.","type":"string","minLength":1},"env":{"description":"Environment variables for setup and run. Values are plain text and appear in plans; put credentials in secrets.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Variable value (a string; quote numbers and booleans).","type":"string"}},"secrets":{"description":"Environment variables whose values are references resolved on the instance (never by the controller, never logged), e.g. HF_TOKEN: ssm:/team/hf-token.","type":"object","default":{},"propertyNames":{"$ref":"#/$defs/envName"},"additionalProperties":{"description":"Reference to an SSM parameter (SecureString), written ssm:/path/to/parameter. Plaintext values are refused.","$ref":"#/$defs/ssmRef"}},"resources":{"description":"The capacity the run asks for.","type":"object","default":{},"additionalProperties":false,"properties":{"instanceTypes":{"description":"EC2 instance types tried in order (the capacity ladder), e.g. [g5.xlarge, g6.xlarge]. Required for aws; ignored by local.","type":"array","default":[],"maxItems":20,"uniqueItems":true,"items":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge.","$ref":"#/$defs/instanceType"}},"market":{"description":"Purchase option: spot, on-demand, or spot-then-on-demand (try every spot rung of the ladder first, then on-demand).","enum":["spot","on-demand","spot-then-on-demand"],"default":"spot"},"maxSpotPrice":{"description":"Highest price paid per instance-hour on spot, in USD. Only with a spot market; never defaulted (without it, spot is capped at the on-demand price).","type":"number","exclusiveMinimum":0,"maximum":1000},"region":{"description":"AWS region, e.g. us-east-1. Required for aws unless runctl.yaml sets defaults.region.","$ref":"#/$defs/region"},"availabilityZones":{"description":"Zones to try, in order, within the region, e.g. [us-east-1a, us-east-1b]. Empty means any zone.","type":"array","default":[],"uniqueItems":true,"items":{"description":"An availability zone of the run's region, e.g. us-east-1a.","$ref":"#/$defs/zone"}},"image":{"description":"AMI id (ami-…) or an SSM parameter path that holds one, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64. The image needs bash, python3 and the AWS CLI. Required for aws.","$ref":"#/$defs/image"},"rootVolumeGiB":{"description":"Size of the encrypted gp3 root volume in GiB.","type":"integer","minimum":8,"maximum":16384,"default":100},"iamInstanceProfile":{"description":"Instance profile (name or ARN) whose role lets the instance use SSM and read and write the storage prefix. Required for aws unless runctl.yaml sets defaults.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"},"subnetId":{"description":"Subnet to launch into (subnet-…); it fixes the availability zone. Without it, the default VPC is used.","$ref":"#/$defs/subnetId"},"securityGroupIds":{"description":"Security groups (sg-…) for the instance; they must belong to the subnet's VPC. No inbound access is needed.","type":"array","default":[],"uniqueItems":true,"items":{"description":"A security group id, sg-….","$ref":"#/$defs/securityGroupId"}}}},"checkpoints":{"description":"Where the job writes checkpoints and how runctl saves them across interruptions.","type":"object","default":{},"additionalProperties":false,"properties":{"dir":{"description":"Absolute directory on the instance where the job writes checkpoints; exported to the job as RUNCTL_CHECKPOINT_DIR and restored before a resumed attempt starts.","$ref":"#/$defs/absolutePath","default":"/opt/runctl/checkpoints"},"storage":{"description":"Where checkpoints, logs and status live: s3://bucket/prefix (required for aws unless runctl.yaml sets defaults.storage) or file:///absolute/path (local; defaults to .runctl/local/storage).","$ref":"#/$defs/storageUri"},"syncInterval":{"description":"How often the checkpoint directory is synced to storage, between 1s and 24h.","$ref":"#/$defs/duration","default":"5m"},"keep":{"description":"How many synced checkpoints to keep in storage (the newest ones).","type":"integer","minimum":1,"maximum":100,"default":3},"signal":{"description":"Signal sent to the job when an interruption notice or a stop arrives, so it can save a checkpoint; signalScope says which processes get it.","enum":["SIGTERM","SIGINT","SIGUSR1","SIGUSR2","SIGHUP"],"default":"SIGTERM"},"signalScope":{"description":"Who gets the signal: main (the process the run command starts, or the command a run shell script runs; its data-loader workers keep running while it saves) or group (every process of the job's process group at once). The group gets SIGKILL when the grace period ends either way.","enum":["main","group"],"default":"main"},"gracePeriod":{"description":"How long the job may take to save and exit after the signal before it is killed, between 1s and 1h. AWS reclaims a spot instance 2 minutes after the notice.","$ref":"#/$defs/duration","default":"90s"}}},"recovery":{"description":"How many times a run is brought back.","type":"object","default":{},"additionalProperties":false,"properties":{"maxInterruptions":{"description":"Spot interruptions survived before the run is marked Failed.","type":"integer","minimum":0,"maximum":1000,"default":20},"maxRetriesOnError":{"description":"Times the job is retried after it exits with an error (non-zero exit code) before the run is marked Failed.","type":"integer","minimum":0,"maximum":100,"default":1},"seedFromPreviousGeneration":{"description":"When an edit to what is trained replaces a running generation, start the new one from the old generation's latest checkpoint instead of from scratch.","type":"boolean","default":false}}},"timeouts":{"description":"Wall-clock limits per phase; a phase that runs longer fails the attempt.","type":"object","default":{},"additionalProperties":false,"properties":{"provisioning":{"description":"From launch request until the instance is reachable, between 1s and 24h.","$ref":"#/$defs/duration","default":"15m"},"installing":{"description":"Time allowed for setup, between 1s and 24h.","$ref":"#/$defs/duration","default":"30m"},"training":{"description":"Time allowed for run, summed over attempts, between 1s and 30d.","$ref":"#/$defs/duration","default":"48h"},"stall":{"description":"A job that prints nothing for this long fails the attempt with reason Stalled (counted against recovery.maxRetriesOnError), between 1s and 7d. Unset: never.","$ref":"#/$defs/duration"}}},"budget":{"description":"Spending limits.","type":"object","default":{},"additionalProperties":false,"properties":{"maxCostUSD":{"description":"Stop the run (saving a checkpoint) once its estimated instance cost across all attempts reaches this many USD.","type":"number","exclusiveMinimum":0,"maximum":1000000}}},"notifications":{"description":"Webhooks told about this run (besides the receivers in runctl.yaml) when it is interrupted, resumes, fails, completes, reaches its budget or stops syncing checkpoints (docs/notifications.md). Each is delivered once per event, retried with backoff, and never holds up reconciling.","type":"array","maxItems":20,"items":{"description":"One receiver.","$ref":"#/$defs/notificationReceiver"}},"suspend":{"description":"true stops the run after saving a checkpoint and keeps it stopped; false lets it continue from there.","type":"boolean","default":false},"progress":{"description":"How runctl reads the job's progress from its output. Without it: tqdm bars, Hugging Face Trainer log dicts, Lightning bars, nanoGPT lines and step=N/T loss=X (docs/progress.md).","type":"object","additionalProperties":false,"properties":{"pattern":{"description":"A regular expression in ECMAScript syntax matched against each line the job prints, with the named group step and optionally total, loss and any other named group (kept as a metric), e.g. 'iter (?<step>\\d+): loss (?<loss>[\\d.]+)'. Replaces the built-in formats. The subset runctl accepts is in docs/progress.md.","type":"string","minLength":1,"maxLength":1000}}},"rehearsal":{"description":"Rehearse recovery: deliver one simulated spot interruption notice on the first attempt.","type":"object","additionalProperties":false,"required":["interruptAfter"],"properties":{"interruptAfter":{"description":"How long after training starts the simulated notice arrives, between 1s and 30d.","$ref":"#/$defs/duration"}}}}}},"$defs":{"notificationReceiver":{"description":"A webhook told about run events. Give exactly one of url and urlFrom. Slack's and Discord's webhook URLs are credentials: use urlFrom for them (validate warns about a plain url that looks like one).","type":"object","additionalProperties":false,"properties":{"url":{"description":"http:// or https:// URL the notification is POSTed to. It is committed to git in plain text: use urlFrom when the URL itself is a credential.","type":"string","maxLength":2048,"pattern":"^https?://[^\\s]+$"},"urlFrom":{"description":"Read the URL from the controller's environment when delivering, e.g. {env: SLACK_WEBHOOK_URL}; an unset variable fails that delivery visibly (an event), never the controller.","type":"object","additionalProperties":false,"required":["env"],"properties":{"env":{"description":"Name of the environment variable holding the URL.","$ref":"#/$defs/envName"}}},"format":{"description":"Body shape: generic (runctl's JSON), slack (incoming webhook: text and blocks) or discord (execute webhook: content and embeds).","enum":["generic","slack","discord"],"default":"generic"},"events":{"description":"Which events to send: Interrupted, Resumed, Failed, Completed, BudgetReached, CheckpointSyncStalled. Default Interrupted, Failed, Completed.","type":"array","minItems":1,"maxItems":6,"uniqueItems":true,"items":{"description":"An event name.","enum":["Interrupted","Resumed","Failed","Completed","BudgetReached","CheckpointSyncStalled"]},"default":["Interrupted","Failed","Completed"]},"timeout":{"description":"How long the receiver has to answer one delivery before it is tried again, between 1s and 5m.","$ref":"#/$defs/duration","default":"10s"}}},"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"dnsLabel":{"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"},"labelKey":{"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"ssmRef":{"description":"A reference to an SSM parameter: ssm:/path/to/parameter.","type":"string","pattern":"^ssm:/[A-Za-z0-9_.\\-/]+$"},"instanceType":{"description":"An EC2 instance type: family.size, e.g. g5.xlarge, p4d.24xlarge.","type":"string","pattern":"^[a-z][a-z0-9-]*\\.[a-z0-9][a-z0-9-]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"zone":{"description":"An availability zone, e.g. us-east-1a.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+(?:-[a-z]+-[0-9]+)?[a-z]$"},"image":{"description":"An AMI id (ami- and 8 or 17 hex digits) or an SSM parameter path starting with / (optionally prefixed resolve:ssm:).","type":"string","pattern":"^(?:ami-(?:[0-9a-f]{8}|[0-9a-f]{17})|(?:resolve:ssm:)?/[A-Za-z0-9_.\\-/]+)$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"subnetId":{"description":"A subnet id: subnet- and 8 or 17 hex digits.","type":"string","pattern":"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"securityGroupId":{"description":"A security group id: sg- and 8 or 17 hex digits.","type":"string","pattern":"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$"},"absolutePath":{"description":"An absolute path on the instance, e.g. /opt/runctl/checkpoints.","type":"string","pattern":"^/[^\\n]*$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"}}};
 const schema32 = {"description":"A DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"};
 const schema33 = {"description":"A label key: letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit, at most 63 characters.","type":"string","maxLength":63,"pattern":"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$"};
 const schema34 = {"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"};
@@ -37,6 +37,255 @@ const pattern15 = new RegExp("^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$", "u");
 const pattern16 = new RegExp("^/[^\\n]*$", "u");
 const pattern17 = new RegExp("^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$", "u");
 const pattern18 = new RegExp("^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$", "u");
+const schema52 = {"description":"A webhook told about run events. Give exactly one of url and urlFrom. Slack's and Discord's webhook URLs are credentials: use urlFrom for them (validate warns about a plain url that looks like one).","type":"object","additionalProperties":false,"properties":{"url":{"description":"http:// or https:// URL the notification is POSTed to. It is committed to git in plain text: use urlFrom when the URL itself is a credential.","type":"string","maxLength":2048,"pattern":"^https?://[^\\s]+$"},"urlFrom":{"description":"Read the URL from the controller's environment when delivering, e.g. {env: SLACK_WEBHOOK_URL}; an unset variable fails that delivery visibly (an event), never the controller.","type":"object","additionalProperties":false,"required":["env"],"properties":{"env":{"description":"Name of the environment variable holding the URL.","$ref":"#/$defs/envName"}}},"format":{"description":"Body shape: generic (runctl's JSON), slack (incoming webhook: text and blocks) or discord (execute webhook: content and embeds).","enum":["generic","slack","discord"],"default":"generic"},"events":{"description":"Which events to send: Interrupted, Resumed, Failed, Completed, BudgetReached, CheckpointSyncStalled. Default Interrupted, Failed, Completed.","type":"array","minItems":1,"maxItems":6,"uniqueItems":true,"items":{"description":"An event name.","enum":["Interrupted","Resumed","Failed","Completed","BudgetReached","CheckpointSyncStalled"]},"default":["Interrupted","Failed","Completed"]},"timeout":{"description":"How long the receiver has to answer one delivery before it is tried again, between 1s and 5m.","$ref":"#/$defs/duration","default":"10s"}}};
+const pattern24 = new RegExp("^https?://[^\\s]+$", "u");
+
+function validate21(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate21.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+if(data && typeof data == "object" && !Array.isArray(data)){
+if(data.format === undefined){
+data.format = "generic";
+}
+if(data.events === undefined){
+data.events = ["Interrupted","Failed","Completed"];
+}
+if(data.timeout === undefined){
+data.timeout = "10s";
+}
+for(const key0 in data){
+if(!(((((key0 === "url") || (key0 === "urlFrom")) || (key0 === "format")) || (key0 === "events")) || (key0 === "timeout"))){
+const err0 = {instancePath,schemaPath:"#/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key0},message:"must NOT have additional properties"};
+if(vErrors === null){
+vErrors = [err0];
+}
+else {
+vErrors.push(err0);
+}
+errors++;
+}
+}
+if(data.url !== undefined){
+let data0 = data.url;
+if(typeof data0 === "string"){
+if(func1(data0) > 2048){
+const err1 = {instancePath:instancePath+"/url",schemaPath:"#/properties/url/maxLength",keyword:"maxLength",params:{limit: 2048},message:"must NOT have more than 2048 characters"};
+if(vErrors === null){
+vErrors = [err1];
+}
+else {
+vErrors.push(err1);
+}
+errors++;
+}
+if(!pattern24.test(data0)){
+const err2 = {instancePath:instancePath+"/url",schemaPath:"#/properties/url/pattern",keyword:"pattern",params:{pattern: "^https?://[^\\s]+$"},message:"must match pattern \""+"^https?://[^\\s]+$"+"\""};
+if(vErrors === null){
+vErrors = [err2];
+}
+else {
+vErrors.push(err2);
+}
+errors++;
+}
+}
+else {
+const err3 = {instancePath:instancePath+"/url",schemaPath:"#/properties/url/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err3];
+}
+else {
+vErrors.push(err3);
+}
+errors++;
+}
+}
+if(data.urlFrom !== undefined){
+let data1 = data.urlFrom;
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
+if(data1.env === undefined){
+const err4 = {instancePath:instancePath+"/urlFrom",schemaPath:"#/properties/urlFrom/required",keyword:"required",params:{missingProperty: "env"},message:"must have required property '"+"env"+"'"};
+if(vErrors === null){
+vErrors = [err4];
+}
+else {
+vErrors.push(err4);
+}
+errors++;
+}
+for(const key1 in data1){
+if(!(key1 === "env")){
+const err5 = {instancePath:instancePath+"/urlFrom",schemaPath:"#/properties/urlFrom/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key1},message:"must NOT have additional properties"};
+if(vErrors === null){
+vErrors = [err5];
+}
+else {
+vErrors.push(err5);
+}
+errors++;
+}
+}
+if(data1.env !== undefined){
+let data2 = data1.env;
+if(typeof data2 === "string"){
+if(!pattern6.test(data2)){
+const err6 = {instancePath:instancePath+"/urlFrom/env",schemaPath:"#/$defs/envName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_]*$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_]*$"+"\""};
+if(vErrors === null){
+vErrors = [err6];
+}
+else {
+vErrors.push(err6);
+}
+errors++;
+}
+}
+else {
+const err7 = {instancePath:instancePath+"/urlFrom/env",schemaPath:"#/$defs/envName/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err7];
+}
+else {
+vErrors.push(err7);
+}
+errors++;
+}
+}
+}
+else {
+const err8 = {instancePath:instancePath+"/urlFrom",schemaPath:"#/properties/urlFrom/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err8];
+}
+else {
+vErrors.push(err8);
+}
+errors++;
+}
+}
+let data3 = data.format;
+if(!(((data3 === "generic") || (data3 === "slack")) || (data3 === "discord"))){
+const err9 = {instancePath:instancePath+"/format",schemaPath:"#/properties/format/enum",keyword:"enum",params:{allowedValues: schema52.properties.format.enum},message:"must be equal to one of the allowed values"};
+if(vErrors === null){
+vErrors = [err9];
+}
+else {
+vErrors.push(err9);
+}
+errors++;
+}
+let data4 = data.events;
+if(Array.isArray(data4)){
+if(data4.length > 6){
+const err10 = {instancePath:instancePath+"/events",schemaPath:"#/properties/events/maxItems",keyword:"maxItems",params:{limit: 6},message:"must NOT have more than 6 items"};
+if(vErrors === null){
+vErrors = [err10];
+}
+else {
+vErrors.push(err10);
+}
+errors++;
+}
+if(data4.length < 1){
+const err11 = {instancePath:instancePath+"/events",schemaPath:"#/properties/events/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items"};
+if(vErrors === null){
+vErrors = [err11];
+}
+else {
+vErrors.push(err11);
+}
+errors++;
+}
+const len0 = data4.length;
+for(let i0=0; i0<len0; i0++){
+let data5 = data4[i0];
+if(!((((((data5 === "Interrupted") || (data5 === "Resumed")) || (data5 === "Failed")) || (data5 === "Completed")) || (data5 === "BudgetReached")) || (data5 === "CheckpointSyncStalled"))){
+const err12 = {instancePath:instancePath+"/events/" + i0,schemaPath:"#/properties/events/items/enum",keyword:"enum",params:{allowedValues: schema52.properties.events.items.enum},message:"must be equal to one of the allowed values"};
+if(vErrors === null){
+vErrors = [err12];
+}
+else {
+vErrors.push(err12);
+}
+errors++;
+}
+}
+let i1 = data4.length;
+let j0;
+if(i1 > 1){
+outer0:
+for(;i1--;){
+for(j0 = i1; j0--;){
+if(func0(data4[i1], data4[j0])){
+const err13 = {instancePath:instancePath+"/events",schemaPath:"#/properties/events/uniqueItems",keyword:"uniqueItems",params:{i: i1, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i1+" are identical)"};
+if(vErrors === null){
+vErrors = [err13];
+}
+else {
+vErrors.push(err13);
+}
+errors++;
+break outer0;
+}
+}
+}
+}
+}
+else {
+const err14 = {instancePath:instancePath+"/events",schemaPath:"#/properties/events/type",keyword:"type",params:{type: "array"},message:"must be array"};
+if(vErrors === null){
+vErrors = [err14];
+}
+else {
+vErrors.push(err14);
+}
+errors++;
+}
+let data6 = data.timeout;
+if(typeof data6 === "string"){
+if(!pattern18.test(data6)){
+const err15 = {instancePath:instancePath+"/timeout",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(vErrors === null){
+vErrors = [err15];
+}
+else {
+vErrors.push(err15);
+}
+errors++;
+}
+}
+else {
+const err16 = {instancePath:instancePath+"/timeout",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err16];
+}
+else {
+vErrors.push(err16);
+}
+errors++;
+}
+}
+else {
+const err17 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err17];
+}
+else {
+vErrors.push(err17);
+}
+errors++;
+}
+validate21.errors = vErrors;
+return errors === 0;
+}
+validate21.evaluated = {"props":true,"dynamicProps":false,"dynamicItems":false};
+
 
 function validate20(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="https://runctl.dev/schema/trainingrun.schema.json" */;
@@ -1791,8 +2040,11 @@ vErrors.push(err135);
 }
 errors++;
 }
-if(typeof data6.suspend !== "boolean"){
-const err136 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+if(data6.notifications !== undefined){
+let data59 = data6.notifications;
+if(Array.isArray(data59)){
+if(data59.length > 20){
+const err136 = {instancePath:instancePath+"/spec/notifications",schemaPath:"#/properties/spec/properties/notifications/maxItems",keyword:"maxItems",params:{limit: 20},message:"must NOT have more than 20 items"};
 if(vErrors === null){
 vErrors = [err136];
 }
@@ -1801,12 +2053,16 @@ vErrors.push(err136);
 }
 errors++;
 }
-if(data6.progress !== undefined){
-let data60 = data6.progress;
-if(data60 && typeof data60 == "object" && !Array.isArray(data60)){
-for(const key17 in data60){
-if(!(key17 === "pattern")){
-const err137 = {instancePath:instancePath+"/spec/progress",schemaPath:"#/properties/spec/properties/progress/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key17},message:"must NOT have additional properties"};
+const len7 = data59.length;
+for(let i10=0; i10<len7; i10++){
+if(!(validate21(data59[i10], {instancePath:instancePath+"/spec/notifications/" + i10,parentData:data59,parentDataProperty:i10,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate21.errors : vErrors.concat(validate21.errors);
+errors = vErrors.length;
+}
+}
+}
+else {
+const err137 = {instancePath:instancePath+"/spec/notifications",schemaPath:"#/properties/spec/properties/notifications/type",keyword:"type",params:{type: "array"},message:"must be array"};
 if(vErrors === null){
 vErrors = [err137];
 }
@@ -1816,11 +2072,8 @@ vErrors.push(err137);
 errors++;
 }
 }
-if(data60.pattern !== undefined){
-let data61 = data60.pattern;
-if(typeof data61 === "string"){
-if(func1(data61) > 1000){
-const err138 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/maxLength",keyword:"maxLength",params:{limit: 1000},message:"must NOT have more than 1000 characters"};
+if(typeof data6.suspend !== "boolean"){
+const err138 = {instancePath:instancePath+"/spec/suspend",schemaPath:"#/properties/spec/properties/suspend/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
 if(vErrors === null){
 vErrors = [err138];
 }
@@ -1829,8 +2082,12 @@ vErrors.push(err138);
 }
 errors++;
 }
-if(func1(data61) < 1){
-const err139 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
+if(data6.progress !== undefined){
+let data62 = data6.progress;
+if(data62 && typeof data62 == "object" && !Array.isArray(data62)){
+for(const key17 in data62){
+if(!(key17 === "pattern")){
+const err139 = {instancePath:instancePath+"/spec/progress",schemaPath:"#/properties/spec/properties/progress/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key17},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err139];
 }
@@ -1840,8 +2097,11 @@ vErrors.push(err139);
 errors++;
 }
 }
-else {
-const err140 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(data62.pattern !== undefined){
+let data63 = data62.pattern;
+if(typeof data63 === "string"){
+if(func1(data63) > 1000){
+const err140 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/maxLength",keyword:"maxLength",params:{limit: 1000},message:"must NOT have more than 1000 characters"};
 if(vErrors === null){
 vErrors = [err140];
 }
@@ -1850,10 +2110,8 @@ vErrors.push(err140);
 }
 errors++;
 }
-}
-}
-else {
-const err141 = {instancePath:instancePath+"/spec/progress",schemaPath:"#/properties/spec/properties/progress/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(func1(data63) < 1){
+const err141 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"};
 if(vErrors === null){
 vErrors = [err141];
 }
@@ -1863,11 +2121,8 @@ vErrors.push(err141);
 errors++;
 }
 }
-if(data6.rehearsal !== undefined){
-let data62 = data6.rehearsal;
-if(data62 && typeof data62 == "object" && !Array.isArray(data62)){
-if(data62.interruptAfter === undefined){
-const err142 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
+else {
+const err142 = {instancePath:instancePath+"/spec/progress/pattern",schemaPath:"#/properties/spec/properties/progress/properties/pattern/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err142];
 }
@@ -1876,9 +2131,10 @@ vErrors.push(err142);
 }
 errors++;
 }
-for(const key18 in data62){
-if(!(key18 === "interruptAfter")){
-const err143 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key18},message:"must NOT have additional properties"};
+}
+}
+else {
+const err143 = {instancePath:instancePath+"/spec/progress",schemaPath:"#/properties/spec/properties/progress/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err143];
 }
@@ -1888,11 +2144,11 @@ vErrors.push(err143);
 errors++;
 }
 }
-if(data62.interruptAfter !== undefined){
-let data63 = data62.interruptAfter;
-if(typeof data63 === "string"){
-if(!pattern18.test(data63)){
-const err144 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(data6.rehearsal !== undefined){
+let data64 = data6.rehearsal;
+if(data64 && typeof data64 == "object" && !Array.isArray(data64)){
+if(data64.interruptAfter === undefined){
+const err144 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/required",keyword:"required",params:{missingProperty: "interruptAfter"},message:"must have required property '"+"interruptAfter"+"'"};
 if(vErrors === null){
 vErrors = [err144];
 }
@@ -1901,9 +2157,9 @@ vErrors.push(err144);
 }
 errors++;
 }
-}
-else {
-const err145 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+for(const key18 in data64){
+if(!(key18 === "interruptAfter")){
+const err145 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key18},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err145];
 }
@@ -1913,9 +2169,11 @@ vErrors.push(err145);
 errors++;
 }
 }
-}
-else {
-const err146 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(data64.interruptAfter !== undefined){
+let data65 = data64.interruptAfter;
+if(typeof data65 === "string"){
+if(!pattern18.test(data65)){
+const err146 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
 if(vErrors === null){
 vErrors = [err146];
 }
@@ -1925,9 +2183,8 @@ vErrors.push(err146);
 errors++;
 }
 }
-}
 else {
-const err147 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err147 = {instancePath:instancePath+"/spec/rehearsal/interruptAfter",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
 if(vErrors === null){
 vErrors = [err147];
 }
@@ -1939,7 +2196,7 @@ errors++;
 }
 }
 else {
-const err148 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err148 = {instancePath:instancePath+"/spec/rehearsal",schemaPath:"#/properties/spec/properties/rehearsal/type",keyword:"type",params:{type: "object"},message:"must be object"};
 if(vErrors === null){
 vErrors = [err148];
 }
@@ -1948,26 +2205,300 @@ vErrors.push(err148);
 }
 errors++;
 }
+}
+}
+else {
+const err149 = {instancePath:instancePath+"/spec",schemaPath:"#/properties/spec/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err149];
+}
+else {
+vErrors.push(err149);
+}
+errors++;
+}
+}
+}
+else {
+const err150 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err150];
+}
+else {
+vErrors.push(err150);
+}
+errors++;
+}
 validate20.errors = vErrors;
 return errors === 0;
 }
 validate20.evaluated = {"props":true,"dynamicProps":false,"dynamicItems":false};
 
-export const validateProject = validate21;
-const schema53 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/project.schema.json","title":"runctl.yaml","description":"Project-wide settings for runctl, in runctl.yaml at the repository root. Every field is optional.","type":"object","additionalProperties":false,"properties":{"defaults":{"description":"Values used by aws runs that leave the matching spec field out.","type":"object","default":{},"additionalProperties":false,"properties":{"region":{"description":"AWS region for runs without spec.resources.region, e.g. us-east-1.","$ref":"#/$defs/region"},"storage":{"description":"Storage for runs without spec.checkpoints.storage: s3://bucket/prefix (a file:/// URL applies to local runs only).","$ref":"#/$defs/storageUri"},"profile":{"description":"Named profile from ~/.aws/config used by the controller; without it, the standard AWS credential chain applies.","$ref":"#/$defs/awsProfile"},"iamInstanceProfile":{"description":"Instance profile (name or ARN) for runs without spec.resources.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"}}},"state":{"description":"s3://bucket/prefix for shared controller state (status, events, leases), so CI and a control host can coordinate. Without it, state lives in .runctl/ next to this file.","$ref":"#/$defs/s3Uri"},"prune":{"description":"true terminates and forgets runs whose spec was deleted from the repository; false (the default) only reports them.","type":"boolean","default":false}},"$defs":{"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"},"s3Uri":{"description":"s3://bucket/prefix.","type":"string","pattern":"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"},"awsProfile":{"description":"A named profile from ~/.aws/config: letters, digits, '_', '.', '+', '@' and '-'.","type":"string","pattern":"^[A-Za-z0-9_.+@-]+$"}}};
-const schema54 = {"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"};
-const schema55 = {"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"};
-const schema56 = {"description":"A named profile from ~/.aws/config: letters, digits, '_', '.', '+', '@' and '-'.","type":"string","pattern":"^[A-Za-z0-9_.+@-]+$"};
-const schema57 = {"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"};
-const schema58 = {"description":"s3://bucket/prefix.","type":"string","pattern":"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"};
-const pattern27 = new RegExp("^[A-Za-z0-9_.+@-]+$", "u");
-const pattern29 = new RegExp("^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$", "u");
+export const validateProject = validate23;
+const schema56 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://runctl.dev/schema/project.schema.json","title":"runctl.yaml","description":"Project-wide settings for runctl, in runctl.yaml at the repository root. Every field is optional.","type":"object","additionalProperties":false,"properties":{"defaults":{"description":"Values used by aws runs that leave the matching spec field out.","type":"object","default":{},"additionalProperties":false,"properties":{"region":{"description":"AWS region for runs without spec.resources.region, e.g. us-east-1.","$ref":"#/$defs/region"},"storage":{"description":"Storage for runs without spec.checkpoints.storage: s3://bucket/prefix (a file:/// URL applies to local runs only).","$ref":"#/$defs/storageUri"},"profile":{"description":"Named profile from ~/.aws/config used by the controller; without it, the standard AWS credential chain applies.","$ref":"#/$defs/awsProfile"},"iamInstanceProfile":{"description":"Instance profile (name or ARN) for runs without spec.resources.iamInstanceProfile.","$ref":"#/$defs/instanceProfile"}}},"state":{"description":"s3://bucket/prefix for shared controller state (status, events, leases), so CI and a control host can coordinate. Without it, state lives in .runctl/ next to this file.","$ref":"#/$defs/s3Uri"},"notifications":{"description":"Webhooks told about every run when it is interrupted, resumes, fails, completes, reaches its budget or stops syncing checkpoints (docs/notifications.md). Each is delivered once per event, retried with backoff, and never holds up reconciling.","type":"array","maxItems":20,"items":{"description":"One receiver.","$ref":"#/$defs/notificationReceiver"}},"prune":{"description":"true terminates and forgets runs whose spec was deleted from the repository; false (the default) only reports them.","type":"boolean","default":false}},"$defs":{"notificationReceiver":{"description":"A webhook told about run events. Give exactly one of url and urlFrom. Slack's and Discord's webhook URLs are credentials: use urlFrom for them (validate warns about a plain url that looks like one).","type":"object","additionalProperties":false,"properties":{"url":{"description":"http:// or https:// URL the notification is POSTed to. It is committed to git in plain text: use urlFrom when the URL itself is a credential.","type":"string","maxLength":2048,"pattern":"^https?://[^\\s]+$"},"urlFrom":{"description":"Read the URL from the controller's environment when delivering, e.g. {env: SLACK_WEBHOOK_URL}; an unset variable fails that delivery visibly (an event), never the controller.","type":"object","additionalProperties":false,"required":["env"],"properties":{"env":{"description":"Name of the environment variable holding the URL.","$ref":"#/$defs/envName"}}},"format":{"description":"Body shape: generic (runctl's JSON), slack (incoming webhook: text and blocks) or discord (execute webhook: content and embeds).","enum":["generic","slack","discord"],"default":"generic"},"events":{"description":"Which events to send: Interrupted, Resumed, Failed, Completed, BudgetReached, CheckpointSyncStalled. Default Interrupted, Failed, Completed.","type":"array","minItems":1,"maxItems":6,"uniqueItems":true,"items":{"description":"An event name.","enum":["Interrupted","Resumed","Failed","Completed","BudgetReached","CheckpointSyncStalled"]},"default":["Interrupted","Failed","Completed"]},"timeout":{"description":"How long the receiver has to answer one delivery before it is tried again, between 1s and 5m.","$ref":"#/$defs/duration","default":"10s"}}},"duration":{"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},"envName":{"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"},"region":{"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"},"instanceProfile":{"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"},"storageUri":{"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"},"s3Uri":{"description":"s3://bucket/prefix.","type":"string","pattern":"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"},"awsProfile":{"description":"A named profile from ~/.aws/config: letters, digits, '_', '.', '+', '@' and '-'.","type":"string","pattern":"^[A-Za-z0-9_.+@-]+$"}}};
+const schema57 = {"description":"An AWS region, e.g. us-east-1.","type":"string","pattern":"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"};
+const schema58 = {"description":"s3://bucket/prefix or file:///absolute/path.","type":"string","pattern":"^(?:s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?|file:///[^\\s]*)$"};
+const schema59 = {"description":"A named profile from ~/.aws/config: letters, digits, '_', '.', '+', '@' and '-'.","type":"string","pattern":"^[A-Za-z0-9_.+@-]+$"};
+const schema60 = {"description":"An IAM instance profile name or ARN.","type":"string","pattern":"^(?:arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]+|[A-Za-z0-9+=,.@_-]{1,128})$"};
+const schema61 = {"description":"s3://bucket/prefix.","type":"string","pattern":"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"};
+const pattern30 = new RegExp("^[A-Za-z0-9_.+@-]+$", "u");
+const pattern32 = new RegExp("^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$", "u");
+const schema62 = {"description":"A webhook told about run events. Give exactly one of url and urlFrom. Slack's and Discord's webhook URLs are credentials: use urlFrom for them (validate warns about a plain url that looks like one).","type":"object","additionalProperties":false,"properties":{"url":{"description":"http:// or https:// URL the notification is POSTed to. It is committed to git in plain text: use urlFrom when the URL itself is a credential.","type":"string","maxLength":2048,"pattern":"^https?://[^\\s]+$"},"urlFrom":{"description":"Read the URL from the controller's environment when delivering, e.g. {env: SLACK_WEBHOOK_URL}; an unset variable fails that delivery visibly (an event), never the controller.","type":"object","additionalProperties":false,"required":["env"],"properties":{"env":{"description":"Name of the environment variable holding the URL.","$ref":"#/$defs/envName"}}},"format":{"description":"Body shape: generic (runctl's JSON), slack (incoming webhook: text and blocks) or discord (execute webhook: content and embeds).","enum":["generic","slack","discord"],"default":"generic"},"events":{"description":"Which events to send: Interrupted, Resumed, Failed, Completed, BudgetReached, CheckpointSyncStalled. Default Interrupted, Failed, Completed.","type":"array","minItems":1,"maxItems":6,"uniqueItems":true,"items":{"description":"An event name.","enum":["Interrupted","Resumed","Failed","Completed","BudgetReached","CheckpointSyncStalled"]},"default":["Interrupted","Failed","Completed"]},"timeout":{"description":"How long the receiver has to answer one delivery before it is tried again, between 1s and 5m.","$ref":"#/$defs/duration","default":"10s"}}};
+const schema63 = {"description":"An environment variable name: letters, digits and '_', not starting with a digit.","type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_]*$"};
+const schema64 = {"description":"A duration: a number with a unit (ms, s, m, h, d), or several, e.g. 90s, 15m, 48h, 1h30m.","type":"string","pattern":"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"};
 
-function validate21(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+function validate24(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
+let vErrors = null;
+let errors = 0;
+const evaluated0 = validate24.evaluated;
+if(evaluated0.dynamicProps){
+evaluated0.props = undefined;
+}
+if(evaluated0.dynamicItems){
+evaluated0.items = undefined;
+}
+if(data && typeof data == "object" && !Array.isArray(data)){
+if(data.format === undefined){
+data.format = "generic";
+}
+if(data.events === undefined){
+data.events = ["Interrupted","Failed","Completed"];
+}
+if(data.timeout === undefined){
+data.timeout = "10s";
+}
+for(const key0 in data){
+if(!(((((key0 === "url") || (key0 === "urlFrom")) || (key0 === "format")) || (key0 === "events")) || (key0 === "timeout"))){
+const err0 = {instancePath,schemaPath:"#/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key0},message:"must NOT have additional properties"};
+if(vErrors === null){
+vErrors = [err0];
+}
+else {
+vErrors.push(err0);
+}
+errors++;
+}
+}
+if(data.url !== undefined){
+let data0 = data.url;
+if(typeof data0 === "string"){
+if(func1(data0) > 2048){
+const err1 = {instancePath:instancePath+"/url",schemaPath:"#/properties/url/maxLength",keyword:"maxLength",params:{limit: 2048},message:"must NOT have more than 2048 characters"};
+if(vErrors === null){
+vErrors = [err1];
+}
+else {
+vErrors.push(err1);
+}
+errors++;
+}
+if(!pattern24.test(data0)){
+const err2 = {instancePath:instancePath+"/url",schemaPath:"#/properties/url/pattern",keyword:"pattern",params:{pattern: "^https?://[^\\s]+$"},message:"must match pattern \""+"^https?://[^\\s]+$"+"\""};
+if(vErrors === null){
+vErrors = [err2];
+}
+else {
+vErrors.push(err2);
+}
+errors++;
+}
+}
+else {
+const err3 = {instancePath:instancePath+"/url",schemaPath:"#/properties/url/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err3];
+}
+else {
+vErrors.push(err3);
+}
+errors++;
+}
+}
+if(data.urlFrom !== undefined){
+let data1 = data.urlFrom;
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
+if(data1.env === undefined){
+const err4 = {instancePath:instancePath+"/urlFrom",schemaPath:"#/properties/urlFrom/required",keyword:"required",params:{missingProperty: "env"},message:"must have required property '"+"env"+"'"};
+if(vErrors === null){
+vErrors = [err4];
+}
+else {
+vErrors.push(err4);
+}
+errors++;
+}
+for(const key1 in data1){
+if(!(key1 === "env")){
+const err5 = {instancePath:instancePath+"/urlFrom",schemaPath:"#/properties/urlFrom/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key1},message:"must NOT have additional properties"};
+if(vErrors === null){
+vErrors = [err5];
+}
+else {
+vErrors.push(err5);
+}
+errors++;
+}
+}
+if(data1.env !== undefined){
+let data2 = data1.env;
+if(typeof data2 === "string"){
+if(!pattern6.test(data2)){
+const err6 = {instancePath:instancePath+"/urlFrom/env",schemaPath:"#/$defs/envName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_]*$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_]*$"+"\""};
+if(vErrors === null){
+vErrors = [err6];
+}
+else {
+vErrors.push(err6);
+}
+errors++;
+}
+}
+else {
+const err7 = {instancePath:instancePath+"/urlFrom/env",schemaPath:"#/$defs/envName/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err7];
+}
+else {
+vErrors.push(err7);
+}
+errors++;
+}
+}
+}
+else {
+const err8 = {instancePath:instancePath+"/urlFrom",schemaPath:"#/properties/urlFrom/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err8];
+}
+else {
+vErrors.push(err8);
+}
+errors++;
+}
+}
+let data3 = data.format;
+if(!(((data3 === "generic") || (data3 === "slack")) || (data3 === "discord"))){
+const err9 = {instancePath:instancePath+"/format",schemaPath:"#/properties/format/enum",keyword:"enum",params:{allowedValues: schema62.properties.format.enum},message:"must be equal to one of the allowed values"};
+if(vErrors === null){
+vErrors = [err9];
+}
+else {
+vErrors.push(err9);
+}
+errors++;
+}
+let data4 = data.events;
+if(Array.isArray(data4)){
+if(data4.length > 6){
+const err10 = {instancePath:instancePath+"/events",schemaPath:"#/properties/events/maxItems",keyword:"maxItems",params:{limit: 6},message:"must NOT have more than 6 items"};
+if(vErrors === null){
+vErrors = [err10];
+}
+else {
+vErrors.push(err10);
+}
+errors++;
+}
+if(data4.length < 1){
+const err11 = {instancePath:instancePath+"/events",schemaPath:"#/properties/events/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items"};
+if(vErrors === null){
+vErrors = [err11];
+}
+else {
+vErrors.push(err11);
+}
+errors++;
+}
+const len0 = data4.length;
+for(let i0=0; i0<len0; i0++){
+let data5 = data4[i0];
+if(!((((((data5 === "Interrupted") || (data5 === "Resumed")) || (data5 === "Failed")) || (data5 === "Completed")) || (data5 === "BudgetReached")) || (data5 === "CheckpointSyncStalled"))){
+const err12 = {instancePath:instancePath+"/events/" + i0,schemaPath:"#/properties/events/items/enum",keyword:"enum",params:{allowedValues: schema62.properties.events.items.enum},message:"must be equal to one of the allowed values"};
+if(vErrors === null){
+vErrors = [err12];
+}
+else {
+vErrors.push(err12);
+}
+errors++;
+}
+}
+let i1 = data4.length;
+let j0;
+if(i1 > 1){
+outer0:
+for(;i1--;){
+for(j0 = i1; j0--;){
+if(func0(data4[i1], data4[j0])){
+const err13 = {instancePath:instancePath+"/events",schemaPath:"#/properties/events/uniqueItems",keyword:"uniqueItems",params:{i: i1, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i1+" are identical)"};
+if(vErrors === null){
+vErrors = [err13];
+}
+else {
+vErrors.push(err13);
+}
+errors++;
+break outer0;
+}
+}
+}
+}
+}
+else {
+const err14 = {instancePath:instancePath+"/events",schemaPath:"#/properties/events/type",keyword:"type",params:{type: "array"},message:"must be array"};
+if(vErrors === null){
+vErrors = [err14];
+}
+else {
+vErrors.push(err14);
+}
+errors++;
+}
+let data6 = data.timeout;
+if(typeof data6 === "string"){
+if(!pattern18.test(data6)){
+const err15 = {instancePath:instancePath+"/timeout",schemaPath:"#/$defs/duration/pattern",keyword:"pattern",params:{pattern: "^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"},message:"must match pattern \""+"^(?:[0-9]+(?:\\.[0-9]+)?(?:ms|s|m|h|d))+$"+"\""};
+if(vErrors === null){
+vErrors = [err15];
+}
+else {
+vErrors.push(err15);
+}
+errors++;
+}
+}
+else {
+const err16 = {instancePath:instancePath+"/timeout",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "string"},message:"must be string"};
+if(vErrors === null){
+vErrors = [err16];
+}
+else {
+vErrors.push(err16);
+}
+errors++;
+}
+}
+else {
+const err17 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err17];
+}
+else {
+vErrors.push(err17);
+}
+errors++;
+}
+validate24.errors = vErrors;
+return errors === 0;
+}
+validate24.evaluated = {"props":true,"dynamicProps":false,"dynamicItems":false};
+
+
+function validate23(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="https://runctl.dev/schema/project.schema.json" */;
 let vErrors = null;
 let errors = 0;
-const evaluated0 = validate21.evaluated;
+const evaluated0 = validate23.evaluated;
 if(evaluated0.dynamicProps){
 evaluated0.props = undefined;
 }
@@ -1982,7 +2513,7 @@ if(data.prune === undefined){
 data.prune = false;
 }
 for(const key0 in data){
-if(!(((key0 === "defaults") || (key0 === "state")) || (key0 === "prune"))){
+if(!((((key0 === "defaults") || (key0 === "state")) || (key0 === "notifications")) || (key0 === "prune"))){
 const err0 = {instancePath,schemaPath:"#/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key0},message:"must NOT have additional properties"};
 if(vErrors === null){
 vErrors = [err0];
@@ -2060,7 +2591,7 @@ errors++;
 if(data0.profile !== undefined){
 let data3 = data0.profile;
 if(typeof data3 === "string"){
-if(!pattern27.test(data3)){
+if(!pattern30.test(data3)){
 const err6 = {instancePath:instancePath+"/defaults/profile",schemaPath:"#/$defs/awsProfile/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_.+@-]+$"},message:"must match pattern \""+"^[A-Za-z0-9_.+@-]+$"+"\""};
 if(vErrors === null){
 vErrors = [err6];
@@ -2121,7 +2652,7 @@ errors++;
 if(data.state !== undefined){
 let data5 = data.state;
 if(typeof data5 === "string"){
-if(!pattern29.test(data5)){
+if(!pattern32.test(data5)){
 const err11 = {instancePath:instancePath+"/state",schemaPath:"#/$defs/s3Uri/pattern",keyword:"pattern",params:{pattern: "^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"},message:"must match pattern \""+"^s3://(?!.*\\.\\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[^\\s]*)?$"+"\""};
 if(vErrors === null){
 vErrors = [err11];
@@ -2143,8 +2674,11 @@ vErrors.push(err12);
 errors++;
 }
 }
-if(typeof data.prune !== "boolean"){
-const err13 = {instancePath:instancePath+"/prune",schemaPath:"#/properties/prune/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+if(data.notifications !== undefined){
+let data6 = data.notifications;
+if(Array.isArray(data6)){
+if(data6.length > 20){
+const err13 = {instancePath:instancePath+"/notifications",schemaPath:"#/properties/notifications/maxItems",keyword:"maxItems",params:{limit: 20},message:"must NOT have more than 20 items"};
 if(vErrors === null){
 vErrors = [err13];
 }
@@ -2153,9 +2687,16 @@ vErrors.push(err13);
 }
 errors++;
 }
+const len0 = data6.length;
+for(let i0=0; i0<len0; i0++){
+if(!(validate24(data6[i0], {instancePath:instancePath+"/notifications/" + i0,parentData:data6,parentDataProperty:i0,rootData,dynamicAnchors}))){
+vErrors = vErrors === null ? validate24.errors : vErrors.concat(validate24.errors);
+errors = vErrors.length;
+}
+}
 }
 else {
-const err14 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+const err14 = {instancePath:instancePath+"/notifications",schemaPath:"#/properties/notifications/type",keyword:"type",params:{type: "array"},message:"must be array"};
 if(vErrors === null){
 vErrors = [err14];
 }
@@ -2164,8 +2705,30 @@ vErrors.push(err14);
 }
 errors++;
 }
-validate21.errors = vErrors;
+}
+if(typeof data.prune !== "boolean"){
+const err15 = {instancePath:instancePath+"/prune",schemaPath:"#/properties/prune/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"};
+if(vErrors === null){
+vErrors = [err15];
+}
+else {
+vErrors.push(err15);
+}
+errors++;
+}
+}
+else {
+const err16 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object"};
+if(vErrors === null){
+vErrors = [err16];
+}
+else {
+vErrors.push(err16);
+}
+errors++;
+}
+validate23.errors = vErrors;
 return errors === 0;
 }
-validate21.evaluated = {"props":true,"dynamicProps":false,"dynamicItems":false};
+validate23.evaluated = {"props":true,"dynamicProps":false,"dynamicItems":false};
 

@@ -94,6 +94,27 @@ describe('S3 storage', () => {
     expect(keys).not.toContain(`prune/bundles/${drop}.tar.gz`);
   });
 
+  it('prunes setup cache entries no run holds, then archives no kept entry names (issue 12)', async () => {
+    const { provider, s3 } = storageFor('setup-cache');
+    const [held, orphan, keptSha, orphanSha] = ['1', '2', 'a', 'b'].map((c) => c.repeat(64)) as [string, string, string, string];
+    const entry = (key: string, sha: string) => JSON.stringify({ format: 1, key, archive: { sha256: sha, bytes: 1 } });
+    await put(s3, `setup-cache/setup-cache/${held}.json`, entry(held, keptSha));
+    await put(s3, `setup-cache/setup-cache/${orphan}.json`, entry(orphan, orphanSha));
+    await put(s3, `setup-cache/setup-cache/archives/${keptSha}.tar.gz`, 'a');
+    await put(s3, `setup-cache/setup-cache/archives/${orphanSha}.tar.gz`, 'b');
+    await put(s3, 'setup-cache/setup-cache/readme.txt', 'not runctl shaped');
+    const spec = awsSpec(rig.bucket, { checkpoints: { storage: `s3://${rig.bucket}/setup-cache` } });
+    expect((await provider.pruneSetupCaches(spec, new Set([held]), { minAgeMs: 60_000 })).deleted).toEqual([]);
+    const result = await provider.pruneSetupCaches(spec, new Set([held]), { minAgeMs: 0 });
+    expect(result.deleted).toEqual([`setup-cache/${orphan}.json`, `setup-cache/archives/${orphanSha}.tar.gz`]);
+    const left = await s3.send(new ListObjectsV2Command({ Bucket: rig.bucket, Prefix: 'setup-cache/' }));
+    expect((left.Contents ?? []).map((o) => o.Key).sort()).toEqual([
+      `setup-cache/setup-cache/${held}.json`,
+      `setup-cache/setup-cache/archives/${keptSha}.tar.gz`,
+      'setup-cache/setup-cache/readme.txt',
+    ]);
+  });
+
   it('finds the newest checkpoint that has a manifest, skipping one still uploading', async () => {
     const { provider, s3 } = storageFor('ckpt');
     const spec = awsSpec(rig.bucket, { checkpoints: { storage: `s3://${rig.bucket}/ckpt` } });

@@ -3,7 +3,7 @@
 // (X-Amz-Target, JSON errors) and S3 REST-XML.
 import type { IncomingHttpHeaders } from 'node:http';
 
-export type Service = 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'servicequotas' | 'other';
+export type Service = 'ec2' | 'ssm' | 's3' | 'iam' | 'sts' | 'servicequotas' | 'pricing' | 'other';
 
 export interface AwsRequest {
   service: Service;
@@ -42,6 +42,15 @@ export function parseRequest(method: string, url: string, headers: IncomingHttpH
     }
     return { service: 'servicequotas', action: target.replace(/^ServiceQuotasV20190624\./, ''), region, userAgent, params: {}, json };
   }
+  if (scoped === 'pricing' || target.startsWith('AWSPriceListService.')) {
+    let json: Record<string, unknown> = {};
+    try {
+      json = JSON.parse(body.toString('utf8') || '{}') as Record<string, unknown>;
+    } catch {
+      json = {};
+    }
+    return { service: 'pricing', action: target.replace(/^AWSPriceListService\./, ''), region, userAgent, params: {}, json };
+  }
   if (service === 's3') {
     return { service, action: `${method} ${url.split('?')[0]}`, region, userAgent, params: {} };
   }
@@ -74,7 +83,7 @@ export const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '
 
 export function errorResponse(service: Service, status: number, code: string, message: string): WireError {
   const id = requestId();
-  if (service === 'ssm' || service === 'servicequotas') {
+  if (service === 'ssm' || service === 'servicequotas' || service === 'pricing') {
     return {
       status,
       headers: { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': id },
@@ -103,10 +112,10 @@ export function errorResponse(service: Service, status: number, code: string, me
   };
 }
 
-export function jsonResponse(body: unknown): WireError {
+export function jsonResponse(body: unknown, contentType = 'application/x-amz-json-1.1'): WireError {
   return {
     status: 200,
-    headers: { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': requestId() },
+    headers: { 'content-type': contentType, 'x-amzn-requestid': requestId() },
     body: JSON.stringify(body),
   };
 }

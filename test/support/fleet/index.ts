@@ -20,6 +20,7 @@ import { motoQuery } from '../moto.js';
 import { errorResponse, instanceIdsInXml, jsonResponse, listParam, parseRequest, patchStateReason, withoutInstances, type AwsRequest, type WireError } from './aws-wire.js';
 import { AccountModel } from './account.js';
 import { Faults, type FaultRule } from './faults.js';
+import { PriceModel } from './pricing.js';
 import { Imds, type ImdsInstance } from './imds.js';
 import { instanceProcesses, killInstanceProcesses, runInSandbox, type Invocation } from './sandbox.js';
 
@@ -74,6 +75,8 @@ export interface Fleet {
   readonly faults: Faults;
   /** Service Quotas, the IAM policy simulator and image root sizes, which moto lacks (account.ts). */
   readonly account: AccountModel;
+  /** On-demand prices (GetProducts) and spot price history, from recorded fixtures (pricing.ts). */
+  readonly prices: PriceModel;
   injectFault(rule: FaultRule): () => void;
   clearFaults(): void;
   imdsUrl(instanceId: string): string;
@@ -139,6 +142,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const calls: CallRecord[] = [];
   const faults = new Faults();
   const account = new AccountModel(opts.motoUrl);
+  const prices = new PriceModel();
   const imds = new Imds((id) => instances.get(id));
   const terminationWaiters = new Map<string, (() => void)[]>();
   // RunInstances idempotency as EC2 documents it (moto ignores ClientToken): a repeated token with
@@ -389,6 +393,11 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         record.injected = true;
         return sendWire(res, fault);
       }
+      const priceAnswer = prices.answer(aws);
+      if (priceAnswer) {
+        record.status = priceAnswer.status;
+        return sendWire(res, priceAnswer);
+      }
       const accountAnswer = await account.answer(aws);
       if (accountAnswer) {
         record.status = accountAnswer.status;
@@ -446,6 +455,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     imds,
     faults,
     account,
+    prices,
     injectFault: (rule) => faults.add(rule),
     clearFaults: () => faults.clear(),
     imdsUrl,
