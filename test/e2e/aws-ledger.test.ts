@@ -52,7 +52,12 @@ describe('cost ledger on moto + fleet', () => {
         // No setup: the trainer's own vendored math library is enough, and a venv build is not what is measured here.
         code: { path: './examples/tiny-trainer', exclude: ['.venv/**', 'checkpoints/**', 'wheelhouse/**'] },
         env: { PYTHONPATH: 'vendor/tinymath' },
-        run: 'python3 train.py --steps 40 --checkpoint-every 5 --step-delay 0.1',
+        // Attempt 1 trains until the notice (however slow the machine, the notice lands mid-training);
+        // attempt 2 trains 15 steps past the checkpoint it restored, then finishes.
+        run:
+          'if [ "$RUNCTL_ATTEMPT" = 1 ]; then n=100000; else ' +
+          'n=$(( $(ls "$RUNCTL_CHECKPOINT_DIR" | sed -n "s/^ckpt-0*\\([0-9][0-9]*\\)\\.json$/\\1/p" | sort -n | tail -1) + 15 )); fi; ' +
+          'exec python3 train.py --steps "$n" --checkpoint-every 5 --step-delay 0.05',
         resources: { instanceTypes: ['g5.xlarge'], market: 'spot' },
         checkpoints: { syncInterval: '1s', gracePeriod: '20s' },
       }),
