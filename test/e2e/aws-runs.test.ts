@@ -17,7 +17,16 @@ import { testRun } from '../support/runs.js';
 const repoRoot = path.resolve('.');
 const STEPS = 120;
 const EVERY = 10;
-const TRAIN = `.venv/bin/python train.py --steps ${STEPS} --checkpoint-every ${EVERY} --step-delay 0.25`;
+const HELD_AT = 40;
+// Attempt 1 trains to step HELD_AT, checkpoints, then waits (as the main process, so the notice's
+// SIGTERM reaches it) until it is interrupted: the disruption always lands mid-run, however
+// loaded the machine. Later attempts resume and train to STEPS.
+const TRAIN = [
+  'if [ "$RUNCTL_ATTEMPT" = 1 ]; then',
+  `  .venv/bin/python train.py --steps ${HELD_AT} --checkpoint-every ${EVERY} --step-delay 0.05 && exec sleep 86400`,
+  'fi',
+  `exec .venv/bin/python train.py --steps ${STEPS} --checkpoint-every ${EVERY} --step-delay 0.05`,
+].join('\n');
 
 let rig: AwsRig;
 let s3: S3Client;
