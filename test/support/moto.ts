@@ -6,7 +6,10 @@
 // - lazily from a test file: `const moto = await useMoto()` in beforeAll and `await moto.release()`
 //   in afterAll starts a server only when no global one is running.
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 
 export const MOTO_URL_ENV = 'RUNCTL_TEST_MOTO_URL';
 
@@ -48,14 +51,25 @@ async function reachable(url: string): Promise<boolean> {
 export async function startMoto(opts: { startTimeoutMs?: number } = {}): Promise<MotoServer> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
+  // moto logs every request to stderr. It goes to a file, not a pipe: a test that blocks its own
+  // event loop (spawnSync of the CLI) cannot drain a pipe, and once 64 KiB of log filled it moto
+  // blocked on the write and every AWS call hung.
+  const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-moto-'));
+  const logFile = path.join(logDir, 'moto.log');
+  const logFd = fs.openSync(logFile, 'w');
   const child: ChildProcess = spawn('python3', ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'ignore', logFd],
     env: { ...process.env, PYTHONUNBUFFERED: '1' },
   });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    stderr = (stderr + d.toString()).slice(-4000);
-  });
+  fs.closeSync(logFd);
+  const logTail = (): string => {
+    try {
+      return fs.readFileSync(logFile, 'utf8').slice(-4000);
+    } catch {
+      return '';
+    }
+  };
+  const removeLog = () => fs.rmSync(logDir, { recursive: true, force: true });
   let exited: string | undefined;
   child.on('exit', (code, signal) => {
     exited = `exited with ${signal ?? code}`;
@@ -68,6 +82,8 @@ export async function startMoto(opts: { startTimeoutMs?: number } = {}): Promise
   while (!(await reachable(url))) {
     if (exited !== undefined || Date.now() > deadline) {
       child.kill('SIGKILL');
+      const stderr = logTail();
+      removeLog();
       const missing = /No module named moto|ModuleNotFoundError|ENOENT/.test(stderr + (exited ?? ''));
       throw new Error(
         missing
@@ -82,8 +98,14 @@ export async function startMoto(opts: { startTimeoutMs?: number } = {}): Promise
     url,
     stop: () =>
       new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
+        if (child.exitCode !== null || child.signalCode !== null) {
+          removeLog();
+          return resolve();
+        }
+        child.once('exit', () => {
+          removeLog();
+          resolve();
+        });
         child.kill('SIGTERM');
         setTimeout(() => child.kill('SIGKILL'), 3000).unref();
       }),
