@@ -193,6 +193,11 @@ export class AwsProvider implements Provider {
    * zone the spec allows (all zones EC2 lists when it names none), on-demand from the price list.
    */
   async quoteSpec(spec: RunSpec): Promise<RungQuote[]> {
+    // A quote is read once, for plan: a transient failure has already been retried by then.
+    return gaveUp(() => this.quoteRungs(spec));
+  }
+
+  private async quoteRungs(spec: RunSpec): Promise<RungQuote[]> {
     const region = await this.regionFor(spec);
     const out: RungQuote[] = [];
     for (const rung of marketLadder(spec.resources)) {
