@@ -181,8 +181,11 @@ describe('notifications through a controller SIGKILLed mid-delivery', () => {
     expect(hangResumed.map((r) => [r.event, r.answered])).toEqual([['Resumed', false]]);
     const failing = requests.filter((r) => r.path === 'fail');
     expect(failing.length).toBeGreaterThanOrEqual(1);
-    const failKeySettled = readEvents(eventsFile).some((e) => e.kind === 'notification' && e.data?.format === 'slack' && e.data?.stage === 'result' && e.data?.outcome !== 'retry');
-    expect(failKeySettled).toBe(false);
+    // fail is never given up on or delivered while the run goes on. (One 'unconfirmed' result is
+    // right when controller 1 was killed with a fail request on the wire: a sent request is not sent
+    // again. Which of its requests the kill lands on depends on scheduling, not on this code.)
+    const failGivenUp = readEvents(eventsFile).some((e) => e.kind === 'notification' && e.data?.format === 'slack' && e.data?.stage === 'result' && (e.data?.outcome === 'failed' || e.data?.outcome === 'delivered'));
+    expect(failGivenUp).toBe(false);
 
     // Now hang answers; the controller records it and, once it has, is asked to stop.
     hangResumed[0]!.res.writeHead(200).end('ok');
@@ -206,7 +209,9 @@ describe('notifications through a controller SIGKILLed mid-delivery', () => {
       ['notify Interrupted', 'unconfirmed'],
       ['notify Resumed', 'delivered'],
     ]);
-    expect(results.filter((e) => e.data?.format === 'slack').every((e) => e.data?.outcome === 'retry')).toBe(true);
+    const failOutcomes = results.filter((e) => e.data?.format === 'slack').map((e) => e.data?.outcome);
+    expect(failOutcomes.every((o) => o === 'retry' || o === 'unconfirmed')).toBe(true);
+    expect(failOutcomes.filter((o) => o === 'unconfirmed').length).toBeLessThanOrEqual(1);
     const all = `${fs.readFileSync(eventsFile, 'utf8')}\n${fs.readFileSync(statusFile, 'utf8')}\n${output.join('')}`;
     expect(all).not.toContain(TOKEN);
     expect(output.join('')).toMatch(/notified: delivered the Completed notification to generic receiver \(URL from \$HOLD_HOOK_URL\) \(HTTP 200\)/);
