@@ -193,8 +193,13 @@ describe('notifications through a controller SIGKILLed mid-delivery', () => {
     const hangId = receiversFor([{ url: `${base}/hang` }], []).map((r) => r.id)[0];
     const hangDelivered = () => readEvents(eventsFile).some((e) => e.kind === 'notification' && e.data?.receiver === hangId && e.data?.outcome === 'delivered');
     await until('hold got Completed and hang’s Resumed is recorded delivered', () => requests.some((r) => r.path === 'hold' && r.event === 'Completed') && hangDelivered());
+    // A plain `reconcile` also ends by itself once its runs are settled and deliveries recorded, so
+    // the SIGTERM can land in its last moments, after its handler is gone: that is a clean end too.
+    let signalled: NodeJS.Signals | null = null;
+    second.child.once('exit', (_code, signal) => (signalled = signal));
     second.child.kill('SIGTERM');
-    expect(await second.exited).toBe(0);
+    const code = await second.exited;
+    expect(code === 0 || (code === null && signalled === 'SIGTERM'), `exit code ${code}, signal ${signalled}`).toBe(true);
 
     const byPath = (p: string) => requests.filter((r) => r.path === p).map((r) => r.event);
     expect(byPath('hold').sort()).toEqual(['Completed', 'Interrupted', 'Resumed']);
