@@ -117,6 +117,7 @@ const GOLDEN_PRUNE = `runctl plan: 8 runs against .runctl
       why: new in runs/alpha.yaml
       effect: generation 1 starts: a local sandbox is launched
       price: $0.00/h (local)
+      recovery: prelaunch on (recovery.prelaunch unset: on for market spot): a notice launches the next attempt's capacity at once; its job starts once the final checkpoint is safe
 
   ~ update in place charlie (runs/charlie.yaml, Training, generation 1)
       why: supervision changed: timeouts.training
