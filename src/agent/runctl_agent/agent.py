@@ -292,6 +292,8 @@ class Agent:
                     self.checkpoints.sync(final=False, sid=sid)
                     self.checkpoints.check_stalled()
                     self.sync_ok()
+                else:
+                    self.checkpoints.retain_if_due()
             except Exception as e:
                 self.log("checkpoint sync failed: %s" % e)
                 self.sync_failed(e)
@@ -805,6 +807,15 @@ class Agent:
             if reason:
                 self.status["reason"] = reason
             final = self.publish_status()
+            # Retention after the final status is out: the controller learns that the attempt
+            # ended (and a prelaunched replacement may start) without waiting for old
+            # checkpoints to be retired; the kept list is then published once more.
+            if self.checkpoints.retention_due:
+                try:
+                    self.checkpoints.retain_if_due()
+                    final = self.publish_status()
+                except Exception as e:
+                    self.log("retention after the final sync failed (the next attempt retries it): %s" % e)
         atomic_write(self.p("result.json"), json_bytes(final))
         for name in ("job.json", "setup.json", "job.pid", "setup.pid", "job.pgid", "job.exit", "setup.exit",
                      "logs.cursor", "checkpoints.json", "restore", "staging", "upload", "snapshot.tmp",
