@@ -26,7 +26,7 @@ import time
 import traceback
 
 from .bundle import fetch_bundle
-from .checkpoints import TICK_SECONDS, Checkpoints, NoCheckpointLeft
+from .checkpoints import DECLARATION_POLL_SECONDS, TICK_SECONDS, Checkpoints, NoCheckpointLeft
 from .config import run_prefix
 from .errors import AgentFailure
 from .faults import Faults
@@ -279,14 +279,19 @@ class Agent:
         self.stop_event.set()
 
     def checkpoint_loop(self):
-        """Every TICK_SECONDS: the job's open files and its declarations (a declared save is synced
-        at once); every syncIntervalSeconds: a periodic sync."""
+        """Every DECLARATION_POLL_SECONDS: the job's declarations (a declared save is synced at
+        once: this poll is most of the delay between a save and its upload starting); every
+        TICK_SECONDS: also the job's open files; every syncIntervalSeconds: a periodic sync."""
         self.checkpoints.start_watching(self.joblog.path, self.progress_from or 0)
         next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
-        while not self.sync_stop.wait(TICK_SECONDS):
+        next_watch = 0.0
+        while not self.sync_stop.wait(DECLARATION_POLL_SECONDS):
             sid = self.child.pid if self.child is not None else None
+            watch = time.monotonic() >= next_watch
+            if watch:
+                next_watch = time.monotonic() + TICK_SECONDS
             try:
-                declared = self.checkpoints.tick(sid)
+                declared = self.checkpoints.tick(sid if watch else None)
                 if declared or time.monotonic() >= next_sync:
                     next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
                     self.checkpoints.sync(final=False, sid=sid)

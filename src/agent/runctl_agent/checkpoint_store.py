@@ -67,6 +67,7 @@ kept in stateDir/store-ops. Nothing in production sets it.
 """
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -74,6 +75,7 @@ import shutil
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .storage import FileStorage, StorageError
 from .util import atomic_write, json_bytes, now_iso, pad_seq, read_int, remove_quietly, safe_relpath
@@ -85,6 +87,8 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COPY_CHUNK = 1024 * 1024
 HASH_FIRST_BELOW = 8 * 1024 * 1024  # file:// files of a stored size below this are hashed before any copy
 PARALLEL_COPY_FROM = 1024 * 1024  # file:// files from this size are copied and hashed at once, in two threads
+READ_WORKERS = 4  # files read (hashed, copied) at once by one sync
+TEMP_SEQ = itertools.count()  # unique temp names for the copies running at once
 
 
 def contents_prefix(run_prefix):
@@ -114,10 +118,15 @@ class KillSwitch(object):
         limit = os.environ.get("RUNCTL_AGENT_KILL_AFTER_OPS")
         self.limit = int(limit) if limit not in (None, "") else None
         self.path = os.path.join(state_dir, "store-ops")
+        self.lock = threading.Lock()  # files are copied on several threads
 
     def __call__(self, what):
         if self.limit is None:
             return
+        with self.lock:
+            self._count()
+
+    def _count(self):
         done = (read_int(self.path) or 0)
         if done >= self.limit:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -451,7 +460,8 @@ class SyncSession(object):
         """Snapshot each file (checkpoint_tree.FileEntry) under root into the store.
         Returns {"accepted": [{"path","size","sha256","mode"}], "rejected": [{"path","reason"}]}.
 
-        A file whose identity the local index knows is reused unread. Otherwise it is read once:
+        A file whose identity the local index knows is reused unread. Otherwise it is read once
+        (up to READ_WORKERS files at once, read_in_parallel):
         on S3 it is hashed, and the contents not already stored are uploaded together by one
         `aws s3 cp --recursive` of a folder of hard links to them (no copy: the extra disk is
         zero; where a link cannot be made, that file is uploaded alone straight from the job's
@@ -464,9 +474,16 @@ class SyncSession(object):
         never left stored under a wrong hash by a finished sync (a SIGKILL in that window leaves
         it until collected; restore's sha256 check refuses it meanwhile)."""
         self.root = root
-        accepted, rejected, pending = [], [], []
+        accepted, rejected, pending, unread = [], [], [], []
         for entry in entries:
-            ok, value = self._prepare(root, entry)
+            known = self.index.get(entry.path)
+            if known and known.get("identity") == entry.identity() and self.reusable(known.get("sha256")):
+                accepted.append(self._accept(entry, known["sha256"], uploaded=False)[1])
+            else:
+                unread.append(entry)
+        sizes = set(size for size, _ in self.stored.values()) | set(self.uploaded.values())
+        for entry, read in zip(unread, read_in_parallel(lambda e: self._read(root, e, sizes), unread)):
+            ok, value = self._settle(entry, read)
             if ok is None:
                 pending.append((entry, value))
             elif ok:
@@ -490,30 +507,69 @@ class SyncSession(object):
             return True, result["accepted"][0]
         return False, result["rejected"][0]["reason"]
 
-    def _prepare(self, root, entry):
-        """(True, value) reused; (False, reason) rejected; (None, sha256) hashed, to upload (S3);
-        file:// stores new contents here, one file at a time."""
-        known = self.index.get(entry.path)
-        if known and known.get("identity") == entry.identity() and self.reusable(known.get("sha256")):
-            return self._accept(entry, known["sha256"], uploaded=False)
+    def _read(self, root, entry, stored_sizes):
+        """Read one file the index does not know, on a worker thread (it changes no session
+        state): hash it, and on file:// copy it into the store under a temp name. Returns
+        {"error": reason} or {"sha": sha256, "tmp": temp path or None, "began": time.time()},
+        plus "written": bytes copied into the store (rejected copies included)."""
         path = os.path.join(root, *entry.path.split("/"))
         local = isinstance(self.store.storage, FileStorage)
-        same_size = any(size == entry.size for size, _ in self.stored.values()) or entry.size in self.uploaded.values()
-        if local and (not same_size or entry.size >= HASH_FIRST_BELOW):
+        if local and (entry.size not in stored_sizes or entry.size >= HASH_FIRST_BELOW):
             # Copied while hashed; a large file of a stored size is more likely new (a shard) than
             # a copy, so its copy is not held back by hashing first (discarded when stored).
-            return self._add_into_folder(path, entry, None)
+            return self._copy_in(path, entry, None)
         try:
             sha = hash_file(path)
         except OSError as e:
-            return False, "cannot read %s: %s" % (entry.path, e)
+            return {"error": "cannot read %s: %s" % (entry.path, e)}
         if not same_identity(path, entry):
-            return False, "%s changed while it was read" % entry.path
-        if self.reusable(sha):
-            return self._accept(entry, sha, uploaded=False)
-        if local:
-            return self._add_into_folder(path, entry, sha)
-        return None, sha
+            return {"error": "%s changed while it was read" % entry.path}
+        if self.reusable(sha) or not local:
+            return {"sha": sha, "tmp": None}
+        return self._copy_in(path, entry, sha)
+
+    def _copy_in(self, path, entry, sha):
+        """file://: copy into the store's folder under a unique temp name (sha: the content's
+        hash when already read; then the kernel copies it)."""
+        final_dir = self.store.storage.local_path(contents_prefix(self.store.prefix))
+        os.makedirs(final_dir, exist_ok=True)
+        tmp = os.path.join(final_dir, "incoming.tmp-%d-%d" % (os.getpid(), next(TEMP_SEQ)))
+        began = time.time()
+        try:
+            self.store.kill("content-copy")
+            if sha is None:
+                sha, size = copy_and_hash(path, tmp)
+            else:
+                shutil.copyfile(path, tmp)
+                size = os.path.getsize(tmp)
+        except OSError as e:
+            written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
+            remove_quietly(tmp)
+            return {"error": "cannot read %s: %s" % (entry.path, e), "written": written}
+        written = os.path.getsize(tmp)
+        if size != entry.size or not same_identity(path, entry):
+            remove_quietly(tmp)
+            return {"error": "%s changed while it was copied" % entry.path, "written": written}
+        return {"sha": sha, "tmp": tmp, "began": began, "written": written}
+
+    def _settle(self, entry, read):
+        """The bookkeeping of one _read, one file at a time: (True, value) stored or reused;
+        (False, reason) rejected; (None, sha256) hashed, to upload (S3)."""
+        self.store.bytes_written += read.get("written", 0)
+        if "error" in read:
+            return False, read["error"]
+        sha, tmp = read["sha"], read["tmp"]
+        try:
+            if self.reusable(sha):
+                return self._accept(entry, sha, uploaded=False)
+            if tmp is None:
+                return None, sha
+            self.store.kill("content-rename")
+            os.replace(tmp, os.path.join(os.path.dirname(tmp), sha))
+            return self._accept(entry, sha, uploaded=True, began=read["began"])
+        finally:
+            if tmp is not None:
+                remove_quietly(tmp)
 
     def _upload(self, root, pending):
         """S3: upload the hashed new contents of pending [(FileEntry, sha256)] with one AWS CLI
@@ -570,36 +626,6 @@ class SyncSession(object):
                 yield True, entry, self._accept(entry, sha, uploaded=True, began=began)[1]
         finally:
             remove_quietly(staging)
-
-    def _add_into_folder(self, path, entry, sha):
-        """file:// storage: copy straight into the store under a temp name, rename by hash. sha:
-        the content's hash when already read (then the kernel copies it: one read in Python)."""
-        storage = self.store.storage
-        final_dir = storage.local_path(contents_prefix(self.store.prefix))
-        os.makedirs(final_dir, exist_ok=True)
-        tmp = os.path.join(final_dir, "incoming.tmp-%d" % os.getpid())
-        began = time.time()
-        try:
-            try:
-                self.store.kill("content-copy")
-                if sha is None:
-                    sha, size = copy_and_hash(path, tmp)
-                else:
-                    shutil.copyfile(path, tmp)
-                    size = os.path.getsize(tmp)
-            except OSError as e:
-                return False, "cannot read %s: %s" % (entry.path, e)
-            finally:
-                self.store.bytes_written += os.path.getsize(tmp) if os.path.exists(tmp) else 0
-            if size != entry.size or not same_identity(path, entry):
-                return False, "%s changed while it was copied" % entry.path
-            if self.reusable(sha):
-                return self._accept(entry, sha, uploaded=False)
-            self.store.kill("content-rename")
-            os.replace(tmp, os.path.join(final_dir, sha))
-            return self._accept(entry, sha, uploaded=True, began=began)
-        finally:
-            remove_quietly(tmp)
 
     def _accept(self, entry, sha, uploaded, began=None):
         """Count a file as stored; uploaded: by this session (began: time.time() before its
@@ -672,6 +698,17 @@ class SyncSession(object):
                 index[f["path"]] = {"identity": entry.identity(), "sha256": f["sha256"]}
         store.save_index(index)
         return manifest
+
+
+def read_in_parallel(read, entries):
+    """[read(entry) for entry in entries], on up to READ_WORKERS threads: hashing is the floor of
+    a sync's time (one core hashes sha256 at about 1 GB/s at best, a page-cache copy is faster), and
+    hashlib and the kernel's copy release the GIL, so the shards of a checkpoint are read at once."""
+    workers = min(READ_WORKERS, os.cpu_count() or 1, len(entries))
+    if workers <= 1:
+        return [read(e) for e in entries]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(read, entries))
 
 
 def hash_file(path):

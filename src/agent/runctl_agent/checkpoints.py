@@ -46,7 +46,8 @@ class NoCheckpointLeft(AgentFailure):
 
 
 DEFAULT_THROUGHPUT = 20 * 1024 * 1024  # bytes/s assumed for the final upload before a sync was measured
-TICK_SECONDS = 0.25  # how often the job's open files and declarations are looked at
+TICK_SECONDS = 0.25  # how often the job's open files are looked at (a scan of /proc)
+DECLARATION_POLL_SECONDS = 0.05  # how often the job's log and marker are looked at for a declared save
 
 
 class Checkpoints:
