@@ -78,6 +78,8 @@ class Checkpoints:
         self.marker_seen = None  # (mtime_ns, size) of the marker file last seen
         self.throughput = None  # bytes/s measured on this instance's syncs
         self.last_uploaded = 0  # bytes the last publishing sync uploaded
+        # When this attempt last published (CheckpointSyncStalled's clock). Started again when
+        # the job starts (start_watching): a restore and an install of minutes are not a stall.
         self.last_publish = time.time()
         self.changed_since_publish = False
         self.kept = {}  # id -> CheckpointRef of the kept checkpoints of this generation
@@ -108,7 +110,11 @@ class Checkpoints:
 
     # -- when: declarations and the job's open files, looked at every TICK_SECONDS
     def start_watching(self, log_path, offset):
-        """Begin reading declaration lines in job.log from `offset` (the job's first byte)."""
+        """Begin reading declaration lines in job.log from `offset` (the job's first byte), and
+        start the stall clock: nothing can be published before the job runs, so the restore's
+        and the setup's time never counts as "nothing published" (break9: a 53 s restore raised
+        CheckpointSyncStalled 3 s into the job)."""
+        self.last_publish = time.time()
         self.saved_cursor = (log_path, offset)
         self.marker_seen = self._marker_state()
 
