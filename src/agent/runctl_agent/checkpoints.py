@@ -26,7 +26,7 @@ from .checkpoint_store import DEFAULT_GRACE_SECONDS, CheckpointStore, entries_eq
 from .checkpoint_tree import scan_tree
 from .errors import AgentFailure
 from .resume_evidence import avoided_checkpoints
-from .steps import MARKER_FILE, hf_folder, lightning_step, layout_step, parse_marker, parse_saved_line
+from .steps import MARKER_FILE, VALID_DECLARATION, hf_folder, lightning_step, layout_step, marker_step, saved_line
 
 from .config import run_prefix
 from .storage import StorageError
@@ -89,6 +89,7 @@ class Checkpoints:
         # final sync after a clean exit with nothing newer declared carries it on.
         self.last_declared = None
         self.refused_seen = set()
+        self.malformed_seen = set()  # (declaration, problem) already warned about
         self.store = CheckpointStore(storage, cfg["run"], cfg["generation"], cfg["attempt"], state_dir, log,
                                      grace_seconds=cfg.get("contentGraceSeconds", DEFAULT_GRACE_SECONDS),
                                      run_prefix=run_prefix(cfg))
@@ -142,7 +143,9 @@ class Checkpoints:
             cut = data.rfind(b"\n")
             if cut >= 0:
                 for line in data[: cut + 1].decode("utf-8", "replace").splitlines():
-                    ok, step = parse_saved_line(line.split("\r")[-1])
+                    ok, step, problem = saved_line(line.split("\r")[-1])
+                    if problem:
+                        self._malformed(line.split("\r")[-1].strip(), problem)
                     if ok:
                         self.declared = (step, "line" if step is not None else None)
                         declared = True
@@ -152,7 +155,9 @@ class Checkpoints:
             self.marker_seen = marker
             try:
                 with open(os.path.join(self.cfg["checkpointDir"], MARKER_FILE), "rb") as f:
-                    step = parse_marker(f.read(4096))
+                    step, problem = marker_step(f.read(4096))
+                if problem:
+                    self._malformed(MARKER_FILE, problem)
             except OSError:
                 step = None
             self.declared = (step, "marker" if step is not None else None)
@@ -160,6 +165,19 @@ class Checkpoints:
         if declared:
             self.capture.declared()
         return declared
+
+    def _malformed(self, what, problem):
+        """Say once per distinct declaration (agent log and the job's log) that its step was not
+        understood: the save still counts, without a step (break9: such declarations were
+        ignored without a word)."""
+        key = (what, problem)
+        if key in self.malformed_seen:
+            return
+        self.malformed_seen.add(key)
+        message = ("checkpoint declaration %s: %s; the save counts, with its step unknown. Valid: %s (docs/checkpoints.md)" % (
+            "in the marker file " + MARKER_FILE if what == MARKER_FILE else "line %r" % what[:200], problem, VALID_DECLARATION))
+        self.log("warning: " + message)
+        self.note("warning: " + message)
 
     # -- sync
     def sync(self, final, sid=None, clean_exit=False):
