@@ -154,6 +154,8 @@ class FallbackAcrossAttemptsTest(unittest.TestCase):
             {"id": "00000004", "attempt": 2, "reason": "the job exited with code 1", "descendsFrom": "00000003"},
             {"id": "00000003", "attempt": 2, "reason": "the job exited with code 1"},
         ])
+        # What `describe` lists as kept is what retention keeps: the ruled-out ones too, for now.
+        self.assertEqual([c["id"] for c in a3.status["checkpoints"]], ["00000002", "00000003", "00000004"])
         self.write(a3, "train.log", b"attempt 3 started\n", append=True)
         self.assertEqual(self.save(a3, b"GOOD 30", 30)["id"], "00000005")  # it trained: newer training state
         self.crash(a3)  # then crashed from an unrelated bug
