@@ -568,6 +568,7 @@ class Agent:
             self.set_status(publish=False, lastCheckpoint=last)
         if record.get("restoredFrom"):
             self.set_status(publish=False, restoredFrom=record["restoredFrom"])
+            self.checkpoints.adopt_restored(record["restoredFrom"])
         self.child = child
         self.resolve_secrets_for_redaction()
         if child.running():
