@@ -83,6 +83,7 @@ class Checkpoints:
         self.kept = {}  # id -> CheckpointRef of the kept checkpoints of this generation
         self.last_left_out = []
         self.retention_due = False  # a checkpoint was published since the last retention
+        self.retry_at = None  # monotonic time to sync again after a sync held back by a save in progress
         # The declared (step, source) the newest checkpoint this attempt published carries; a
         # final sync after a clean exit with nothing newer declared carries it on.
         self.last_declared = None
@@ -196,9 +197,27 @@ class Checkpoints:
         left.extend(added["rejected"])
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
+        held = self.capture.held_back(left, tree, job_ended=final)
+        if held:
+            # A save in progress: the new contents are stored (the next sync reuses them), but no
+            # checkpoint is published until the save is whole; a declared one is tried again soon.
+            session.keep_index()
+            if self.declared is not None:
+                # A save is in progress after the declared one (the next save began before this
+                # one could be published): the declaration no longer describes the folder, and a
+                # later publish must not carry its step.
+                self.log("the save declared at step %s was overwritten by the next one before it could be published" % (
+                    self.declared[0] if self.declared[0] is not None else "unknown"))
+                self.declared = None
+            self._report_left_out(left)
+            self._maybe_stalled(left)
+            self.retry_at = time.monotonic() + max(TICK_SECONDS, self.capture.quiet / 2.0)
+            self.log("checkpoint sync held back, a save is in progress: %s" % "; ".join(held[:3]))
+            return None
+        self.retry_at = None
         files = [by_path[e.path] for e in kept]
         taken = set(f["path"] for f in files)
-        # A file left out keeps its previously published version (its content is stored and
+        # A busy file left out keeps its previously published version (its content is stored and
         # named by that checkpoint's manifest, so nothing is read or uploaded for it).
         old_files = dict((f["path"], f) for f in previous.get("files") or [])
         for item in left:
@@ -252,6 +271,11 @@ class Checkpoints:
         self.retention_due = True  # run by retain_if_due: the checkpoint loop, or the agent's finish
         self.set_status(publish=False, lastCheckpoint=ref, checkpoints=self.kept_list())
         return ref
+
+    def retry_due(self):
+        """True when a sync was held back by a save in progress and it is time to try again (the
+        checkpoint loop then syncs without waiting for the interval)."""
+        return self.retry_at is not None and time.monotonic() >= self.retry_at
 
     def retain_if_due(self):
         """Retention after a periodic or declared sync, run by the checkpoint loop on a tick with
