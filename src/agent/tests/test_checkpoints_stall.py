@@ -4,6 +4,7 @@ many-small-files-slow-restore-false-stall). Real storage, restore and syncs; onl
 stall rule reads is driven by the test."""
 import os
 import tempfile
+import time as real_time
 import unittest
 from unittest import mock
 
@@ -19,6 +20,12 @@ class Clock(object):
 
     def time(self):
         return self.now
+
+    def monotonic(self):
+        return real_time.monotonic()
+
+    def sleep(self, seconds):
+        real_time.sleep(seconds)
 
 
 class StallClockTest(unittest.TestCase):
