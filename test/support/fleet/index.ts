@@ -200,7 +200,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     if (!inst || inst.state === 'terminated') return;
     inst.state = 'terminated';
     inst.terminatedAt = new Date();
-    if (spot) inst.spotTermination = { at: inst.terminatedAt };
+    if (spot) inst.spotTermination ??= { at: inst.terminatedAt };
     killInstanceProcesses(id);
     for (const resolve of terminationWaiters.get(id) ?? []) resolve();
     terminationWaiters.delete(id);
@@ -509,6 +509,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         timers.delete(timer);
         if (inst.state === 'terminated') return;
         if (Date.now() >= deadline || instanceProcesses(instanceId).length === 0) {
+          // EC2 gives the spot reason from the moment the instance starts shutting down: a
+          // DescribeInstances answered while moto terminates it must not show moto's user reason.
+          inst.spotTermination = { at: new Date() };
           void terminateInMoto(instanceId)
             .catch(() => undefined)
             .then(() => markTerminated(instanceId, true));
