@@ -98,6 +98,12 @@ export interface Fleet {
   readonly account: AccountModel;
   /** The timing model in force (timing.ts). */
   readonly timing: Readonly<FleetTiming>;
+  /**
+   * Changes figures of the timing model from now on: instances launched and notices delivered
+   * afterwards follow them (e.g. a test that models only the race after a notice boots its first
+   * instance at once, then sets the scaled EC2 figures before delivering the notice).
+   */
+  setTiming(timing: Partial<FleetTiming>): void;
   /** On-demand prices (GetProducts) and spot price history, from recorded fixtures (pricing.ts). */
   readonly prices: PriceModel;
   injectFault(rule: FaultRule): () => void;
@@ -493,6 +499,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     account,
     timing,
     prices,
+    setTiming(next) {
+      Object.assign(timing, next);
+    },
     injectFault: (rule) => faults.add(rule),
     clearFaults: () => faults.clear(),
     imdsUrl,
