@@ -6,7 +6,7 @@
 // step after the restart, from watching the new instance's job.log as it is written (20 ms polls).
 // Writes its section of docs/BENCHMARKS.md. Environment: BENCH_REPEAT (default 3).
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,7 +40,10 @@ interface Timeline {
 
 /** `[runctl-agent] <ISO time> <note>` lines of an attempt's job log, as shipped to storage. */
 function agentNotes(dir: string, attempt: number): Array<{ at: number; text: string }> {
-  const logs = path.join(dir, '.runctl/local/storage/runs/quickstart/g1', `a${attempt}`, 'logs');
+  // Storage keys carry the run's uid (runs/<run>/<uid>/g<gen>/…); the clone holds one run.
+  const run = path.join(dir, '.runctl/local/storage/runs/quickstart');
+  const uid = readdirSync(run).find((n) => existsSync(path.join(run, n, 'g1'))) ?? '';
+  const logs = path.join(run, uid, 'g1', `a${attempt}`, 'logs');
   const notes: Array<{ at: number; text: string }> = [];
   for (const name of readdirSync(logs).sort()) {
     for (const line of readFileSync(path.join(logs, name), 'utf8').split('\n')) {
@@ -84,6 +87,9 @@ async function once(): Promise<Timeline> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'runctl-bench-quickstart-'));
   try {
     execFileSync('git', ['clone', '-q', ROOT, dir]);
+    // The sequential path this table splits into steps: since recovery.prelaunch became the spot
+    // default, the quickstart prelaunches; `npm run bench -- recovery` sets the two side by side.
+    appendFileSync(path.join(dir, 'runs/quickstart.yaml'), '  recovery: {prelaunch: false}\n');
     const started = Date.now();
     const stop = new AbortController();
     const firstStep = watchFirstStep(dir, stop.signal);
@@ -115,7 +121,7 @@ async function once(): Promise<Timeline> {
     const checkpoint = /checkpoint \S+ published at step (\d+)/.exec(first.filter((n) => /published/.test(n.text)).at(-1)?.text ?? '');
     return {
       notice: at('effect', 'deliverSpotNotice'),
-      agentSaw: noteAt(first, /^sending .* to the job/),
+      agentSaw: noteAt(first, /^(?:sending|sent) .* to the job/),
       interrupted: noteAt(first, /^attempt ended: interrupted/),
       controllerSaw: at('transition', 'Interrupted -> Resuming'),
       launched: launchOf(events, 2),
@@ -187,7 +193,9 @@ const section = [
     `The whole quickstart (two attempts, 400 steps): ${seconds(wholeRun)} s.**`,
   '',
   `Command: \`npm run bench -- quickstart-recovery\` (BENCH_REPEAT=${REPEAT}). Each repetition clones this repository into a ` +
-    'temporary folder and runs `runctl reconcile runs/` there, as `npm start` does. Times come from the run\'s event log, the ' +
+    'temporary folder and runs `runctl reconcile runs/` there, as `npm start` does, with `recovery.prelaunch: false` added to ' +
+    'its spec: this is the sequential path (`npm start` now prelaunches; the `recovery` section below compares the two). ' +
+    'Times come from the run\'s event log, the ' +
     "agents' notes in their job logs, and a 20 ms poll of the new instance's live job log for its first step. " +
     `Measured ${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores, Node ${process.versions.node}.`,
   '',

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // `npm run bench`: runs every bench/*.bench.js and bench/*.bench.ts module, each in its own
 // process, in name order. `npm run bench -- validate` runs only the modules whose name contains
-// "validate". A module prints its own table and writes its section of docs/BENCHMARKS.md.
+// "validate"; a filter that is a module's whole name selects that module alone (`recovery` runs
+// recovery.bench.ts, not quickstart-recovery.bench.ts too). A module prints its own table and
+// writes its section of docs/BENCHMARKS.md.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -9,9 +11,11 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const filters = process.argv.slice(2);
-const modules = readdirSync(here)
-  .filter((name) => /\.bench\.(js|mjs|ts|mts)$/.test(name))
-  .filter((name) => filters.length === 0 || filters.some((f) => name.includes(f)))
+const all = readdirSync(here).filter((name) => /\.bench\.(js|mjs|ts|mts)$/.test(name));
+const stem = (name) => name.replace(/\.bench\.(js|mjs|ts|mts)$/, '');
+const isStem = (filter) => all.some((name) => stem(name) === filter);
+const modules = all
+  .filter((name) => filters.length === 0 || filters.some((f) => (isStem(f) ? stem(name) === f : name.includes(f))))
   .sort();
 
 if (modules.length === 0) {

@@ -36,6 +36,7 @@ export function renderPlanText(plan: Plan, opts: { store: string; colors?: Color
     for (const change of r.changes) lines.push(`        ${describeChange(change)}`);
     lines.push(`      effect: ${r.effect}`);
     lines.push(`      price: ${r.price.note}`);
+    if (r.recovery) lines.push(`      recovery: ${r.recovery.note}`);
     lines.push('');
   }
   for (const o of plan.orphanedInstances ?? []) {
@@ -79,7 +80,7 @@ export function renderPlanMarkdown(plan: Plan, opts: { store: string }): string 
     lines.push('| | run | action | why | effect | price |', '|---|---|---|---|---|---|');
     for (const r of sortRuns(plan.runs)) {
       const why = [r.reason, ...r.changes.map(describeChange)].map(cell).join('<br>');
-      lines.push(`| \`${LABEL[r.action].symbol}\` | \`${r.run}\` | ${LABEL[r.action].words} | ${why} | ${cell(r.effect)} | ${cell(r.price.note)} |`);
+      lines.push(`| \`${LABEL[r.action].symbol}\` | \`${r.run}\` | ${LABEL[r.action].words} | ${why} | ${[r.effect, ...(r.recovery ? [`recovery: ${r.recovery.note}`] : [])].map(cell).join('<br>')} | ${cell(r.price.note)} |`);
     }
     lines.push('');
   }
@@ -114,6 +115,8 @@ export function renderPlanJson(plan: Plan, diagnostics: readonly Diagnostic[], o
         generation: { from: r.generation.from ?? null, to: r.generation.to },
         changes: r.changes,
         price: r.price,
+        // Set for a run about to start and when a prelaunch field changed: its effective value.
+        recovery: r.recovery ?? null,
       })),
       // null: not looked for (--no-cloud-checks, or the listing failed: see stderr).
       orphanedInstances: plan.orphanedInstances ?? null,

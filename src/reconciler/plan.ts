@@ -9,6 +9,7 @@ import type { LoadedRun, RunSpec } from '../spec/types.js';
 import type { Phase, RunStatus } from '../state/types.js';
 import type { DesiredState } from './controller.js';
 import type { PlannedOrphanInstance } from './plan-orphans.js';
+import { prelaunchEnabled, prelaunchOnRebalance } from './prelaunch.js';
 import { pruneRefusal } from './prune-guard.js';
 import { specChanges, type FieldChange } from './spec-diff.js';
 
@@ -49,6 +50,18 @@ export interface PlannedRun {
   /** Fields that differ from what was last applied: trained ones for a new generation, supervision ones otherwise. */
   changes: FieldChange[];
   price: PriceEstimate;
+  /**
+   * How an interruption will be recovered, with spec.recovery.prelaunch's effective value (an unset
+   * field is on for the spot markets): set for a run about to start and when a prelaunch field changed.
+   */
+  recovery?: RecoveryPlan;
+}
+
+export interface RecoveryPlan {
+  /** prelaunchEnabled(spec): whether a notice launches the replacement at once. */
+  prelaunch: boolean;
+  /** One line for people, saying where the value comes from. */
+  note: string;
 }
 
 export interface Plan {
@@ -133,6 +146,7 @@ function planCreate(loaded: LoadedRun): PlannedRun {
     generation: { to: 1 },
     changes: [],
     price: estimatePrice(spec),
+    ...(spec.suspend ? {} : { recovery: recoveryPlan(spec) }),
   };
 }
 
@@ -159,6 +173,7 @@ function planExisting(loaded: LoadedRun, status: RunStatus): PlannedRun {
       effect: newGenerationEffect(status, spec, to, ctx?.stopReason),
       generation: { from: status.generation, to },
       changes: trained.length ? trained : changes,
+      ...(touchesPrelaunch(changes) ? { recovery: recoveryPlan(spec) } : {}),
     };
   }
 
@@ -205,6 +220,7 @@ function planExisting(loaded: LoadedRun, status: RunStatus): PlannedRun {
       effect: inPlaceEffect(phase),
       generation,
       changes,
+      ...(touchesPrelaunch(changes) ? { recovery: recoveryPlan(spec) } : {}),
     };
   }
   return { ...base, action: 'no-op', reason: noOpReason(status, loaded), effect: 'nothing changes', generation, changes: [] };
@@ -277,6 +293,25 @@ function noOpReason(status: RunStatus, loaded: LoadedRun): string {
   }
   if (status.phase === 'Terminating') return 'up to date; the run is stopping';
   return `up to date: ${status.phase}, generation ${status.generation}`;
+}
+
+/**
+ * What an interruption will do, with recovery.prelaunch's effective value and where it comes from
+ * (mirrors prelaunchEnabled, which derive.ts asks on every notice). Runs stored before the default
+ * changed hold prelaunch: false in their applied spec; the line says what the value is now.
+ */
+export function recoveryPlan(spec: RunSpec): RecoveryPlan {
+  const prelaunch = prelaunchEnabled(spec);
+  const explicit = spec.recovery.prelaunch;
+  const source = explicit !== undefined ? `recovery.prelaunch: ${explicit}` : `recovery.prelaunch unset: ${prelaunch ? 'on' : 'off'} for market ${spec.resources.market}`;
+  const what = prelaunch
+    ? `a notice launches the next attempt's capacity at once; its job starts once the final checkpoint is safe${prelaunchOnRebalance(spec) ? ' (also on a rebalance recommendation)' : ''}`
+    : 'after a notice the replacement is launched once the interrupted attempt has stopped';
+  return { prelaunch, note: `prelaunch ${prelaunch ? 'on' : 'off'} (${source}): ${what}` };
+}
+
+function touchesPrelaunch(changes: readonly FieldChange[]): boolean {
+  return changes.some((c) => c.path === 'recovery.prelaunch' || c.path === 'recovery.prelaunchOnRebalance' || c.path === 'resources.market');
 }
 
 function launchWords(spec: RunSpec): string {

@@ -5,13 +5,21 @@ import type { RunSpec } from '../spec/types.js';
 import type { InstanceRecord } from '../state/types.js';
 
 /**
- * spec.recovery.prelaunch. Issue 12 asks for a default of true on spot markets, where a two-minute
- * notice is the normal way an attempt ends (EC2 user guide, "Spot Instance interruption notices").
- * Until the aws provider's prelaunch path has passed its moto + fleet test, the default stays false
- * (today's sequential recovery); the local provider's path is tested end to end.
+ * Whether spec.recovery.prelaunch is in effect for a run. An explicit value wins; unset, it is on
+ * for the spot markets (`spot`, `spot-then-on-demand`), where a two-minute notice is the normal way
+ * an attempt ends (EC2 user guide, "Spot Instance interruption notices"; issue 12), and off for
+ * `on-demand`, where a notice never comes and a replacement would only be billed twice. The local
+ * provider's market defaults to spot like any other run's, so its rehearsal prelaunches too.
  */
 export function prelaunchEnabled(spec: RunSpec): boolean {
-  return spec.recovery.prelaunch === true;
+  const explicit = spec.recovery.prelaunch;
+  if (explicit !== undefined) return explicit;
+  return prelaunchDefault(spec.resources.market);
+}
+
+/** The value of spec.recovery.prelaunch when the spec leaves it out: true for the spot markets. */
+export function prelaunchDefault(market: RunSpec['resources']['market']): boolean {
+  return market === 'spot' || market === 'spot-then-on-demand';
 }
 
 /** spec.recovery.prelaunchOnRebalance (default false); only with prelaunch. */

@@ -69,15 +69,7 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
     );
   }
 
-  const recovery = obj(spec.recovery) ?? {};
-  if (recovery.prelaunchOnRebalance === true && recovery.prelaunch === false) {
-    problems.push(
-      error(
-        ['spec', 'recovery', 'prelaunchOnRebalance'],
-        'needs recovery.prelaunch, which is false (its default): set recovery.prelaunch: true, or remove prelaunchOnRebalance',
-      ),
-    );
-  }
+  checkPrelaunch(obj(spec.recovery) ?? {}, market, problems);
 
   if (provider === 'aws') checkAws(resources, checkpoints, problems);
   if (provider === 'local') checkLocal(checkpoints, problems);
@@ -103,6 +95,23 @@ export function checkRun({ data, explicitResourceKeys, codePaths }: CheckInput):
   checkCodeInclude(spec, problems);
   checkSetupCache(spec, codePaths, problems);
   return problems;
+}
+
+/**
+ * recovery.prelaunchOnRebalance launches the replacement early, so it needs prelaunch in effect:
+ * prelaunch set to true, or left out on a spot market (its default there: prelaunchDefault in
+ * src/reconciler/prelaunch.ts; issue 12).
+ */
+function checkPrelaunch(recovery: Obj, market: string | undefined, problems: Problem[]): void {
+  if (recovery.prelaunchOnRebalance !== true) return;
+  const at: Segment[] = ['spec', 'recovery', 'prelaunchOnRebalance'];
+  if (recovery.prelaunch === false) {
+    problems.push(error(at, 'needs recovery.prelaunch, which is set to false: set it to true (or leave it out on a spot market, where it is on by default), or remove prelaunchOnRebalance'));
+  } else if (recovery.prelaunch === undefined && market === 'on-demand') {
+    problems.push(
+      error(at, 'needs recovery.prelaunch, which is off by default for market on-demand: set recovery.prelaunch: true, use market spot or spot-then-on-demand, or remove prelaunchOnRebalance'),
+    );
+  }
 }
 
 /** Specs in one folder repeat the same few durations; each is parsed once. */

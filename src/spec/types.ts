@@ -139,8 +139,9 @@ export interface RecoverySpec {
   seedFromPreviousGeneration: boolean;
   /**
    * Launch the next attempt's capacity when an interruption notice is seen, and start its job once
-   * the interrupted attempt's final checkpoint is safe (issue 12). Default false for now (see
-   * prelaunchEnabled in src/reconciler/prelaunch.ts).
+   * the interrupted attempt's final checkpoint is safe (issue 12). Unset (no schema default, so it
+   * stays undefined): true for the spot markets, false for on-demand (prelaunchEnabled in
+   * src/reconciler/prelaunch.ts).
    */
   prelaunch?: boolean;
   /** Also prelaunch on an EC2 rebalance recommendation; default false. */

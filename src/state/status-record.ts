@@ -4,22 +4,7 @@
 // leaves the run alone and rebuilds the record from the run's event log (src/reconciler/rebuild.ts).
 import { StateCorruptError } from './event-log.js';
 import { isUid, legacyUid } from './identity.js';
-import type { Phase, RunStatus } from './types.js';
-
-const PHASES: readonly Phase[] = [
-  'Pending',
-  'Provisioning',
-  'Syncing',
-  'Installing',
-  'Training',
-  'Completed',
-  'Interrupted',
-  'Resuming',
-  'Failed',
-  'Suspended',
-  'Terminating',
-  'Deleted',
-];
+import { PHASES, type Phase, type RunStatus } from './types.js';
 
 /** A run's status record cannot be used: not JSON, or not the shape runctl writes. */
 export class StatusUnreadableError extends StateCorruptError {

@@ -4,19 +4,23 @@ import type { AgentFault, AgentPhase, AgentStatus, CheckpointRef, FinalSyncRepor
 import type { RunLedger } from '../reconciler/ledger.js';
 import type { RunSpec } from '../spec/types.js';
 
-export type Phase =
-  | 'Pending'
-  | 'Provisioning'
-  | 'Syncing'
-  | 'Installing'
-  | 'Training'
-  | 'Completed'
-  | 'Interrupted'
-  | 'Resuming'
-  | 'Failed'
-  | 'Suspended'
-  | 'Terminating'
-  | 'Deleted';
+/** Every phase a run's status can be in (the run machine's states, as status shows them). */
+export const PHASES = [
+  'Pending',
+  'Provisioning',
+  'Syncing',
+  'Installing',
+  'Training',
+  'Completed',
+  'Interrupted',
+  'Resuming',
+  'Failed',
+  'Suspended',
+  'Terminating',
+  'Deleted',
+] as const;
+
+export type Phase = (typeof PHASES)[number];
 
 export const TERMINAL_PHASES: readonly Phase[] = ['Completed', 'Failed', 'Suspended', 'Deleted'];
 

@@ -4,22 +4,12 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { agentScriptPath } from '../../src/agent/config.js';
-import { FakeImds, PYTHON, Sandbox, TEST_JOB, pidAlive, waitFor } from './support.js';
+import { PYTHON, type Sandbox, TEST_JOB, pidAlive, useAgentSandbox, waitFor } from './support.js';
 
-let imds: FakeImds;
+const { imds, sandbox } = useAgentSandbox();
 let box: Sandbox;
-
-beforeAll(async () => {
-  imds = await new FakeImds().start();
-});
-afterAll(async () => {
-  await imds.close();
-});
-afterEach(async () => {
-  await box?.cleanup();
-});
 
 function probe(configFile: string): { agent: { alive: boolean; pid: number | null }; job: { alive: boolean; pid: number | null; pgid: number | null }; result: string | null } {
   return JSON.parse(execFileSync(PYTHON, [agentScriptPath(), '--config', configFile, '--probe'], { encoding: 'utf8' }));
@@ -27,7 +17,7 @@ function probe(configFile: string): { agent: { alive: boolean; pid: number | nul
 
 describe('agent adoption', () => {
   it('a second agent exits while the first lives; after the first dies, a new one adopts the job', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'adopt', generation: 1, attempt: 1 };
     const starts = path.join(box.root, 'starts');
@@ -67,7 +57,7 @@ describe('agent adoption', () => {
   });
 
   it('uses the exit code the job wrote while no agent was running, even if the agent died mid-launch', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'orphan', generation: 1, attempt: 1 };
     const hold = path.join(box.root, 'release');
@@ -92,7 +82,7 @@ describe('agent adoption', () => {
   });
 
   it('an agent started after the attempt ended re-publishes the result and starts nothing', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'again', generation: 1, attempt: 1 };
     const starts = path.join(box.root, 'starts');
@@ -108,7 +98,7 @@ describe('agent adoption', () => {
   });
 
   it('--detach returns at once and the detached agent runs the attempt', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'detached', generation: 1, attempt: 1 };
     const config = box.config(key, bundle, imds.url, { env: { STEPS: '3', DELAY: '0.01' } });

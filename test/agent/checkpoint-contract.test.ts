@@ -4,27 +4,16 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { checkpointsPrefix } from '../../src/agent/layout.js';
 import type { AgentStatus } from '../../src/providers/types.js';
-import { FakeImds, REPO_ROOT, Sandbox, waitFor } from './support.js';
+import { REPO_ROOT, type Sandbox, useAgentSandbox, waitFor } from './support.js';
 
 const JOBS = path.join(REPO_ROOT, 'test', 'fixtures', 'ckpt-jobs');
 const job = (name: string) => readFileSync(path.join(JOBS, name), 'utf8');
 
-let imds: FakeImds;
+const { imds, sandbox } = useAgentSandbox();
 let box: Sandbox;
-
-beforeAll(async () => {
-  imds = await new FakeImds().start();
-});
-afterAll(async () => {
-  await imds.close();
-});
-afterEach(async () => {
-  imds.notice = undefined;
-  await box?.cleanup();
-});
 
 async function bundleJobs(...names: string[]): Promise<string> {
   return box.bundle(Object.fromEntries(names.map((n) => [n, job(n)])));
@@ -34,7 +23,7 @@ const fault = (s: AgentStatus | undefined, reason: string) => s?.faults?.find((f
 
 describe('the step a checkpoint holds', () => {
   it('Hugging Face layout: checkpoint-10/ is step 10 even when progress says 19', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await bundleJobs('hf_trainer.py');
     const key = { run: 'hf-step', generation: 1, attempt: 1 };
     const status = await box.run(
@@ -52,7 +41,7 @@ describe('the step a checkpoint holds', () => {
   }, 120_000);
 
   it('a file rewritten in place with no marker: the step is unknown, not the progress', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({
       'train.py': 'import os\nfor s in range(1, 6):\n    print("step=%d/5" % s, flush=True)\nopen(os.path.join(os.environ["RUNCTL_CHECKPOINT_DIR"], "ckpt.pt"), "wb").write(b"w" * 100)\nprint("step=6/6", flush=True)\n',
     });
@@ -66,7 +55,7 @@ describe('the step a checkpoint holds', () => {
   }, 120_000);
 
   it('a declared save (line, then marker file) is published at once with the declared step', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const hold = path.join(box.root, 'hold');
     const bundle = await box.bundle({
       'train.py': [
@@ -103,7 +92,7 @@ describe('the step a checkpoint holds', () => {
 
 describe('a busy file beside the checkpoint', () => {
   it('a metrics file appended every few ms is left out and named; the atomically replaced checkpoint keeps being published', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const hold = path.join(box.root, 'hold');
     const bundle = await bundleJobs('busy_metrics.py');
     const key = { run: 'busy', generation: 1, attempt: 1 };
@@ -141,7 +130,7 @@ describe('the notice signal and data-loader workers', () => {
   ];
   for (const [shape, command] of shapes) {
     it(`signalScope main (${shape}): workers keep running, the trainer saves, the next attempt resumes from that save`, async () => {
-      box = await Sandbox.create();
+      box = await sandbox();
       const bundle = await bundleJobs('dataloader_trainer.py', 'launcher.py');
       const key = { run: 'workers', generation: 1, attempt: 1 };
       const config = box.config(key, bundle, imds.url, { command, syncIntervalSeconds: 3600, gracePeriodSeconds: 20 });
@@ -169,7 +158,7 @@ describe('the notice signal and data-loader workers', () => {
   }
 
   it('signalScope group: the workers die with the trainer, which crashes instead of saving (the old behaviour)', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await bundleJobs('dataloader_trainer.py');
     const key = { run: 'group', generation: 1, attempt: 1 };
     const config = box.config(key, bundle, imds.url, { command: 'python3 dataloader_trainer.py', signalScope: 'group', syncIntervalSeconds: 3600 });

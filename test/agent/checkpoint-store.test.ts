@@ -7,22 +7,12 @@
 // Then a checkpoint in the layout written before content addressing still restores.
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { contentsPrefix } from '../../src/agent/layout.js';
-import { FakeImds, Sandbox, TEST_JOB, waitFor, type PublishedCheckpoint } from './support.js';
+import { type Sandbox, TEST_JOB, useAgentSandbox, waitFor, type PublishedCheckpoint } from './support.js';
 
-let imds: FakeImds;
+const { imds, sandbox } = useAgentSandbox();
 let box: Sandbox;
-
-beforeAll(async () => {
-  imds = await new FakeImds().start();
-});
-afterAll(async () => {
-  await imds.close();
-});
-afterEach(async () => {
-  await box?.cleanup();
-});
 
 // The Trainer's save, in Python as the Trainer writes it (one process): shards, tokenizer (same
 // bytes every time), a script, trainer_state.json last; then it points `latest` at the new folder,
@@ -75,7 +65,7 @@ function published(run: string, step: number): PublishedCheckpoint | false {
 
 describe('content-addressed checkpoints through the agent', () => {
   it('uploads only a new checkpoint folder, keeps the newest manifests and their contents, restores the tree', { timeout: 400_000 }, async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.py': JOB });
     const ctl = path.join(box.root, 'ctl');
     mkdirSync(ctl);
@@ -161,7 +151,7 @@ describe('content-addressed checkpoints through the agent', () => {
   });
 
   it('restores a checkpoint written in the layout before content addressing, then publishes the new one', { timeout: 60_000 }, async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     // Format 1: the files beside MANIFEST.json in <id>/, no `format` field.
     await box.publishCheckpoint('legacy', 1, '00000001', { step: '3\n', 'nested/extra.bin': 'abc' }, 3);

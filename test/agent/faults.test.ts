@@ -4,29 +4,18 @@
 // notes, and carriage-return progress is stored as its latest state.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FakeImds, Sandbox, TEST_JOB, waitFor } from './support.js';
+import { describe, expect, it } from 'vitest';
+import { type Sandbox, TEST_JOB, useAgentSandbox, waitFor } from './support.js';
 
-let imds: FakeImds;
+const { imds, sandbox } = useAgentSandbox();
 let box: Sandbox;
-
-beforeAll(async () => {
-  imds = await new FakeImds().start();
-});
-afterAll(async () => {
-  await imds.close();
-});
-afterEach(async () => {
-  imds.notice = undefined;
-  await box?.cleanup();
-});
 
 // Nothing listens on port 9 (discard) on a test machine: connections are refused at once.
 const DEAD = 'http://127.0.0.1:9';
 
 describe('agent faults', () => {
   it('reports MetadataServiceUnreachable while IMDS does not answer, with the time first seen', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'noimds', generation: 1, attempt: 1 };
     const config = box.config(key, bundle, DEAD, { env: { STEPS: '100000', DELAY: '0.05' } });
@@ -39,7 +28,7 @@ describe('agent faults', () => {
   });
 
   it('never sends metadata requests through an HTTP proxy: a notice is seen with http_proxy pointing at a dead port', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'proxied', generation: 1, attempt: 1 };
     const config = box.config(key, bundle, imds.url, { env: { STEPS: '100000', DELAY: '0.05' } });
@@ -54,7 +43,7 @@ describe('agent faults', () => {
   });
 
   it('reports JobCrashedOnNotice with the exit code and the log tail when the job dies on the signal', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({
       'job.py': [
         'import signal, sys, time',
@@ -81,7 +70,7 @@ describe('agent faults', () => {
   });
 
   it('ships a last line without a newline on its own line, and carriage-return progress as its latest state', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({
       'job.py': [
         'import os, sys, time',

@@ -2,24 +2,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { controlKey } from '../../src/agent/layout.js';
-import { FakeImds, Sandbox, TEST_JOB, groupAlive, waitFor } from './support.js';
+import { type Sandbox, TEST_JOB, groupAlive, useAgentSandbox, waitFor } from './support.js';
 
-let imds: FakeImds;
+const { imds, sandbox } = useAgentSandbox();
 let box: Sandbox;
-
-beforeAll(async () => {
-  imds = await new FakeImds().start();
-});
-afterAll(async () => {
-  await imds.close();
-});
-afterEach(async () => {
-  imds.notice = undefined;
-  imds.rebalance = undefined;
-  await box?.cleanup();
-});
 
 describe('agent interruption', () => {
   it('the fake IMDS refuses requests without a session token', async () => {
@@ -28,7 +16,7 @@ describe('agent interruption', () => {
   });
 
   it('on a spot notice: interrupting, SIGTERM to the job, final checkpoint synced, interrupted', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'spot', generation: 1, attempt: 1 };
     const config = box.config(key, bundle, imds.url, { env: { STEPS: '100000', DELAY: '0.05' }, syncIntervalSeconds: 3600 });
@@ -66,7 +54,7 @@ describe('agent interruption', () => {
   });
 
   it('kills the process group when the job ignores the signal past the grace period', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'stubborn', generation: 1, attempt: 1 };
     const config = box.config(key, bundle, imds.url, {
@@ -86,7 +74,7 @@ describe('agent interruption', () => {
   });
 
   it('on a stop request in control.json: stopping, signal, checkpoint, stopped', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'suspend', generation: 1, attempt: 1 };
     const config = box.config(key, bundle, imds.url, { env: { STEPS: '100000', DELAY: '0.05' }, signal: 'SIGTERM' });
@@ -103,7 +91,7 @@ describe('agent interruption', () => {
   });
 
   it('stops before starting anything when the stop request is already there', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'early', generation: 1, attempt: 1 };
     const starts = path.join(box.root, 'starts');

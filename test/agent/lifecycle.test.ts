@@ -4,25 +4,15 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
-import { FakeImds, PYTHON, Sandbox, TEST_JOB, groupAlive, readJson, waitFor, walkFiles } from './support.js';
+import { describe, expect, it } from 'vitest';
+import { PYTHON, type Sandbox, TEST_JOB, groupAlive, readJson, useAgentSandbox, waitFor, walkFiles } from './support.js';
 
-let imds: FakeImds;
+const { imds, sandbox } = useAgentSandbox();
 let box: Sandbox;
-
-beforeAll(async () => {
-  imds = await new FakeImds().start();
-});
-afterAll(async () => {
-  await imds.close();
-});
-afterEach(async () => {
-  await box?.cleanup();
-});
 
 describe('agent lifecycle', () => {
   it('syncs, installs, trains, publishes checkpoints and logs, keeps the newest N, and cleans up', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'ok', generation: 1, attempt: 1 };
     const published = path.join(box.storageDir, 'runs/ok/g1/checkpoints');
@@ -72,7 +62,7 @@ describe('agent lifecycle', () => {
   });
 
   it('reports a non-zero exit as failed, with the exit code and the last 20 lines of output', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'fail.sh': 'for i in $(seq 1 30); do echo "line $i"; done\necho "fatal: out of cheese" >&2\nexit 3\n' });
     const key = { run: 'bad', generation: 1, attempt: 1 };
     const config = box.config(key, bundle, imds.url, { command: 'bash fail.sh' });
@@ -87,7 +77,7 @@ describe('agent lifecycle', () => {
   });
 
   it('fails the attempt when setup fails, without starting the job', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'badsetup', generation: 1, attempt: 1 };
     const starts = path.join(box.root, 'starts');
@@ -101,7 +91,7 @@ describe('agent lifecycle', () => {
   });
 
   it('reports a job that vanishes without an exit code as lost, never as succeeded', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const key = { run: 'vanish', generation: 1, attempt: 1 };
     const config = box.config(key, bundle, imds.url, { env: { STEPS: '100000', DELAY: '0.05' } });
@@ -121,7 +111,7 @@ describe('agent lifecycle', () => {
   });
 
   it('passes ssm: secrets to the job only: never into status, logs or the agent log', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const secret = 'hf_s3cr3t-V4lue-7d1e0c';
     const fakeBin = path.join(box.root, 'bin');
     const awsCalls = path.join(box.root, 'aws-calls');
@@ -182,7 +172,7 @@ describe('agent lifecycle', () => {
     ['a symlink leading out of it', 'evil', "i = tarfile.TarInfo('link'); i.type = tarfile.SYMTYPE; i.linkname = '../../etc'; t.addfile(i)", /symlink 'link' points outside the work directory/],
     ['content that does not match its name', 'a'.repeat(64), "t.addfile(tarfile.TarInfo('x'), io.BytesIO(b''))", /is corrupt: its content hashes to [0-9a-f]{64}/],
   ])('refuses a bundle with %s', async (_what, name, add, message) => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const key = `bundles/${name}.tar.gz`;
     await mkdir(path.join(box.storageDir, 'bundles'), { recursive: true });
     execFileSync(PYTHON, ['-c', `import io, sys, tarfile\nwith tarfile.open(sys.argv[1], 'w:gz') as t:\n    ${add}`, path.join(box.storageDir, key)]);
@@ -196,7 +186,7 @@ describe('agent lifecycle', () => {
   });
 
   it('rejects an invalid config with a message naming the field, exit code 2', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const config = box.config({ run: 'cfg', generation: 1, attempt: 1 }, 'bundles/x.tar.gz', imds.url, { keep: 0 });
     const agent = await box.start(config);
     const { code } = await agent.exited;

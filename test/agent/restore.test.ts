@@ -3,26 +3,16 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { controlKey } from '../../src/agent/layout.js';
-import { FakeImds, Sandbox, TEST_JOB, waitFor } from './support.js';
+import { type Sandbox, TEST_JOB, useAgentSandbox, waitFor } from './support.js';
 
-let imds: FakeImds;
+const { imds, sandbox } = useAgentSandbox();
 let box: Sandbox;
-
-beforeAll(async () => {
-  imds = await new FakeImds().start();
-});
-afterAll(async () => {
-  await imds.close();
-});
-afterEach(async () => {
-  await box?.cleanup();
-});
 
 describe('agent restore', () => {
   it('attempt 2 restores the latest checkpoint of attempt 1 and the job resumes from it', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     const first = { run: 'resume', generation: 1, attempt: 1 };
     const config1 = box.config(first, bundle, imds.url, { env: { STEPS: '100000', DELAY: '0.05' } });
@@ -46,7 +36,7 @@ describe('agent restore', () => {
   });
 
   it('falls back to the previous checkpoint when the newest fails verification, and says so', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     await box.publishCheckpoint('fallback', 1, '00000001', { step: '4\n', 'nested/extra.bin': 'abc' }, 4);
     await box.publishCheckpoint('fallback', 1, '00000002', { step: '8\n', 'nested/extra.bin': 'abc' }, 8);
@@ -64,7 +54,7 @@ describe('agent restore', () => {
   });
 
   it('starts from scratch, saying why, when no checkpoint passes verification', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     await box.publishCheckpoint('allbad', 1, '00000001', { step: '4\n' }, 4);
     writeFileSync(path.join(box.checkpoints('allbad', 1)[0]!.dir, 'step'), '4\n\n'); // size differs
@@ -80,7 +70,7 @@ describe('agent restore', () => {
   });
 
   it('restores from the seed generation when the new generation has no checkpoint yet', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     await box.publishCheckpoint('seeded', 1, '00000003', { step: '7\n' }, 7);
 
@@ -95,7 +85,7 @@ describe('agent restore', () => {
   });
 
   it('does not look for checkpoints when not resuming (a recreated run must not inherit old ones)', async () => {
-    box = await Sandbox.create();
+    box = await sandbox();
     const bundle = await box.bundle({ 'job.sh': TEST_JOB });
     await box.publishCheckpoint('fresh', 1, '00000001', { step: '5\n' }, 5);
 

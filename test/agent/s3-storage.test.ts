@@ -1,5 +1,6 @@
 // The agent's s3:// storage path, through the real AWS CLI against moto's S3: bundle download,
 // status and log segments, checkpoint publish (manifest last), retention, and restore.
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -109,5 +110,16 @@ describe('agent with s3:// storage', () => {
     const sha = manifest.files[0]!.sha256;
     expect(await s3Keys(contentsPrefix('remote'))).toEqual([sha]);
     expect(await s3Get(contentKey('remote', sha))).toBe('5\n');
+  });
+
+  it('collects contents with one DeleteObjects call, a missing key being no error', { timeout: 60_000 }, async () => {
+    // Retention deletes the contents no kept checkpoint names in batches (storage.delete_many):
+    // one AWS CLI process for up to 1,000 keys instead of one per key.
+    for (const k of ['a', 'b', 'c']) await s3Put(`batch/${k}`, k);
+    const script =
+      'import sys; from runctl_agent.storage import S3Storage; ' +
+      `S3Storage("s3://${BUCKET}/${PREFIX}", sys.argv[1], "us-east-1", print).delete_many(["batch/a", "batch/c", "batch/missing"])`;
+    execFileSync('python3', ['-c', script, moto.url], { env: { ...env, PYTHONPATH: path.resolve('src/agent') } });
+    expect(await s3Keys('batch/')).toEqual(['b']);
   });
 });

@@ -8,6 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { createBundle } from '../../src/agent/bundle.js';
 import { agentScriptPath } from '../../src/agent/config.js';
 import type { AgentConfig } from '../../src/agent/config-types.js';
@@ -311,6 +312,45 @@ export class Sandbox {
     }
     await rm(this.root, { recursive: true, force: true });
   }
+}
+
+/** What {@link useAgentSandbox} gives an agent test file. */
+export interface AgentSandbox {
+  /**
+   * The file's loopback IMDSv2: listening (its `url` set) from beforeAll until afterAll. After
+   * each test its spot notice and rebalance documents are cleared, so no test sees another's.
+   */
+  readonly imds: FakeImds;
+  /** A new sandbox for the current test; after the test its agents and job groups are killed and its folder removed. */
+  sandbox(): Promise<Sandbox>;
+}
+
+/**
+ * Registers the hooks every agent test file needs: one {@link FakeImds} for the file, and the
+ * cleanup of each test's sandboxes. Call it at the top level of the test file, before its own hooks.
+ */
+export function useAgentSandbox(): AgentSandbox {
+  const imds = new FakeImds();
+  const made: Sandbox[] = [];
+  beforeAll(async () => {
+    await imds.start();
+  });
+  afterAll(async () => {
+    await imds.close();
+  });
+  afterEach(async () => {
+    imds.notice = undefined;
+    imds.rebalance = undefined;
+    for (const box of made.splice(0)) await box.cleanup();
+  });
+  return {
+    imds,
+    async sandbox() {
+      const box = await Sandbox.create();
+      made.push(box);
+      return box;
+    },
+  };
 }
 
 /**

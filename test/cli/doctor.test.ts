@@ -10,14 +10,14 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instancePolicy, instanceTrustPolicy } from '../../src/providers/aws/iam-policy.js';
 import { startFleet, type Fleet } from '../support/fleet/index.js';
-import { createBucket, freePort, motoQuery, useMoto } from '../support/moto.js';
+import { createBucket, freePort, motoQuery } from '../support/moto.js';
+import { useMotoProject } from './support.js';
 
 const RUNCTL = path.resolve('bin/runctl.js');
 const BUCKET = 'runctl-doctor-ok';
 const WEST = 'runctl-doctor-west';
-let moto: { url: string; release(): Promise<void> };
+const { moto, project } = useMotoProject({ prefix: 'runctl-doctor-', bucket: BUCKET });
 let fleet: Fleet;
-let dir: string;
 
 async function profileWithRole(name: string, policy?: object): Promise<void> {
   await motoQuery(moto.url, 'iam', { Action: 'CreateRole', RoleName: name, AssumeRolePolicyDocument: JSON.stringify(instanceTrustPolicy()) }).catch(ignoreExists);
@@ -63,8 +63,8 @@ function spec(name: string, s: Spec = {}): string {
   ].join('\n');
 }
 function write(folder: string, name: string, s: Spec = {}): void {
-  fs.mkdirSync(path.join(dir, 'runs', folder), { recursive: true });
-  fs.writeFileSync(path.join(dir, 'runs', folder, `${name}.yaml`), spec(name, s));
+  fs.mkdirSync(path.join(project.dir, 'runs', folder), { recursive: true });
+  fs.writeFileSync(path.join(project.dir, 'runs', folder, `${name}.yaml`), spec(name, s));
 }
 
 /** The real CLI in a child process; asynchronous, because the fleet proxy lives in this process. */
@@ -74,7 +74,7 @@ function runctl(...args: string[]): Promise<{ status: number | null; stdout: str
 function runctlIn(opts: { cwd?: string; env?: Record<string, string> }, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string; lines: string[] }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [RUNCTL, ...args], {
-      cwd: opts.cwd ?? dir,
+      cwd: opts.cwd ?? project.dir,
       env: {
         ...process.env,
         NO_COLOR: '1',
@@ -96,9 +96,7 @@ function runctlIn(opts: { cwd?: string; env?: Record<string, string> }, ...args:
 }
 
 beforeAll(async () => {
-  moto = await useMoto();
   fleet = await startFleet({ motoUrl: moto.url });
-  await createBucket(moto.url, BUCKET);
   await createBucket(moto.url, WEST, 'eu-west-1');
   const good = instancePolicy({ bucket: BUCKET, prefix: 'runs', secretParameters: '/dr/*' });
   await profileWithRole('dr-instance', good);
@@ -117,9 +115,6 @@ beforeAll(async () => {
   fleet.account.setQuota('L-1216C47A', 64);
   fleet.account.setQuota('L-34B43A08', 64);
 
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-doctor-'));
-  fs.mkdirSync(path.join(dir, 'code'));
-  fs.writeFileSync(path.join(dir, 'code', 'train.py'), 'print(1)\n');
   write('healthy', 'dr-ok');
   write('healthy', 'dr-ok-too', { types: '[t3.small, m5.large]' });
   write('bucket-missing', 'dr-bucket-missing', { storage: 's3://runctl-doctor-nope/runs', profile: 'dr-any-bucket' });
@@ -141,8 +136,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await fleet?.close();
-  await moto?.release();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 async function objectsUnder(bucket: string, prefix: string): Promise<string[]> {

@@ -7,34 +7,17 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBucket, createInstanceProfile, freePort, motoQuery, useMoto } from '../support/moto.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { freePort, motoQuery } from '../support/moto.js';
+import { motoRunManifest, useMotoProject } from './support.js';
 
 const RUNCTL = path.resolve('bin/runctl.js');
 const BUCKET = 'runctl-cloud-checks';
 const PROFILE = 'runctl-cloud-checks';
-let moto: { url: string; release(): Promise<void> };
-let dir: string;
+const { moto, project } = useMotoProject({ prefix: 'runctl-cloud-checks-', bucket: BUCKET, profile: PROFILE });
 
 function spec(name: string, resources: string[]): string {
-  return [
-    'apiVersion: runctl.dev/v1alpha1',
-    'kind: TrainingRun',
-    'metadata:',
-    `  name: ${name}`,
-    'spec:',
-    '  provider: aws',
-    '  code: {path: ./code}',
-    '  run: python3 train.py',
-    '  resources:',
-    '    region: us-east-1',
-    '    image: ami-12c6146b',
-    `    iamInstanceProfile: ${PROFILE}`,
-    ...resources.map((line) => `    ${line}`),
-    '  checkpoints:',
-    `    storage: s3://${BUCKET}/runs`,
-    '',
-  ].join('\n');
+  return motoRunManifest(name, { bucket: BUCKET, resources: ['image: ami-12c6146b', `iamInstanceProfile: ${PROFILE}`, ...resources] });
 }
 
 const SECRET = 'testing-secret-never-printed';
@@ -55,19 +38,13 @@ function runctlWith(env: Record<string, string | undefined>, ...args: string[]) 
     ...env,
   };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
-  return spawnSync(process.execPath, [RUNCTL, ...args], { cwd: dir, encoding: 'utf8', env: merged });
+  return spawnSync(process.execPath, [RUNCTL, ...args], { cwd: project.dir, encoding: 'utf8', env: merged });
 }
 
 const TYPO = 'runs/cc-typo.yaml:15:9 error spec.resources.instanceTypes[1]: g5.xlarg is not offered in region us-east-1 (did you mean g5.xlarge?); check the spelling, or choose another type or region';
 
-beforeAll(async () => {
-  moto = await useMoto();
-  await createBucket(moto.url, BUCKET);
-  await createInstanceProfile(moto.url, PROFILE);
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-cloud-checks-'));
-  fs.mkdirSync(path.join(dir, 'runs'));
-  fs.mkdirSync(path.join(dir, 'code'));
-  fs.writeFileSync(path.join(dir, 'code', 'train.py'), 'print(1)\n');
+beforeAll(() => {
+  const dir = project.dir;
   fs.writeFileSync(path.join(dir, 'runs', 'cc-good.yaml'), spec('cc-good', ['instanceTypes: [t3.micro]', 'market: on-demand']));
   fs.writeFileSync(path.join(dir, 'runs', 'cc-typo.yaml'), spec('cc-typo', ['instanceTypes:', '  - m5.large', '  - g5.xlarg']));
   fs.writeFileSync(
@@ -75,11 +52,6 @@ beforeAll(async () => {
     // c5.xlarge is not offered in us-east-1e (in AWS, and in moto's offerings data).
     spec('cc-zonal', ['instanceTypes: [c5.xlarge]', 'availabilityZones: [us-east-1a, us-east-1e]']),
   );
-});
-
-afterAll(async () => {
-  await moto?.release();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 async function instancesOf(run: string): Promise<number> {
@@ -194,7 +166,7 @@ describe('plan checks instance types against the cloud', () => {
     expect(steady.stderr).not.toContain('of cc-zonal');
 
     // A new generation of a running run with a type not offered: refused, as if the file had an error.
-    fs.writeFileSync(path.join(dir, 'runs', 'cc-good.yaml'), spec('cc-good', ['instanceTypes: [t3.micr]', 'market: on-demand']));
+    fs.writeFileSync(path.join(project.dir, 'runs', 'cc-good.yaml'), spec('cc-good', ['instanceTypes: [t3.micr]', 'market: on-demand']));
     const out = runctl(moto.url, 'plan', '--detailed-exitcode');
     expect(out.status, out.stderr).toBe(1);
     expect(out.stderr.split('\n')).toContain(

@@ -6,45 +6,28 @@
 // size (moto gives every image 15 GiB).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFleet, type Fleet } from '../support/fleet/index.js';
-import { createBucket, createInstanceProfile, motoQuery, useMoto } from '../support/moto.js';
+import { motoQuery } from '../support/moto.js';
+import { motoRunManifest, useMotoProject } from './support.js';
 
 const RUNCTL = path.resolve('bin/runctl.js');
 const BUCKET = 'runctl-image-checks';
 const PROFILE = 'runctl-image-checks';
-let moto: { url: string; release(): Promise<void> };
+const { moto, project } = useMotoProject({ prefix: 'runctl-image-checks-', bucket: BUCKET, profile: PROFILE });
 let fleet: Fleet;
-let dir: string;
 let dlami: string;
 
 function spec(name: string, resources: string[]): string {
-  return [
-    'apiVersion: runctl.dev/v1alpha1',
-    'kind: TrainingRun',
-    'metadata:',
-    `  name: ${name}`,
-    'spec:',
-    '  provider: aws',
-    '  code: {path: ./code}',
-    '  run: python3 train.py',
-    '  resources:',
-    '    region: us-east-1',
-    `    iamInstanceProfile: ${PROFILE}`,
-    ...resources.map((line) => `    ${line}`),
-    '  checkpoints:',
-    `    storage: s3://${BUCKET}/runs`,
-    '',
-  ].join('\n');
+  return motoRunManifest(name, { bucket: BUCKET, resources: [`iamInstanceProfile: ${PROFILE}`, ...resources] });
 }
 
 /** The real CLI in a child process; asynchronous, because the fleet proxy lives in this process. */
 function runctl(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [RUNCTL, ...args], {
-      cwd: dir,
+      cwd: project.dir,
       env: {
         ...process.env,
         NO_COLOR: '1',
@@ -66,10 +49,7 @@ function runctl(...args: string[]): Promise<{ status: number | null; stdout: str
 }
 
 beforeAll(async () => {
-  moto = await useMoto();
   fleet = await startFleet({ motoUrl: moto.url });
-  await createBucket(moto.url, BUCKET);
-  await createInstanceProfile(moto.url, PROFILE);
   // An image of our own, standing for a Deep Learning AMI with a 120 GiB root snapshot.
   const run = await motoQuery(moto.url, 'ec2', { Action: 'RunInstances', ImageId: 'ami-12c6146b', InstanceType: 't3.micro', MinCount: '1', MaxCount: '1' });
   const instance = run.match(/<instanceId>(i-[0-9a-f]+)<\/instanceId>/)![1]!;
@@ -78,11 +58,7 @@ beforeAll(async () => {
   await motoQuery(moto.url, 'ec2', { Action: 'TerminateInstances', 'InstanceId.1': instance });
   fleet.account.imageRootGiB.set(dlami, 120);
 
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-image-checks-'));
-  fs.mkdirSync(path.join(dir, 'runs'));
-  fs.mkdirSync(path.join(dir, 'code'));
-  fs.writeFileSync(path.join(dir, 'code', 'train.py'), 'print(1)\n');
-  const write = (name: string, resources: string[]) => fs.writeFileSync(path.join(dir, 'runs', `${name}.yaml`), spec(name, resources));
+  const write = (name: string, resources: string[]) => fs.writeFileSync(path.join(project.dir, 'runs', `${name}.yaml`), spec(name, resources));
   write('ic-good', ['instanceTypes: [t3.micro]', 'image: ami-12c6146b', 'rootVolumeGiB: 20']);
   write('ic-small-root', ['instanceTypes: [t3.micro]', 'image: ami-12c6146b', 'rootVolumeGiB: 10']);
   write('ic-dlami', ['instanceTypes: [t3.micro]', `image: ${dlami}`]);
@@ -94,8 +70,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await fleet?.close();
-  await moto?.release();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 describe('plan checks the image of the runs it would launch', () => {

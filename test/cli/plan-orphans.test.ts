@@ -4,39 +4,23 @@
 // controller's orphan sweep). Moto through the real SDK; instances tagged as runctl tags them.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBucket, createInstanceProfile, freePort, motoQuery, useMoto } from '../support/moto.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { freePort, motoQuery } from '../support/moto.js';
+import { motoRunManifest, useMotoProject } from './support.js';
 
 const RUNCTL = path.resolve('bin/runctl.js');
 const BUCKET = 'runctl-plan-orphans';
 const PROFILE = 'runctl-plan-orphans';
 const OTHER_UID = '0f3c2a9e-5b1d-4c7a-9e2f-1a2b3c4d5e6f';
-let moto: { url: string; release(): Promise<void> };
-let dir: string;
+const { moto, project } = useMotoProject({ prefix: 'runctl-plan-orphans-', bucket: BUCKET, profile: PROFILE });
 
 function spec(name: string, suspend: boolean): string {
-  return [
-    'apiVersion: runctl.dev/v1alpha1',
-    'kind: TrainingRun',
-    'metadata:',
-    `  name: ${name}`,
-    'spec:',
-    '  provider: aws',
-    `  suspend: ${suspend}`,
-    '  code: {path: ./code}',
-    '  run: python3 train.py',
-    '  resources:',
-    '    region: us-east-1',
-    '    image: ami-12c6146b',
-    `    iamInstanceProfile: ${PROFILE}`,
-    '    instanceTypes: [t3.micro]',
-    '    market: on-demand',
-    '  checkpoints:',
-    `    storage: s3://${BUCKET}/runs`,
-    '',
-  ].join('\n');
+  return motoRunManifest(name, {
+    bucket: BUCKET,
+    spec: [`suspend: ${suspend}`],
+    resources: ['image: ami-12c6146b', `iamInstanceProfile: ${PROFILE}`, 'instanceTypes: [t3.micro]', 'market: on-demand'],
+  });
 }
 
 function runctl(endpoint: string, ...args: string[]) {
@@ -50,7 +34,7 @@ function runctl(endpoint: string, ...args: string[]) {
     AWS_EC2_METADATA_DISABLED: 'true',
     AWS_ENDPOINT_URL: endpoint,
   };
-  return spawnSync(process.execPath, [RUNCTL, ...args], { cwd: dir, encoding: 'utf8', env });
+  return spawnSync(process.execPath, [RUNCTL, ...args], { cwd: project.dir, encoding: 'utf8', env });
 }
 
 /** An instance tagged as runctl tags the instances of `run` (controller `default`). */
@@ -77,20 +61,8 @@ async function stateOf(id: string): Promise<string> {
   return /<instanceState>\s*<code>\d+<\/code>\s*<name>([a-z-]+)<\/name>/.exec(xml)![1]!;
 }
 
-beforeAll(async () => {
-  moto = await useMoto();
-  await createBucket(moto.url, BUCKET);
-  await createInstanceProfile(moto.url, PROFILE);
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-plan-orphans-'));
-  fs.mkdirSync(path.join(dir, 'runs'));
-  fs.mkdirSync(path.join(dir, 'code'));
-  fs.writeFileSync(path.join(dir, 'code', 'train.py'), 'print(1)\n');
-  fs.writeFileSync(path.join(dir, 'runs', 'parked.yaml'), spec('parked', true));
-});
-
-afterAll(async () => {
-  await moto?.release();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+beforeAll(() => {
+  fs.writeFileSync(path.join(project.dir, 'runs', 'parked.yaml'), spec('parked', true));
 });
 
 describe('plan shows orphaned instances, apply terminates them', () => {
@@ -102,7 +74,7 @@ describe('plan shows orphaned instances, apply terminates them', () => {
     // parked is created Suspended: nothing is launched.
     const applied = runctl(moto.url, 'apply');
     expect(applied.status, applied.stdout + applied.stderr).toBe(0);
-    const status = JSON.parse(fs.readFileSync(path.join(dir, '.runctl', 'state', 'runs', 'parked', 'status.json'), 'utf8')) as { uid?: string; status?: { uid?: string } };
+    const status = JSON.parse(fs.readFileSync(path.join(project.dir, '.runctl', 'state', 'runs', 'parked', 'status.json'), 'utf8')) as { uid?: string; status?: { uid?: string } };
     uid = (status.uid ?? status.status?.uid) as string;
     expect(uid).toMatch(/^[0-9a-f-]{36}$/);
     const out = runctl(moto.url, 'plan', '--detailed-exitcode');

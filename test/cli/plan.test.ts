@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/reconciler/controller.js';
 import { loadDesired } from '../../src/reconciler/desired.js';
 import { FileStore } from '../../src/state/file-store.js';
+import { manifestHead } from '../spec/helpers.js';
 import { MemoryProvider } from '../support/memory-provider.js';
 
 const RUNCTL = path.resolve('bin/runctl.js');
@@ -18,12 +19,7 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-plan-'));
 
 function spec(name: string, fields: { run?: string; training?: string; suspend?: boolean; seed?: boolean } = {}): string {
   return [
-    'apiVersion: runctl.dev/v1alpha1',
-    'kind: TrainingRun',
-    'metadata:',
-    `  name: ${name}`,
-    'spec:',
-    '  provider: local',
+    ...manifestHead(name, 'local'),
     '  code: {path: ./code}',
     `  run: ${fields.run ?? 'python3 train.py'}`,
     `  timeouts: {training: ${fields.training ?? '48h'}}`,
@@ -117,6 +113,7 @@ const GOLDEN_PRUNE = `runctl plan: 8 runs against .runctl
       why: new in runs/alpha.yaml
       effect: generation 1 starts: a local sandbox is launched
       price: $0.00/h (local)
+      recovery: prelaunch on (recovery.prelaunch unset: on for market spot): a notice launches the next attempt's capacity at once; its job starts once the final checkpoint is safe
 
   ~ update in place charlie (runs/charlie.yaml, Training, generation 1)
       why: supervision changed: timeouts.training

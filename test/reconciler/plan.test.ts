@@ -2,7 +2,7 @@
 // with the reason, the fields, the effect on a running attempt and a price.
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { DesiredState } from '../../src/reconciler/controller.js';
-import { estimatePrice, planChanges } from '../../src/reconciler/plan.js';
+import { estimatePrice, planChanges, recoveryPlan } from '../../src/reconciler/plan.js';
 import type { RunStatus } from '../../src/state/types.js';
 import { testRun, testSpec } from '../support/runs.js';
 import { editedRuns, planWorld, type PlanWorld } from './plan-fixtures.js';
@@ -120,5 +120,21 @@ describe('plan', () => {
       worstCaseUSD: 28.8,
     });
     expect(estimatePrice(testSpec({ provider: 'aws', resources: { market: 'on-demand' } })).hourlyUSD).toBeNull();
+  });
+
+  it('shows recovery.prelaunch as it takes effect: unset is on for the spot markets, off for on-demand; a set value wins', () => {
+    const on = "a notice launches the next attempt's capacity at once; its job starts once the final checkpoint is safe";
+    const off = 'after a notice the replacement is launched once the interrupted attempt has stopped';
+    expect(recoveryPlan(testSpec({ provider: 'aws', resources: { market: 'spot' } }))).toEqual({ prelaunch: true, note: `prelaunch on (recovery.prelaunch unset: on for market spot): ${on}` });
+    expect(recoveryPlan(testSpec({ provider: 'aws', resources: { market: 'spot-then-on-demand' }, recovery: { prelaunchOnRebalance: true } }))).toEqual({
+      prelaunch: true,
+      note: `prelaunch on (recovery.prelaunch unset: on for market spot-then-on-demand): ${on} (also on a rebalance recommendation)`,
+    });
+    expect(recoveryPlan(testSpec({ provider: 'aws', resources: { market: 'on-demand' } }))).toEqual({ prelaunch: false, note: `prelaunch off (recovery.prelaunch unset: off for market on-demand): ${off}` });
+    expect(recoveryPlan(testSpec({ recovery: { prelaunch: false } }))).toEqual({ prelaunch: false, note: `prelaunch off (recovery.prelaunch: false): ${off}` });
+    expect(recoveryPlan(testSpec({ provider: 'aws', resources: { market: 'on-demand' }, recovery: { prelaunch: true } })).prelaunch).toBe(true);
+    // A create carries it; a run already stored shows it only when a prelaunch field changed.
+    const plan = planChanges({ desired: desired(), statuses, prune: true });
+    expect(plan.runs.filter((r) => r.recovery).map((r) => r.run)).toEqual(['alpha']);
   });
 });

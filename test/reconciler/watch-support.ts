@@ -9,6 +9,7 @@ import { SpecWatcher } from '../../src/reconciler/watch.js';
 import type { DeployRequest, LaunchRequest, Provider, StopReason, AttemptKey } from '../../src/providers/types.js';
 import type { RunSpec } from '../../src/spec/types.js';
 import type { RunEvent, RunStatus } from '../../src/state/types.js';
+import { manifestHead } from '../spec/helpers.js';
 import { MemoryProvider, type Script } from '../support/memory-provider.js';
 import { MemoryStore } from '../support/memory-store.js';
 
@@ -36,12 +37,7 @@ export const LONG_TRAINING: Script = { totalSteps: 1_000_000_000, stepsPerTick: 
 
 export function spec(name: string, fields: { run?: string; training?: string; suspend?: boolean; extra?: string } = {}): string {
   return [
-    'apiVersion: runctl.dev/v1alpha1',
-    'kind: TrainingRun',
-    'metadata:',
-    `  name: ${name}`,
-    'spec:',
-    '  provider: local',
+    ...manifestHead(name, 'local'),
     '  code: {path: ./code}',
     `  run: ${fields.run ?? 'python3 train.py'}`,
     `  timeouts: {training: ${fields.training ?? '48h'}}`,

@@ -50,14 +50,17 @@ export function tempRepo(): { root: string; write(rel: string, text: string | Bu
   };
 }
 
+/**
+ * The lines every TrainingRun manifest here starts with, up to and including `spec.provider`: a
+ * test adds the rest of `spec` and joins the lines with '\n'.
+ */
+export function manifestHead(name: string, provider: 'aws' | 'local'): string[] {
+  return ['apiVersion: runctl.dev/v1alpha1', 'kind: TrainingRun', 'metadata:', `  name: ${name}`, 'spec:', `  provider: ${provider}`];
+}
+
 export function localSpec(name: string, extra = ''): string {
   return [
-    'apiVersion: runctl.dev/v1alpha1',
-    'kind: TrainingRun',
-    'metadata:',
-    `  name: ${name}`,
-    'spec:',
-    '  provider: local',
+    ...manifestHead(name, 'local'),
     '  code: {path: ./code}',
     '  run: python3 train.py',
     '',
@@ -66,12 +69,7 @@ export function localSpec(name: string, extra = ''): string {
 
 export function awsSpec(name: string, extra = ''): string {
   return [
-    'apiVersion: runctl.dev/v1alpha1',
-    'kind: TrainingRun',
-    'metadata:',
-    `  name: ${name}`,
-    'spec:',
-    '  provider: aws',
+    ...manifestHead(name, 'aws'),
     '  code: {path: ./code}',
     '  run: python3 train.py',
     '  resources:',

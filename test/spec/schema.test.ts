@@ -86,6 +86,7 @@ const OPTIONAL_PATHS = [
   'spec.resources.subnetId',
   'spec.checkpoints.storage',
   'spec.budget.maxCostUSD',
+  'spec.recovery.prelaunch',
   'spec.timeouts.stall',
   'spec.notifications',
 ];

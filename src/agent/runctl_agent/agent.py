@@ -26,7 +26,7 @@ import time
 import traceback
 
 from .bundle import fetch_bundle
-from .checkpoints import TICK_SECONDS, Checkpoints, NoCheckpointLeft
+from .checkpoints import DECLARATION_POLL_SECONDS, TICK_SECONDS, Checkpoints, NoCheckpointLeft
 from .config import run_prefix
 from .errors import AgentFailure
 from .faults import Faults
@@ -295,19 +295,26 @@ class Agent:
         self.stop_event.set()
 
     def checkpoint_loop(self):
-        """Every TICK_SECONDS: the job's open files and its declarations (a declared save is synced
-        at once); every syncIntervalSeconds: a periodic sync."""
+        """Every DECLARATION_POLL_SECONDS: the job's declarations (a declared save is synced at
+        once: this poll is most of the delay between a save and its upload starting); every
+        TICK_SECONDS: also the job's open files; every syncIntervalSeconds: a periodic sync."""
         self.checkpoints.start_watching(self.joblog.path, self.progress_from or 0)
         next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
-        while not self.sync_stop.wait(TICK_SECONDS):
+        next_watch = 0.0
+        while not self.sync_stop.wait(DECLARATION_POLL_SECONDS):
             sid = self.child.pid if self.child is not None else None
+            watch = time.monotonic() >= next_watch
+            if watch:
+                next_watch = time.monotonic() + TICK_SECONDS
             try:
-                declared = self.checkpoints.tick(sid)
+                declared = self.checkpoints.tick(sid if watch else None)
                 if declared or time.monotonic() >= next_sync:
                     next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
                     self.checkpoints.sync(final=False, sid=sid)
                     self.checkpoints.check_stalled()
                     self.sync_ok()
+                else:
+                    self.checkpoints.retain_if_due()
             except Exception as e:
                 self.log("checkpoint sync failed: %s" % e)
                 self.sync_failed(e)
@@ -825,6 +832,15 @@ class Agent:
             if reason:
                 self.status["reason"] = reason
             final = self.publish_status()
+            # Retention after the final status is out: the controller learns that the attempt
+            # ended (and a prelaunched replacement may start) without waiting for old
+            # checkpoints to be retired; the kept list is then published once more.
+            if self.checkpoints.retention_due:
+                try:
+                    self.checkpoints.retain_if_due()
+                    final = self.publish_status()
+                except Exception as e:
+                    self.log("retention after the final sync failed (the next attempt retries it): %s" % e)
         atomic_write(self.p("result.json"), json_bytes(final))
         for name in ("job.json", "setup.json", "job.pid", "setup.pid", "job.pgid", "job.exit", "setup.exit",
                      "logs.cursor", "checkpoints.json", "restore", "staging", "upload", "snapshot.tmp",

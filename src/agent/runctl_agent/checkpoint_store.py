@@ -19,11 +19,11 @@ restore: checkpoint_restore.py):
 API for the capture layer (the code that decides WHICH files and WHEN):
 
     store = CheckpointStore(storage, run, generation, attempt, state_dir, log, grace_seconds=3600)
-    session = store.begin()                    # one listing of stored contents + manifests
+    session = store.begin()                    # reuse rules from store.current_view() (listed once)
     result = session.add_files(root, entries)  # entries: [checkpoint_tree.FileEntry] from scan_tree
         -> {"accepted": [file entry dicts], "rejected": [{"path", "reason"}]}
     manifest = session.publish(files, dirs, symlinks, step=None)   # -> the manifest dict
-    store.retain(keep)                          # retire old manifests, collect unreferenced contents
+    store.retain(keep)                          # retire old manifests, collect unreferenced contents (when due)
 
   or, for a whole folder at once:
     store.sync_tree(root, tree, step=None, require_all=True, only=None)
@@ -52,7 +52,10 @@ Retention and concurrency (why nothing a kept manifest names is ever deleted):
     stored less than G/2 ago; anything else is uploaded again (which renews its time);
   * a sync publishes within G/2 of its listing, or lists again and re-adds what is no longer
     protected. So every content a new manifest names is protected until that manifest is
-    visible to every collector.
+    visible to every collector;
+  * a listing is kept (current_view) and updated by this store's own writes for at most G/4, so
+    a sync in steady state lists nothing; a collection runs at most every G/4 (nothing is
+    deletable before it is G old).
 - A crash at any instant leaves: uploaded contents without a manifest (collected later), a
   tombstone beside a live manifest (the manifest still protects), or a partly done collection
   (redone by the next one). A manifest is one atomic write, published after all its contents.
@@ -64,6 +67,7 @@ kept in stateDir/store-ops. Nothing in production sets it.
 """
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -71,6 +75,7 @@ import shutil
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .storage import FileStorage, StorageError
 from .util import atomic_write, json_bytes, now_iso, pad_seq, read_int, remove_quietly, safe_relpath
@@ -82,6 +87,8 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COPY_CHUNK = 1024 * 1024
 HASH_FIRST_BELOW = 8 * 1024 * 1024  # file:// files of a stored size below this are hashed before any copy
 PARALLEL_COPY_FROM = 1024 * 1024  # file:// files from this size are copied and hashed at once, in two threads
+READ_WORKERS = 4  # files read (hashed, copied) at once by one sync
+TEMP_SEQ = itertools.count()  # unique temp names for the copies running at once
 
 
 def contents_prefix(run_prefix):
@@ -111,10 +118,15 @@ class KillSwitch(object):
         limit = os.environ.get("RUNCTL_AGENT_KILL_AFTER_OPS")
         self.limit = int(limit) if limit not in (None, "") else None
         self.path = os.path.join(state_dir, "store-ops")
+        self.lock = threading.Lock()  # files are copied on several threads
 
     def __call__(self, what):
         if self.limit is None:
             return
+        with self.lock:
+            self._count()
+
+    def _count(self):
         done = (read_int(self.path) or 0)
         if done >= self.limit:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -144,14 +156,17 @@ class CheckpointStore(object):
         self.manifests = {}  # (generation, id) -> manifest; published manifests never change
         self.tombstones = {}  # key -> tombstone doc
         self.collected_once = False
-        self.last_listing = None  # (prefix, ids, published) right after this store's last publish
+        self.last_collect = None  # time.time() of this store's last collection
+        self.view = None  # what this store knows of storage: current_view()
+        self.uploaded_at = {}  # sha256 -> (size, time.time() before its upload began), by this store
         self.bytes_written = 0  # bytes this store wrote to storage (contents, rejected copies, manifests), for benches
         self.pinned = set()  # (generation, id) of manifests of other generations this attempt restored
         self.index_path = os.path.join(state_dir, "checkpoint-index.json")
 
     # -- reading
-    def ids(self, generation=None):
-        """(prefix, all ids, published ids) of a generation (default: the attempt's), ascending."""
+    def ids(self, generation=None, others=None):
+        """(prefix, all ids, published ids) of a generation (default: the attempt's), ascending.
+        others: a set that receives the ids holding keys besides their manifest (format 1)."""
         gen = self.generation if generation is None else generation
         prefix = checkpoints_prefix(self.prefix, gen)
         ids, published = set(), set()
@@ -161,7 +176,54 @@ class CheckpointStore(object):
                 ids.add(head)
                 if rest == MANIFEST_NAME:
                     published.add(head)
+                elif others is not None:
+                    others.add(head)
         return prefix, sorted(ids), sorted(published)
+
+    def current_view(self, force=False):
+        """What this store knows of storage, listed once and then kept up to date by its own
+        publishes, retirements and collections, so a sync in steady state lists nothing:
+        {"listedAt": epoch seconds of the listing, "prefix", "ids", "published", "others" (ids
+        with keys besides a manifest), "pinned": {generation: published ids}, "stored": {sha256:
+        (size, epoch seconds)}}. Listed again when force, or older than G/4: the reuse rule counts
+        from the listing and a publish must follow within G/2 (module docstring). With G = 0 (one
+        writer) it never goes stale. stored holds, on file://, the listing of every content (free,
+        and its sizes let a small reused file skip its copy); on S3 only what this store uploaded:
+        a content a live manifest names is stored by the rules above, and anything else is
+        uploaded again rather than paying a listing of every content on each sync.
+        Raises StorageError."""
+        now = time.time()
+        if force or self.view is None or (self.grace > 0 and now - self.view["listedAt"] >= self.grace / 4.0):
+            others = set()
+            prefix, ids, published = self.ids(others=others)
+            pinned = {}
+            for gen in sorted(set(g for g, _ in self.pinned)):
+                pinned[gen] = self.ids(gen)[2]
+            stored = self.stored_contents() if isinstance(self.storage, FileStorage) else {}
+            self.view = {"listedAt": now, "prefix": prefix, "ids": ids, "published": published, "others": others,
+                         "pinned": pinned, "stored": stored}
+        stored = dict(self.view["stored"])
+        for sha, (size, at) in self.uploaded_at.items():
+            if sha not in stored or stored[sha][1] < at:
+                stored[sha] = (size, at)
+        return dict(self.view, stored=stored)
+
+    def _viewed_publish(self, cid):
+        if self.view is not None:
+            self.view["ids"] = sorted(set(self.view["ids"]) | {cid})
+            self.view["published"] = sorted(set(self.view["published"]) | {cid})
+
+    def _viewed_removal(self, cid):
+        if self.view is not None:
+            for field in ("ids", "published"):
+                self.view[field] = [c for c in self.view[field] if c != cid]
+            self.view["others"].discard(cid)
+
+    def _viewed_deletion(self, shas):
+        for sha in shas:
+            self.uploaded_at.pop(sha, None)
+            if self.view is not None:
+                self.view["stored"].pop(sha, None)
 
     def manifest(self, generation, cid, cached=True):
         """The manifest of checkpoint cid (dict), or None when it is missing or not JSON."""
@@ -181,6 +243,7 @@ class CheckpointStore(object):
         """Treat a manifest of another generation (the seed this attempt restored) as live for
         reuse while it is published, so its contents are reused instead of uploaded again."""
         self.pinned.add((generation, cid))
+        self.view = None
 
     def content_key(self, sha):
         return contents_prefix(self.prefix) + sha
@@ -249,15 +312,16 @@ class CheckpointStore(object):
         return out
 
     # -- retention
-    def retain(self, keep, listing=None):
+    def retain(self, keep):
         """Keep the newest `keep` published checkpoints of this generation; retire the older ones
         (tombstone first, then the manifest, then a format-1 checkpoint's own files), delete
         unpublished leftovers older than the oldest kept, then, when a retired manifest named
-        stored contents, collect unreferenced contents (crash leftovers go with the next
-        collection; retiring a format-1 checkpoint frees none, so it costs no listing).
-        listing: (prefix, ids, published) when the caller just listed them (saves a listing).
-        Returns the retired ids."""
-        prefix, ids, published = listing or self.ids()
+        stored contents and a collection is due (collect_due), collect unreferenced contents
+        (crash leftovers go with the next collection; retiring a format-1 checkpoint frees none,
+        so it costs no listing). Reads the ids from current_view (no listing in steady state).
+        Returns the retired ids. Raises StorageError."""
+        view = self.current_view()
+        prefix, ids, published, others = view["prefix"], view["ids"], view["published"], view["others"]
         retired = []
         freed = False  # a retired manifest named stored contents (format 1 keeps its files in its folder)
         if len(published) > keep:
@@ -265,6 +329,7 @@ class CheckpointStore(object):
             for cid in ids:
                 if cid >= oldest_kept:
                     break
+                shas = []
                 if cid in published:
                     manifest = self.manifest(self.generation, cid)
                     shas = sorted(manifest_shas(manifest))
@@ -277,12 +342,21 @@ class CheckpointStore(object):
                     self.storage.delete(prefix + cid + "/" + MANIFEST_NAME)
                     self.manifests.pop((self.generation, cid), None)
                     retired.append(cid)
-                self.kill("checkpoint-dir-delete")
-                self.storage.delete_prefix(prefix + cid + "/")
+                if cid in others or not shas:
+                    # A format-2 checkpoint is its manifest alone; format 1 keeps its files beside it.
+                    self.kill("checkpoint-dir-delete")
+                    self.storage.delete_prefix(prefix + cid + "/")
+                self._viewed_removal(cid)
                 self.log("retention: deleted checkpoint %s (keep %d)" % (cid, keep))
-        if freed:
+        if freed and self.collect_due():
             self.collect()
         return retired
+
+    def collect_due(self):
+        """True when a collection may find something: always with G = 0; otherwise at most once
+        per G/4, since no content is deleted before it is G old anyway (a retired content stays
+        at most 1.25 G; the default G of 1 h makes that 75 minutes)."""
+        return self.grace <= 0 or self.last_collect is None or time.time() - self.last_collect >= self.grace / 4.0
 
     def collect(self):
         """Delete contents no live manifest and no young tombstone names, stored more than G
@@ -290,6 +364,7 @@ class CheckpointStore(object):
         number of contents deleted."""
         self.collected_once = True
         t_read = time.time()
+        self.last_collect = t_read
         refs = set()
         for gen_dir in self.storage.list_dirs(self.prefix + "/"):
             m = re.match(r"^g(\d+)$", gen_dir)
@@ -320,13 +395,20 @@ class CheckpointStore(object):
             sha = key.split(".", 1)[0]
             if (key != sha or sha not in refs) and mtime < t_read - self.grace:
                 doomed.append(contents_prefix(self.prefix) + key)
-        for key in doomed:
+        # One DeleteObjects call per 1,000 keys on S3; one key per kill point on file:// (the kill
+        # matrix stops between any two deletions there).
+        batch = 1 if isinstance(self.storage, FileStorage) else 1000
+        for start in range(0, len(doomed), batch):
+            chunk = doomed[start:start + batch]
             self.kill("content-delete")
-            self.storage.delete(key)
-        for key in old_tombstones:
+            self.storage.delete_many(chunk)
+            self._viewed_deletion(k[len(contents_prefix(self.prefix)):] for k in chunk)
+        for start in range(0, len(old_tombstones), batch):
+            chunk = old_tombstones[start:start + batch]
             self.kill("tombstone-delete")
-            self.storage.delete(key)
-            self.tombstones.pop(key[len(retired_prefix(self.prefix)):], None)
+            self.storage.delete_many(chunk)
+            for key in chunk:
+                self.tombstones.pop(key[len(retired_prefix(self.prefix)):], None)
         if doomed:
             self.log("retention: deleted %d stored contents no kept checkpoint names" % len(doomed))
         return len(doomed)
@@ -341,7 +423,7 @@ def entries_equal(previous, files, dirs, symlinks):
 
 
 class SyncSession(object):
-    """One sync: what is stored (listed once), what this sync added, and the counts."""
+    """One sync: what is stored (the store's current_view), what this sync added, and the counts."""
 
     def __init__(self, store):
         self.store = store
@@ -353,23 +435,23 @@ class SyncSession(object):
         self.listed_at = None
         self.refresh()
 
-    def refresh(self):
-        """List stored contents and the generation's live manifests; recompute what may be reused."""
+    def refresh(self, force=False):
+        """Take the store's view (listed again when force or stale: current_view) and recompute
+        what may be reused: what a live manifest names (stored before it was published, and
+        never collected while it is live), and contents stored less than G/2 before the listing."""
         store = self.store
-        self.listed_at = time.time()
-        self.stored = store.stored_contents()
-        _, self.ids, self.published = store.ids()
+        view = store.current_view(force)
+        self.listed_at = view["listedAt"]
+        self.stored = view["stored"]
+        self.ids, self.published = view["ids"], view["published"]
         live = set()
         for cid in self.published:
             live |= manifest_shas(store.manifest(store.generation, cid))
-        for gen in sorted(set(g for g, _ in store.pinned)):
-            _, _, published = store.ids(gen)
-            for g, cid in store.pinned:
-                if g == gen and cid in published:
-                    live |= manifest_shas(store.manifest(gen, cid))
+        for g, cid in store.pinned:
+            if cid in view["pinned"].get(g, []):
+                live |= manifest_shas(store.manifest(g, cid))
         young = self.listed_at - store.grace / 2.0
-        self.protected = set(sha for sha, (_size, mtime) in self.stored.items()
-                             if sha in live or store.grace <= 0 or mtime > young)
+        self.protected = live | set(sha for sha, (_size, mtime) in self.stored.items() if store.grace <= 0 or mtime > young)
 
     def reusable(self, sha):
         return sha in self.uploaded or sha in self.protected
@@ -378,7 +460,8 @@ class SyncSession(object):
         """Snapshot each file (checkpoint_tree.FileEntry) under root into the store.
         Returns {"accepted": [{"path","size","sha256","mode"}], "rejected": [{"path","reason"}]}.
 
-        A file whose identity the local index knows is reused unread. Otherwise it is read once:
+        A file whose identity the local index knows is reused unread. Otherwise it is read once
+        (up to READ_WORKERS files at once, read_in_parallel):
         on S3 it is hashed, and the contents not already stored are uploaded together by one
         `aws s3 cp --recursive` of a folder of hard links to them (no copy: the extra disk is
         zero; where a link cannot be made, that file is uploaded alone straight from the job's
@@ -391,9 +474,16 @@ class SyncSession(object):
         never left stored under a wrong hash by a finished sync (a SIGKILL in that window leaves
         it until collected; restore's sha256 check refuses it meanwhile)."""
         self.root = root
-        accepted, rejected, pending = [], [], []
+        accepted, rejected, pending, unread = [], [], [], []
         for entry in entries:
-            ok, value = self._prepare(root, entry)
+            known = self.index.get(entry.path)
+            if known and known.get("identity") == entry.identity() and self.reusable(known.get("sha256")):
+                accepted.append(self._accept(entry, known["sha256"], uploaded=False)[1])
+            else:
+                unread.append(entry)
+        sizes = set(size for size, _ in self.stored.values()) | set(self.uploaded.values())
+        for entry, read in zip(unread, read_in_parallel(lambda e: self._read(root, e, sizes), unread)):
+            ok, value = self._settle(entry, read)
             if ok is None:
                 pending.append((entry, value))
             elif ok:
@@ -417,30 +507,69 @@ class SyncSession(object):
             return True, result["accepted"][0]
         return False, result["rejected"][0]["reason"]
 
-    def _prepare(self, root, entry):
-        """(True, value) reused; (False, reason) rejected; (None, sha256) hashed, to upload (S3);
-        file:// stores new contents here, one file at a time."""
-        known = self.index.get(entry.path)
-        if known and known.get("identity") == entry.identity() and self.reusable(known.get("sha256")):
-            return self._accept(entry, known["sha256"], uploaded=False)
+    def _read(self, root, entry, stored_sizes):
+        """Read one file the index does not know, on a worker thread (it changes no session
+        state): hash it, and on file:// copy it into the store under a temp name. Returns
+        {"error": reason} or {"sha": sha256, "tmp": temp path or None, "began": time.time()},
+        plus "written": bytes copied into the store (rejected copies included)."""
         path = os.path.join(root, *entry.path.split("/"))
         local = isinstance(self.store.storage, FileStorage)
-        same_size = any(size == entry.size for size, _ in self.stored.values()) or entry.size in self.uploaded.values()
-        if local and (not same_size or entry.size >= HASH_FIRST_BELOW):
+        if local and (entry.size not in stored_sizes or entry.size >= HASH_FIRST_BELOW):
             # Copied while hashed; a large file of a stored size is more likely new (a shard) than
             # a copy, so its copy is not held back by hashing first (discarded when stored).
-            return self._add_into_folder(path, entry, None)
+            return self._copy_in(path, entry, None)
         try:
             sha = hash_file(path)
         except OSError as e:
-            return False, "cannot read %s: %s" % (entry.path, e)
+            return {"error": "cannot read %s: %s" % (entry.path, e)}
         if not same_identity(path, entry):
-            return False, "%s changed while it was read" % entry.path
-        if self.reusable(sha):
-            return self._accept(entry, sha, uploaded=False)
-        if local:
-            return self._add_into_folder(path, entry, sha)
-        return None, sha
+            return {"error": "%s changed while it was read" % entry.path}
+        if self.reusable(sha) or not local:
+            return {"sha": sha, "tmp": None}
+        return self._copy_in(path, entry, sha)
+
+    def _copy_in(self, path, entry, sha):
+        """file://: copy into the store's folder under a unique temp name (sha: the content's
+        hash when already read; then the kernel copies it)."""
+        final_dir = self.store.storage.local_path(contents_prefix(self.store.prefix))
+        os.makedirs(final_dir, exist_ok=True)
+        tmp = os.path.join(final_dir, "incoming.tmp-%d-%d" % (os.getpid(), next(TEMP_SEQ)))
+        began = time.time()
+        try:
+            self.store.kill("content-copy")
+            if sha is None:
+                sha, size = copy_and_hash(path, tmp)
+            else:
+                shutil.copyfile(path, tmp)
+                size = os.path.getsize(tmp)
+        except OSError as e:
+            written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
+            remove_quietly(tmp)
+            return {"error": "cannot read %s: %s" % (entry.path, e), "written": written}
+        written = os.path.getsize(tmp)
+        if size != entry.size or not same_identity(path, entry):
+            remove_quietly(tmp)
+            return {"error": "%s changed while it was copied" % entry.path, "written": written}
+        return {"sha": sha, "tmp": tmp, "began": began, "written": written}
+
+    def _settle(self, entry, read):
+        """The bookkeeping of one _read, one file at a time: (True, value) stored or reused;
+        (False, reason) rejected; (None, sha256) hashed, to upload (S3)."""
+        self.store.bytes_written += read.get("written", 0)
+        if "error" in read:
+            return False, read["error"]
+        sha, tmp = read["sha"], read["tmp"]
+        try:
+            if self.reusable(sha):
+                return self._accept(entry, sha, uploaded=False)
+            if tmp is None:
+                return None, sha
+            self.store.kill("content-rename")
+            os.replace(tmp, os.path.join(os.path.dirname(tmp), sha))
+            return self._accept(entry, sha, uploaded=True, began=read["began"])
+        finally:
+            if tmp is not None:
+                remove_quietly(tmp)
 
     def _upload(self, root, pending):
         """S3: upload the hashed new contents of pending [(FileEntry, sha256)] with one AWS CLI
@@ -461,6 +590,7 @@ class SyncSession(object):
                     linked[sha] = [(entry, path)]
                 except OSError:
                     alone.append((entry, path, sha))
+            began = time.time()
             if linked:
                 store.kill("content-put")
                 store.storage.put_tree(contents_prefix(store.prefix), staging)
@@ -474,7 +604,7 @@ class SyncSession(object):
                     store.bytes_written += users[0][0].size
                 for entry, path in users:
                     if intact and same_identity(path, entry):
-                        yield True, entry, self._accept(entry, sha, uploaded=sha not in self.uploaded)[1]
+                        yield True, entry, self._accept(entry, sha, uploaded=sha not in self.uploaded, began=began)[1]
                     else:
                         yield False, entry, "%s changed while it was copied" % entry.path
             for entry, path, sha in alone:
@@ -485,6 +615,7 @@ class SyncSession(object):
                         yield False, entry, "%s changed while it was copied" % entry.path
                     continue
                 store.kill("content-put")
+                began = time.time()
                 store.storage.put_file(store.content_key(sha), path)
                 if not same_identity(path, entry):
                     store.kill("content-delete")
@@ -492,42 +623,16 @@ class SyncSession(object):
                     yield False, entry, "%s changed while it was copied" % entry.path
                     continue
                 store.bytes_written += entry.size
-                yield True, entry, self._accept(entry, sha, uploaded=True)[1]
+                yield True, entry, self._accept(entry, sha, uploaded=True, began=began)[1]
         finally:
             remove_quietly(staging)
 
-    def _add_into_folder(self, path, entry, sha):
-        """file:// storage: copy straight into the store under a temp name, rename by hash. sha:
-        the content's hash when already read (then the kernel copies it: one read in Python)."""
-        storage = self.store.storage
-        final_dir = storage.local_path(contents_prefix(self.store.prefix))
-        os.makedirs(final_dir, exist_ok=True)
-        tmp = os.path.join(final_dir, "incoming.tmp-%d" % os.getpid())
-        try:
-            try:
-                self.store.kill("content-copy")
-                if sha is None:
-                    sha, size = copy_and_hash(path, tmp)
-                else:
-                    shutil.copyfile(path, tmp)
-                    size = os.path.getsize(tmp)
-            except OSError as e:
-                return False, "cannot read %s: %s" % (entry.path, e)
-            finally:
-                self.store.bytes_written += os.path.getsize(tmp) if os.path.exists(tmp) else 0
-            if size != entry.size or not same_identity(path, entry):
-                return False, "%s changed while it was copied" % entry.path
-            if self.reusable(sha):
-                return self._accept(entry, sha, uploaded=False)
-            self.store.kill("content-rename")
-            os.replace(tmp, os.path.join(final_dir, sha))
-            return self._accept(entry, sha, uploaded=True)
-        finally:
-            remove_quietly(tmp)
-
-    def _accept(self, entry, sha, uploaded):
+    def _accept(self, entry, sha, uploaded, began=None):
+        """Count a file as stored; uploaded: by this session (began: time.time() before its
+        upload started, which is never later than the stored object's time)."""
         if uploaded:
             self.uploaded[sha] = entry.size
+            self.store.uploaded_at[sha] = (entry.size, began if began is not None else time.time())
             self.counts["filesUploaded"] += 1
             self.counts["bytesUploaded"] += entry.size
         else:
@@ -546,7 +651,7 @@ class SyncSession(object):
         protected (raising StorageError if a file changed meanwhile: the caller retries later)."""
         store = self.store
         if store.grace > 0 and time.time() - self.listed_at > store.grace / 2.0:
-            self.refresh()
+            self.refresh(force=True)
             for f in files:
                 if not self.reusable(f["sha256"]):
                     if f["path"] not in self.accepted:
@@ -581,14 +686,29 @@ class SyncSession(object):
         store.storage.put_bytes(checkpoints_prefix(store.prefix, store.generation) + cid + "/" + MANIFEST_NAME, data)
         store.bytes_written += len(data)
         store.manifests[(store.generation, cid)] = manifest
-        store.last_listing = (checkpoints_prefix(store.prefix, store.generation), self.ids + [cid], self.published + [cid])
+        store._viewed_publish(cid)
+        # The identities of the published files, and of files this session stored without
+        # publishing them (a folder not yet complete), so the next sync reads neither again.
         index = {}
+        for path, (value, entry) in self.accepted.items():
+            index[path] = {"identity": entry.identity(), "sha256": value["sha256"]}
         for f in files:
             _, entry = self.accepted.get(f["path"], (None, None))
             if entry is not None:
                 index[f["path"]] = {"identity": entry.identity(), "sha256": f["sha256"]}
         store.save_index(index)
         return manifest
+
+
+def read_in_parallel(read, entries):
+    """[read(entry) for entry in entries], on up to READ_WORKERS threads: hashing is the floor of
+    a sync's time (one core hashes sha256 at about 1 GB/s at best, a page-cache copy is faster), and
+    hashlib and the kernel's copy release the GIL, so the shards of a checkpoint are read at once."""
+    workers = min(READ_WORKERS, os.cpu_count() or 1, len(entries))
+    if workers <= 1:
+        return [read(e) for e in entries]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(read, entries))
 
 
 def hash_file(path):

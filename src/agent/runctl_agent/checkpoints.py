@@ -46,7 +46,8 @@ class NoCheckpointLeft(AgentFailure):
 
 
 DEFAULT_THROUGHPUT = 20 * 1024 * 1024  # bytes/s assumed for the final upload before a sync was measured
-TICK_SECONDS = 0.25  # how often the job's open files and declarations are looked at
+TICK_SECONDS = 0.25  # how often the job's open files are looked at (a scan of /proc)
+DECLARATION_POLL_SECONDS = 0.05  # how often the job's log and marker are looked at for a declared save
 
 
 class Checkpoints:
@@ -81,6 +82,7 @@ class Checkpoints:
         self.changed_since_publish = False
         self.kept = {}  # id -> CheckpointRef of the kept checkpoints of this generation
         self.last_left_out = []
+        self.retention_due = False  # a checkpoint was published since the last retention
         # The declared (step, source) the newest checkpoint this attempt published carries; a
         # final sync after a clean exit with nothing newer declared carries it on.
         self.last_declared = None
@@ -241,10 +243,23 @@ class Checkpoints:
                      self.store.bytes_written, "" if complete else "; left out: " + ", ".join(sorted(set(i["path"] for i in left)))))
         self.note("checkpoint %s published%s" % (cid, "" if step is None else " at step %d" % step))
         self.kept[cid] = ref
-        for gone in self.store.retain(self.cfg["keep"], listing=self.store.last_listing):
-            self.kept.pop(gone, None)
+        self.retention_due = True  # run by retain_if_due: the checkpoint loop, or the agent's finish
         self.set_status(publish=False, lastCheckpoint=ref, checkpoints=self.kept_list())
         return ref
+
+    def retain_if_due(self):
+        """Retention after a periodic or declared sync, run by the checkpoint loop on a tick with
+        no save waiting, so retiring old checkpoints (and, now and then, collecting their
+        contents: several storage listings) never holds up the next save's upload."""
+        with self.lock:
+            if self.retention_due:
+                self._retain()
+                self.set_status(publish=False, checkpoints=self.kept_list())
+
+    def _retain(self):
+        for gone in self.store.retain(self.cfg["keep"]):
+            self.kept.pop(gone, None)
+        self.retention_due = False
 
     def _folders_and_links(self, tree, taken, previous):
         """The folders and inner links a checkpoint records: all of the tree's, except those in

@@ -3,7 +3,7 @@ AWS CLI). Keys are relative to the root and use forward slashes (layout: src/age
 
 Both expose the same methods: put_bytes(key, data), put_file(key, local), put_tree(prefix, dir),
 get_bytes(key) -> bytes or None, get_file(key, dest) -> bool, get_tree(prefix, dir),
-list_keys(prefix) -> [relative keys], delete(key), delete_prefix(prefix). Errors raise
+list_keys(prefix) -> [relative keys], delete(key), delete_many(keys), delete_prefix(prefix). Errors raise
 StorageError with the backend's message; missing objects are None/False, never errors.
 """
 
@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.parse
 
@@ -111,6 +112,11 @@ class FileStorage:
             os.unlink(self._path(key))
         except FileNotFoundError:
             pass
+
+    def delete_many(self, keys):
+        """Delete every key of keys (a missing one is not an error)."""
+        for key in keys:
+            self.delete(key)
 
     def delete_prefix(self, prefix):
         shutil.rmtree(self._path(prefix), ignore_errors=True)
@@ -221,6 +227,44 @@ class S3Storage:
 
     def delete(self, key):
         self._aws(["s3", "rm", "--only-show-errors", self._url(key)])
+
+    # Per-key errors of a DeleteObjects answer that a later try fixes (S3 error codes, "Error
+    # Responses" in the Amazon S3 API Reference); any other code is terminal.
+    RETRYABLE_DELETE_CODES = ("InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "OperationAborted")
+
+    def delete_many(self, keys):
+        """Delete keys with `aws s3api delete-objects`, 1,000 keys per call (the API's limit), so
+        retention costs one AWS CLI process instead of one per key. DeleteObjects answers 200 with
+        per-key errors: retryable codes are tried again (bounded, with the CLI's own retries),
+        others raise StorageError naming the key and the code."""
+        keys = list(keys)
+        for start in range(0, len(keys), 1000):
+            pending = keys[start:start + 1000]
+            for attempt in range(1, self.ATTEMPTS + 1):
+                # In a file: 1,000 keys can exceed what one command-line argument may hold (128 KiB).
+                with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="runctl-delete-", delete=False) as f:
+                    json.dump({"Objects": [{"Key": self._full_key(k)} for k in pending], "Quiet": True}, f)
+                try:
+                    out = self._aws(["s3api", "delete-objects", "--bucket", self.bucket, "--delete", "file://" + f.name, "--output", "json"])
+                finally:
+                    os.unlink(f.name)
+                errors = (json.loads(out.decode("utf-8") or "null") or {}).get("Errors") or []
+                retry = [e for e in errors if e.get("Code") in self.RETRYABLE_DELETE_CODES]
+                fatal = [e for e in errors if e.get("Code") not in self.RETRYABLE_DELETE_CODES]
+                if fatal:
+                    raise StorageError("aws s3api delete-objects could not delete %s: %s %s" % (
+                        fatal[0].get("Key"), fatal[0].get("Code"), fatal[0].get("Message") or ""))
+                if not retry:
+                    break
+                if attempt == self.ATTEMPTS:
+                    raise StorageError("aws s3api delete-objects could not delete %s after %d attempts: %s" % (
+                        retry[0].get("Key"), attempt, retry[0].get("Code")))
+                strip = len(self._full_key(""))
+                pending = [e["Key"][strip:] for e in retry]
+                time.sleep(0.5 * attempt)
+
+    def _full_key(self, key):
+        return (self.prefix + "/" if self.prefix else "") + key
 
     def delete_prefix(self, prefix):
         self._aws(["s3", "rm", "--only-show-errors", "--recursive", self._url(prefix)])

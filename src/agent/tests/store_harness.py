@@ -11,10 +11,12 @@
                                                  and restores to a folder state that was saved
     python3 store_harness.py WORK stats          stored contents, manifests, bytes
     python3 store_harness.py WORK run JSON       the commands in JSON ([[command, args...], ...]) one
-                                                 after the other in this one process, each with a
-                                                 fresh store (as a restarted agent); the index of
-                                                 the one running is kept in WORK/progress, so a
-                                                 test that kills the process knows where it was
+                                                 after the other in this one process, sharing one
+                                                 store (as one agent does: its view of storage is
+                                                 listed once and kept up to date); ["restart"]
+                                                 starts a fresh store (a restarted agent). The
+                                                 index of the one running is kept in WORK/progress,
+                                                 so a test that kills the process knows where it was
 
 Storage is WORK/storage (file://) unless HARNESS_STORAGE_URL names another (s3://...; then
 HARNESS_S3_ENDPOINT is its endpoint). RUNCTL_AGENT_KILL_AFTER_OPS=N kills the process before its
@@ -117,11 +119,16 @@ def main(argv):
     work, command = os.path.abspath(argv[0]), argv[1]
     if command == "run":
         results = []
+        shared = {}
         for i, args in enumerate(json.loads(argv[2])):
             with open(os.path.join(work, "progress.tmp"), "w") as f:
                 f.write("%d\n" % i)
             os.replace(os.path.join(work, "progress.tmp"), os.path.join(work, "progress"))
-            results.append(one(work, args[0], args[1:]))
+            if args[0] == "restart":
+                shared.clear()
+                results.append({})
+                continue
+            results.append(one(work, args[0], args[1:], shared))
         print(json.dumps({"results": results}))
         return 0
     out = one(work, command, argv[2:])
@@ -132,13 +139,22 @@ def main(argv):
     return 0
 
 
-def one(work, command, args):
-    """One harness command; its JSON result, or None for an unknown command."""
+def one(work, command, args, shared=None):
+    """One harness command; its JSON result, or None for an unknown command. shared: a dict that
+    keeps the store between commands of one `run` (None: a fresh store)."""
     argv = [work, command] + list(args)
     os.makedirs(work, exist_ok=True)
     if command == "save":
         return save(work, json.loads(argv[2]))
-    store, logs = open_store(work)
+    if command == "verify":
+        store, logs = open_store(work)  # what a new agent would find, never this one's view
+    elif shared is not None and "store" in shared:
+        store, logs = shared["store"], shared["logs"]
+        del logs[:]
+    else:
+        store, logs = open_store(work)
+        if shared is not None:
+            shared.update(store=store, logs=logs)
     if command == "sync":
         root = os.path.join(work, "ckpt")
         record_expected(work)  # before the sync: a sync killed after its manifest still matches

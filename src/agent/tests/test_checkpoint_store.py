@@ -244,6 +244,64 @@ class BucketStoreTest(StoreTest):
         import hashlib
         self.assertEqual(self.contents(), [hashlib.sha256(b"o" * 10).hexdigest()])
 
+    def test_a_steady_state_sync_lists_nothing_and_uploads_then_publishes(self):
+        # issue 9, acceptance 3: on S3 each storage call is an AWS CLI process; after the first
+        # sync's listing, a save costs its upload and its manifest, nothing more.
+        self.write("checkpoint-1/shard.bin", os.urandom(2048))
+        self.sync()
+        for step in (2, 3):
+            self.bucket.calls = []
+            self.write("checkpoint-%d/shard.bin" % step, os.urandom(2048))
+            m = self.sync()["manifest"]
+            self.assertEqual(self.bucket.calls, ["put_tree", "put_bytes"])
+            self.assertEqual((m["id"], m["sync"]["filesUploaded"], m["sync"]["filesReused"]), ("0000000%d" % step, 1, step - 1))
+
+    def test_retention_without_a_due_collection_is_a_tombstone_and_a_delete(self):
+        store = CheckpointStore(self.bucket, "r", 1, 1, self.state, self.logs.append, grace_seconds=3600)
+        for step in (1, 2, 3):
+            self.write("checkpoint-%d/shard.bin" % step, os.urandom(1024))
+            store.sync_tree(self.root, scan_tree(self.root))
+            store.retain(2)
+        # The first retirement collected (nothing is an hour old yet); the second one is not due.
+        self.bucket.calls = []
+        self.write("checkpoint-4/shard.bin", os.urandom(1024))
+        store.sync_tree(self.root, scan_tree(self.root))
+        self.assertEqual(store.retain(2), ["00000002"])
+        self.assertEqual(self.bucket.calls, ["put_tree", "put_bytes", "put_bytes", "delete"])
+        self.assertEqual(store.ids()[2], ["00000003", "00000004"])
+        # Once G/4 has passed, a retirement collects again (and lists what it must).
+        store.last_collect -= 3600 / 4.0
+        self.write("checkpoint-5/shard.bin", os.urandom(1024))
+        store.sync_tree(self.root, scan_tree(self.root))
+        self.bucket.calls = []
+        store.retain(2)
+        self.assertIn("list_objects", self.bucket.calls)
+
+    def test_a_view_older_than_a_quarter_of_the_grace_period_is_listed_again(self):
+        store = CheckpointStore(self.bucket, "r", 1, 1, self.state, self.logs.append, grace_seconds=3600)
+        self.write("a.bin", b"a")
+        store.sync_tree(self.root, scan_tree(self.root))
+        # Another writer of the generation published meanwhile (an interrupted attempt's final sync).
+        other = CheckpointStore(self.storage, "r", 1, 2, os.path.join(self.tmp.name, "state2"), self.logs.append, grace_seconds=3600)
+        os.makedirs(other.state_dir)
+        self.write("b.bin", b"b")
+        self.assertEqual(other.sync_tree(self.root, scan_tree(self.root))["manifest"]["id"], "00000002")
+        store.view["listedAt"] -= 3600 / 4.0
+        self.write("c.bin", b"c")
+        self.assertEqual(store.sync_tree(self.root, scan_tree(self.root))["manifest"]["id"], "00000003")
+
+    def test_contents_uploaded_by_a_sync_that_published_nothing_are_reused_by_the_next(self):
+        # A periodic sync while a Hugging Face folder is half written stores its finished shards;
+        # the declared sync after the save uploads only the rest.
+        self.write("checkpoint-1/model-1.safetensors", os.urandom(4096))
+        session = self.store.begin()
+        self.assertEqual(len(session.add_files(self.root, scan_tree(self.root).files)["accepted"]), 1)
+        self.write("checkpoint-1/model-2.safetensors", os.urandom(4096))
+        self.bucket.calls = []
+        m = self.sync()["manifest"]
+        self.assertEqual((m["sync"]["filesUploaded"], m["sync"]["filesReused"]), (1, 1))
+        self.assertNotIn("list_keys", self.bucket.calls)
+
 
 if __name__ == "__main__":
     unittest.main()
