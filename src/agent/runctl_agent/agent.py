@@ -308,7 +308,7 @@ class Agent:
                 next_watch = time.monotonic() + TICK_SECONDS
             try:
                 declared = self.checkpoints.tick(sid if watch else None)
-                if declared or time.monotonic() >= next_sync:
+                if declared or time.monotonic() >= next_sync or self.checkpoints.retry_due():
                     next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
                     self.checkpoints.sync(final=False, sid=sid)
                     self.checkpoints.check_stalled()
@@ -585,6 +585,7 @@ class Agent:
             self.set_status(publish=False, lastCheckpoint=last)
         if record.get("restoredFrom"):
             self.set_status(publish=False, restoredFrom=record["restoredFrom"])
+            self.checkpoints.adopt_restored(record["restoredFrom"])
         self.child = child
         self.resolve_secrets_for_redaction()
         if child.running():
@@ -673,6 +674,9 @@ class Agent:
         sig = getattr(signal, self.cfg["signal"])
         if child.running():
             reason = why or req.message
+            # What the job is writing as the signal lands: a save it interrupts is not trusted
+            # unless the job declares one after (capture.py, rule 3).
+            self.checkpoints.capture.signalled(child.pid)
             sent = send_job_signal(child.pgid, sig, self.cfg.get("signalScope") or "main", self.log)
             self.log("%s (%s)" % (sent, reason))
             self.job_log_note("%s (%s)" % (sent, reason))
