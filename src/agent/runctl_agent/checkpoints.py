@@ -534,7 +534,11 @@ class Checkpoints:
             if own:
                 self.kept[cid] = ref
                 self.resume_base = (cid, manifest)
-                self._remember_published(generation, [c for c in published if c != cid])
+                try:
+                    kept = published[-self.retention_keep():]
+                except (StorageError, OSError):
+                    kept = published[-self.cfg["keep"]:]
+                self._remember_published(generation, [c for c in kept if c != cid])
             else:
                 # Contents are stored once per run: the seed's are reused, not uploaded again,
                 # while its manifest stays published (checkpoint_store.SyncSession.refresh).
@@ -572,8 +576,9 @@ class Checkpoints:
         return None
 
     def _remember_published(self, generation, published):
-        """The kept checkpoints' refs (for `describe`), from their manifests; the newest `keep`."""
-        for cid in published[-(self.cfg["keep"] - 1):] if self.cfg["keep"] > 1 else []:
+        """The kept checkpoints' refs (for `describe`), from their manifests: those of `published`
+        (the ones retention keeps besides the restored one, retention_keep)."""
+        for cid in published:
             try:
                 manifest = self.store.manifest(generation, cid)
             except (StorageError, OSError):
