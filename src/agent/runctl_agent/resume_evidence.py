@@ -111,12 +111,12 @@ def holds_newer_state(base, later, prefix_sha256):
     return False
 
 
-def published_by(manifest, published, attempt, after):
-    """The ids in `published` (ascending) newer than `after` whose manifest records `attempt`;
-    manifest(cid) -> dict or None."""
+def published_by(manifest, published, attempt, after, upto=None):
+    """The ids in `published` (ascending) newer than `after` (and not newer than `upto`, when
+    given) whose manifest records `attempt`; manifest(cid) -> dict or None."""
     out = []
     for cid in published:
-        if cid <= after:
+        if cid <= after or (upto is not None and cid > upto):
             continue
         m = manifest(cid)
         if isinstance(m, dict) and m.get("attempt") == attempt:
@@ -142,15 +142,20 @@ def avoided_checkpoints(storage, prefix, generation, attempt, published, manifes
         cid = restored.get("id")
         if not isinstance(cid, str) or restored.get("generation") not in (None, generation):
             continue
-        own = published_by(manifest, published, n, cid)
+        # What it published lies between what it restored and its last checkpoint (ids grow and
+        # attempts follow one another): only those manifests are read (each is a storage GET,
+        # about a second on S3 through the AWS CLI).
+        last = (status.get("lastCheckpoint") or {}).get("id")
+        if not isinstance(last, str) or last <= cid:
+            own = []
+        else:
+            own = published_by(manifest, published, n, cid, upto=last)
+            if not own:
+                continue  # it published, but nothing of it is left to judge
         if own:
             base = manifest(cid)
             if not isinstance(base, dict) or any(holds_newer_state(base, manifest(p), prefix_sha256) for p in own):
                 continue  # it got further than what it restored (or cannot be judged): not evidence
-        else:
-            last = (status.get("lastCheckpoint") or {}).get("id")
-            if isinstance(last, str) and last > cid:
-                continue  # it published, but nothing of it is left to judge
         how = how_it_ended(status)
         out.setdefault(cid, {"id": cid, "attempt": n, "reason": how})
         for p in own:

@@ -9,7 +9,7 @@ import tempfile
 import unittest
 
 from runctl_agent.checkpoints import Checkpoints, NoCheckpointLeft
-from runctl_agent.resume_evidence import holds_newer_state
+from runctl_agent.resume_evidence import avoided_checkpoints, holds_newer_state
 from runctl_agent.storage import FileStorage
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
@@ -74,6 +74,29 @@ class NewerStateRuleTest(unittest.TestCase):
         base = self.manifest({"train.log": b"a\n"})
         later = {"files": [entry("train.log", b"a\nb\n")]}  # its content is not stored
         self.assertTrue(self.newer(base, later))
+
+
+class EvidenceReadsTest(unittest.TestCase):
+    def test_only_the_failed_attempts_own_manifests_are_read(self):
+        """Each manifest read is a storage GET (a second on S3): an old failed attempt costs the
+        reads of what it published, not of every checkpoint published since."""
+        class Statuses:
+            def get_bytes(self, key):
+                if key == "runs/r/g1/a2/status.json":
+                    return json.dumps({"phase": "failed", "pid": 7, "exitCode": 1, "restoredFrom": {"id": "00000003"},
+                                       "lastCheckpoint": {"id": "00000004"}}).encode("utf-8")
+                return None
+        model = entry("model.bin", b"BAD")
+        manifests = {"00000003": {"attempt": 1, "files": [model]}, "00000004": {"attempt": 2, "files": [model]}}
+        published = ["%08d" % i for i in range(3, 60)]
+        read = []
+
+        def manifest(cid):
+            read.append(cid)
+            return manifests.get(cid, {"attempt": 3, "files": [entry("model.bin", cid.encode())], "step": int(cid)})
+        evidence = avoided_checkpoints(Statuses(), "runs/r", 1, 10, published, manifest, lambda e, n: None)
+        self.assertEqual(sorted(evidence), ["00000003", "00000004"])
+        self.assertEqual(sorted(set(read)), ["00000003", "00000004"])
 
 
 class FallbackAcrossAttemptsTest(unittest.TestCase):
