@@ -173,8 +173,9 @@ export type CheckpointStepSource = 'marker' | 'line' | 'huggingface' | 'lightnin
 
 /**
  * The checkpoint an attempt restored, and why not a newer one. `fallbackFrom`/`reason` name the
- * newest checkpoint passed over; `avoided` lists every checkpoint passed over because an earlier
- * attempt restored it and failed before publishing anything newer (issue 9: evidence against it).
+ * newest checkpoint passed over; `avoided` lists every checkpoint newer than the one restored that was
+ * passed over because of evidence against it (issue 9): an earlier attempt restored it, or published
+ * it from the one it restored, and failed before publishing newer training state.
  */
 export interface RestoredFrom {
   id: string;
@@ -184,13 +185,19 @@ export interface RestoredFrom {
   avoided?: AvoidedCheckpoint[];
 }
 
-/** A checkpoint not restored because an attempt that restored it failed before publishing a newer one. */
+/**
+ * A checkpoint not restored because of evidence against it (docs/checkpoints.md, "Falling back after
+ * a failed resume"): an attempt restored it and failed before publishing newer training state, or
+ * (`descendsFrom`) such an attempt published it from the checkpoint it restored.
+ */
 export interface AvoidedCheckpoint {
   id: string;
-  /** The attempt that restored it and then failed. */
+  /** The attempt that restored it (or, with descendsFrom, published it) and then failed. */
   attempt: number;
   /** How that attempt ended, e.g. `the job exited with code 1`. */
   reason: string;
+  /** The checkpoint that attempt restored, when it published this one without newer training state. */
+  descendsFrom?: string;
 }
 
 /**

@@ -92,15 +92,20 @@ export function mergeConditions(existing: Condition[], wanted: Wanted[], now: st
 
 /**
  * `CheckpointFallback`: the attempt restored an older checkpoint than the newest kept. Reasons:
- * `ResumeFailed` when an earlier attempt restored a newer one and failed before publishing
- * anything newer (evidence against it, issue 9); `NewestCheckpointCorrupt` when the newest
+ * `ResumeFailed` when an earlier attempt restored a newer one and failed before publishing newer
+ * training state (evidence against it and against what that attempt published from it, issue 9;
+ * docs/checkpoints.md "Falling back after a failed resume"); `NewestCheckpointCorrupt` when the newest
  * failed verification. The message names the checkpoints passed over and why.
  */
 export function checkpointFallback(restored: RestoredFrom | undefined): Wanted | undefined {
   if (!restored) return undefined;
   const avoided = restored.avoided ?? [];
   if (avoided.length > 0) {
-    const why = avoided.map((a) => `checkpoint ${a.id} was restored by attempt ${a.attempt}, which failed before publishing a newer one (${a.reason})`);
+    const why = avoided.map((a) =>
+      a.descendsFrom
+        ? `checkpoint ${a.id} was published by attempt ${a.attempt} from ${a.descendsFrom} without newer training state before it failed (${a.reason})`
+        : `checkpoint ${a.id} was restored by attempt ${a.attempt}, which failed before publishing a newer one (${a.reason})`,
+    );
     const corrupt = restored.fallbackFrom && !avoided.some((a) => a.id === restored.fallbackFrom) ? `; checkpoint ${restored.fallbackFrom} failed verification (${restored.reason ?? 'checksum mismatch'})` : '';
     return { type: 'CheckpointFallback', status: 'True', reason: 'ResumeFailed', message: `${why.join('; ')}${corrupt}; restored ${restored.id} instead` };
   }

@@ -10,6 +10,8 @@ import type { InstanceRecord } from '../state/types.js';
  * an attempt ends (EC2 user guide, "Spot Instance interruption notices"; issue 12), and off for
  * `on-demand`, where a notice never comes and a replacement would only be billed twice. The local
  * provider's market defaults to spot like any other run's, so its rehearsal prelaunches too.
+ * Both providers' paths are tested end to end: the local one in test/e2e/prelaunch.test.ts, the aws
+ * one on moto with the fleet's timing model in test/e2e/aws-prelaunch.test.ts (it has passed).
  */
 export function prelaunchEnabled(spec: RunSpec): boolean {
   const explicit = spec.recovery.prelaunch;

@@ -127,6 +127,8 @@ describe('the notice signal and data-loader workers', () => {
     ['a direct command', 'python3 dataloader_trainer.py'],
     ['a multi-line shell script', 'cd .\necho "starting the trainer"\npython3 dataloader_trainer.py\necho "trainer exited $?"'],
     ['a torchrun-style launcher', 'python3 launcher.py dataloader_trainer.py'],
+    // tee must keep running while the trainer saves (it dies on SIGTERM, then the trainer's next print fails).
+    ['a pipeline into tee', 'python3 dataloader_trainer.py 2>&1 | tee train.log'],
   ];
   for (const [shape, command] of shapes) {
     it(`signalScope main (${shape}): workers keep running, the trainer saves, the next attempt resumes from that save`, async () => {

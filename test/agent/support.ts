@@ -130,11 +130,18 @@ export function groupAlive(pgid: number): boolean {
 
 /** Every file under dir, recursively (relative paths). */
 export function walkFiles(dir: string): string[] {
-  if (!existsSync(dir)) return [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return []; // missing, or removed while we looked (an agent cleaning up its state folder)
+  }
   const out: string[] = [];
-  for (const name of readdirSync(dir)) {
+  for (const name of names) {
     const full = path.join(dir, name);
-    if (statSync(full).isDirectory()) out.push(...walkFiles(full).map((f) => `${name}/${f}`));
+    const stat = statSync(full, { throwIfNoEntry: false });
+    if (!stat) continue;
+    if (stat.isDirectory()) out.push(...walkFiles(full).map((f) => `${name}/${f}`));
     else out.push(name);
   }
   return out.sort();
@@ -307,7 +314,12 @@ export class Sandbox {
   async cleanup(): Promise<void> {
     for (const agent of this.agents) if (agent.child.exitCode === null && agent.child.signalCode === null) agent.child.kill('SIGKILL');
     for (const file of walkFiles(path.join(this.root, 'instances')).filter((f) => f.endsWith('state/job.pgid'))) {
-      const pgid = Number(readFileSync(path.join(this.root, 'instances', file), 'utf8'));
+      let pgid: number;
+      try {
+        pgid = Number(readFileSync(path.join(this.root, 'instances', file), 'utf8'));
+      } catch {
+        continue; // the agent removed it as its attempt ended
+      }
       if (pgid > 1 && groupAlive(pgid)) process.kill(-pgid, 'SIGKILL');
     }
     await rm(this.root, { recursive: true, force: true });

@@ -58,7 +58,7 @@ function runDir(root: string, run: string): string {
   return uids.length === 1 ? path.join(base, uids[0]!) : base;
 }
 
-/** Every manifest published for a run's generation 1 (keep is high enough that none was retired). */
+/** Every manifest published for a run's generation 1 and still kept. */
 function manifests(root: string, run: string): CheckpointManifest[] {
   const dir = path.join(runDir(root, run), 'g1', 'checkpoints');
   if (!fs.existsSync(dir)) return [];
@@ -102,14 +102,23 @@ describe('checkpoint contract, end to end', () => {
     expect(attemptLog(root, 'inplace', 2)).toMatch(/resumed from a complete v[12] checkpoint/);
   }, 240_000);
 
-  it('a crash right after restore falls back to the checkpoint before, then fails listing what was tried', async () => {
-    const { statuses, root } = await settle([
+  // Both fallback runs share one controller, so their attempts run side by side.
+  let fallbackRuns: ReturnType<typeof settle> | undefined;
+  const fallbacks = () =>
+    (fallbackRuns ??= settle([
       job('crashy', 'python3 crash_after_restore.py', {
         checkpoints: { syncInterval: '30s', gracePeriod: '10s', keep: 5 },
         rehearsal: { interruptAfter: '5s' },
         recovery: { maxRetriesOnError: 5 },
       }),
-    ]);
+      job('logcrash', 'python3 log_then_bad_load.py', {
+        checkpoints: { syncInterval: '1h', keep: 2 },
+        recovery: { maxRetriesOnError: 3 },
+      }),
+    ]));
+
+  it('a crash right after restore falls back to the checkpoint before, then fails listing what was tried', async () => {
+    const { statuses, root } = await fallbacks();
     const status = statuses.find((s) => s.run === 'crashy')!;
     expect(status.phase).toBe('Failed');
     expect(manifests(root, 'crashy').map((m) => [m.id, m.step])).toEqual([
@@ -127,5 +136,34 @@ describe('checkpoint contract, end to end', () => {
     expect(status.attempt).toBe(4);
     expect(status.failure?.reason).toBe('NoCheckpointLeft');
     expect(status.failure?.message).toContain('00000002 (attempt 2: the job exited with code 1), 00000001 (attempt 3: the job exited with code 1)');
+  }, 300_000);
+
+  it('a job that appends to a log in its checkpoint folder and crashes loading a bad model falls back past it, and keeps later progress', async () => {
+    const { statuses, root } = await fallbacks();
+    const status = statuses.find((s) => s.run === 'logcrash')!;
+    // Attempt 1 saved GOOD 10, GOOD 20, BAD 30 (00000001-3) and crashed; attempt 2 restored BAD 30,
+    // appended its log line and crashed on load: its final sync published 00000004 (BAD 30 and the
+    // longer log), which is not newer training state, so attempt 3 restored GOOD 20 (00000002, kept
+    // with keep: 2 because attempt 2's own checkpoints did not count), saved GOOD 30 (00000005) and
+    // crashed from an unrelated bug after it: that progress is kept, attempt 4 resumes from it.
+    expect(attemptLog(root, 'logcrash', 2)).toContain('restored model.bin: BAD 30');
+    expect(attemptLog(root, 'logcrash', 3)).toContain('restored model.bin: GOOD 20');
+    expect(attemptLog(root, 'logcrash', 4)).toContain('restored model.bin: GOOD 30');
+    const fallback = status.conditions.find((c) => c.type === 'CheckpointFallback');
+    expect(fallback).toMatchObject({ status: 'True', reason: 'ResumeFailed' });
+    expect(fallback?.message).toBe(
+      'checkpoint 00000004 was published by attempt 2 from 00000003 without newer training state before it failed (the job exited with code 1); ' +
+        'checkpoint 00000003 was restored by attempt 2, which failed before publishing a newer one (the job exited with code 1); restored 00000002 instead',
+    );
+    expect(status.failure?.message).toBeUndefined();
+    expect(status.phase).toBe('Completed');
+    expect(status.attempt).toBe(4);
+    // keep: 2 among the checkpoints a resume may use; the ruled-out ones older than those are gone.
+    const kept = manifests(root, 'logcrash');
+    expect(kept.map((m) => [m.id, m.step, m.attempt])).toEqual([
+      ['00000005', 30, 3],
+      ['00000006', 40, 4],
+    ]);
+    expect(kept[1]!.files.find((f) => f.path === 'model.bin')?.sha256).toBe(sha256('GOOD 40'));
   }, 300_000);
 });

@@ -24,6 +24,23 @@ describe('CheckpointFallback', () => {
     );
   });
 
+  it('names the checkpoints that attempt published from the one it restored as descending from it', () => {
+    const c = checkpointFallback({
+      id: '00000002',
+      fallbackFrom: '00000004',
+      reason: 'attempt 2 published it after restoring 00000003 and failed without saving newer training state',
+      avoided: [
+        { id: '00000004', attempt: 2, reason: 'the job exited with code 1', descendsFrom: '00000003' },
+        { id: '00000003', attempt: 2, reason: 'the job exited with code 1' },
+      ],
+    });
+    expect(c).toMatchObject({ type: 'CheckpointFallback', status: 'True', reason: 'ResumeFailed' });
+    expect(c?.message).toBe(
+      'checkpoint 00000004 was published by attempt 2 from 00000003 without newer training state before it failed (the job exited with code 1); ' +
+        'checkpoint 00000003 was restored by attempt 2, which failed before publishing a newer one (the job exited with code 1); restored 00000002 instead',
+    );
+  });
+
   it('keeps the corrupt-checkpoint reason when nothing was avoided, and says nothing for a plain restore', () => {
     expect(checkpointFallback({ id: '00000003', fallbackFrom: '00000004', reason: 'file a.bin fails its sha256 check' })).toMatchObject({
       reason: 'NewestCheckpointCorrupt',

@@ -101,6 +101,10 @@ class Agent:
         self.threads = []
         self.publish_wake = threading.Event()
         self.publisher_running = False
+        # A phase set since the last status write (written first by the heartbeat thread).
+        self.phase_unpublished = False
+        # Why the job's group was SIGKILLed after the stop signal (grace_deadline's reason), if it was.
+        self.killed_because = None
         self.child = None
         self.secrets = {}
         self.tail_from = 0
@@ -140,6 +144,7 @@ class Agent:
                 else:
                     self.status[k] = v
             if "phase" in fields:
+                self.phase_unpublished = True
                 self.log("phase %s%s" % (fields["phase"], (": " + self.status["message"]) if fields.get("message") else ""))
                 self.job_log_note("phase %s" % fields["phase"])
         if publish:
@@ -156,6 +161,7 @@ class Agent:
     def publish_status(self):
         """Writes the status; only ever called from one thread at a time, so seq order is write order."""
         with self.status_lock:
+            self.phase_unpublished = False
             self.status["seq"] += 1
             self.status["heartbeatAt"] = now_iso()
             doc = json.loads(self.redact(json.dumps(self.status)))
@@ -201,11 +207,16 @@ class Agent:
     def heartbeat_loop(self):
         next_beat = time.monotonic()
         while not self.threads_stop.is_set():
-            self.publish_wake.wait(max(0.0, next_beat - time.monotonic()))
+            woken = self.publish_wake.wait(max(0.0, next_beat - time.monotonic()))
             if self.threads_stop.is_set():
                 return
             self.publish_wake.clear()
             try:
+                if woken and self.phase_unpublished and time.monotonic() >= next_beat:
+                    # A phase change (a notice: "interrupting") goes out before the beat's log
+                    # shipping: each of those storage calls takes a second or more on a loaded
+                    # instance, and the controller launches the replacement on this status.
+                    self.publish_status()
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.cfg["heartbeatSeconds"]
                     self.ship_logs()
@@ -219,9 +230,10 @@ class Agent:
                 self.log("heartbeat failed: %s" % e)
 
     def watch_loop(self):
+        """Polls IMDS for a notice every noticePollSeconds. Nothing else runs on this thread: a
+        storage call (the control object, seconds on a loaded instance, longer while S3 throttles
+        and the AWS CLI backs off) must never delay seeing a notice whose lead is two minutes."""
         imds = Imds(self.cfg["imdsUrl"], self.log)
-        control_every = max(self.cfg["noticePollSeconds"], self.cfg["heartbeatSeconds"])
-        last_control = 0.0
         rebalance_seen = False
         while not self.threads_stop.is_set():
             notice, rebalance = imds.poll()
@@ -237,10 +249,14 @@ class Agent:
                 msg = "%s: %s%s" % (what, action, " at " + when if when else "")
                 self.request_stop(StopRequest("interrupt", "scheduled-event" if notice.get("scheduled") else "spot", msg,
                                               parse_notice_time(when), when))
-            if time.monotonic() - last_control >= control_every:
-                last_control = time.monotonic()
-                self.check_control()
             self.threads_stop.wait(self.cfg["noticePollSeconds"])
+
+    def control_loop(self):
+        """Reads the controller's control object (a stop request) every max(noticePollSeconds,
+        heartbeatSeconds), on its own thread so a slow read never holds up the IMDS poll."""
+        every = max(self.cfg["noticePollSeconds"], self.cfg["heartbeatSeconds"])
+        while not self.threads_stop.wait(every):
+            self.check_control()
 
     def check_imds(self, imds):
         """MetadataServiceUnreachable while IMDS has failed IMDS_FAILURES_FOR_FAULT polls in a row."""
@@ -292,7 +308,7 @@ class Agent:
                 next_watch = time.monotonic() + TICK_SECONDS
             try:
                 declared = self.checkpoints.tick(sid if watch else None)
-                if declared or time.monotonic() >= next_sync:
+                if declared or time.monotonic() >= next_sync or self.checkpoints.retry_due():
                     next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
                     self.checkpoints.sync(final=False, sid=sid)
                     self.checkpoints.check_stalled()
@@ -334,6 +350,7 @@ class Agent:
         self.publisher_running = True
         self.start_thread("heartbeat", self.heartbeat_loop)
         self.start_thread("watch", self.watch_loop)
+        self.start_thread("control", self.control_loop)
 
         job = self.launched("job")
         if job:
@@ -568,6 +585,7 @@ class Agent:
             self.set_status(publish=False, lastCheckpoint=last)
         if record.get("restoredFrom"):
             self.set_status(publish=False, restoredFrom=record["restoredFrom"])
+            self.checkpoints.adopt_restored(record["restoredFrom"])
         self.child = child
         self.resolve_secrets_for_redaction()
         if child.running():
@@ -656,6 +674,9 @@ class Agent:
         sig = getattr(signal, self.cfg["signal"])
         if child.running():
             reason = why or req.message
+            # What the job is writing as the signal lands: a save it interrupts is not trusted
+            # unless the job declares one after (capture.py, rule 3).
+            self.checkpoints.capture.signalled(child.pid)
             sent = send_job_signal(child.pgid, sig, self.cfg.get("signalScope") or "main", self.log)
             self.log("%s (%s)" % (sent, reason))
             self.job_log_note("%s (%s)" % (sent, reason))
@@ -663,6 +684,7 @@ class Agent:
             while child.running() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if child.running():
+                self.killed_because = ends
                 self.log("%s; killing process group %d" % (ends, child.pgid))
                 self.job_log_note("%s; killing the job" % ends)
                 signal_group(child.pgid, signal.SIGKILL)
@@ -759,8 +781,10 @@ class Agent:
         handler, had none, or was killed when the grace period ran out)."""
         req = self.stop_request
         killed = code in (None, 137) and self.child is not None
-        how = ("was killed after the grace period of %ss" % self.cfg["gracePeriodSeconds"]) if killed else (
-            "exited with code %s" % ("unknown" if code is None else code))
+        # Killed when the grace period ran out, or earlier: at the notice's termination time less
+        # the final upload (grace_deadline), which the message must say rather than blame the grace period.
+        because = self.killed_because or "grace period of %ss over" % self.cfg["gracePeriodSeconds"]
+        how = ("was killed (%s)" % because) if killed else ("exited with code %s" % ("unknown" if code is None else code))
         tail = self.status.get("logTail") or []
         self.faults.report(
             "JobCrashedOnNotice",

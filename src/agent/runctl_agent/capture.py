@@ -5,18 +5,28 @@ A file is left out of a sync when any of these says the job may still be writing
   1. it is open for writing in one of the job's processes: /proc/<pid>/fd/<n> resolves to it and
      /proc/<pid>/fdinfo/<n> `flags` has O_WRONLY or O_RDWR (every process of the job's session,
      so data-loader workers and torchrun's children count);
-  2. it was open for writing the last time we looked before the job ended, and the job did not
-     exit 0 (killed mid-save: torch.save truncates first, so the file is a prefix of the new state);
-  3. it changed within the last `quiet_seconds` (quiescence; the only test where /proc is absent),
+  2. the job did not exit 0 and the file was open for writing at the last look before it ended,
+     or its writer vanished holding it (killed mid-save: torch.save truncates first, so the file
+     is a prefix of the new state). While the job runs, a writer that exits (a child process that
+     `cp`s or saves, then exits 0) is not suspected: its file is judged by the rules here;
+  3. it was open for writing when the stop signal (a notice, a stop) was sent, and the job did not
+     declare a save after the signal: a handler that exits at once (`sys.exit(0)`, a
+     KeyboardInterrupt) closes a half-written file as surely as a kill does;
+  4. it changed within the last `quiet_seconds` (quiescence; the only test where /proc is absent),
      unless the job declared the save complete after that change;
-  4. the store's copy-then-recheck saw it change while it was copied (checkpoint_store.py).
+  5. the store's copy-then-recheck saw it change while it was copied (checkpoint_store.py).
 Hugging Face `checkpoint-<N>/` folders are whole or absent: a folder with a file left out, or
 without `trainer_state.json` (the Trainer writes it last), is left out entirely, so the job never
-resumes from half a folder. A file left out keeps its previously published version, when there is
-one (the caller carries that entry over), so the newest complete state of every file stays.
+resumes from half a folder.
 
-Files that keep being left out (a metrics file appended every few milliseconds) are reported, so
-the caller can name them in a CheckpointFileBusy fault instead of blocking every sync.
+A save in progress holds the whole sync back (held_back): publishing the other files would make a
+checkpoint that never existed on disk (a Lightning `last.ckpt` naming a file not in it, a
+DeepSpeed `latest` naming a folder half written, a declared step holding the previous step's
+model). Only a *busy* file is left out while the rest is published, keeping its previously
+published version: a file seen open for appending (O_APPEND: logs, metrics.jsonl), or one left out
+by `busy_after` syncs in a row over at least BUSY_SECONDS (a status file rewritten every few
+milliseconds). Busy files are reported, so the caller can name them in a CheckpointFileBusy fault
+instead of blocking every sync.
 """
 
 import os
@@ -26,6 +36,9 @@ from .steps import MARKER_FILE, hf_folder
 
 O_ACCMODE = 0o3
 HF_COMPLETE_FILE = "trainer_state.json"
+# How long a file must keep being left out before it is busy rather than a save in progress: a
+# save of a large model to a slow volume takes tens of seconds (10 GB at EBS gp3's 125 MB/s: 80 s).
+BUSY_SECONDS = 120.0
 
 
 def session_pids(sid):
@@ -49,8 +62,9 @@ def session_pids(sid):
     return out
 
 
-def open_for_writing(pids, root):
-    """{relative path under root: pid} of files open for writing by any of pids."""
+def open_for_writing(pids, root, appending=None):
+    """{relative path under root: pid} of files open for writing by any of pids. appending: a set
+    that receives the paths open with O_APPEND (a log, never a checkpoint save)."""
     root = os.path.realpath(root)
     prefix = root.rstrip("/") + "/"
     out = {}
@@ -80,7 +94,20 @@ def open_for_writing(pids, root):
                 continue
             if flags is not None and flags & O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
                 out[target[len(prefix):]] = pid
+                if appending is not None and flags & os.O_APPEND:
+                    appending.add(target[len(prefix):])
     return out
+
+
+def process_gone(pid):
+    """True when pid has exited: no /proc entry, or a zombie (state Z or X) that its parent has not
+    reaped yet, as a SIGKILLed group's processes are for a while."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X")
+    except (OSError, ValueError, IndexError):
+        return True
 
 
 def proc_available():
@@ -102,21 +129,34 @@ class Capture(object):
         self.busy_after = busy_after
         self.clock = clock
         self.writing = {}  # path -> pid seen holding it open for writing at the last look
-        self.suspect = {}  # path -> pid of a writer that died holding it open (killed mid-save)
+        self.suspect = {}  # path -> pid of a writer that vanished holding it (judged at the job's end)
+        self.appended = set()  # paths seen open with O_APPEND: logs, busy by nature
+        self.rewritten = set()  # paths seen open for writing without O_APPEND: checkpoint saves
+        self.growth = {}  # path -> (size at the last sync that left it out, syncs it only grew)
+        self.vanished_after_signal = set()  # paths whose writer vanished after the stop signal
         self.left_out = {}  # path -> {"count", "since", "reason"}
         self.declared_at = None  # time of the newest save the job declared
+        self.signalled_at = None  # time the stop signal was sent
+        self.open_at_signal = {}  # path -> pid open for writing when it was sent
 
     def watch(self, sid):
         """One look at the job's open files; returns {path: pid} open for writing now."""
         if sid is None or not proc_available():
             return {}
-        current = open_for_writing(session_pids(sid), self.root)
+        appending = set()
+        current = open_for_writing(session_pids(sid), self.root, appending)
+        self.appended |= appending
+        self.rewritten |= set(current) - appending
         for path, pid in list(self.writing.items()):
-            if path not in current and not os.path.exists("/proc/%d" % pid):
-                # Its writer died holding it open: killed mid-save, whatever its size says now.
+            if path not in current and process_gone(pid):
+                # Its writer vanished holding it open: killed mid-save if the job dies too, or
+                # if the stop signal (or the kill after it) has been sent.
                 self.suspect[path] = pid
+                if self.signalled_at is not None:
+                    self.vanished_after_signal.add(path)
         for path in current:
             self.suspect.pop(path, None)  # a new write started; judge it when it ends
+            self.vanished_after_signal.discard(path)
         self.writing = dict(current)
         return current
 
@@ -124,6 +164,43 @@ class Capture(object):
         """The job said its checkpoint is complete (line or marker): files changed before `at` need
         no quiescence."""
         self.declared_at = self.clock() if at is None else at
+
+    def signalled(self, sid):
+        """The stop signal was just sent to the job (session sid): remember what it was writing.
+        Called on the agent's main thread; reads /proc itself rather than this object's view."""
+        self.signalled_at = self.clock()
+        now = open_for_writing(session_pids(sid), self.root) if (sid is not None and proc_available()) else {}
+        self.open_at_signal = dict(self.writing, **now)
+
+    def busy(self, path):
+        """True when path is a busy file (see the module docstring), not a save in progress: seen
+        open for appending; or never seen rewritten (open without O_APPEND) and only growing over
+        `busy_after` syncs that left it out (a log opened and closed for every line); or left
+        out `busy_after` syncs in a row over BUSY_SECONDS."""
+        if path in self.appended:
+            return True
+        if path not in self.rewritten and self.growth.get(path, (0, 0))[1] >= self.busy_after:
+            return True
+        prev = self.left_out.get(path)
+        return prev is not None and prev["count"] >= self.busy_after and self.clock() - prev["since"] >= BUSY_SECONDS
+
+    def held_back(self, left, tree, job_ended=False):
+        """The reasons (strings) a save is in progress and this sync must publish nothing: a file
+        left out that is not busy; while the job runs, a folder or link changed within the quiet
+        time (an entry being created, removed or repointed), unless declared after the change.
+        Hugging Face folders waiting for their last file do not hold back: they are whole or absent."""
+        reasons = []
+        for item in left:
+            if item.get("folder") or self.busy(item["path"]):
+                continue
+            reasons.append(item["reason"])
+        if not job_ended:
+            now = self.clock()
+            for rel, mtime in tree.entry_mtimes():
+                declared = self.declared_at is not None and mtime <= self.declared_at
+                if now - mtime < self.quiet and not declared:
+                    reasons.append("%s changed %.1fs ago (a save may be in progress)" % (rel, max(now - mtime, 0.0)))
+        return reasons
 
     def choose(self, tree, sid=None, job_ended=False, clean_exit=False):
         """Split tree.files (checkpoint_tree.FileEntry, from checkpoint_tree.scan_tree) into
@@ -139,20 +216,29 @@ class Capture(object):
             reason = None
             if entry.path in open_now:
                 reason = "%s is open for writing by the job (pid %d)" % (entry.path, open_now[entry.path])
-            elif entry.path in self.suspect and not (job_ended and clean_exit):
+            elif entry.path in self.vanished_after_signal:
+                reason = "%s was being written by pid %d, which ended after the stop signal before closing it (killed mid-save?)" % (
+                    entry.path, self.suspect.get(entry.path, 0))
+            elif job_ended and not clean_exit and entry.path in self.suspect:
                 reason = "%s was being written by pid %d, which died before closing it (killed mid-save)" % (entry.path, self.suspect[entry.path])
             elif job_ended and not clean_exit and entry.path in self.writing:
                 reason = "%s was still open for writing when the job ended (killed mid-save)" % entry.path
+            elif entry.path in self.open_at_signal and not self._declared_since_signal():
+                reason = ("%s was being written when the stop signal was sent, and the job declared no save after it "
+                          "(a handler that exits at once leaves it half written)" % entry.path)
             elif not job_ended and entry.path != MARKER_FILE:
                 age = now - entry.mtime_ns / 1e9
                 declared = self.declared_at is not None and entry.mtime_ns / 1e9 <= self.declared_at
                 if age < self.quiet and not declared:
                     reason = "%s changed %.1fs ago (a file must be unchanged for %.1fs)" % (entry.path, max(age, 0.0), self.quiet)
             if reason:
-                left.append({"path": entry.path, "reason": reason})
+                left.append({"path": entry.path, "reason": reason, "size": entry.size})
             else:
                 candidates.append(entry)
         return self.whole_folders(candidates, left)
+
+    def _declared_since_signal(self):
+        return self.declared_at is not None and self.signalled_at is not None and self.declared_at >= self.signalled_at
 
     def whole_folders(self, candidates, left):
         """Hugging Face checkpoint-<N>/ folders are taken whole or not at all."""
@@ -197,7 +283,11 @@ class Capture(object):
             prev = self.left_out.get(item["path"])
             self.left_out[item["path"]] = {"count": (prev["count"] + 1) if prev else 1,
                                             "since": prev["since"] if prev else now, "reason": item["reason"]}
+            if "size" in item:
+                size, grew = self.growth.get(item["path"], (None, 0))
+                self.growth[item["path"]] = (item["size"], grew + 1 if size is not None and item["size"] > size else 0)
         for p in list(self.left_out):
             if p not in paths:
                 del self.left_out[p]
-        return [dict(path=p, **v) for p, v in sorted(self.left_out.items()) if v["count"] >= self.busy_after]
+                self.growth.pop(p, None)
+        return [dict(path=p, **v) for p, v in sorted(self.left_out.items()) if self.busy(p)]

@@ -642,6 +642,14 @@ class SyncSession(object):
         self.accepted[entry.path] = (value, entry)
         return True, value
 
+    def keep_index(self):
+        """Record the identities of the files this session stored without publishing them (a sync
+        held back by a save in progress), so the next sync reuses them unread."""
+        index = dict(self.index)
+        for path, (value, entry) in self.accepted.items():
+            index[path] = {"identity": entry.identity(), "sha256": value["sha256"]}
+        self.store.save_index(index)
+
     def publish(self, files, dirs, symlinks, step=None, step_source=None):
         """Write the manifest (last). files: entries this session accepted, or entries of a
         checkpoint still published whose contents are reusable (a file left out keeps its last

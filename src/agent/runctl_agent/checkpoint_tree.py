@@ -46,6 +46,12 @@ class Tree(object):
         self.dirs = []
         self.symlinks = []
         self.refused = []
+        self.mtimes = {}  # "." (the root), folder and link paths -> mtime (epoch seconds)
+
+    def entry_mtimes(self):
+        """[(path, mtime in epoch seconds)] of the root, every folder and every inner link: a
+        folder's time moves when an entry in it is created, removed or renamed (capture.py)."""
+        return sorted(self.mtimes.items())
 
     def fingerprint(self):
         """A cheap summary that changes when any file, folder or link changes (no content read)."""
@@ -74,6 +80,10 @@ def scan_tree(root):
     tree = Tree()
     if not os.path.isdir(root):
         return tree
+    try:
+        tree.mtimes["."] = os.stat(root).st_mtime
+    except OSError:
+        pass
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
@@ -93,11 +103,13 @@ def scan_tree(root):
                     continue
                 if link_stays_inside(rel, target, root):
                     tree.symlinks.append({"path": rel, "target": target})
+                    tree.mtimes[rel] = st.st_mtime
                 else:
                     tree.refused.append({"path": rel, "target": target,
                                          "reason": "symbolic link %s -> %s leads outside the checkpoint folder" % (rel, target)})
             elif stat.S_ISDIR(st.st_mode):
                 tree.dirs.append({"path": rel, "mode": stat.S_IMODE(st.st_mode)})
+                tree.mtimes[rel] = st.st_mtime
                 dirnames.append(name)
             elif stat.S_ISREG(st.st_mode):
                 if rel in RESERVED_NAMES:

@@ -25,8 +25,8 @@ from .checkpoint_restore import restore_checkpoint
 from .checkpoint_store import DEFAULT_GRACE_SECONDS, CheckpointStore, entries_equal
 from .checkpoint_tree import scan_tree
 from .errors import AgentFailure
-from .resume_evidence import avoided_checkpoints
-from .steps import MARKER_FILE, hf_folder, lightning_step, layout_step, parse_marker, parse_saved_line
+from .resume_evidence import avoided_checkpoints, holds_newer_state, published_by, sha256_prefix
+from .steps import MARKER_FILE, VALID_DECLARATION, hf_folder, lightning_step, layout_step, marker_step, saved_line
 
 from .config import run_prefix
 from .storage import StorageError
@@ -78,15 +78,25 @@ class Checkpoints:
         self.marker_seen = None  # (mtime_ns, size) of the marker file last seen
         self.throughput = None  # bytes/s measured on this instance's syncs
         self.last_uploaded = 0  # bytes the last publishing sync uploaded
+        # When this attempt last published (CheckpointSyncStalled's clock). Started again when
+        # the job starts (start_watching): a restore and an install of minutes are not a stall.
         self.last_publish = time.time()
         self.changed_since_publish = False
         self.kept = {}  # id -> CheckpointRef of the kept checkpoints of this generation
         self.last_left_out = []
         self.retention_due = False  # a checkpoint was published since the last retention
+        self.retry_at = None  # monotonic time to sync again after a sync held back by a save in progress
         # The declared (step, source) the newest checkpoint this attempt published carries; a
         # final sync after a clean exit with nothing newer declared carries it on.
         self.last_declared = None
         self.refused_seen = set()
+        self.malformed_seen = set()  # (declaration, problem) already warned about
+        # Resume evidence (resume_evidence.py): the checkpoint this attempt restored (id, manifest)
+        # while nothing it published holds newer training state; the ids judged so far; the ids
+        # earlier attempts' evidence names. Retention does not count those toward keep.
+        self.resume_base = None
+        self.judged = set()
+        self.avoided_ids = set()
         self.store = CheckpointStore(storage, cfg["run"], cfg["generation"], cfg["attempt"], state_dir, log,
                                      grace_seconds=cfg.get("contentGraceSeconds", DEFAULT_GRACE_SECONDS),
                                      run_prefix=run_prefix(cfg))
@@ -108,7 +118,11 @@ class Checkpoints:
 
     # -- when: declarations and the job's open files, looked at every TICK_SECONDS
     def start_watching(self, log_path, offset):
-        """Begin reading declaration lines in job.log from `offset` (the job's first byte)."""
+        """Begin reading declaration lines in job.log from `offset` (the job's first byte), and
+        start the stall clock: nothing can be published before the job runs, so the restore's
+        and the setup's time never counts as "nothing published" (break9: a 53 s restore raised
+        CheckpointSyncStalled 3 s into the job)."""
+        self.last_publish = time.time()
         self.saved_cursor = (log_path, offset)
         self.marker_seen = self._marker_state()
 
@@ -136,7 +150,9 @@ class Checkpoints:
             cut = data.rfind(b"\n")
             if cut >= 0:
                 for line in data[: cut + 1].decode("utf-8", "replace").splitlines():
-                    ok, step = parse_saved_line(line.split("\r")[-1])
+                    ok, step, problem = saved_line(line.split("\r")[-1])
+                    if problem:
+                        self._malformed(line.split("\r")[-1].strip(), problem)
                     if ok:
                         self.declared = (step, "line" if step is not None else None)
                         declared = True
@@ -146,7 +162,9 @@ class Checkpoints:
             self.marker_seen = marker
             try:
                 with open(os.path.join(self.cfg["checkpointDir"], MARKER_FILE), "rb") as f:
-                    step = parse_marker(f.read(4096))
+                    step, problem = marker_step(f.read(4096))
+                if problem:
+                    self._malformed(MARKER_FILE, problem)
             except OSError:
                 step = None
             self.declared = (step, "marker" if step is not None else None)
@@ -154,6 +172,19 @@ class Checkpoints:
         if declared:
             self.capture.declared()
         return declared
+
+    def _malformed(self, what, problem):
+        """Say once per distinct declaration (agent log and the job's log) that its step was not
+        understood: the save still counts, without a step (break9: such declarations were
+        ignored without a word)."""
+        key = (what, problem)
+        if key in self.malformed_seen:
+            return
+        self.malformed_seen.add(key)
+        message = ("checkpoint declaration %s: %s; the save counts, with its step unknown. Valid: %s (docs/checkpoints.md)" % (
+            "in the marker file " + MARKER_FILE if what == MARKER_FILE else "line %r" % what[:200], problem, VALID_DECLARATION))
+        self.log("warning: " + message)
+        self.note("warning: " + message)
 
     # -- sync
     def sync(self, final, sid=None, clean_exit=False):
@@ -190,9 +221,27 @@ class Checkpoints:
         left.extend(added["rejected"])
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
+        held = self.capture.held_back(left, tree, job_ended=final)
+        if held:
+            # A save in progress: the new contents are stored (the next sync reuses them), but no
+            # checkpoint is published until the save is whole; a declared one is tried again soon.
+            session.keep_index()
+            if self.declared is not None:
+                # A save is in progress after the declared one (the next save began before this
+                # one could be published): the declaration no longer describes the folder, and a
+                # later publish must not carry its step.
+                self.log("the save declared at step %s was overwritten by the next one before it could be published" % (
+                    self.declared[0] if self.declared[0] is not None else "unknown"))
+                self.declared = None
+            self._report_left_out(left)
+            self._maybe_stalled(left)
+            self.retry_at = time.monotonic() + max(TICK_SECONDS, self.capture.quiet / 2.0)
+            self.log("checkpoint sync held back, a save is in progress: %s" % "; ".join(held[:3]))
+            return None
+        self.retry_at = None
         files = [by_path[e.path] for e in kept]
         taken = set(f["path"] for f in files)
-        # A file left out keeps its previously published version (its content is stored and
+        # A busy file left out keeps its previously published version (its content is stored and
         # named by that checkpoint's manifest, so nothing is read or uploaded for it).
         old_files = dict((f["path"], f) for f in previous.get("files") or [])
         for item in left:
@@ -247,6 +296,11 @@ class Checkpoints:
         self.set_status(publish=False, lastCheckpoint=ref, checkpoints=self.kept_list())
         return ref
 
+    def retry_due(self):
+        """True when a sync was held back by a save in progress and it is time to try again (the
+        checkpoint loop then syncs without waiting for the interval)."""
+        return self.retry_at is not None and time.monotonic() >= self.retry_at
+
     def retain_if_due(self):
         """Retention after a periodic or declared sync, run by the checkpoint loop on a tick with
         no save waiting, so retiring old checkpoints (and, now and then, collecting their
@@ -257,9 +311,75 @@ class Checkpoints:
                 self.set_status(publish=False, checkpoints=self.kept_list())
 
     def _retain(self):
-        for gone in self.store.retain(self.cfg["keep"]):
+        for gone in self.store.retain(self.retention_keep()):
             self.kept.pop(gone, None)
         self.retention_due = False
+
+    def retention_keep(self):
+        """How many of the newest published checkpoints store.retain keeps: the newest `keep`
+        that no evidence names, and every one newer than those. Not counted: checkpoints earlier
+        attempts' evidence names (known not to resume), and, while this attempt has published no
+        newer training state than the checkpoint it restored, that checkpoint and the ones this
+        attempt published (if it fails, they are evidence; the checkpoint a fallback restores must
+        still be there). Raises StorageError."""
+        keep = self.cfg["keep"]
+        excluded = set(self.avoided_ids) | set(self.suspect_ids())
+        if not excluded:
+            return keep
+        published = self.store.current_view()["published"]
+        counting = [c for c in published if c not in excluded]
+        if len(counting) <= keep:
+            return max(keep, len(published))
+        oldest = counting[-keep]
+        return len([c for c in published if c >= oldest])
+
+    def suspect_ids(self):
+        """[restored id, ids this attempt published] while none of those holds newer training
+        state than the restored checkpoint (resume_evidence.holds_newer_state); [] once one does
+        (then this attempt's failure is no evidence), or when nothing of this generation was
+        restored. Raises StorageError."""
+        if self.resume_base is None:
+            return []
+        base_id, base = self.resume_base
+        gen = self.cfg["generation"]
+        own = published_by(lambda c: self._manifest(gen, c), self.store.current_view()["published"], self.cfg["attempt"], base_id)
+        for cid in own:
+            if cid in self.judged:
+                continue
+            self.judged.add(cid)
+            later = self._manifest(gen, cid)
+            if isinstance(later, dict) and holds_newer_state(base, later, self._prefix_sha256):
+                self.log("checkpoint %s holds newer training state than the restored %s: a failure of this attempt is no longer "
+                         "evidence against it" % (cid, base_id))
+                self.resume_base = None
+                return []
+        return [base_id] + own
+
+    def adopt_restored(self, restored_from):
+        """For an agent that adopted the running job after a restart: take back what the dead one
+        knew for retention_keep, from the job's launch record's restoredFrom (RestoredFrom), so a
+        restart does not make a failing attempt's checkpoints retire its fallback."""
+        if not isinstance(restored_from, dict) or restored_from.get("generation") not in (None, self.cfg["generation"]):
+            return
+        cid = restored_from.get("id")
+        manifest = self._manifest(self.cfg["generation"], cid) if isinstance(cid, str) else None
+        if isinstance(manifest, dict):
+            self.resume_base = (cid, manifest)
+        self.avoided_ids = set(a["id"] for a in restored_from.get("avoided") or [] if isinstance(a, dict) and isinstance(a.get("id"), str))
+
+    def _manifest(self, generation, cid):
+        try:
+            return self.store.manifest(generation, cid)
+        except (StorageError, OSError):
+            return None
+
+    def _prefix_sha256(self, entry, n):
+        """sha256 (hex) of the first n bytes of the stored content of file entry, or None."""
+        try:
+            data = self.storage.get_bytes(self.store.content_key(entry["sha256"]))
+        except (StorageError, OSError):
+            return None
+        return None if data is None else sha256_prefix(data, n)
 
     def _folders_and_links(self, tree, taken, previous):
         """The folders and inner links a checkpoint records: all of the tree's, except those in
@@ -406,11 +526,12 @@ class Checkpoints:
         failure = None
         avoided = {}
         if generation == self.cfg["generation"]:
-            evidence = avoided_checkpoints(self.storage, run_prefix(self.cfg), generation, self.cfg["attempt"])
+            evidence = avoided_checkpoints(self.storage, run_prefix(self.cfg), generation, self.cfg["attempt"], published,
+                                           lambda c: self._manifest(generation, c), self._prefix_sha256)
             avoided = dict((cid, evidence[cid]) for cid in published if cid in evidence)
+            self.avoided_ids = set(avoided)
             for a in sorted(avoided.values(), key=lambda a: a["id"], reverse=True):
-                self.log("not restoring checkpoint g%d/%s: attempt %d restored it and failed before publishing a newer one (%s)" % (
-                    generation, a["id"], a["attempt"], a["reason"]))
+                self.log("not restoring checkpoint g%d/%s: %s" % (generation, a["id"], evidence_text(a)))
         tried = []
         target = self.cfg["checkpointDir"]
         for cid in reversed(published):
@@ -418,9 +539,10 @@ class Checkpoints:
                 return None
             if cid in avoided:
                 a = avoided[cid]
-                tried.append("%s (attempt %d: %s)" % (cid, a["attempt"], a["reason"]))
+                tried.append("%s (attempt %d%s: %s)" % (
+                    cid, a["attempt"], ", published from %s" % a["descendsFrom"] if a.get("descendsFrom") else "", a["reason"]))
                 if failure is None:
-                    failure = (cid, "attempt %d restored it and failed before publishing a newer one (%s)" % (a["attempt"], a["reason"]))
+                    failure = (cid, evidence_text(a))
                 continue
             # Every file is downloaded (in parallel) and checked against its size and sha256
             # before the folder is swapped in; a checkpoint that fails leaves target untouched.
@@ -435,7 +557,12 @@ class Checkpoints:
             own = generation == self.cfg["generation"]
             if own:
                 self.kept[cid] = ref
-                self._remember_published(generation, [c for c in published if c != cid])
+                self.resume_base = (cid, manifest)
+                try:
+                    kept = published[-self.retention_keep():]
+                except (StorageError, OSError):
+                    kept = published[-self.cfg["keep"]:]
+                self._remember_published(generation, [c for c in kept if c != cid])
             else:
                 # Contents are stored once per run: the seed's are reused, not uploaded again,
                 # while its manifest stays published (checkpoint_store.SyncSession.refresh).
@@ -448,12 +575,14 @@ class Checkpoints:
             if failure is not None:
                 restored_from["fallbackFrom"] = failure[0]
                 restored_from["reason"] = failure[1]
-            if avoided:
-                restored_from["avoided"] = sorted(avoided.values(), key=lambda a: a["id"], reverse=True)
+            passed_over = [a for a in avoided.values() if a["id"] > cid]  # older ones were not in the way
+            if passed_over:
+                restored_from["avoided"] = sorted(passed_over, key=lambda a: a["id"], reverse=True)
             self.log("restored checkpoint g%d/%s (%d files%s)" % (
                 generation, cid, ref["files"], "" if manifest.get("format") == 2 else ", written in the layout before content-addressed storage"))
             self.note("restored checkpoint %s of generation %d%s" % (
-                cid, generation, "" if failure is None else " (newest %s failed verification: %s)" % failure))
+                cid, generation, "" if failure is None else " (newest %s %s: %s)" % (
+                    failure[0], "ruled out" if failure[0] in avoided else "failed verification", failure[1])))
             # Files restored from a seed generation are not in this generation yet: the first
             # checkpoint this generation publishes carries them along with whatever the job changed.
             self.remember_dir(entries_of(manifest) if own else None, ref if own else None)
@@ -471,8 +600,9 @@ class Checkpoints:
         return None
 
     def _remember_published(self, generation, published):
-        """The kept checkpoints' refs (for `describe`), from their manifests; the newest `keep`."""
-        for cid in published[-(self.cfg["keep"] - 1):] if self.cfg["keep"] > 1 else []:
+        """The kept checkpoints' refs (for `describe`), from their manifests: those of `published`
+        (the ones retention keeps besides the restored one, retention_keep)."""
+        for cid in published:
             try:
                 manifest = self.store.manifest(generation, cid)
             except (StorageError, OSError):
@@ -482,6 +612,14 @@ class Checkpoints:
                     self.kept[cid] = ref_of(manifest, cid)
                 except (KeyError, TypeError):
                     pass
+
+
+def evidence_text(a):
+    """Why an avoided checkpoint (resume_evidence.avoided_checkpoints entry) is not restored."""
+    if a.get("descendsFrom"):
+        return "attempt %d published it after restoring %s and failed without saving newer training state (%s)" % (
+            a["attempt"], a["descendsFrom"], a["reason"])
+    return "attempt %d restored it and failed before publishing a newer one (%s)" % (a["attempt"], a["reason"])
 
 
 def ref_of(manifest, cid=None):

@@ -9,8 +9,13 @@ the main processes are the top-most processes of the job that are not shells (th
 command the script is running; `torchrun` for a torchrun launch, which forwards the signal to its
 workers itself). Data-loader workers and other descendants of a main process keep running while
 it saves, as under Kubernetes and the usual launchers, which signal only the container's or the
-launcher's main process. Where /proc is missing, or no such process is found, the signal goes to
-the group.
+launcher's main process. In a pipeline (`python train.py 2>&1 | tee train.log`, `torchrun ... |
+grep -v DEBUG | ts`) the stages downstream are output filters: a process whose stdin is a pipe a
+sibling process of the job writes into (its fd 1 or 2 is that pipe) is not a main process, so
+`tee` keeps copying the trainer's output while it saves, and only ends (EOF) after the trainer
+exits; signalled with it, `tee` dies first and the trainer's next print dies of a broken pipe
+(break9, pipeline-tee-signal-kills-save). So the first stage of a pipeline gets the signal. Where
+/proc is missing, or no such process is found, the signal goes to the group.
 `group`: every process of the job's process group at once (the behaviour before issue 9).
 Either way the group gets SIGKILL when the grace period ends (the caller's job).
 """
@@ -65,9 +70,37 @@ def handles(pid, sig):
     return False
 
 
+def _pipe(pid, fd):
+    """The `pipe:[inode]` that fd of pid is, or None (not a pipe, gone, or no /proc)."""
+    try:
+        link = os.readlink("/proc/%d/fd/%d" % (pid, fd))
+    except OSError:
+        return None
+    return link if link.startswith("pipe:") else None
+
+
+def pipeline_readers(pids, tree):
+    """The pids of `pids` whose stdin (fd 0) is a pipe that another process of the job's group
+    (tree: {pid: (comm, ppid)}) writes into through its stdout or stderr: the downstream stages of
+    a pipeline (output filters such as tee, grep, sed, ts, logger)."""
+    writers = {}
+    for pid in tree:
+        for fd in (1, 2):
+            pipe = _pipe(pid, fd)
+            if pipe is not None:
+                writers.setdefault(pipe, set()).add(pid)
+    readers = set()
+    for pid in pids:
+        pipe = _pipe(pid, 0)
+        if pipe is not None and writers.get(pipe, set()) - set([pid]):
+            readers.add(pid)
+    return readers
+
+
 def main_processes(leader, sig=signal.SIGTERM):
     """Pids of the job's main process(es) under the wrapper `leader` (see the module docstring);
-    [] when none is found. A shell that traps `sig` is a main process (it handles the signal)."""
+    [] when none is found. A shell that traps `sig` is a main process (it handles the signal); a
+    process reading a pipe that another process of the job writes is not (pipeline_readers)."""
     tree = group_tree(leader)
     if leader not in tree:
         return []
@@ -83,6 +116,9 @@ def main_processes(leader, sig=signal.SIGTERM):
             todo.extend(sorted(children.get(pid, [])))
         else:
             found.append(pid)
+    readers = pipeline_readers(found, tree)
+    if readers and len(readers) < len(found):
+        found = [pid for pid in found if pid not in readers]
     return sorted(found)
 
 

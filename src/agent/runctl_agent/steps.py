@@ -2,7 +2,8 @@
 holds, never the progress at sync time"), and how a job says "this checkpoint is complete".
 
 A job may declare a save, with no library (docs/checkpoints.md, "Saying a checkpoint is complete"):
-  - a line on its output:           RUNCTL_CHECKPOINT_SAVED step=1200   (step= optional)
+  - a line on its output:           RUNCTL_CHECKPOINT_SAVED step=1200   (step= optional; a
+                                    logging prefix before it is fine: saved_line)
   - a marker file written last:     $RUNCTL_CHECKPOINT_DIR/.runctl-saved  holding `step=1200`,
                                     `1200`, or {"step": 1200} (write a temp name, then rename)
 Either makes the agent sync at once and record that step. Jobs that say nothing still get a step
@@ -18,34 +19,92 @@ import json
 import re
 
 MARKER_FILE = ".runctl-saved"
-SAVED_LINE_RE = re.compile(r"^\s*RUNCTL_CHECKPOINT_SAVED(?:\s+step\s*=\s*(\d+))?\s*$")
+# The token, at the start of the line or after a space (a logging framework's prefix, such as
+# `INFO trainer: `, is the norm), then nothing or `step=<something>` to the end of the line.
+SAVED_TOKEN_RE = re.compile(r"(^|\s)RUNCTL_CHECKPOINT_SAVED(?=\s|$)(.*)$")
+STEP_VALUE_RE = re.compile(r"^step\s*=\s*(\S*)$")
+MAX_STEP = 2 ** 53  # a step must stay exact as a JSON number (the status is read by Node)
+VALID_DECLARATION = ("a line ending in `RUNCTL_CHECKPOINT_SAVED` or `RUNCTL_CHECKPOINT_SAVED step=N`, or a marker file "
+                     "holding `step=N`, `N` or {\"step\": N}, N a non-negative integer below 2^53")
 HF_DIR_RE = re.compile(r"^(?:.*/)?checkpoint-(\d+)$")
 LIGHTNING_RE = re.compile(r"(?:^|[^A-Za-z0-9])step=(\d+)[^/]*\.ckpt$")
 
 
+def valid_step(value):
+    """The step a declaration's text gives (`123`), or None when it is not a non-negative integer
+    below MAX_STEP (`abc`, `-1`, `80.5`, `12abc`, 1e29)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < MAX_STEP else None
+    if isinstance(value, str) and re.match(r"^\d+$", value):
+        n = int(value)
+        return n if n < MAX_STEP else None
+    return None
+
+
+def saved_line(line):
+    """(declared, step or None, problem or None) for one line of the job's output.
+
+    `RUNCTL_CHECKPOINT_SAVED` and `RUNCTL_CHECKPOINT_SAVED step=N` declare a save, at the start of
+    the line or after a prefix ending in a space (`INFO trainer: RUNCTL_CHECKPOINT_SAVED step=90`).
+    A declaration whose step is not a non-negative integer below 2^53 (`step=abc`, `step=-1`,
+    `step=80.5`, 30 digits) still declares the save, without a step, and `problem` says why.
+    Text after the token that is not `step=...` is a problem only when the token starts the line
+    (elsewhere it is a log line that mentions the token, not a declaration)."""
+    m = SAVED_TOKEN_RE.search(line)
+    if not m:
+        return False, None, None
+    prefix, rest = line[: m.start()] + m.group(1), m.group(2).strip()
+    if not rest:
+        return True, None, None
+    v = STEP_VALUE_RE.match(rest)
+    if v:
+        step = valid_step(v.group(1))
+        if step is not None:
+            return True, step, None
+        return True, None, "`%s` is not a step: N must be a non-negative integer below 2^53" % rest
+    if prefix.strip():
+        return False, None, None
+    return True, None, "`%s` after RUNCTL_CHECKPOINT_SAVED is not `step=N`" % rest
+
+
 def parse_saved_line(line):
     """(True, step or None) for a `RUNCTL_CHECKPOINT_SAVED [step=N]` line, else (False, None)."""
-    m = SAVED_LINE_RE.match(line)
-    if not m:
-        return False, None
-    return True, (int(m.group(1)) if m.group(1) else None)
+    declared, step, _problem = saved_line(line)
+    return declared, step
+
+
+def marker_step(data):
+    """(step or None, problem or None) of the marker file's bytes: `step=N`, `N` or {"step": N};
+    empty is a save without a step; anything else is a problem (the save still counts)."""
+    text = data.decode("utf-8", "replace").strip()
+    if not text:
+        return None, None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    else:
+        if isinstance(doc, dict) and "step" in doc:
+            step = valid_step(doc["step"]) if not isinstance(doc["step"], str) else None
+            if step is None:
+                return None, "%s: the step must be a JSON integer from 0 to 2^53-1" % json.dumps(doc["step"])
+            return step, None
+        if isinstance(doc, (int, float)) and not isinstance(doc, bool):
+            step = valid_step(doc)
+            return (step, None) if step is not None else (None, "%s is not a non-negative integer below 2^53" % text)
+    m = re.match(r"^(?:step\s*[=:]\s*)?(\S+)$", text)
+    if m:
+        step = valid_step(m.group(1))
+        if step is not None:
+            return step, None
+    return None, "`%s` is not `step=N`, `N` or {\"step\": N} with N a non-negative integer below 2^53" % text[:80]
 
 
 def parse_marker(data):
     """The step written in the marker file (bytes): `step=N`, `N` or {"step": N}; None if absent."""
-    text = data.decode("utf-8", "replace").strip()
-    if not text:
-        return None
-    try:
-        doc = json.loads(text)
-        if isinstance(doc, dict) and isinstance(doc.get("step"), int) and not isinstance(doc.get("step"), bool):
-            return doc["step"] if doc["step"] >= 0 else None
-        if isinstance(doc, int) and not isinstance(doc, bool):
-            return doc if doc >= 0 else None
-    except ValueError:
-        pass
-    m = re.match(r"^(?:step\s*[=:]\s*)?(\d+)$", text)
-    return int(m.group(1)) if m else None
+    return marker_step(data)[0]
 
 
 def hf_folder(path):

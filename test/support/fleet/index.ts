@@ -98,6 +98,12 @@ export interface Fleet {
   readonly account: AccountModel;
   /** The timing model in force (timing.ts). */
   readonly timing: Readonly<FleetTiming>;
+  /**
+   * Changes figures of the timing model from now on: instances launched and notices delivered
+   * afterwards follow them (e.g. a test that models only the race after a notice boots its first
+   * instance at once, then sets the scaled EC2 figures before delivering the notice).
+   */
+  setTiming(timing: Partial<FleetTiming>): void;
   /** On-demand prices (GetProducts) and spot price history, from recorded fixtures (pricing.ts). */
   readonly prices: PriceModel;
   injectFault(rule: FaultRule): () => void;
@@ -200,7 +206,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     if (!inst || inst.state === 'terminated') return;
     inst.state = 'terminated';
     inst.terminatedAt = new Date();
-    if (spot) inst.spotTermination = { at: inst.terminatedAt };
+    if (spot) inst.spotTermination ??= { at: inst.terminatedAt };
     killInstanceProcesses(id);
     for (const resolve of terminationWaiters.get(id) ?? []) resolve();
     terminationWaiters.delete(id);
@@ -493,6 +499,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     account,
     timing,
     prices,
+    setTiming(next) {
+      Object.assign(timing, next);
+    },
     injectFault: (rule) => faults.add(rule),
     clearFaults: () => faults.clear(),
     imdsUrl,
@@ -509,6 +518,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         timers.delete(timer);
         if (inst.state === 'terminated') return;
         if (Date.now() >= deadline || instanceProcesses(instanceId).length === 0) {
+          // EC2 gives the spot reason from the moment the instance starts shutting down: a
+          // DescribeInstances answered while moto terminates it must not show moto's user reason.
+          inst.spotTermination = { at: new Date() };
           void terminateInMoto(instanceId)
             .catch(() => undefined)
             .then(() => markTerminated(instanceId, true));

@@ -1,0 +1,211 @@
+"""Which saves a sync publishes, with real job processes (issue 9; the sibling inputs a new user's
+break test found): a save the stop signal interrupts, a save killed with its writer, a save done by
+a child process, a pointer written before the file it names, a declared save overtaken by the
+next one, and a log appended beside the checkpoint. Each job runs in its own session, as the
+agent starts it, and the agent's own Checkpoints.sync decides (capture.py, checkpoints.py)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from runctl_agent.checkpoint_store import CheckpointStore
+from runctl_agent.checkpoints import Checkpoints
+from runctl_agent.storage import FileStorage
+
+SLOW_WRITER = r"""
+import os, sys, time
+path, chunks, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+with open(path, "wb") as f:  # torch.save: truncate in place, then write for a while
+    open(sys.argv[4], "w").close()  # tell the test the file is open
+    for i in range(chunks):
+        f.write(b"x" * 65536)
+        f.flush()
+        time.sleep(pause)
+"""
+
+
+class SaveTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = os.path.join(self.tmp.name, "ckpt")
+        self.state = os.path.join(self.tmp.name, "state")
+        os.makedirs(self.root)
+        os.makedirs(self.state)
+        self.storage = FileStorage("file://" + os.path.join(self.tmp.name, "storage"))
+        self.logs = []
+        cfg = {"checkpointDir": self.root, "syncIntervalSeconds": 1, "storage": self.storage.root, "run": "r",
+               "generation": 1, "attempt": 1, "keep": 100, "resuming": False, "contentGraceSeconds": 0}
+        self.ckpts = Checkpoints(cfg, self.storage, self.state, {"run": "r", "generation": 1, "attempt": 1}, self.logs.append,
+                                 lambda text: None, lambda publish=False, **fields: None, lambda: False, lambda: None)
+        self.ckpts.store = CheckpointStore(self.storage, "r", 1, 1, self.state, self.logs.append, grace_seconds=0)
+        self.capture = self.ckpts.capture
+        self.capture.quiet = 0.2
+        self.procs = []
+
+    def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.tmp.cleanup()
+
+    def job(self, code, *args):
+        """A job in its own session (its sid is its pid), as the agent starts it."""
+        p = subprocess.Popen([sys.executable, "-c", code] + [str(a) for a in args], start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def wait_for(self, what, check, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.02)
+        self.fail("timed out waiting for " + what)
+
+    def write(self, rel, data):
+        path = os.path.join(self.root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def quiet(self):
+        time.sleep(self.capture.quiet + 0.05)
+
+    def published(self):
+        """[(step, {path: size})] of every published checkpoint, oldest first."""
+        out = []
+        for cid in self.ckpts.store.ids()[2]:
+            m = self.ckpts.store.manifest(1, cid, cached=False)
+            out.append((m.get("step"), dict((f["path"], f["size"]) for f in m["files"])))
+        return out
+
+    def slow_save(self, rel, chunks, pause):
+        opened = os.path.join(self.tmp.name, "opened")
+        remove = [opened]
+        for r in remove:
+            if os.path.exists(r):
+                os.unlink(r)
+        p = self.job(SLOW_WRITER, os.path.join(self.root, rel), chunks, pause, opened)
+        self.wait_for("the save to open its file", lambda: os.path.exists(opened))
+        return p
+
+    def test_a_save_killed_with_its_writer_is_not_published(self):
+        # Input 1's sibling: the grace period ends during a save; the writer is SIGKILLed.
+        self.write("ckpt.pt", b"c" * 65536 * 8)
+        self.quiet()
+        self.assertIsNotNone(self.ckpts.sync(final=False, sid=os.getpid()))
+        p = self.slow_save("ckpt.pt", 8, 0.5)
+        self.ckpts.tick(p.pid)
+        self.capture.signalled(p.pid)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        self.ckpts.tick(p.pid)  # the look after the kill, while the job counts as running
+        self.assertIsNone(self.ckpts.sync(final=False, sid=p.pid))
+        self.assertIsNone(self.ckpts.sync(final=True, clean_exit=False))
+        self.assertEqual(self.published(), [(None, {"ckpt.pt": 65536 * 8})])
+
+    def test_a_save_the_stop_signal_interrupts_is_not_published_even_after_exit_0(self):
+        # A handler that exits at once (sys.exit(0)) closes the half-written file.
+        self.write("ckpt.pt", b"c" * 65536 * 8)
+        self.quiet()
+        self.ckpts.sync(final=False, sid=os.getpid())
+        opened = os.path.join(self.tmp.name, "opened")
+        p = self.job("import signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n" + SLOW_WRITER,
+                     os.path.join(self.root, "ckpt.pt"), 8, 0.5, opened)
+        self.wait_for("the save to open its file", lambda: os.path.exists(opened))
+        self.ckpts.tick(p.pid)
+        self.capture.signalled(p.pid)
+        os.kill(p.pid, signal.SIGTERM)
+        self.assertEqual(p.wait(), 0)
+        self.assertIsNone(self.ckpts.sync(final=True, clean_exit=True))
+        self.assertEqual(len(self.published()), 1)
+        self.assertRegex(self.ckpts.last_left_out[0]["reason"], "stop signal")
+
+    def test_a_save_declared_after_the_signal_is_published(self):
+        self.write("ckpt.pt", b"old")
+        self.quiet()
+        self.ckpts.sync(final=False, sid=os.getpid())
+        p = self.slow_save("ckpt.pt", 2, 0.05)
+        self.capture.signalled(p.pid)
+        p.wait()
+        self.ckpts.declared = (7, "line")
+        self.capture.declared()
+        ref = self.ckpts.sync(final=True, clean_exit=True)
+        self.assertEqual((ref["step"], ref["bytes"]), (7, 65536 * 2))
+
+    def test_a_file_a_child_process_writes_and_closes_is_published(self):
+        # `cp`, `tar` or a save subprocess that exits 0 while the job runs is not a kill.
+        job = self.job("import time; time.sleep(30)")
+        p = self.slow_save("ckpt.pt", 2, 0.05)
+        self.ckpts.tick(job.pid)
+        self.ckpts.tick(p.pid)
+        self.assertEqual(p.wait(), 0)
+        self.ckpts.tick(p.pid)
+        self.ckpts.declared = (5, "line")
+        self.capture.declared()
+        ref = self.ckpts.sync(final=False, sid=job.pid)
+        self.assertEqual((ref["step"], ref["bytes"]), (5, 65536 * 2))
+
+    def test_a_link_to_a_file_still_being_written_holds_the_sync_back(self):
+        # Lightning's save_last="link": the new epoch=…-step=N.ckpt, then last.ckpt pointing at it.
+        self.write("epoch=0-step=90.ckpt", b"a" * 100)
+        os.symlink("epoch=0-step=90.ckpt", os.path.join(self.root, "last.ckpt"))
+        self.quiet()
+        self.assertEqual(self.ckpts.sync(final=False, sid=os.getpid())["step"], 90)
+        p = self.slow_save("epoch=1-step=100.ckpt", 6, 0.1)
+        os.unlink(os.path.join(self.root, "last.ckpt"))
+        os.symlink("epoch=1-step=100.ckpt", os.path.join(self.root, "last.ckpt"))
+        self.assertIsNone(self.ckpts.sync(final=False, sid=p.pid))
+        p.wait()
+        self.quiet()
+        ref = self.ckpts.sync(final=False, sid=p.pid)
+        self.assertEqual(ref["step"], 100)
+        for step, files in self.published():
+            self.assertIn("epoch=%d-step=%d.ckpt" % (0 if step == 90 else 1, step), files)
+
+    def test_a_declared_save_overtaken_by_the_next_one_is_not_published_under_its_step(self):
+        self.write("model.bin", b"model step=1\n")
+        self.write("optim.bin", b"optim step=1\n")
+        self.ckpts.declared = (1, "line")
+        self.capture.declared()
+        p = self.slow_save("model.bin", 4, 0.1)  # step 2's save began before the sync
+        self.assertIsNone(self.ckpts.sync(final=False, sid=p.pid))
+        p.wait()
+        self.quiet()
+        ref = self.ckpts.sync(final=False, sid=p.pid)
+        self.assertIsNone(ref.get("step"))  # holds step 2's model: not "step 1"
+        self.assertTrue(any("overwritten by the next one" in line for line in self.logs))
+
+    def test_a_log_appended_beside_the_checkpoint_does_not_hold_it_back(self):
+        logger = self.job("import sys, time\nf = open(sys.argv[1], 'a')\nwhile True:\n    f.write('loss 1\\n'); f.flush(); time.sleep(0.003)\n",
+                          os.path.join(self.root, "metrics.jsonl"))
+        self.wait_for("the log", lambda: os.path.exists(os.path.join(self.root, "metrics.jsonl")))
+        self.ckpts.tick(logger.pid)
+        self.write("model.pt", b"weights")
+        self.quiet()
+        ref = self.ckpts.sync(final=False, sid=logger.pid)
+        self.assertIsNotNone(ref)
+        self.assertEqual(ref["files"], 1)  # model.pt; the log keeps changing and is left out
+
+    def test_a_log_opened_and_closed_for_every_line_becomes_busy_once_it_only_grows(self):
+        log = os.path.join(self.root, "train.log")
+        self.write("model.pt", b"weights")
+        for n in range(12):
+            with open(log, "a") as f:
+                f.write("line %d\n" % n)
+            time.sleep(0.05)
+            if self.ckpts.sync(final=False, sid=os.getpid()) is not None:
+                break
+        else:
+            self.fail("a log that only grows held every sync back")
+        self.assertIn("model.pt", self.published()[-1][1])
+
+
+if __name__ == "__main__":
+    unittest.main()
