@@ -96,12 +96,14 @@ function phases(notes: Note[]): Array<{ phase: string; from: number; to?: number
  * began to when it ended, so legs that overlap (a prelaunched replacement boots while the old job
  * saves) show it. `runningAt` (ms) splits boot from SSM registration where the simulator knows it.
  */
-function legsOf(ledger: RunLedger, events: RunEvent[], notes: Note[], runningAt?: number): Pick<Measured, 'legs' | 'recoverySeconds' | 'stepsRedone' | 'setup'> {
+function legsOf(ledger: RunLedger, events: RunEvent[], notes: Note[], runningAt?: number, noticeAt?: number): Pick<Measured, 'legs' | 'recoverySeconds' | 'stepsRedone' | 'setup'> {
   const interruption = ledger.interruptions[0];
   const old = ledger.attempts.find((a) => a.attempt === interruption?.attempt);
   const next = ledger.attempts.find((a) => a.attempt === interruption?.nextAttempt);
   if (!interruption || !old || !next?.launchedAt) throw new Error(`no interruption with a next attempt in the ledger: ${JSON.stringify(ledger.interruptions)}`);
-  const notice = Date.parse(interruption.noticedAt);
+  // The notice as the instance got it where the bench knows it (the fleet's IMDS); else as the
+  // ledger has it (the controller saw it: on the local provider it delivers the rehearsal itself).
+  const notice = noticeAt ?? Date.parse(interruption.noticedAt);
   const s = (ms: number) => (ms - notice) / 1000;
   const launched = Date.parse(next.launchedAt);
   // Ready as the controller saw it: the replacement's REPLACEMENT_READY (during the notice) or the
@@ -136,7 +138,7 @@ function legsOf(ledger: RunLedger, events: RunEvent[], notes: Note[], runningAt?
   const setup = next.setup ? `${next.setup.cache}${next.setup.seconds !== undefined ? ` ${next.setup.seconds.toFixed(1)} s` : ''}` : undefined;
   return {
     legs,
-    ...(interruption.recoverySeconds !== undefined ? { recoverySeconds: interruption.recoverySeconds } : {}),
+    ...(next.firstTrainedAt ? { recoverySeconds: s(Date.parse(next.firstTrainedAt)) } : {}),
     ...(interruption.stepsRedone !== undefined ? { stepsRedone: interruption.stepsRedone } : {}),
     ...(setup ? { setup } : {}),
   };
@@ -252,12 +254,14 @@ async function fleetOnce(rig: AwsRig, s3: S3Client, config: ConfigId): Promise<M
   const name = loaded.run.metadata.name;
   const controller = new Controller({ store, provider: async () => provider, load: async () => ({ runs: [loaded], diagnostics: [], invalidFiles: [] }), controller: controllerName, repoRoot: ROOT, prune: false });
   let noticed = false;
+  let noticeAt: number | undefined;
   const watcher = setInterval(() => {
     const s = controller.runs.find((r) => r.run === name);
     if (noticed || !s || s.phase !== 'Training' || s.attempt !== 1 || (s.progress?.step ?? 0) < NOTICE_AT_STEP) return;
     const instance = s.instances.find((i) => i.attempt === 1 && !i.endedAt);
     if (!instance) return;
     noticed = true;
+    noticeAt = Date.now();
     void rig.fleet.deliverSpotNotice(instance.id);
   }, 100);
   // A leg that never ends must not hang the bench: give up after 10 minutes and say so.
@@ -283,7 +287,7 @@ async function fleetOnce(rig: AwsRig, s3: S3Client, config: ConfigId): Promise<M
   const next = status.ledger.attempts.find((a) => a.attempt === 2);
   const runningAt = next?.instanceId ? rig.fleet.instances.get(next.instanceId)?.runningAt.getTime() : undefined;
   const segments = await s3Segments(s3, rig.bucket, `${config}/runs/${name}/${status.uid}/g1/a2/logs/`);
-  return { config, wall, ...legsOf(status.ledger, events, agentNotes(segments), runningAt) };
+  return { config, wall, ...legsOf(status.ledger, events, agentNotes(segments), runningAt, noticeAt) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,7 +328,9 @@ function printRun(where: string, r: Measured, scaleBack: number): void {
   process.stdout.write(`${where} ${r.config}: ${fig}\n`);
 }
 
+// The CLI and the agent zipapp the instances run, built from this checkout (as `npm run build`).
 execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { stdio: 'inherit' });
+execFileSync('python3', [path.join(ROOT, 'src/agent/build-pyz.py')], { cwd: ROOT, stdio: 'inherit' });
 
 const local: Measured[] = [];
 if (ONLY !== 'aws') {
@@ -432,7 +438,8 @@ const intro = [
     "Each cell is a leg's start and end in seconds after the notice, so legs that overlap show it (with prelaunch the replacement boots while the old job saves). " +
     "Moments come from the run's ledger (notice, final checkpoint safe, launch, ready, training again: `src/reconciler/ledger.ts`), its event log (the replacement's " +
     "ready transition), the new attempt's agent notes in its job log (`phase syncing/installing/waiting/restoring/training`) and, on the fleet, the instance's " +
-    'simulated `running` time. "Training again" is the ledger\'s: the controller saw the new attempt\'s agent training (the agent\'s heartbeat and the controller\'s poll after the job started).',
+    'simulated `running` time. "Training again" is the ledger\'s `firstTrainedAt`: the controller saw the new attempt\'s agent training (the agent\'s heartbeat and the controller\'s poll after the job started). ' +
+    'The notice is when the instance got it: on the fleet, when the bench had the simulator serve it on the IMDS; on the local provider, the ledger\'s (the controller delivers the rehearsal itself).',
   '',
 ];
 const current = readFileSync(DOC, 'utf8');
