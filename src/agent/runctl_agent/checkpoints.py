@@ -301,19 +301,29 @@ class Checkpoints:
         checkpoint loop then syncs without waiting for the interval)."""
         return self.retry_at is not None and time.monotonic() >= self.retry_at
 
-    def retain_if_due(self):
+    def retain_if_due(self, yield_to_saves=True):
         """Retention after a periodic or declared sync, run by the checkpoint loop on a tick with
         no save waiting, so retiring old checkpoints (and, now and then, collecting their
-        contents: several storage listings) never holds up the next save's upload."""
+        contents: several storage listings) never holds up the next save's upload: it stops
+        between storage calls when the job declares a save (yield_to_saves; not after the job
+        ended), and the rest is done on a later tick."""
         with self.lock:
             if self.retention_due:
-                self._retain()
+                self._retain(should_yield=self._save_waiting if yield_to_saves else None)
                 self.set_status(publish=False, checkpoints=self.kept_list())
 
-    def _retain(self):
-        for gone in self.store.retain(self.retention_keep()):
+    def _retain(self, should_yield=None):
+        for gone in self.store.retain(self.retention_keep(), should_yield=should_yield):
             self.kept.pop(gone, None)
-        self.retention_due = False
+        self.retention_due = self.store.yielded
+
+    def _save_waiting(self):
+        """Asked by retention between its storage calls: True when the job has declared a save
+        since (retention stops, and the checkpoint loop syncs at once)."""
+        if self.tick(None):
+            self.retry_at = time.monotonic()
+            return True
+        return False
 
     def retention_keep(self):
         """How many of the newest published checkpoints store.retain keeps: the newest `keep`
