@@ -460,6 +460,7 @@ class SyncSession(object):
         self.counts = {"filesUploaded": 0, "filesReused": 0, "bytesUploaded": 0, "bytesReused": 0}
         self.accepted = {}  # path -> (entry, FileEntry)
         self.root = None
+        self.one_pass = False
         self.listed_at = None
         self.refresh()
 
@@ -510,6 +511,9 @@ class SyncSession(object):
             else:
                 unread.append(entry)
         sizes = set(size for size, _ in self.stored.values()) | set(self.uploaded.values())
+        # Several new files are read at once, one thread each: each is then copied and hashed in
+        # one pass (one read of the page cache, not two); a file read alone gets two threads.
+        self.one_pass = len(unread) > 1
         for entry, read in zip(unread, read_in_parallel(lambda e: self._read(root, e, sizes), unread)):
             ok, value = self._settle(entry, read)
             if ok is None:
@@ -566,7 +570,7 @@ class SyncSession(object):
         try:
             self.store.kill("content-copy")
             if sha is None:
-                sha, size = copy_and_hash(path, tmp)
+                sha, size = (copy_hashing if self.one_pass else copy_and_hash)(path, tmp)
             else:
                 shutil.copyfile(path, tmp)
                 size = os.path.getsize(tmp)

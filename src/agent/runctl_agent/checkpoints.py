@@ -47,7 +47,7 @@ class NoCheckpointLeft(AgentFailure):
 
 DEFAULT_THROUGHPUT = 20 * 1024 * 1024  # bytes/s assumed for the final upload before a sync was measured
 TICK_SECONDS = 0.25  # how often the job's open files are looked at (a scan of /proc)
-DECLARATION_POLL_SECONDS = 0.05  # how often the job's log and marker are looked at for a declared save
+DECLARATION_POLL_SECONDS = 0.02  # how often the job's log and marker are looked at for a declared save
 
 
 class Checkpoints:
@@ -221,12 +221,13 @@ class Checkpoints:
         left.extend(added["rejected"])
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
-        held = self.capture.held_back(left, tree, job_ended=final)
+        held_files, held_entries = self.capture.held_back(left, tree, job_ended=final, declared=self.declared is not None)
+        held = held_files + held_entries
         if held:
             # A save in progress: the new contents are stored (the next sync reuses them), but no
             # checkpoint is published until the save is whole; a declared one is tried again soon.
             session.keep_index()
-            if self.declared is not None:
+            if self.declared is not None and held_files:
                 # A save is in progress after the declared one (the next save began before this
                 # one could be published): the declaration no longer describes the folder, and a
                 # later publish must not carry its step.
