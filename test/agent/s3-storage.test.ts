@@ -62,7 +62,7 @@ describe('agent with s3:// storage', () => {
   // One attempt covers every storage operation: list + download + verify (restore), download
   // (bundle), uploads (status, log segments, checkpoint files, manifest last), deletes (retention).
   // Each AWS CLI call costs about a second of CPU here, so the background calls are kept sparse.
-  it('restores, runs, publishes and prunes through the AWS CLI', { timeout: 180_000 }, async () => {
+  it('restores, runs, publishes and prunes through the AWS CLI', { timeout: 300_000 }, async () => {
     await box.bundle({ 'job.sh': TEST_JOB });
     const bundle = await createBundle(box.root, { path: 'code', exclude: [] }, { outDir: path.join(box.root, 'out') });
     await s3Put(bundleKey(bundle.sha256), readFileSync(bundle.file));

@@ -841,7 +841,7 @@ class Agent:
             # checkpoints to be retired; the kept list is then published once more.
             if self.checkpoints.retention_due:
                 try:
-                    self.checkpoints.retain_if_due()
+                    self.checkpoints.retain_if_due(yield_to_saves=False)
                     final = self.publish_status()
                 except Exception as e:
                     self.log("retention after the final sync failed (the next attempt retries it): %s" % e)

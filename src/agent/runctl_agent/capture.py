@@ -184,23 +184,26 @@ class Capture(object):
         prev = self.left_out.get(path)
         return prev is not None and prev["count"] >= self.busy_after and self.clock() - prev["since"] >= BUSY_SECONDS
 
-    def held_back(self, left, tree, job_ended=False):
-        """The reasons (strings) a save is in progress and this sync must publish nothing: a file
-        left out that is not busy; while the job runs, a folder or link changed within the quiet
-        time (an entry being created, removed or repointed), unless declared after the change.
-        Hugging Face folders waiting for their last file do not hold back: they are whole or absent."""
-        reasons = []
+    def held_back(self, left, tree, job_ended=False, declared=False):
+        """Why a save is in progress and this sync must publish nothing: (file reasons, entry
+        reasons), lists of strings. File reasons: a file left out that is not busy. Entry reasons,
+        only while the job runs and no declared save is waiting: a folder or link changed within
+        the quiet time (an entry being created, removed or repointed, a save not yet whole). After
+        a declaration only files count: a Trainer rotating its old checkpoint-<N>/ folders after
+        the save changes folders, not the state it declared. Hugging Face folders waiting for
+        their last file do not hold back: they are whole or absent."""
+        files = []
         for item in left:
             if item.get("folder") or self.busy(item["path"]):
                 continue
-            reasons.append(item["reason"])
-        if not job_ended:
+            files.append(item["reason"])
+        entries = []
+        if not job_ended and not declared:
             now = self.clock()
             for rel, mtime in tree.entry_mtimes():
-                declared = self.declared_at is not None and mtime <= self.declared_at
-                if now - mtime < self.quiet and not declared:
-                    reasons.append("%s changed %.1fs ago (a save may be in progress)" % (rel, max(now - mtime, 0.0)))
-        return reasons
+                if now - mtime < self.quiet and not (self.declared_at is not None and mtime <= self.declared_at):
+                    entries.append("%s changed %.1fs ago (a save may be in progress)" % (rel, max(now - mtime, 0.0)))
+        return files, entries
 
     def choose(self, tree, sid=None, job_ended=False, clean_exit=False):
         """Split tree.files (checkpoint_tree.FileEntry, from checkpoint_tree.scan_tree) into

@@ -157,6 +157,8 @@ class CheckpointStore(object):
         self.tombstones = {}  # key -> tombstone doc
         self.collected_once = False
         self.last_collect = None  # time.time() of this store's last collection
+        self.collect_pending = False  # a collection stopped early (should_yield) or not run yet
+        self.yielded = False  # the last retain or collect stopped early for a waiting save
         self.view = None  # what this store knows of storage: current_view()
         self.uploaded_at = {}  # sha256 -> (size, time.time() before its upload began), by this store
         self.bytes_written = 0  # bytes this store wrote to storage (contents, rejected copies, manifests), for benches
@@ -312,14 +314,17 @@ class CheckpointStore(object):
         return out
 
     # -- retention
-    def retain(self, keep):
+    def retain(self, keep, should_yield=None):
         """Keep the newest `keep` published checkpoints of this generation; retire the older ones
         (tombstone first, then the manifest, then a format-1 checkpoint's own files), delete
         unpublished leftovers older than the oldest kept, then, when a retired manifest named
         stored contents and a collection is due (collect_due), collect unreferenced contents
         (crash leftovers go with the next collection; retiring a format-1 checkpoint frees none,
         so it costs no listing). Reads the ids from current_view (no listing in steady state).
-        Returns the retired ids. Raises StorageError."""
+        should_yield() -> bool is asked before each retirement and each collection step: True
+        (a save is waiting) stops here, as a crash would, and sets self.yielded; the rest is done
+        by the next call. Returns the retired ids. Raises StorageError."""
+        self.yielded = False
         view = self.current_view()
         prefix, ids, published, others = view["prefix"], view["ids"], view["published"], view["others"]
         retired = []
@@ -329,6 +334,9 @@ class CheckpointStore(object):
             for cid in ids:
                 if cid >= oldest_kept:
                     break
+                if should_yield is not None and should_yield():
+                    self.yielded = True
+                    return retired
                 shas = []
                 if cid in published:
                     manifest = self.manifest(self.generation, cid)
@@ -348,8 +356,8 @@ class CheckpointStore(object):
                     self.storage.delete_prefix(prefix + cid + "/")
                 self._viewed_removal(cid)
                 self.log("retention: deleted checkpoint %s (keep %d)" % (cid, keep))
-        if freed and self.collect_due():
-            self.collect()
+        if (freed or self.collect_pending) and self.collect_due():
+            self.collect(should_yield)
         return retired
 
     def collect_due(self):
@@ -358,14 +366,25 @@ class CheckpointStore(object):
         at most 1.25 G; the default G of 1 h makes that 75 minutes)."""
         return self.grace <= 0 or self.last_collect is None or time.time() - self.last_collect >= self.grace / 4.0
 
-    def collect(self):
+    def collect(self, should_yield=None):
         """Delete contents no live manifest and no young tombstone names, stored more than G
         before this collection read the manifests; then tombstones older than G. Returns the
-        number of contents deleted."""
+        number of contents deleted. should_yield: as for retain (a collection stopped early is
+        due again at the next retention)."""
         self.collected_once = True
         t_read = time.time()
         self.last_collect = t_read
+        self.collect_pending = True
+
+        def stop():
+            if should_yield is not None and should_yield():
+                self.yielded = True
+                self.last_collect = None
+                return True
+            return False
         refs = set()
+        if stop():
+            return 0
         for gen_dir in self.storage.list_dirs(self.prefix + "/"):
             m = re.match(r"^g(\d+)$", gen_dir)
             if not m:
@@ -375,6 +394,8 @@ class CheckpointStore(object):
             for cid in published:
                 refs |= manifest_shas(self.manifest(gen, cid))
         old_tombstones = []
+        if stop():
+            return 0
         for key, _size, mtime in self.storage.list_objects(retired_prefix(self.prefix)):
             if not key.endswith(".json"):
                 continue
@@ -391,6 +412,8 @@ class CheckpointStore(object):
                 self.tombstones[key] = doc
             refs |= set(s for s in doc.get("sha256") or [] if isinstance(s, str))
         doomed = []
+        if stop():
+            return 0
         for key, _size, mtime in self.storage.list_objects(contents_prefix(self.prefix), include_temp=True):
             sha = key.split(".", 1)[0]
             if (key != sha or sha not in refs) and mtime < t_read - self.grace:
@@ -399,16 +422,21 @@ class CheckpointStore(object):
         # matrix stops between any two deletions there).
         batch = 1 if isinstance(self.storage, FileStorage) else 1000
         for start in range(0, len(doomed), batch):
+            if stop():
+                return start
             chunk = doomed[start:start + batch]
             self.kill("content-delete")
             self.storage.delete_many(chunk)
             self._viewed_deletion(k[len(contents_prefix(self.prefix)):] for k in chunk)
         for start in range(0, len(old_tombstones), batch):
+            if stop():
+                return len(doomed)
             chunk = old_tombstones[start:start + batch]
             self.kill("tombstone-delete")
             self.storage.delete_many(chunk)
             for key in chunk:
                 self.tombstones.pop(key[len(retired_prefix(self.prefix)):], None)
+        self.collect_pending = False
         if doomed:
             self.log("retention: deleted %d stored contents no kept checkpoint names" % len(doomed))
         return len(doomed)
@@ -432,6 +460,7 @@ class SyncSession(object):
         self.counts = {"filesUploaded": 0, "filesReused": 0, "bytesUploaded": 0, "bytesReused": 0}
         self.accepted = {}  # path -> (entry, FileEntry)
         self.root = None
+        self.one_pass = False
         self.listed_at = None
         self.refresh()
 
@@ -482,6 +511,9 @@ class SyncSession(object):
             else:
                 unread.append(entry)
         sizes = set(size for size, _ in self.stored.values()) | set(self.uploaded.values())
+        # Several new files are read at once, one thread each: each is then copied and hashed in
+        # one pass (one read of the page cache, not two); a file read alone gets two threads.
+        self.one_pass = len(unread) > 1
         for entry, read in zip(unread, read_in_parallel(lambda e: self._read(root, e, sizes), unread)):
             ok, value = self._settle(entry, read)
             if ok is None:
@@ -538,7 +570,7 @@ class SyncSession(object):
         try:
             self.store.kill("content-copy")
             if sha is None:
-                sha, size = copy_and_hash(path, tmp)
+                sha, size = (copy_hashing if self.one_pass else copy_and_hash)(path, tmp)
             else:
                 shutil.copyfile(path, tmp)
                 size = os.path.getsize(tmp)

@@ -47,7 +47,7 @@ class NoCheckpointLeft(AgentFailure):
 
 DEFAULT_THROUGHPUT = 20 * 1024 * 1024  # bytes/s assumed for the final upload before a sync was measured
 TICK_SECONDS = 0.25  # how often the job's open files are looked at (a scan of /proc)
-DECLARATION_POLL_SECONDS = 0.05  # how often the job's log and marker are looked at for a declared save
+DECLARATION_POLL_SECONDS = 0.02  # how often the job's log and marker are looked at for a declared save
 
 
 class Checkpoints:
@@ -221,12 +221,13 @@ class Checkpoints:
         left.extend(added["rejected"])
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
-        held = self.capture.held_back(left, tree, job_ended=final)
+        held_files, held_entries = self.capture.held_back(left, tree, job_ended=final, declared=self.declared is not None)
+        held = held_files + held_entries
         if held:
             # A save in progress: the new contents are stored (the next sync reuses them), but no
             # checkpoint is published until the save is whole; a declared one is tried again soon.
             session.keep_index()
-            if self.declared is not None:
+            if self.declared is not None and held_files:
                 # A save is in progress after the declared one (the next save began before this
                 # one could be published): the declaration no longer describes the folder, and a
                 # later publish must not carry its step.
@@ -301,19 +302,29 @@ class Checkpoints:
         checkpoint loop then syncs without waiting for the interval)."""
         return self.retry_at is not None and time.monotonic() >= self.retry_at
 
-    def retain_if_due(self):
+    def retain_if_due(self, yield_to_saves=True):
         """Retention after a periodic or declared sync, run by the checkpoint loop on a tick with
         no save waiting, so retiring old checkpoints (and, now and then, collecting their
-        contents: several storage listings) never holds up the next save's upload."""
+        contents: several storage listings) never holds up the next save's upload: it stops
+        between storage calls when the job declares a save (yield_to_saves; not after the job
+        ended), and the rest is done on a later tick."""
         with self.lock:
             if self.retention_due:
-                self._retain()
+                self._retain(should_yield=self._save_waiting if yield_to_saves else None)
                 self.set_status(publish=False, checkpoints=self.kept_list())
 
-    def _retain(self):
-        for gone in self.store.retain(self.retention_keep()):
+    def _retain(self, should_yield=None):
+        for gone in self.store.retain(self.retention_keep(), should_yield=should_yield):
             self.kept.pop(gone, None)
-        self.retention_due = False
+        self.retention_due = self.store.yielded
+
+    def _save_waiting(self):
+        """Asked by retention between its storage calls: True when the job has declared a save
+        since (retention stops, and the checkpoint loop syncs at once)."""
+        if self.tick(None):
+            self.retry_at = time.monotonic()
+            return True
+        return False
 
     def retention_keep(self):
         """How many of the newest published checkpoints store.retain keeps: the newest `keep`

@@ -277,6 +277,26 @@ class BucketStoreTest(StoreTest):
         store.retain(2)
         self.assertIn("list_objects", self.bucket.calls)
 
+    def test_retention_stops_for_a_waiting_save_and_finishes_later(self):
+        # A save declared while old checkpoints are retired is uploaded first (issue 9, acc. 3).
+        import shutil
+        for step in (1, 2, 3):
+            shutil.rmtree(os.path.join(self.root, "checkpoint-%d" % (step - 1)), ignore_errors=True)
+            self.write("checkpoint-%d/shard.bin" % step, os.urandom(1024))
+            self.sync()
+        asked = []
+
+        def save_waiting():
+            asked.append(1)
+            return len(asked) > 1  # the job declares a save after the first retirement
+        self.assertEqual(self.store.retain(1, should_yield=save_waiting), ["00000001"])
+        self.assertTrue(self.store.yielded)
+        self.assertEqual(self.store.ids()[2], ["00000002", "00000003"])
+        self.assertEqual(self.store.retain(1), ["00000002"])
+        self.assertFalse(self.store.yielded)
+        self.assertEqual(len(self.contents()), 1)  # the collection ran to the end this time
+        self.assertFalse(self.store.collect_pending)
+
     def test_a_view_older_than_a_quarter_of_the_grace_period_is_listed_again(self):
         store = CheckpointStore(self.bucket, "r", 1, 1, self.state, self.logs.append, grace_seconds=3600)
         self.write("a.bin", b"a")
