@@ -516,6 +516,8 @@ class SyncSession(object):
         self.one_pass = len(unread) > 1
         for entry, read in zip(unread, read_in_parallel(lambda e: self._read(root, e, sizes), unread)):
             ok, value = self._settle(entry, read)
+            if ok == "vanished":
+                continue  # deleted since the scan (a job rotating its old checkpoints): not in this checkpoint
             if ok is None:
                 pending.append((entry, value))
             elif ok:
@@ -552,6 +554,8 @@ class SyncSession(object):
             return self._copy_in(path, entry, None)
         try:
             sha = hash_file(path)
+        except FileNotFoundError:
+            return {"vanished": True}
         except OSError as e:
             return {"error": "cannot read %s: %s" % (entry.path, e)}
         if not same_identity(path, entry):
@@ -577,6 +581,8 @@ class SyncSession(object):
         except OSError as e:
             written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
             remove_quietly(tmp)
+            if isinstance(e, FileNotFoundError) and not os.path.lexists(path):
+                return {"vanished": True, "written": written}
             return {"error": "cannot read %s: %s" % (entry.path, e), "written": written}
         written = os.path.getsize(tmp)
         if size != entry.size or not same_identity(path, entry):
@@ -586,8 +592,11 @@ class SyncSession(object):
 
     def _settle(self, entry, read):
         """The bookkeeping of one _read, one file at a time: (True, value) stored or reused;
-        (False, reason) rejected; (None, sha256) hashed, to upload (S3)."""
+        (False, reason) rejected; (None, sha256) hashed, to upload (S3); ("vanished", None)
+        deleted since the scan."""
         self.store.bytes_written += read.get("written", 0)
+        if read.get("vanished"):
+            return "vanished", None
         if "error" in read:
             return False, read["error"]
         sha, tmp = read["sha"], read["tmp"]

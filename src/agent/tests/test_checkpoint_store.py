@@ -97,6 +97,17 @@ class StoreTest(unittest.TestCase):
         with open(os.path.join(dest, "b", "c.bin"), "rb") as f:
             self.assertEqual(f.read(), b"same")
 
+    def test_a_file_deleted_after_the_scan_is_left_out_not_refused(self):
+        # A Trainer rotating its oldest checkpoint-<N>/ while a sync runs: the file is gone, which
+        # is not a failure to read (no CheckpointSyncStalled); the checkpoint holds the rest.
+        self.write("checkpoint-1/w.bin", b"old" * 10)
+        self.write("checkpoint-2/w.bin", b"new" * 10)
+        tree = scan_tree(self.root)
+        os.unlink(os.path.join(self.root, "checkpoint-1", "w.bin"))
+        result = self.store.sync_tree(self.root, tree)
+        self.assertEqual(result["rejected"], [])
+        self.assertEqual([f["path"] for f in result["manifest"]["files"]], ["checkpoint-2/w.bin"])
+
     def test_a_file_changed_during_the_copy_is_rejected_not_stored(self):
         self.write("ckpt.pt", b"x" * 100)
         tree = scan_tree(self.root)
