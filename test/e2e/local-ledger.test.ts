@@ -36,7 +36,13 @@ describe('ledger on the local provider, end to end', () => {
     const run = testRun('ledgered', {
       code: { path: './examples/tiny-trainer', exclude: ['.venv/**', 'checkpoints/**', 'wheelhouse/**'] },
       setup: 'bash setup.sh',
-      run: '.venv/bin/python train.py --steps 60 --checkpoint-every 10 --step-delay 0.05',
+      // Attempt 1 trains until the notice (however slow the machine, the notice lands mid-training:
+      // a 60-step job could finish before a loaded controller delivered it); attempt 2 trains 15
+      // steps past the checkpoint it restored, then finishes.
+      run:
+        'if [ "$RUNCTL_ATTEMPT" = 1 ]; then n=100000; else ' +
+        'n=$(( $(ls "$RUNCTL_CHECKPOINT_DIR" | sed -n "s/^ckpt-0*\\([0-9][0-9]*\\)\\.json$/\\1/p" | sort -n | tail -1) + 15 )); fi; ' +
+        'exec .venv/bin/python train.py --steps "$n" --checkpoint-every 10 --step-delay 0.05',
       checkpoints: { syncInterval: '1s', gracePeriod: '10s', keep: 3 },
       timeouts: { provisioning: '1m', installing: '2m', training: '5m' },
     });

@@ -20,7 +20,7 @@ describe('runctl validate', () => {
     const { code, stdout, stderr } = runctl(['validate', 'test/fixtures/valid']);
     expect(stderr).toBe('');
     expect(code).toBe(0);
-    expect(stdout.trim().split('\n').at(-1)).toBe('7 runs in 6 files: valid, 2 warnings');
+    expect(stdout.trim().split('\n').at(-1)).toBe('8 runs in 7 files: valid, 2 warnings');
   });
 
   it('exits 1 with one line per problem, then a summary', () => {
