@@ -164,6 +164,9 @@ class Capture(object):
         """The job said its checkpoint is complete (line or marker): files changed before `at` need
         no quiescence."""
         self.declared_at = self.clock() if at is None else at
+        # The job vouches for what it wrote: a save its handler finished in a child process that
+        # then exited (after the signal) is complete.
+        self.vanished_after_signal.clear()
 
     def signalled(self, sid):
         """The stop signal was just sent to the job (session sid): remember what it was writing.

@@ -139,6 +139,22 @@ class SaveTest(unittest.TestCase):
         ref = self.ckpts.sync(final=True, clean_exit=True)
         self.assertEqual((ref["step"], ref["bytes"]), (7, 65536 * 2))
 
+    def test_a_save_a_child_finishes_after_the_signal_and_the_job_declares_is_published(self):
+        job = self.job("import time; time.sleep(30)")
+        self.write("ckpt.pt", b"old")
+        self.quiet()
+        self.ckpts.sync(final=False, sid=job.pid)
+        self.capture.signalled(job.pid)
+        p = self.slow_save("ckpt.pt", 2, 0.05)  # the handler saves through a child process
+        self.ckpts.tick(p.pid)
+        self.assertEqual(p.wait(), 0)
+        self.ckpts.tick(p.pid)  # the writer is gone: suspect until the job says the save is whole
+        self.assertIsNone(self.ckpts.sync(final=False, sid=job.pid))
+        self.ckpts.declared = (9, "line")
+        self.capture.declared()
+        ref = self.ckpts.sync(final=False, sid=job.pid)
+        self.assertEqual((ref["step"], ref["bytes"]), (9, 65536 * 2))
+
     def test_a_file_a_child_process_writes_and_closes_is_published(self):
         # `cp`, `tar` or a save subprocess that exits 0 while the job runs is not a kill.
         job = self.job("import time; time.sleep(30)")
