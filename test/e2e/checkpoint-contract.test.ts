@@ -5,13 +5,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createLocalProvider } from '../../src/providers/local/index.js';
 import type { CheckpointManifest } from '../../src/providers/types.js';
-import { Controller } from '../../src/reconciler/controller.js';
 import type { LoadedRun } from '../../src/spec/types.js';
-import { FileStore } from '../../src/state/file-store.js';
+import type { FileStore } from '../../src/state/file-store.js';
 import type { RunStatus } from '../../src/state/types.js';
 import { testRun } from '../support/runs.js';
+import { startLocalController } from '../support/local-controller.js';
 
 const repoRoot = path.resolve('.');
 const cleanups: Array<() => Promise<void>> = [];
@@ -21,23 +20,7 @@ afterAll(async () => {
 
 async function settle(runs: LoadedRun[]): Promise<{ statuses: RunStatus[]; root: string; store: FileStore }> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-ckpt-e2e-'));
-  const provider = createLocalProvider({ root: path.join(root, 'local'), repoRoot, controller: 'e2e', pollIntervalMs: 200 });
-  const store = new FileStore(path.join(root, 'state'), { fsync: false });
-  await store.open();
-  const controller = new Controller({
-    store,
-    provider: async () => provider,
-    load: async () => ({ runs, diagnostics: [], invalidFiles: [] }),
-    controller: 'e2e',
-    repoRoot,
-    prune: false,
-  });
-  cleanups.push(async () => {
-    await controller.stop();
-    for (const s of controller.runs) for (const i of s.instances) await provider.terminate(i.id);
-    await store.close();
-    fs.rmSync(root, { recursive: true, force: true });
-  });
+  const { store, controller } = await startLocalController({ root, repoRoot, runs: () => runs, cleanups });
   const summary = await controller.runUntilSettled();
   return { statuses: summary.statuses, root, store };
 }

@@ -7,13 +7,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { publicStatus } from '../../src/cli/status.js';
-import { createLocalProvider, LOCAL_PRICE_SOURCE } from '../../src/providers/local/index.js';
-import { Controller } from '../../src/reconciler/controller.js';
+import { LOCAL_PRICE_SOURCE } from '../../src/providers/local/index.js';
 import { attemptKey } from '../../src/reconciler/reconcile.js';
-import { FileStore } from '../../src/state/file-store.js';
 import type { RunEvent, RunStatus } from '../../src/state/types.js';
 import { renderDescribe } from '../../src/ui/describe.js';
 import { testRun } from '../support/runs.js';
+import { startLocalController } from '../support/local-controller.js';
 
 const repoRoot = path.resolve('.');
 const cleanups: Array<() => Promise<void>> = [];
@@ -30,9 +29,6 @@ const transition = (event: string) => (e: RunEvent) => e.kind === 'transition' &
 describe('ledger on the local provider, end to end', () => {
   it('records each attempt\'s moments and each interruption\'s recovery and steps redone exactly as the events and logs show, at $0', async () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-ledger-'));
-    const provider = createLocalProvider({ root: path.join(root, 'local'), repoRoot, controller: 'ledger', pollIntervalMs: 200 });
-    const store = new FileStore(path.join(root, 'state'), { fsync: false });
-    await store.open();
     const run = testRun('ledgered', {
       code: { path: './examples/tiny-trainer', exclude: ['.venv/**', 'checkpoints/**', 'wheelhouse/**'] },
       setup: 'bash setup.sh',
@@ -46,13 +42,7 @@ describe('ledger on the local provider, end to end', () => {
       checkpoints: { syncInterval: '1s', gracePeriod: '10s', keep: 3 },
       timeouts: { provisioning: '1m', installing: '2m', training: '5m' },
     });
-    const controller = new Controller({ store, provider: async () => provider, load: async () => ({ runs: [run], diagnostics: [], invalidFiles: [] }), controller: 'ledger', repoRoot, prune: false });
-    cleanups.push(async () => {
-      await controller.stop();
-      for (const s of controller.runs) for (const i of s.instances) await provider.terminate(i.id);
-      await store.close();
-      fs.rmSync(root, { recursive: true, force: true });
-    });
+    const { provider, store, controller } = await startLocalController({ root, repoRoot, runs: () => [run], cleanups, controller: 'ledger' });
     let delivered = false;
     const timer = setInterval(() => {
       const s = controller.runs.find((r) => r.run === 'ledgered');

@@ -5,13 +5,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createLocalProvider, type LocalProvider } from '../../src/providers/local/index.js';
-import { Controller } from '../../src/reconciler/controller.js';
+import type { LocalProvider } from '../../src/providers/local/index.js';
+import type { Controller } from '../../src/reconciler/controller.js';
 import { attemptKey } from '../../src/reconciler/reconcile.js';
 import type { LoadedRun } from '../../src/spec/types.js';
-import { FileStore } from '../../src/state/file-store.js';
+import type { FileStore } from '../../src/state/file-store.js';
 import type { RunStatus } from '../../src/state/types.js';
 import { testRun } from '../support/runs.js';
+import { startLocalController } from '../support/local-controller.js';
 
 const repoRoot = path.resolve('.');
 const STEPS = 150;
@@ -33,24 +34,8 @@ interface World {
 
 async function world(runs: LoadedRun[]): Promise<World> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-e2e-'));
-  const provider = createLocalProvider({ root: path.join(root, 'local'), repoRoot, controller: 'e2e', pollIntervalMs: 200 });
-  const store = new FileStore(path.join(root, 'state'), { fsync: false });
-  await store.open();
   const desired = { runs };
-  const controller = new Controller({
-    store,
-    provider: async () => provider,
-    load: async () => ({ runs: desired.runs, diagnostics: [], invalidFiles: [] }),
-    controller: 'e2e',
-    repoRoot,
-    prune: false,
-  });
-  cleanups.push(async () => {
-    await controller.stop();
-    for (const s of controller.runs) for (const i of s.instances) await provider.terminate(i.id);
-    await store.close();
-    fs.rmSync(root, { recursive: true, force: true });
-  });
+  const { provider, store, controller } = await startLocalController({ root, repoRoot, runs: () => desired.runs, cleanups });
   return { provider, store, root, controller, desired };
 }
 

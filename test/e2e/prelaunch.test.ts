@@ -7,12 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createLocalProvider } from '../../src/providers/local/index.js';
-import { Controller } from '../../src/reconciler/controller.js';
 import { attemptKey } from '../../src/reconciler/reconcile.js';
-import { FileStore } from '../../src/state/file-store.js';
 import type { RunStatus } from '../../src/state/types.js';
 import { testRun } from '../support/runs.js';
+import { startLocalController } from '../support/local-controller.js';
 
 const repoRoot = path.resolve('.');
 const cleanups: Array<() => Promise<void>> = [];
@@ -45,9 +43,6 @@ describe('recovery.prelaunch on the local provider', () => {
   it('launches the replacement during the notice, before the old instance is terminated, and starts its job only from the final checkpoint', async () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-prelaunch-'));
     const release = path.join(root, 'release-the-save');
-    const provider = createLocalProvider({ root: path.join(root, 'local'), repoRoot, controller: 'e2e', pollIntervalMs: 200, spotNoticeLeadMs: 90_000 });
-    const store = new FileStore(path.join(root, 'state'), { fsync: false });
-    await store.open();
     const run = testRun('handover', {
       code: { path: './test/fixtures/prelaunch-job', exclude: [] },
       setup: 'echo set up > setup.done',
@@ -57,20 +52,7 @@ describe('recovery.prelaunch on the local provider', () => {
       recovery: { prelaunch: true },
       timeouts: { provisioning: '1m', installing: '2m', training: '5m' },
     });
-    const controller = new Controller({
-      store,
-      provider: async () => provider,
-      load: async () => ({ runs: [run], diagnostics: [], invalidFiles: [] }),
-      controller: 'e2e',
-      repoRoot,
-      prune: false,
-    });
-    cleanups.push(async () => {
-      await controller.stop();
-      for (const s of controller.runs) for (const i of s.instances) await provider.terminate(i.id);
-      await store.close();
-      fs.rmSync(root, { recursive: true, force: true });
-    });
+    const { provider, store, controller } = await startLocalController({ root, repoRoot, runs: () => [run], cleanups, provider: { spotNoticeLeadMs: 90_000 } });
     const current = () => controller.runs.find((s) => s.run === 'handover');
     const settled = controller.runUntilSettled();
 
