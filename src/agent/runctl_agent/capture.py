@@ -199,6 +199,10 @@ class Capture(object):
         for item in left:
             if item.get("folder") or self.busy(item["path"]):
                 continue
+            if declared and item["path"] in self.left_out:
+                # Already changing at the sync before the declaration (a status file rewritten
+                # every few ms): not part of the declared save, so it does not hold it back.
+                continue
             files.append(item["reason"])
         entries = []
         if not job_ended and not declared:

@@ -198,6 +198,21 @@ class SaveTest(unittest.TestCase):
         self.assertIsNone(ref.get("step"))  # holds step 2's model: not "step 1"
         self.assertTrue(any("overwritten by the next one" in line for line in self.logs))
 
+    def test_a_status_file_rewritten_every_few_ms_does_not_drop_a_declared_save(self):
+        # A second break test's input: status.json rewritten with open("w") every 10 ms beside a
+        # model saved with mkstemp + shutil.move, then RUNCTL_CHECKPOINT_SAVED.
+        writer = self.job("import json, sys, time\nwhile True:\n    json.dump({'t': time.time()}, open(sys.argv[1], 'w')); time.sleep(0.01)\n",
+                          os.path.join(self.root, "status.json"))
+        self.wait_for("the status file", lambda: os.path.exists(os.path.join(self.root, "status.json")))
+        self.write("model.pt", b"weights step 1")
+        self.assertIsNone(self.ckpts.sync(final=False, sid=writer.pid))  # status.json is changing
+        self.write("model.pt", b"weights step 2")
+        self.ckpts.declared = (2, "line")
+        self.capture.declared()
+        ref = self.ckpts.sync(final=False, sid=writer.pid)
+        self.assertIsNotNone(ref)
+        self.assertEqual(ref["step"], 2)
+
     def test_a_log_appended_beside_the_checkpoint_does_not_hold_it_back(self):
         logger = self.job("import sys, time\nf = open(sys.argv[1], 'a')\nwhile True:\n    f.write('loss 1\\n'); f.flush(); time.sleep(0.003)\n",
                           os.path.join(self.root, "metrics.jsonl"))
