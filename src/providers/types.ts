@@ -82,6 +82,22 @@ export interface LaunchRequest extends AttemptKey {
    * ladder for when nothing else has capacity.
    */
   avoidPools?: CapacityPool[];
+  /**
+   * Start the attempt's agent as the instance boots (EC2 user data), not only once the controller
+   * has seen it registered with SSM: code sync, the setup cache and, when the gate is open, the
+   * restore then overlap SSM registration (issue 12). The agent is still deployed over SSM once the
+   * instance is ready, which is harmless when it already runs. Providers without a boot hook
+   * ignore it; so does the aws provider when the script would not fit EC2's 16 KB of user data.
+   */
+  bootAgent?: BootAgent;
+}
+
+/** What a launch needs to start the attempt's agent at boot: DeployRequest's fields but the instance. */
+export interface BootAgent {
+  repoRoot: string;
+  seedGeneration?: number;
+  /** As DeployRequest.startGate: a replacement launched during a notice waits for the gate. */
+  startGate?: boolean;
 }
 
 /** One EC2 capacity pool: market, instance type and zone (a zone left out matches any). */
@@ -101,6 +117,12 @@ export interface LaunchResult {
   instance: InstanceRef;
   /** True when an instance for this attempt already existed and was adopted instead of launched. */
   adopted: boolean;
+  /**
+   * Whether the instance was given the agent to start at boot (LaunchRequest.bootAgent): `started`
+   * when it was, otherwise why not (the script too large, the code not bundled, storage refused).
+   * Absent when no boot start was asked for, or the instance was adopted.
+   */
+  bootAgent?: { started: true } | { started: false; reason: string };
 }
 
 export type InstanceState =

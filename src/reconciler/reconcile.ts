@@ -18,6 +18,7 @@ import {
   TerminalError,
   type AgentStatus,
   type AttemptKey,
+  type BootAgent,
   type CapacityPool,
   type InstanceObservation,
   type LaunchIntent,
@@ -541,7 +542,9 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
   const key = attemptKey(status, ctx.generation, ctx.attempt);
   switch (effect.type) {
     case 'launch': {
-      const launched = await launchFor(deps, status, effect, index, provider, spec, key);
+      const seedGeneration = spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, key.generation) : undefined;
+      const boot = { repoRoot: deps.repoRoot, ...(seedGeneration !== undefined ? { seedGeneration } : {}) };
+      const launched = await launchFor(deps, status, effect, index, provider, spec, key, undefined, boot);
       return { ...launched, status: { ...launched.status, launchBlocked: undefined } };
     }
     case 'prelaunch': {
@@ -551,7 +554,10 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
       const next = attemptKey(status, ctx.generation, Number(effect.params?.attempt ?? ctx.attempt + 1));
       const interrupted = status.instances.find((i) => i.generation === ctx.generation && i.attempt === ctx.attempt && !i.endedAt);
       try {
-        const launched = await launchFor(deps, status, effect, index, provider, spec, next, reclaimedPool(interrupted));
+        // Its agent starts at boot with the start gate closed: code, setup cache, then the gate.
+        const seedGeneration = spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, next.generation) : undefined;
+        const boot = { repoRoot: deps.repoRoot, startGate: true, ...(seedGeneration !== undefined ? { seedGeneration } : {}) };
+        const launched = await launchFor(deps, status, effect, index, provider, spec, next, reclaimedPool(interrupted), boot);
         return { ...launched, message: `${launched.message}, during the notice (spec.recovery.prelaunch)` };
       } catch (err) {
         if (err instanceof ProviderError && !(err instanceof RetryableError)) {
@@ -658,6 +664,7 @@ async function launchFor(
   spec: RunSpec,
   key: AttemptKey,
   avoidPools?: CapacityPool[],
+  bootAgent?: BootAgent,
 ): Promise<EffectOutcome> {
   const recorded = launchIntentOf(effect);
   let current = status;
@@ -667,12 +674,13 @@ async function launchFor(
     const effects = pending.effects.map((e, i) => (i === index ? { ...e, params: { ...e.params, inFlight: { ...intent } } } : e));
     current = await putStatus(deps, { ...current, pending: { ...pending, effects } }, `launch-intent:${pending.transitionId}/${index}`);
   };
-  const { instance, adopted } = await provider.launch({
+  const { instance, adopted, bootAgent: boot } = await provider.launch({
     ...key,
     spec,
     controller: deps.controller,
     ...(recorded ? { inFlight: recorded } : {}),
     ...(avoidPools?.length ? { avoidPools } : {}),
+    ...(bootAgent ? { bootAgent } : {}),
     beforeRunInstances,
   });
   const instances = current.instances.some((i) => i.id === instance.id)
@@ -682,8 +690,10 @@ async function launchFor(
   return {
     status: { ...current, instances },
     result: adopted ? 'adopted' : 'ok',
-    message: `${adopted ? 'adopted' : 'launched'} ${instance.id}${where ? ` (${where})` : ''} for attempt ${key.attempt}`,
-    data: { instanceId: instance.id, generation: key.generation, attempt: key.attempt },
+    message:
+      `${adopted ? 'adopted' : 'launched'} ${instance.id}${where ? ` (${where})` : ''} for attempt ${key.attempt}` +
+      (boot ? (boot.started ? ', its agent starting at boot' : `; its agent starts once the instance is ready (${boot.reason})`) : ''),
+    data: { instanceId: instance.id, generation: key.generation, attempt: key.attempt, ...(boot ? { agentAtBoot: boot.started } : {}) },
   };
 }
 

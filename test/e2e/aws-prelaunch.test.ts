@@ -139,11 +139,15 @@ describe('recovery.prelaunch on moto with the fleet timing model', () => {
     expect(replacement.launchedAt.getTime()).toBeGreaterThanOrEqual(noticeAt!);
     expect(replacement.onlineAt.getTime()).toBeLessThan(terminationTime);
     expect(replacement.type).not.toBe(old.type);
+    // Its agent was started as it booted (user data), besides the SSM deploy once it was Online
+    // (test/providers/aws/launch.test.ts shows that start comes before registration).
+    expect(replacement.invocations.find((i) => i.commandId === 'cloud-init')?.status).toBe('Success');
 
     const events = await store.readEvents(RUN);
     const effects = events.filter((e) => e.kind === 'effect').map((e) => `${e.action}:${e.result}`);
     const at = (name: string) => effects.indexOf(name);
     expect(at('prelaunch:ok')).toBeGreaterThan(-1);
+    expect(events.find((e) => e.kind === 'effect' && e.action === 'prelaunch')?.message).toContain('its agent starting at boot');
     expect(at('openStartGate:ok')).toBeGreaterThan(at('prelaunch:ok'));
     // An agent started during the notice was started with its gate closed, before the gate opened.
     if (at('deployReplacement:ok') !== -1) expect(at('deployReplacement:ok')).toBeLessThan(at('openStartGate:ok'));

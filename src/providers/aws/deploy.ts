@@ -54,10 +54,30 @@ function storageRoot(storage: S3Storage): string {
   return `s3://${storage.location.bucket}/${storage.location.prefix.replace(/\/$/, '')}`.replace(/\/$/, '');
 }
 
-export async function deployAgent(deps: DeployDeps, req: DeployRequest): Promise<DeployOutcome> {
-  const { clients, storage } = deps;
-  const deadline = Date.now() + deps.deadlineMs;
+/** What starting an agent needs besides the instance it runs on (a DeployRequest without `instance`). */
+export type AgentStart = Omit<DeployRequest, 'instance'>;
 
+/** The install-and-start script of one attempt's agent, with what was shipped to storage for it. */
+export interface PreparedAgent {
+  /** The POSIX sh script of agent-script.ts: fetches and checks the agent, writes its config, starts it. */
+  script: string;
+  bundleSha256: string;
+  /** Bytes of code bundle uploaded now (0 when storage already held it). */
+  bundleBytesUploaded: number;
+  /** s3:// URL of the agent zipapp the script fetches. */
+  agentUrl: string;
+}
+
+/**
+ * Ships the code bundle and the agent zipapp to storage (content-addressed: nothing uploaded when
+ * already there) and renders the script that installs and starts the attempt's agent. The same
+ * script goes out as SSM's command (deployAgent) and as a launch's user data (issue 12: the agent
+ * starts at boot, before SSM registration); running it twice is harmless.
+ *
+ * Raises TerminalError when spec.code cannot be bundled; storage failures as classified by S3Storage.
+ */
+export async function prepareAgent(deps: Omit<DeployDeps, 'deadlineMs' | 'pollMs'>, req: AgentStart): Promise<PreparedAgent> {
+  const { clients, storage } = deps;
   let bundle;
   try {
     bundle = await createBundle(req.repoRoot, req.spec.code);
@@ -92,6 +112,13 @@ export async function deployAgent(deps: DeployDeps, req: DeployRequest): Promise
     region: clients.region,
     ...(deps.s3EndpointUrl ? { s3EndpointUrl: deps.s3EndpointUrl } : {}),
   });
+  return { script, bundleSha256: bundle.sha256, bundleBytesUploaded, agentUrl: agent.url };
+}
+
+export async function deployAgent(deps: DeployDeps, req: DeployRequest): Promise<DeployOutcome> {
+  const { clients } = deps;
+  const deadline = Date.now() + deps.deadlineMs;
+  const { script, bundleSha256, bundleBytesUploaded, agentUrl } = await prepareAgent(deps, req);
 
   await waitForOnline(clients, req.instance.id, deadline, deps.pollMs);
   const result = await runShellScript(clients, req.instance.id, script, {
@@ -105,7 +132,7 @@ export async function deployAgent(deps: DeployDeps, req: DeployRequest): Promise
     const output = `${result.stderr}\n${result.stdout}`;
     if (/AccessDenied|Forbidden|\(403\)/.test(output)) {
       throw new TerminalError(
-        `${what} failed: the instance cannot read ${agent.url} (access denied). The instance profile ` +
+        `${what} failed: the instance cannot read ${agentUrl} (access denied). The instance profile ` +
           `"${req.spec.resources.iamInstanceProfile ?? ''}" needs s3:GetObject/PutObject/ListBucket on the storage prefix; ` +
           '`runctl iam-policy` prints the instance policy',
         { code: 'InstanceAccessDenied' },
@@ -114,7 +141,7 @@ export async function deployAgent(deps: DeployDeps, req: DeployRequest): Promise
     const err = commandFailure(result, what, [EXIT_MISSING_PREREQUISITE, EXIT_AGENT_MISMATCH]);
     throw err instanceof ProviderError ? err : new TerminalError(err.message);
   }
-  return { bundleSha256: bundle.sha256, bundleBytesUploaded, commandId: result.commandId, output: result.stdout };
+  return { bundleSha256, bundleBytesUploaded, commandId: result.commandId, output: result.stdout };
 }
 
 /** The control object that asks the agent to checkpoint and stop (read by the agent every few seconds). */

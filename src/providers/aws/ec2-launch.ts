@@ -71,7 +71,8 @@ export function clientToken(key: AttemptKey, controller: string, rungId: string)
   return `runctl-g${key.generation}-a${key.attempt}-${digest}`.slice(0, 64);
 }
 
-export function runInstancesInput(req: LaunchRequest, rung: Rung, image: ResolvedImage, token: string): RunInstancesCommandInput {
+/** RunInstances' input for one rung; `userData` is the raw script (base64-encoded here, as EC2 requires). */
+export function runInstancesInput(req: LaunchRequest, rung: Rung, image: ResolvedImage, token: string, userData?: string): RunInstancesCommandInput {
   const r = req.spec.resources;
   const tags = ownershipTags(req, req.controller);
   const profile = r.iamInstanceProfile;
@@ -107,6 +108,7 @@ export function runInstancesInput(req: LaunchRequest, rung: Rung, image: Resolve
     ],
     // A job that powers the machine off must not leave a stopped instance accruing volume charges.
     InstanceInitiatedShutdownBehavior: 'terminate',
+    ...(userData !== undefined ? { UserData: Buffer.from(userData, 'utf8').toString('base64') } : {}),
     TagSpecifications: [
       { ResourceType: 'instance', Tags: tags },
       { ResourceType: 'volume', Tags: tags },
@@ -145,7 +147,15 @@ export interface LaunchDeps {
   clients: AwsClients;
   images: ImageResolver;
   prices: SpotPrices;
+  /**
+   * The user data to launch with (LaunchRequest.bootAgent), asked for once and only when an
+   * instance is about to be requested (not when one is adopted): the script, or why there is none.
+   */
+  userData?: () => Promise<{ script: string } | { reason: string }>;
 }
+
+/** EC2's limit on user data, in bytes before base64 (EC2 User Guide, "Run commands when you launch an EC2 instance with user data input"). */
+export const USER_DATA_MAX_BYTES = 16 * 1024;
 
 function requireProfile(req: LaunchRequest): void {
   if (!req.spec.resources.iamInstanceProfile) {
@@ -277,6 +287,9 @@ export async function launchAttempt(deps: LaunchDeps, req: LaunchRequest): Promi
   }
 
   const image = await deps.images.resolve(clients, req.spec.resources.image);
+  const boot = deps.userData ? await deps.userData() : undefined;
+  const userData = boot && 'script' in boot ? boot.script : undefined;
+  const bootAgent: LaunchResult['bootAgent'] = boot ? ('script' in boot ? { started: true } : { started: false, reason: boot.reason }) : undefined;
   const ladder = marketLadder(req.spec.resources);
   const exhausted = new Set(req.exhausted ?? []);
   // Rungs found empty earlier in this attempt are skipped, unless that leaves nothing: capacity returns.
@@ -305,7 +318,7 @@ export async function launchAttempt(deps: LaunchDeps, req: LaunchRequest): Promi
     }
     const token = replay === rung && req.inFlight ? req.inFlight.token : clientToken(req, req.controller, rung.id);
     await req.beforeRunInstances?.({ rung: rung.id, token });
-    const input = runInstancesInput(req, rung, image, token);
+    const input = runInstancesInput(req, rung, image, token, userData);
     try {
       const out = await clients.ec2.send(new RunInstancesCommand(input));
       const instance = out.Instances?.[0];
@@ -314,7 +327,7 @@ export async function launchAttempt(deps: LaunchDeps, req: LaunchRequest): Promi
       }
       const ref = toInstanceRef(instance);
       const price = await deps.prices.pricePerHour(clients, rung.market, rung.instanceType, ref.zone ?? rung.zone);
-      return { instance: toInstanceRef(instance, price), adopted: false };
+      return { instance: toInstanceRef(instance, price), adopted: false, ...(bootAgent ? { bootAgent } : {}) };
     } catch (err) {
       if (err instanceof ProviderError) throw err;
       const code = errorCode(err);

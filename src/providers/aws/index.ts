@@ -6,10 +6,12 @@ import { checkpointsPrefix, controlKey, gateKey, logsPrefix, manifestKey, progre
 import { parseProgressDocument, ProgressDocumentError } from '../../agent/progress-document.js';
 import type { RunSpec } from '../../spec/types.js';
 import {
+  ProviderError,
   RetryableError,
   TerminalError,
   type AgentStatus,
   type AttemptKey,
+  type BootAgent,
   type BundlePruneResult,
   type CheckpointManifest,
   type DoctorCheck,
@@ -32,9 +34,9 @@ import {
 import { pruneBundles, pruneSetupCaches } from './bundles.js';
 import type { PricingClient } from '@aws-sdk/client-pricing';
 import { chainRegion, createClients, createPricingClient, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
-import { deployAgent, stopRequest, type DeployOutcome } from './deploy.js';
+import { deployAgent, prepareAgent, stopRequest, type DeployOutcome } from './deploy.js';
 import type { DoctorClients } from './doctor/clients.js';
-import { launchAttempt, marketLadder } from './ec2-launch.js';
+import { launchAttempt, marketLadder, USER_DATA_MAX_BYTES } from './ec2-launch.js';
 import { awsCall, errorCode, requestIdOf } from './errors.js';
 import { ImageResolver } from './image.js';
 import { instanceDegradations, type Degradation } from './instance-status.js';
@@ -345,10 +347,39 @@ export class AwsProvider implements Provider {
     this.remember(req.run, req.spec);
     const region = await this.regionFor(req.spec);
     const clients = this.clientsFor(region);
-    const result = await launchAttempt({ clients, images: this.images, prices: this.prices }, req);
+    const boot = req.bootAgent;
+    const userData = boot ? () => this.bootScript(req, boot, clients) : undefined;
+    const result = await launchAttempt({ clients, images: this.images, prices: this.prices, ...(userData ? { userData } : {}) }, req);
     this.instanceRegion.set(result.instance.id, region);
     this.launchedAt.set(result.instance.id, result.instance.launchedAt);
     return result;
+  }
+
+  /**
+   * The agent's install script as user data (LaunchRequest.bootAgent), or why the instance is
+   * launched without it. Never fails the launch: the agent is deployed over SSM once the instance
+   * is ready in any case, and that deploy reports what went wrong (a spec.code error, access).
+   */
+  private async bootScript(req: LaunchRequest, boot: BootAgent, clients: AwsClients): Promise<{ script: string } | { reason: string }> {
+    try {
+      const { script } = await prepareAgent(
+        {
+          clients,
+          storage: await this.storageFor(req.spec),
+          s3EndpointUrl: this.agentS3Endpoint,
+          ssmEndpointUrl: this.opts.agentSsmEndpointUrl ?? customEndpoint(this.clientOpts, 'SSM'),
+          knownObjects: this.knownObjects,
+          timing: this.opts.agentTiming,
+        },
+        { run: req.run, ...(req.uid !== undefined ? { uid: req.uid } : {}), generation: req.generation, attempt: req.attempt, spec: req.spec, repoRoot: boot.repoRoot, ...(boot.seedGeneration !== undefined ? { seedGeneration: boot.seedGeneration } : {}), ...(boot.startGate ? { startGate: true } : {}) },
+      );
+      const bytes = Buffer.byteLength(script, 'utf8');
+      if (bytes > USER_DATA_MAX_BYTES) return { reason: `the agent's start script is ${bytes} bytes, over EC2's ${USER_DATA_MAX_BYTES} bytes of user data` };
+      return { script };
+    } catch (err) {
+      if (err instanceof ProviderError) return { reason: err.message };
+      throw err;
+    }
   }
 
   async deployAgent(req: DeployRequest): Promise<DeployReport> {

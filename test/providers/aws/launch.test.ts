@@ -1,9 +1,13 @@
 // Launching through the real EC2 SDK client against moto, behind the fleet simulator.
+import fs from 'node:fs';
+import path from 'node:path';
 import { DescribeInstancesCommand, DescribeVolumesCommand, type Instance } from '@aws-sdk/client-ec2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { clientToken } from '../../../src/providers/aws/ec2-launch.js';
 import { CapacityError, TerminalError, type LaunchRequest } from '../../../src/providers/types.js';
 import type { RunSpec } from '../../../src/spec/types.js';
+import { INSTANT_TIMING } from '../../support/fleet/index.js';
+import { waitFor } from '../local/helpers.js';
 import { awsSpec, launchRequestProblems, startRig, type AwsRig, type Recorder, type SdkCall } from './harness.js';
 
 let rig: AwsRig;
@@ -188,6 +192,51 @@ describe('launch', () => {
     expect(runInstancesCalls(second.recorder)).toHaveLength(0);
     const observed = await second.provider.observe(['crashy']);
     expect(observed.get('crashy')?.map((o) => o.instance.id)).toEqual([launched.instance.id]);
+  });
+
+  it("starts the attempt's agent at boot from user data: the SSM install script, run by cloud-init before SSM registration", async () => {
+    const { provider, recorder, controller } = rig.provider();
+    const spec = awsSpec(rig.bucket, { code: { path: './test/fixtures/prelaunch-job', exclude: [] } });
+    const req: LaunchRequest = { ...request(controller, spec, 'booted', 2), bootAgent: { repoRoot: path.resolve('.'), startGate: true } };
+    // SSM registration far off, so "before registration" does not depend on this machine's speed.
+    rig.fleet.setTiming({ ssmRegistrationMs: 3_600_000 });
+    const result = await provider.launch(req).finally(() => rig.fleet.setTiming(INSTANT_TIMING));
+
+    expect(result.bootAgent).toEqual({ started: true });
+    const input = runInstancesCalls(recorder)[0]?.input as { UserData?: string };
+    const script = Buffer.from(input.UserData ?? '', 'base64').toString('utf8');
+    expect(script.startsWith('#!/bin/sh\n')).toBe(true);
+    expect(script).toContain("dir='/opt/runctl/runs/booted/g1/a2'");
+    // The same config as an SSM deploy of a replacement: the gate closed, the agent checked by sha256.
+    expect(script).toMatch(/"startGate":true/);
+    expect(script).toMatch(/agent_sha='[0-9a-f]{64}'/);
+    expect(Buffer.byteLength(script)).toBeLessThanOrEqual(16 * 1024);
+
+    // The fleet runs it as cloud-init does, once the instance is running, before SSM has it Online:
+    // the agent is up (its lock held) while SendCommand would still be refused.
+    const instance = rig.fleet.instances.get(result.instance.id)!;
+    const agentLock = path.join(instance.sandboxDir, 'opt/runctl/runs/booted/g1/a2/state/agent.lock');
+    const boot = await waitFor('the user-data script to start the agent', () => {
+      const run = instance.invocations.find((i) => i.commandId === 'cloud-init');
+      return run?.status === 'Success' && fs.existsSync(agentLock) && run;
+    }, 120_000);
+    expect(boot.stdout).toContain('runctl: agent started for');
+    expect(boot.startedAt.getTime()).toBeGreaterThanOrEqual(instance.runningAt.getTime());
+    expect(Date.now()).toBeLessThan(instance.onlineAt.getTime());
+    // Its agent waits at the start gate: it fetched the code and went no further.
+    const agentLog = path.join(path.dirname(agentLock), 'agent.log');
+    await waitFor('the agent to wait at its gate', () => fs.existsSync(agentLog) && fs.readFileSync(agentLog, 'utf8').includes('phase waiting'), 120_000);
+    await provider.terminate(result.instance.id);
+  });
+
+  it('launches without user data, saying why, when the start script would not fit in 16 KB', async () => {
+    const { provider, recorder, controller } = rig.provider();
+    const spec = awsSpec(rig.bucket, { code: { path: './test/fixtures/prelaunch-job', exclude: [] }, env: { BIG: 'x'.repeat(20_000) } });
+    const result = await provider.launch({ ...request(controller, spec, 'unbooted', 2), bootAgent: { repoRoot: path.resolve('.') } });
+
+    expect(result.bootAgent).toMatchObject({ started: false, reason: expect.stringMatching(/over EC2's 16384 bytes of user data/) });
+    expect((runInstancesCalls(recorder)[0]?.input as { UserData?: string }).UserData).toBeUndefined();
+    await provider.terminate(result.instance.id);
   });
 
   it('guards every launch request in these tests: an unsafe one would fail the call', () => {

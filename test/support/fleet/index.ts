@@ -3,6 +3,7 @@
 // - SSM DescribeInstanceInformation: Online for instances it has booted;
 // - SSM SendCommand (AWS-RunShellScript): runs the script in the instance's sandbox, with the real
 //   agent and the real AWS CLI against moto's S3; GetCommandInvocation reports the real outcome;
+// - user data that is a `#!` script runs there too once the instance is running, as cloud-init does;
 // - a per-instance IMDSv2 endpoint, spot notices on it, then termination in moto with the
 //   `Server.SpotInstanceTermination` reason that its DescribeInstances answers then carry;
 // - faults on request: throttling, insufficient capacity, no spot capacity, any error.
@@ -337,7 +338,30 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         state: 'running',
         invocations: [],
       });
+      const userData = aws.params.UserData;
+      if (userData) runUserDataAtBoot(id, Buffer.from(userData, 'base64').toString('utf8'));
     }
+  }
+
+  /**
+   * cloud-init runs a user-data script that starts with `#!` once, as root, late in the first
+   * boot (cloud-init docs, "User data formats": user data script); modelled as: when the instance
+   * is running (timing.bootMs), in its sandbox, like an SSM command (its outcome in invocations,
+   * command id `cloud-init`), before and independently of SSM registration.
+   */
+  function runUserDataAtBoot(id: string, script: string): void {
+    if (!script.startsWith('#!')) return;
+    const inst = instances.get(id);
+    if (!inst) return;
+    const start = () => {
+      timers.delete(timer);
+      if (inst.state !== 'running') return;
+      inst.invocations.push(
+        runInSandbox({ commandId: 'cloud-init', instanceId: id, script, sandboxDir: inst.sandboxDir, imdsUrl: imdsUrl(id), region, timeoutSeconds: 3600, env: opts.env }),
+      );
+    };
+    const timer = setTimeout(start, Math.max(0, inst.runningAt.getTime() - Date.now()));
+    timers.add(timer);
   }
 
   /**
