@@ -482,6 +482,12 @@ export interface Provider {
   readonly name: string;
   /** How often the reconciler should look again at a run that is in flight. */
   readonly pollIntervalMs: number;
+  /**
+   * How often it looks while a spot attempt trains or is being interrupted, when shorter than
+   * pollIntervalMs: the notice reaches the controller through the agent's status, and every
+   * second of that wait delays the replacement's launch and its start gate (issue 12).
+   */
+  readonly noticePollIntervalMs?: number;
   /** One batched observation of every instance this controller owns, grouped by run name. */
   observe(runs: string[]): Promise<Map<string, InstanceObservation[]>>;
   /** Launch (or adopt, if one already exists for this attempt) an instance. */

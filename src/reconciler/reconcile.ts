@@ -916,7 +916,8 @@ function specFor(status: RunStatus, generation: number): RunSpec {
   return status.nextSpec && status.nextSpec.generation === generation ? status.nextSpec.spec : status.spec;
 }
 
-function requeueAfter(status: RunStatus, provider: Provider, now: number, lastEffectAt: number | undefined): number | undefined {
+/** Milliseconds until the run is looked at again, or undefined when it needs no more looks (a final phase, suspended). */
+export function requeueAfter(status: RunStatus, provider: Pick<Provider, 'pollIntervalMs' | 'noticePollIntervalMs'>, now: number, lastEffectAt: number | undefined): number | undefined {
   if (['Completed', 'Failed', 'Deleted'].includes(status.phase)) return undefined;
   if (status.phase === 'Suspended') return undefined;
   if (status.phase === 'Pending' && status.spec.suspend) return undefined;
@@ -925,7 +926,19 @@ function requeueAfter(status: RunStatus, provider: Provider, now: number, lastEf
   if (status.launchBlocked && !status.instances.some((i) => !i.endedAt)) {
     return Math.max(500, Math.min(provider.pollIntervalMs * 5, Date.parse(status.launchBlocked.retryAt) - now));
   }
+  if (provider.noticePollIntervalMs !== undefined && noticeMayCome(status)) return Math.min(provider.pollIntervalMs, provider.noticePollIntervalMs);
   return provider.pollIntervalMs;
+}
+
+/**
+ * While a spot attempt trains (a notice may come any second) or is stopping after one (its final
+ * checkpoint opens the replacement's gate): the phases where the controller's reaction time is
+ * part of what an interruption costs.
+ */
+function noticeMayCome(status: RunStatus): boolean {
+  if (status.phase !== 'Training' && status.phase !== 'Interrupted') return false;
+  const live = status.instances.find((i) => i.attempt === status.attempt && !i.endedAt);
+  return live?.market === 'spot';
 }
 
 function transitionLabel(before: RunSnapshot, after: RunSnapshot, ev: MachineEvent): string {
