@@ -321,6 +321,10 @@ export interface AgentStatus extends AttemptKey {
   checkpoints?: CheckpointRef[];
   /** Set once the final sync after a notice or stop ran. */
   finalSync?: FinalSyncReport;
+  /** When the agent started the training job (ISO 8601, the instance's clock): the ledger's "first trained". */
+  jobStartedAt?: string;
+  /** When the agent saw the interruption notice or the stop request and began stopping the job (ISO 8601, the instance's clock). */
+  stoppingSince?: string;
   /**
    * Machine-readable cause of a `failed` phase the controller must not retry:
    * `NoCheckpointLeft` when every kept checkpoint was restored by an attempt that then failed.

@@ -9,8 +9,10 @@
 //   ready               transition on INSTANCE_READY (the instance can receive the agent)
 //   setup started       transition on AGENT_INSTALLING
 //   set up              the agent's `setup` observation event: restored from the setup cache or run
-//   first trained       transition on AGENT_TRAINING
-//   noticed             transition on SPOT_NOTICE or INSTANCE_GONE (data.step: progress then)
+//   first trained       transition on AGENT_TRAINING: data.agentAt (the job's start on the instance's
+//                       clock, as its agent reported it) when present, else the transition's time
+//   noticed             transition on SPOT_NOTICE or INSTANCE_GONE (data.step: progress then); a
+//                       notice the agent reported is dated data.agentAt, when it began stopping the job
 //   final checkpoint    the `final checkpoint` observation (data.safe, data.checkpointStep, data.lastStep)
 //   restored            the `restored checkpoint` observation of the next attempt (data.step)
 //   ended               the instance record's `endedAt`
@@ -139,6 +141,8 @@ export function timelineFromEvents(events: readonly RunEvent[]): AttemptTimeline
     if (attempt < 1) continue;
     if (e.kind === 'transition') {
       const t = get(generation, attempt);
+      // The moment on the instance when the agent's report caused the transition (reconcile.ts agentMoment).
+      const agentAt = typeof data.agentAt === 'string' && Number.isFinite(Date.parse(data.agentAt)) ? data.agentAt : undefined;
       switch (data.event) {
         case 'INSTANCE_READY':
           t.readyAt ??= e.at;
@@ -147,13 +151,13 @@ export function timelineFromEvents(events: readonly RunEvent[]): AttemptTimeline
           t.setupStartedAt ??= e.at;
           break;
         case 'AGENT_TRAINING':
-          t.firstTrainedAt ??= e.at;
+          t.firstTrainedAt ??= agentAt ?? e.at;
           break;
         default:
           // Only a notice to a launched attempt: INSTANCE_GONE also ends Resuming (the old instance
           // released), and that transition already names the next attempt, not launched yet.
           if (NOTICE_EVENTS.has(String(data.event)) && !t.noticedAt && t.launchedAt !== undefined) {
-            t.noticedAt = e.at;
+            t.noticedAt = agentAt ?? e.at;
             if (e.message) t.noticeReason = e.message;
             const step = num(data.step);
             if (step !== undefined) t.stepAtNotice = step;

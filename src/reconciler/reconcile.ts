@@ -418,6 +418,8 @@ function absorbObservation(
       failureReason: agent.failureReason,
       finalSync: agent.finalSync ?? prev?.finalSync,
       setupCache: agent.setupCache ?? prev?.setupCache,
+      jobStartedAt: agent.jobStartedAt ?? prev?.jobStartedAt,
+      stoppingSince: agent.stoppingSince ?? prev?.stoppingSince,
     };
     if (agent.setupCache?.key && (next.setupCache === undefined || next.setupCache.generation <= agent.generation)) {
       next.setupCache = { generation: agent.generation, key: agent.setupCache.key };
@@ -427,6 +429,19 @@ function absorbObservation(
     if (agent.checkpoints) next.checkpoints = agent.checkpoints;
   }
   return next;
+}
+
+/**
+ * `agentAt` for a transition the agent's own report caused: AGENT_TRAINING at the job's start, a
+ * SPOT_NOTICE at the moment the agent began stopping the job. The ledger prefers it to the
+ * transition's time, which trails it by the agent's heartbeat and the controller's poll (issue 12).
+ */
+function agentMoment(status: RunStatus, ev: MachineEvent, attempt: number): { agentAt?: string } {
+  const agent = status.agent?.attempt === attempt ? status.agent : undefined;
+  if (!agent) return {};
+  if (ev.type === 'AGENT_TRAINING' && agent.jobStartedAt) return { agentAt: agent.jobStartedAt };
+  if (ev.type === 'SPOT_NOTICE' && agent.stoppingSince && Date.parse(agent.stoppingSince) <= ev.at) return { agentAt: agent.stoppingSince };
+  return {};
 }
 
 async function commitTransition(
@@ -455,6 +470,8 @@ async function commitTransition(
       attempt: after.context.attempt,
       // The ledger's "steps redone" starts from the progress at the notice.
       ...((ev.type === 'SPOT_NOTICE' || ev.type === 'INSTANCE_GONE') && status.progress ? { step: status.progress.step } : {}),
+      // The moment on the instance, when its agent reported it: the controller sees it a poll later.
+      ...agentMoment(status, ev, before.context.attempt),
     },
   }));
   record.generation = after.context.generation;

@@ -122,6 +122,9 @@ export interface RunStatus {
     finalSync?: FinalSyncReport;
     /** What the setup cache did for this attempt (its event is written once). */
     setupCache?: SetupCacheReport;
+    /** AgentStatus.jobStartedAt and stoppingSince: the moments the ledger takes from the instance's clock. */
+    jobStartedAt?: string;
+    stoppingSince?: string;
   };
   /**
    * The setup cache key the run's newest generation last reported (spec.setup.cache): the sweep

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/reconciler/controller.js';
 import type { LoadedRun } from '../../src/spec/types.js';
-import type { InstanceRecord, RunStatus } from '../../src/state/types.js';
+import type { InstanceRecord, RunEvent, RunStatus } from '../../src/state/types.js';
 import { awsSpec, startRig, type AwsRig } from '../providers/aws/harness.js';
 import { MemoryStore } from '../support/memory-store.js';
 import { testRun } from '../support/runs.js';
@@ -110,10 +110,12 @@ describe('cost ledger on moto + fleet', () => {
     expect(spotty.costUSD).toBe(ledger.costUSD);
     expect(ledger.savingsUSD).toBeGreaterThan(0);
 
-    // The interruption: recovery seconds are the events' own notice and training-again times.
+    // The interruption: recovery seconds are the events' own notice and training-again times, on
+    // the instance's clock where the agent reported them (data.agentAt), else when written.
     const events = await store.readEvents('spotty');
-    const noticeAt = events.find((e) => e.kind === 'transition' && e.data?.event === 'SPOT_NOTICE')?.at as string;
-    const trainingAgain = events.find((e) => e.kind === 'transition' && e.data?.event === 'AGENT_TRAINING' && e.attempt === 2)?.at as string;
+    const when = (e: RunEvent | undefined) => (typeof e?.data?.agentAt === 'string' ? e.data.agentAt : e?.at) as string;
+    const noticeAt = when(events.find((e) => e.kind === 'transition' && e.data?.event === 'SPOT_NOTICE'));
+    const trainingAgain = when(events.find((e) => e.kind === 'transition' && e.data?.event === 'AGENT_TRAINING' && e.attempt === 2));
     const [interruption] = ledger.interruptions;
     expect(interruption).toMatchObject({ attempt: 1, nextAttempt: 2, noticedAt: noticeAt, trainingAgainAt: trainingAgain });
     expect(interruption?.recoverySeconds).toBeCloseTo((Date.parse(trainingAgain) - Date.parse(noticeAt)) / 1000, 3);

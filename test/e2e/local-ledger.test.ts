@@ -21,8 +21,10 @@ afterAll(async () => {
 });
 
 /** The first event of a kind for an attempt (transitions matched on their machine event). */
+/** When the matching event happened: on the instance's clock when its agent reported it (`data.agentAt`), else when it was written. */
 function moment(events: RunEvent[], attempt: number, match: (e: RunEvent) => boolean): string | undefined {
-  return events.find((e) => (Number(e.data?.attempt ?? e.attempt) === attempt) && match(e))?.at;
+  const e = events.find((x) => Number(x.data?.attempt ?? x.attempt) === attempt && match(x));
+  return typeof e?.data?.agentAt === 'string' ? e.data.agentAt : e?.at;
 }
 const transition = (event: string) => (e: RunEvent) => e.kind === 'transition' && e.data?.event === event;
 
@@ -71,6 +73,12 @@ describe('ledger on the local provider, end to end', () => {
       // A local instance costs nothing, and says so rather than "unknown".
       expect([a.costUSD, a.usdPerHour]).toEqual([0, 0]);
       expect(record.price?.source).toBe(LOCAL_PRICE_SOURCE);
+    }
+    // The first training is the job's start as the agent recorded it, before the controller saw it.
+    for (const a of ledger.attempts) {
+      const seen = events.find((e) => Number(e.data?.attempt) === a.attempt && transition('AGENT_TRAINING')(e))!;
+      expect(seen.data?.agentAt, `attempt ${a.attempt}'s AGENT_TRAINING carries the job's start`).toBeDefined();
+      expect(Date.parse(String(seen.data?.agentAt))).toBeLessThanOrEqual(Date.parse(seen.at));
     }
     const [first] = ledger.attempts;
     expect(first?.noticedAt).toBe(moment(events, 1, transition('SPOT_NOTICE')));

@@ -161,6 +161,22 @@ describe('ledger timeline', () => {
     expect(ledger.recoverySeconds).toBe(90);
   });
 
+  it("dates a notice and the first training by the agent's own moments when its report caused them", () => {
+    // The agent began stopping the job at 397 s and started attempt 2's job at 484 s; the
+    // controller saw each a poll later (400 s, 490 s). The agent's moments are the ones measured.
+    const events = interruptedRun().map((e) => {
+      if (e.data?.event === 'SPOT_NOTICE') return { ...e, data: { ...e.data, agentAt: at(397) } };
+      if (e.data?.event === 'AGENT_TRAINING' && e.attempt === 2) return { ...e, data: { ...e.data, agentAt: at(484) } };
+      return e;
+    });
+    const ledger = buildLedger(timelineFromEvents(events), instances(), T0 + 1000_000);
+    expect(ledger.interruptions[0]).toMatchObject({ noticedAt: at(397), trainingAgainAt: at(484), recoverySeconds: 87 });
+    expect(ledger.attempts.find((a) => a.attempt === 2)?.firstTrainedAt).toBe(at(484));
+    // A malformed moment is not trusted: the transition's own time stands.
+    const bad = interruptedRun().map((e) => (e.data?.event === 'AGENT_TRAINING' && e.attempt === 2 ? { ...e, data: { ...e.data, agentAt: 'soon' } } : e));
+    expect(buildLedger(timelineFromEvents(bad), instances(), T0 + 1000_000).interruptions[0]?.trainingAgainAt).toBe(at(490));
+  });
+
   it('counts the steps between the last step reached and the checkpoint restored as redone', () => {
     const events = interruptedRun().map((e) => (e.action === 'restored checkpoint' ? { ...e, data: { ...e.data, checkpoint: '00000011', step: 110 } } : e));
     const ledger = buildLedger(timelineFromEvents(events), instances(), T0 + 1000_000);

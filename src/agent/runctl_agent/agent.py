@@ -144,6 +144,9 @@ class Agent:
                 else:
                     self.status[k] = v
             if "phase" in fields:
+                if fields["phase"] in ("interrupting", "stopping") and "stoppingSince" not in self.status:
+                    # The ledger dates the notice by it (the controller sees the phase a poll later).
+                    self.status["stoppingSince"] = now_iso()
                 self.phase_unpublished = True
                 self.log("phase %s%s" % (fields["phase"], (": " + self.status["message"]) if fields.get("message") else ""))
                 self.job_log_note("phase %s" % fields["phase"])
@@ -543,13 +546,15 @@ class Agent:
         self.set_status(setupCache=report)
 
     def train(self, resumed):
-        self.set_status(phase="training")
         remove_quietly(self.p("job.exit"))
         env_extra = {"RUNCTL_RESUMING": "1" if resumed else "0"}
         self.child = self.launch("job", self.cfg["command"], self.p("job.exit"), self.p("job.json"), env_extra)
         self.progress_from = self.tail_from
         self.progress.begin(self.progress_from)
-        self.set_status(pid=self.child.pid)
+        # The phase, the pid and the start go out in one status, so the controller's "first trained"
+        # is the job's start on this clock, not the poll that saw it.
+        started = (read_json(self.p("job.json")) or {}).get("startedAt")
+        self.set_status(phase="training", pid=self.child.pid, jobStartedAt=started)
         return self.supervise()
 
     def launched(self, name):
@@ -599,7 +604,7 @@ class Agent:
                 "read agent.log in the instance's runctl state folder" % child.pid)
         else:
             self.log("job (pid %d) ended while no agent was watching" % child.pid)
-        self.set_status(phase="training", pid=child.pid)
+        self.set_status(phase="training", pid=child.pid, jobStartedAt=record.get("startedAt"))
         return self.supervise()
 
     def resolve_secrets_for_redaction(self):
