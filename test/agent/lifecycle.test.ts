@@ -1,10 +1,11 @@
 // The agent's normal endings: success, a failing job, a failing setup, a job that vanishes.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { gateKey, startGateDocument } from '../../src/agent/layout.js';
 import { PYTHON, type Sandbox, TEST_JOB, groupAlive, readJson, useAgentSandbox, waitFor, walkFiles } from './support.js';
 
 const { imds, sandbox } = useAgentSandbox();
@@ -30,7 +31,10 @@ describe('agent lifecycle', () => {
     expect(status.pid).toBeGreaterThan(1);
     expect(status.seq).toBeGreaterThan(3);
     expect(Number.isNaN(Date.parse(status.heartbeatAt))).toBe(false);
-    expect(box.phases(config)).toEqual(['syncing', 'restoring', 'installing', 'training', 'succeeded']);
+    // The restore runs beside setup (issue 12): `restoring` shows only if the job had to wait for it.
+    const phases = box.phases(config);
+    expect(phases.filter((p) => p !== 'restoring')).toEqual(['syncing', 'installing', 'training', 'succeeded']);
+    expect(phases.indexOf('restoring')).toBeLessThan(phases.indexOf('training'));
 
     // Logs: setup output, then every step, in order, exactly once.
     const logs = box.logs(key);
@@ -88,6 +92,53 @@ describe('agent lifecycle', () => {
     expect(status).toMatchObject({ phase: 'failed', exitCode: 4, message: 'setup exited with code 4' });
     expect(status.logTail).toEqual(['resolving wheels', 'no such package']);
     expect(existsSync(starts)).toBe(false);
+  });
+
+  it('waits at its start gate while setup runs, and starts the job only once the gate opens (issue 12)', async () => {
+    box = await sandbox();
+    const bundle = await box.bundle({ 'job.sh': TEST_JOB });
+    const key = { run: 'gated', generation: 1, attempt: 2 };
+    const release = path.join(box.root, 'release-setup');
+    // Setup holds until the test has seen the gate wait begin: the two overlap whatever the load.
+    const config = box.config(key, bundle, imds.url, {
+      startGate: true,
+      setup: `echo "setup started"; while [ ! -e '${release}' ]; do sleep 0.05; done; echo "setup done"`,
+      env: { STEPS: '3', DELAY: '0.01' },
+    });
+    const agent = await box.start(config);
+    // Both at once: setup is running (it cannot end before the release) and the gate wait has begun.
+    const jobLog = () => (existsSync(path.join(config.stateDir, 'job.log')) ? readFileSync(path.join(config.stateDir, 'job.log'), 'utf8') : '');
+    await waitFor('setup running while the agent waits at its gate', () => jobLog().includes('setup started') && jobLog().includes('waiting at the start gate'));
+    await writeFile(release, 'go\n');
+    // Set up, the job still waits for the gate: phase `waiting`, no job started.
+    await waitFor('phase waiting after setup', () => box.status(key)?.phase === 'waiting');
+    expect(existsSync(path.join(config.stateDir, 'job.json'))).toBe(false);
+    const gate = path.join(box.storageDir, gateKey(key));
+    await mkdir(path.dirname(gate), { recursive: true });
+    await writeFile(gate, JSON.stringify(startGateDocument(key, new Date())));
+    const { code } = await agent.exited;
+    expect(code).toBe(0);
+
+    expect(box.status(key)).toMatchObject({ phase: 'succeeded', exitCode: 0 });
+    const notes = box.logs(key);
+    expect(notes.indexOf('waiting at the start gate')).toBeGreaterThan(-1);
+    expect(notes.indexOf('waiting at the start gate')).toBeLessThan(notes.indexOf('setup done'));
+    expect(notes.indexOf('checkpoint restore done')).toBeLessThan(notes.indexOf('starting job'));
+    // The job's start on the agent's clock, for the ledger: after the gate opened.
+    const started = Date.parse(box.status(key)?.jobStartedAt ?? '');
+    expect(started).toBeGreaterThanOrEqual(Math.floor(statSync(gate).mtimeMs));
+  });
+
+  it('ends a gated attempt whose setup fails at once, without waiting for a gate that will not open', async () => {
+    box = await sandbox();
+    const bundle = await box.bundle({ 'job.sh': TEST_JOB });
+    const key = { run: 'gatedfail', generation: 1, attempt: 2 };
+    const config = box.config(key, bundle, imds.url, { startGate: true, setup: 'echo "no such package" >&2; exit 4' });
+
+    const status = await box.run(config);
+
+    expect(status).toMatchObject({ phase: 'failed', exitCode: 4, message: 'setup exited with code 4' });
+    expect(existsSync(path.join(config.stateDir, 'job.json'))).toBe(false);
   });
 
   it('reports a job that vanishes without an exit code as lost, never as succeeded', async () => {

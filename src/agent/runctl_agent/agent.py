@@ -369,40 +369,86 @@ class Agent:
                          self.cfg["storage"], self.log)
             if self.stopping():
                 return self.finish_stopped()
-            if self.cfg.get("startGate"):
-                # A replacement launched during the notice (issue 12): set up now, then wait for
-                # the attempt before to stop, so its final checkpoint is the one restored and two
-                # jobs never train for the run at once.
-                ended = self.install()
-                if ended is None:
-                    ended = self.wait_for_gate()
-                if ended is not None:
-                    return ended
-                resumed, ended = self.restore_checkpoint()
-                return ended if ended is not None else self.train(resumed)
-            resumed, ended = self.restore_checkpoint()
-            if ended is not None:
-                return ended
+            # The checkpoint is restored on a thread of its own while setup runs (or its cache is
+            # restored): both are mostly downloads and the job needs both, so an interruption
+            # costs the longer of the two, not their sum (issue 12). A replacement launched during
+            # the notice restores only once its start gate opens: the attempt before has stopped,
+            # so its final checkpoint is the one restored and two jobs never train at once.
+            restore = self.start_restore()
             ended = self.install()
+            resumed, restore_ended = self.join_restore(restore)
             if ended is not None:
                 return ended
+            if restore_ended is not None:
+                return restore_ended
             return self.train(resumed)
         except (AgentFailure, StorageError) as e:
             return self.finish("failed", message=str(e))
         except OSError as e:
             return self.finish("failed", message="agent error: %s" % e)
 
-    def restore_checkpoint(self):
-        """(resumed, None); or (None, exit code) when the attempt ended here."""
-        self.set_status(phase="restoring")
-        try:
-            resumed = self.checkpoints.restore()
-        except NoCheckpointLeft as e:
+    def start_restore(self):
+        """Starts the checkpoint restore (behind the start gate when there is one) on a thread;
+        join_restore() returns its outcome. The thread is one of self.threads, so an attempt that
+        ends first (a failed setup, a stop) ends its wait at the gate and waits for it."""
+        outcome = {"done": threading.Event()}
+
+        def work():
+            try:
+                if self.cfg.get("startGate") and not self.gate_open():
+                    outcome["waited"] = True
+                    self.job_log_note("waiting at the start gate for attempt %d to stop" % (self.cfg["attempt"] - 1))
+                    if not self.wait_for_gate():
+                        outcome["result"] = "stopped"
+                        return
+                outcome["restoring"] = True
+                self.job_log_note("restoring the checkpoint")
+                try:
+                    outcome["resumed"] = self.checkpoints.restore()
+                    outcome["result"] = "stopped" if self.stopping() else "restored"
+                except NoCheckpointLeft as e:
+                    outcome.update(result="no-checkpoint", message=str(e))
+                except (AgentFailure, StorageError, OSError) as e:
+                    outcome.update(result="error", message="checkpoint restore failed: %s" % e)
+                self.job_log_note("checkpoint restore done")
+            finally:
+                outcome["done"].set()
+
+        t = threading.Thread(target=self._guarded, args=("restore", work), name="restore", daemon=True)
+        self.threads.append(t)
+        t.start()
+        return outcome
+
+    def join_restore(self, outcome):
+        """(resumed, None) once the restore thread has restored; (None, exit code) when the
+        attempt ended there (a stop, no checkpoint left to restore, an error). An attempt already
+        finished by setup gets (None, None): nothing more to do."""
+        if self.status.get("phase") in ("succeeded", "failed", "stopped", "interrupted"):
+            return None, None
+        waiting = None
+        if not outcome["done"].is_set():
+            if outcome.get("restoring"):
+                self.set_status(phase="restoring")
+            else:
+                waiting = "set up; waiting for attempt %d to stop before starting the job" % (self.cfg["attempt"] - 1)
+                self.set_status(phase="waiting", message=waiting)
+            while not outcome["done"].wait(0.2):
+                if outcome.get("restoring") and self.status.get("phase") == "waiting":
+                    self.set_status(phase="restoring", message=None if self.status.get("message") == waiting else self.status.get("message"))
+        if waiting is not None and self.status.get("message") == waiting:
+            # Only the wait's own message goes: the restore's (no checkpoint passed verification) stays.
+            self.set_status(publish=False, message=None)
+        result = outcome.get("result")
+        if result == "restored":
+            return outcome.get("resumed", False), None
+        if result == "no-checkpoint":
             self.set_status(publish=False, failureReason="NoCheckpointLeft")
-            return None, self.finish("failed", message=str(e))
-        if self.stopping():
+            return None, self.finish("failed", message=outcome["message"])
+        if result == "error":
+            return None, self.finish("failed", message=outcome["message"])
+        if result == "stopped" or self.stopping():
             return None, self.finish_stopped()
-        return resumed, None
+        return None, self.finish("failed", message="agent error: the checkpoint restore ended without a result (agent.log says why)")
 
     def gate_open(self):
         try:
@@ -412,21 +458,17 @@ class Agent:
             return False
 
     def wait_for_gate(self):
-        """None once the controller has opened this attempt's start gate (gate.json); the exit code
-        when a stop or a notice ends the attempt while it waits (no job ran: nothing to save)."""
-        if self.gate_open():
-            return None
+        """True once the controller has opened this attempt's start gate (gate.json); False when a
+        stop or a notice ends the attempt while it waits (no job ran: nothing to save), or the
+        attempt ended otherwise (threads_stop: a failed setup)."""
         previous = self.cfg["attempt"] - 1
-        self.set_status(phase="waiting", message="set up; waiting for attempt %d to stop before starting the job" % previous)
-        self.job_log_note("waiting at the start gate for attempt %d to stop" % previous)
         poll = min(GATE_POLL_SECONDS, self.cfg["noticePollSeconds"])
         while True:
-            if self.stopping():
-                return self.finish_stopped()
+            if self.stopping() or self.threads_stop.is_set():
+                return False
             if self.gate_open():
                 self.log("start gate open: attempt %d has stopped" % previous)
-                self.set_status(publish=False, message=None)
-                return None
+                return True
             self.stop_event.wait(poll)
 
     def previous_seq(self):

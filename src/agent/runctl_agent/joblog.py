@@ -5,6 +5,7 @@ Lines the agent itself adds to job.log start with `[runctl-agent] ` and are left
 """
 
 import os
+import threading
 
 from .storage import StorageError
 from .util import atomic_write, json_bytes, now_iso, pad_seq, read_json
@@ -59,6 +60,8 @@ class JobLog:
         self.redact_bytes = redact_bytes
         self.log = log
         self.noted_bytes = 0
+        # Notes come from several threads (the checkpoint restore runs beside setup).
+        self.note_lock = threading.Lock()
 
     def output_size(self):
         """Bytes the job (setup, command) wrote to job.log, the agent's own notes left out."""
@@ -67,6 +70,10 @@ class JobLog:
     def note(self, text):
         """Append an agent line to job.log (so the shipped log tells the attempt's story), on a
         line of its own: after a job's last line without a newline, a newline comes first."""
+        with self.note_lock:
+            self._note(text)
+
+    def _note(self, text):
         try:
             with open(self.path, "ab+") as f:
                 f.seek(0, os.SEEK_END)
