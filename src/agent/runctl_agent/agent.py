@@ -364,17 +364,21 @@ class Agent:
             return self.finish_stopped()
         try:
             self.set_status(phase="syncing")
+            # The checkpoint is restored on a thread of its own while the code is fetched and
+            # setup runs (or its cache is restored): all are mostly downloads and the job needs
+            # them all, so an interruption costs the longest, not their sum (issue 12). A
+            # checkpoint folder inside the work folder waits for the code, whose unpacking swaps
+            # that folder. A replacement launched during the notice restores only once its start
+            # gate opens: the attempt before has stopped, so its final checkpoint is the one
+            # restored and two jobs never train at once.
+            restore = self.start_restore() if not self.checkpoints_in_work_dir() else None
             self.resolve_secrets()
             fetch_bundle(self.storage, self.cfg["bundleKey"], self.cfg["workDir"], self.p("bundle.tar.gz"),
                          self.cfg["storage"], self.log)
             if self.stopping():
                 return self.finish_stopped()
-            # The checkpoint is restored on a thread of its own while setup runs (or its cache is
-            # restored): both are mostly downloads and the job needs both, so an interruption
-            # costs the longer of the two, not their sum (issue 12). A replacement launched during
-            # the notice restores only once its start gate opens: the attempt before has stopped,
-            # so its final checkpoint is the one restored and two jobs never train at once.
-            restore = self.start_restore()
+            if restore is None:
+                restore = self.start_restore()
             ended = self.install()
             resumed, restore_ended = self.join_restore(restore)
             if ended is not None:
@@ -386,6 +390,11 @@ class Agent:
             return self.finish("failed", message=str(e))
         except OSError as e:
             return self.finish("failed", message="agent error: %s" % e)
+
+    def checkpoints_in_work_dir(self):
+        work = os.path.realpath(self.cfg["workDir"])
+        folder = os.path.realpath(self.cfg["checkpointDir"])
+        return folder == work or folder.startswith(work + os.sep)
 
     def start_restore(self):
         """Starts the checkpoint restore (behind the start gate when there is one) on a thread;
