@@ -4,9 +4,18 @@
 // in SSM) before the interrupted instance's termination time, while the old job still saves; its
 // job starts only once that final checkpoint is safe, and from it; no two jobs ever train at once.
 // Real parts: the controller, the aws provider over the SDK, the agent with the AWS CLI, moto.
-// Measured alone on a shared 2-core machine: 184 s and 213 s at a load average of 15-18 (AWS CLI
-// calls of 5-8 s; 39-47 s of CPU in all); the ceiling is 600 s, as for aws-runs. The agents' heartbeat is 3 s: a phase change (the notice) is published at
-// once whatever it is, and a 1 s beat made the agents' own AWS CLI calls the machine's load.
+//
+// The kill matrix with prelaunch on (acceptance 2), on the real aws path: the controller runs as a
+// chain of processes (test/support/aws-crash-harness.ts), each SIGKILLed at the first effect
+// boundary no earlier one was killed at, before or after the effect, and the next started over
+// from the file store, while the fleet's instances and agents live on as EC2's do; the last finds
+// no boundary left and runs the run to its end. So the one run is killed once at both boundaries
+// of every effect it goes through (launch, deploy, prelaunch, the replacement's deploy, the gate,
+// terminate, the adopting launch, …), and must still launch one instance per attempt, lose no
+// checkpoint, miss or double no event, and leave nothing running. (Every kill point as a run of
+// its own is the memory-provider matrix in test/reconciler/crash.test.ts: here a run costs
+// minutes.) The agents' heartbeat is 3 s: a phase change (the notice) is published at once
+// whatever it is, and a 1 s beat made the agents' own AWS CLI calls the machine's load.
 //
 // The scale. The model's EC2 figures (timing.ts: boot 15 s, SSM registration 25 s, notice 120 s)
 // are scaled; what runctl itself does in the notice is not: the agent seeing the notice and
@@ -20,19 +29,20 @@
 // the notice (fleet.setTiming), so the model costs the file one scaled boot (13 s). Nothing here
 // waits for a time: the test waits for states, and the only timing assertions compare the
 // simulator's own clock-derived fields.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logsPrefix } from '../../src/agent/layout.js';
-import { Controller } from '../../src/reconciler/controller.js';
 import { attemptKey } from '../../src/reconciler/reconcile.js';
+import { FileStore } from '../../src/state/file-store.js';
 import type { LoadedRun } from '../../src/spec/types.js';
 import type { RunStatus } from '../../src/state/types.js';
 import { awsSpec, CREDENTIALS, REGION, startRig, type AwsRig } from '../providers/aws/harness.js';
 import { scaledTiming } from '../support/fleet/index.js';
-import { MemoryStore } from '../support/memory-store.js';
+import type { AwsCrashConfig } from '../support/aws-crash-harness.js';
 import { testRun } from '../support/runs.js';
 
 const repoRoot = path.resolve('.');
@@ -79,57 +89,113 @@ async function jobLog(uid: string, attempt: number): Promise<string> {
   return parts.join('');
 }
 
-describe('recovery.prelaunch on moto with the fleet timing model', () => {
-  it("brings the replacement up before the interrupted instance's termination time, on another pool, and starts it from the final checkpoint", async () => {
-    const release = path.join(tmp, 'release-the-save');
-    const { provider } = rig.provider({ controller: 'prelaunch', agentTiming: { heartbeatSeconds: 3, noticePollSeconds: 0.5 } });
-    const store = new MemoryStore();
-    const loaded = awsRun(release);
-    let onEffect: (action: string) => Promise<void> = async () => undefined;
-    const controller = new Controller({
-      store,
-      provider: async () => provider,
-      load: async () => ({ runs: [loaded], diagnostics: [], invalidFiles: [] }),
-      controller: 'prelaunch',
-      repoRoot,
-      prune: false,
-      onEvent: (e) => {
-        if (e.kind === 'effect' && e.result === 'ok') void onEffect(e.action);
-      },
+const HARNESS = path.resolve('test/support/aws-crash-harness.ts');
+
+/** One controller process of the chain: killed at its first new effect boundary, or (noKill) run to the end. */
+function controllerProcess(configFile: string, noKill = false): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', HARNESS, configFile, ...(noKill ? ['--no-kill'] : [])], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     });
-    const current = () => controller.runs.find((r) => r.run === RUN) as RunStatus | undefined;
-    // The notice, once attempt 1 trains with its step-20 checkpoint published: it lands mid-run.
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (status, signal) => resolve({ status, signal, stderr }));
+  });
+}
+
+describe('recovery.prelaunch on moto with the fleet timing model', () => {
+  it("brings the replacement up before the interrupted instance's termination time, on another pool, and starts it from the final checkpoint, with the controller SIGKILLed at every effect boundary", async () => {
+    const release = path.join(tmp, 'release-the-save');
+    const dir = path.join(tmp, 'controller');
+    fs.mkdirSync(dir, { recursive: true });
+    const controllerName = 'prelaunch-chain';
+    const loaded = awsRun(release);
+    const config: AwsCrashConfig = {
+      dir,
+      fleetEndpoint: rig.fleet.endpoint,
+      region: REGION,
+      controller: controllerName,
+      run: loaded,
+      repoRoot,
+      agentTiming: { heartbeatSeconds: 3, noticePollSeconds: 0.5 },
+    };
+    const configFile = path.join(dir, 'config.json');
+    fs.writeFileSync(configFile, JSON.stringify(config));
+    const store = new FileStore(path.join(dir, '.runctl'), { readOnly: true });
+    const { provider } = rig.provider({ controller: controllerName });
+
+    // The test's own eyes, beside whichever controller process is alive: the notice once attempt 1
+    // trains with its step-20 checkpoint published (it lands mid-run), and the old job's save on
+    // SIGTERM released only once the replacement's launch is recorded: the replacement is always
+    // launched while the old job is still saving, however loaded the machine (and however many
+    // controllers were killed meanwhile); whether its agent is deployed before the old job has
+    // stopped (deployReplacement, gate closed) or after (the gate already open) is the race EC2 runs too.
     let noticeAt: number | undefined;
     let oldId: string | undefined;
-    const watcher = setInterval(() => {
-      const s = current();
-      const instance = s?.instances.find((i) => i.attempt === 1 && !i.endedAt);
-      if (noticeAt !== undefined || s?.phase !== 'Training' || (s.lastCheckpoint?.step ?? 0) < 20 || !instance) return;
-      rig.fleet.setTiming(scaledTiming(SCALE));
-      noticeAt = Date.now();
-      oldId = instance.id;
-      void rig.fleet.deliverSpotNotice(instance.id);
-    }, 50);
-    // The old job's save on SIGTERM waits until the controller has launched the replacement (the
-    // effect is recorded): the replacement is always launched while the old job is still saving,
-    // however loaded the machine; whether its agent is started before the old job has stopped
-    // (deployReplacement, gate closed) or after (the gate already open) is the race EC2 runs too.
     let whileSaving: { oldPhase?: string; live: number[] } | undefined;
-    onEffect = async (action) => {
-      if (action !== 'prelaunch' || whileSaving) return;
-      whileSaving = { live: [] };
-      const s = (await store.getStatus(RUN))!;
-      whileSaving = { live: s.instances.filter((i) => !i.endedAt).map((i) => i.attempt).sort() };
-      whileSaving.oldPhase = (await provider.readAgentStatus(attemptKey(s, 1, 1), loaded.run.spec))?.phase;
-      fs.writeFileSync(release, 'go\n');
-    };
-    const summary = await controller.runUntilSettled();
-    clearInterval(watcher);
-    await controller.stop();
+    let looking = false;
+    const watcher = setInterval(() => {
+      if (looking) return;
+      looking = true;
+      void (async () => {
+        const s = await store.getStatus(RUN).catch(() => undefined);
+        if (!s) return;
+        const instance = s.instances.find((i) => i.attempt === 1 && !i.endedAt);
+        if (noticeAt === undefined && s.phase === 'Training' && s.attempt === 1 && (s.lastCheckpoint?.step ?? 0) >= 20 && instance) {
+          rig.fleet.setTiming(scaledTiming(SCALE));
+          noticeAt = Date.now();
+          oldId = instance.id;
+          await rig.fleet.deliverSpotNotice(instance.id);
+        }
+        if (noticeAt !== undefined && !whileSaving) {
+          const events = await store.readEvents(RUN);
+          if (events.some((e) => e.kind === 'effect' && e.action === 'prelaunch' && (e.result === 'ok' || e.result === 'adopted'))) {
+            whileSaving = {
+              live: s.instances.filter((i) => !i.endedAt).map((i) => i.attempt).sort(),
+              oldPhase: (await provider.readAgentStatus(attemptKey(s, 1, 1), loaded.run.spec))?.phase,
+            };
+            fs.writeFileSync(release, 'go\n');
+          }
+        }
+      })().finally(() => (looking = false));
+    }, 100);
 
-    const status = summary.statuses[0] as RunStatus;
+    // The chain: each controller process is SIGKILLed at the first effect boundary no earlier one
+    // was killed at, and the next starts over from the store; the one that finds none left runs
+    // the run to its end. A bound on the chain catches a boundary that keeps moving.
+    const kills: string[] = [];
+    try {
+      for (;;) {
+        const r = await controllerProcess(configFile);
+        if (r.signal === 'SIGKILL') {
+          kills.push(/killing at (\S+)/.exec(r.stderr)?.[1] ?? '?');
+          expect(kills.length, 'the chain of kills does not end').toBeLessThan(60);
+          continue;
+        }
+        expect(r.status, r.stderr).toBe(0);
+        break;
+      }
+    } finally {
+      clearInterval(watcher);
+    }
+
+    console.log(`aws kill chain: the controller was SIGKILLed ${kills.length} times`);
+    const status = (await store.getStatus(RUN)) as RunStatus;
     expect([status.phase, status.attempt, status.interruptions], JSON.stringify(status.failure)).toEqual(['Completed', 2, 1]);
     expect(whileSaving, 'the replacement was never launched during the notice').toBeDefined();
+
+    // Killed at both boundaries of every effect the run went through, the notice's included.
+    const events = await store.readEvents(RUN);
+    const effectIds = [...new Set(events.filter((e) => e.kind === 'effect').map((e) => e.id))];
+    for (const id of effectIds) for (const side of ['before', 'after']) expect(kills, `never killed at ${side}-effect:${id}`).toContain(`${side}-effect:${id}`);
+    const effects = events.filter((e) => e.kind === 'effect').map((e) => `${e.action}:${e.result}`);
+    for (const needed of ['prelaunch', 'openStartGate', 'terminate']) expect(effects.some((e) => e.startsWith(`${needed}:`)), needed).toBe(true);
+
+    // One instance per attempt, however many controllers died: both in EC2, no other.
+    expect(rig.fleet.instances.size).toBe(2);
+    expect(new Set(status.instances.map((i) => i.id)).size).toBe(2);
+    expect(status.instances.map((i) => i.attempt).sort()).toEqual([1, 2]);
 
     // The modelled race, on the simulator's own clock: launched at (or after) the notice, on
     // another pool of the ladder, and Online in SSM before the termination time IMDS announced.
@@ -143,17 +209,18 @@ describe('recovery.prelaunch on moto with the fleet timing model', () => {
     // (test/providers/aws/launch.test.ts shows that start comes before registration).
     expect(replacement.invocations.find((i) => i.commandId === 'cloud-init')?.status).toBe('Success');
 
-    const events = await store.readEvents(RUN);
-    const effects = events.filter((e) => e.kind === 'effect').map((e) => `${e.action}:${e.result}`);
-    const at = (name: string) => effects.indexOf(name);
-    expect(at('prelaunch:ok')).toBeGreaterThan(-1);
-    expect(events.find((e) => e.kind === 'effect' && e.action === 'prelaunch')?.message).toContain('its agent starting at boot');
-    expect(at('openStartGate:ok')).toBeGreaterThan(at('prelaunch:ok'));
     // An agent started during the notice was started with its gate closed, before the gate opened.
+    const at = (name: string) => effects.indexOf(name);
+    expect(at('openStartGate:ok')).toBeGreaterThan(effects.findIndex((e) => e.startsWith('prelaunch:')));
     if (at('deployReplacement:ok') !== -1) expect(at('deployReplacement:ok')).toBeLessThan(at('openStartGate:ok'));
     // The replacement was launched while the old job was still saving, both instances live.
     expect(whileSaving!.oldPhase).toBe('interrupting');
     expect(whileSaving!.live).toEqual([1, 2]);
+
+    // No event missing, none doubled: one unbroken chain of transitions, contiguous sequence numbers.
+    const transitions = events.filter((e) => e.kind === 'transition');
+    expect(transitions.map((e) => e.seq)).toEqual(transitions.map((_, i) => i + 2));
+    expect(new Set(events.map((e) => e.id)).size).toBe(events.length);
 
     // The gate opened only after the final checkpoint was recorded safe; the job resumed from it.
     const finalSync = events.find((e) => e.action === 'final checkpoint');
@@ -175,5 +242,5 @@ describe('recovery.prelaunch on moto with the fleet timing model', () => {
     expect([...rig.fleet.instances.values()].map((i) => i.state)).toEqual(['terminated', 'terminated']);
     expect(await rig.fleet.liveInMoto(RUN)).toEqual([]);
     expect(status.instances.every((i) => i.endedAt)).toBe(true);
-  }, 600_000);
+  }, 900_000);
 });
