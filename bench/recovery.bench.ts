@@ -10,7 +10,7 @@
 // (src/reconciler/ledger.ts: notice, final checkpoint, launch, ready, training again), the event log,
 // the new attempt's agent notes in its job log (`phase …` lines: code synced, setup, gate, restore),
 // and, on the fleet, the instance's simulated `running` time. Writes its section of docs/BENCHMARKS.md.
-// Environment: BENCH_SCALE (default 0.5), BENCH_ONLY=local|aws.
+// Environment: BENCH_SCALE (default 0.5), BENCH_ONLY=local|aws, BENCH_CONFIGS=sequential,cache,prelaunch (a subset: printed, not written).
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -42,11 +42,14 @@ const SETUP_SECONDS = 180;
 const VENV_BYTES = 1024 ** 3;
 
 type ConfigId = 'sequential' | 'cache' | 'prelaunch';
-const CONFIGS: ReadonlyArray<{ id: ConfigId; title: string }> = [
+const ALL_CONFIGS: ReadonlyArray<{ id: ConfigId; title: string }> = [
   { id: 'sequential', title: 'sequential (prelaunch off, setup re-run)' },
   { id: 'cache', title: 'setup cache (prelaunch off)' },
   { id: 'prelaunch', title: 'setup cache + prelaunch' },
 ];
+/** BENCH_CONFIGS=prelaunch,cache measures only those columns and prints them, leaving docs/BENCHMARKS.md as it is. */
+const PICKED = process.env.BENCH_CONFIGS?.split(',').map((s) => s.trim());
+const CONFIGS = PICKED ? ALL_CONFIGS.filter((c) => PICKED.includes(c.id)) : ALL_CONFIGS;
 
 interface Leg {
   name: string;
@@ -58,7 +61,7 @@ interface Leg {
 interface Measured {
   config: ConfigId;
   legs: Leg[];
-  /** The ledger's notice to training again (controller saw the new attempt's agent training). */
+  /** The ledger's notice to training again (the new attempt's job started, on its agent's clock). */
   recoverySeconds?: number;
   stepsRedone?: number;
   /** How setup went on the new attempt, from the ledger (restored from the cache, rebuilt, ran). */
@@ -129,12 +132,23 @@ function legsOf(ledger: RunLedger, events: RunEvent[], notes: Note[], runningAt?
     const p = byPhase.find((x) => x.phase === phase);
     if (p?.to !== undefined) legs.push({ name, from: s(from ?? p.from), to: s(p.to) });
   };
-  leg('syncing', 'agent deployed, code synced', ready);
+  // The agent's own start: at boot (EC2 user data) it comes before the controller saw the instance
+  // ready; then the leg from `running` to its first note is cloud-init fetching and starting it.
+  const syncing = byPhase.find((x) => x.phase === 'syncing');
+  if (syncing?.to !== undefined) {
+    const atBoot = ready === undefined || syncing.from < ready;
+    if (atBoot && runningAt !== undefined) legs.push({ name: 'agent started at boot (user data: agent fetched, started)', from: s(runningAt), to: s(syncing.from) });
+    legs.push({ name: atBoot ? 'code synced' : 'agent deployed, code synced', from: s(atBoot ? syncing.from : ready), to: s(syncing.to) });
+  }
   leg('installing', next.setup?.cache === 'restored' ? 'setup cache restored' : 'setup');
-  leg('waiting', 'set up, waiting at the start gate for the old job');
-  leg('restoring', 'checkpoint restored');
-  const training = byPhase.find((p) => p.phase === 'training');
-  if (training && next.firstTrainedAt) legs.push({ name: 'job started (seen by the controller)', from: s(training.from), to: s(Date.parse(next.firstTrainedAt)) });
+  // The checkpoint restore runs on a thread of its own beside setup (agent.py start_restore):
+  // its notes, not the phases, say when it waited at the gate and when it restored.
+  const note = (text: string) => notes.find((n) => n.text.startsWith(text))?.at;
+  const gateFrom = note('waiting at the start gate');
+  const restoreFrom = note('restoring the checkpoint');
+  const restoreTo = note('checkpoint restore done');
+  if (gateFrom !== undefined && restoreFrom !== undefined) legs.push({ name: 'waiting at the start gate for the old job', from: s(gateFrom), to: s(restoreFrom) });
+  if (restoreFrom !== undefined && restoreTo !== undefined) legs.push({ name: 'checkpoint restored', from: s(restoreFrom), to: s(restoreTo) });
   const setup = next.setup ? `${next.setup.cache}${next.setup.seconds !== undefined ? ` ${next.setup.seconds.toFixed(1)} s` : ''}` : undefined;
   return {
     legs,
@@ -194,9 +208,10 @@ async function localOnce(config: ConfigId): Promise<Measured> {
 const DATA_SCALE = 1 / 16;
 const FLEET_TIMING = { ...scaledTiming(SCALE), s3BytesPerSecond: (EC2_TIMING.s3BytesPerSecond * DATA_SCALE) / SCALE };
 
-/** The controller's and the agent's own periods at SCALE: the aws provider's 15 s poll, the agent's 10 s heartbeat and 2 s IMDS poll, the 2 s SSM poll. */
+/** The controller's and the agent's own periods at SCALE: the aws provider's 15 s poll (3 s while a spot attempt trains or stops), the agent's 10 s heartbeat and 2 s IMDS poll, the 2 s SSM poll. */
 const PROVIDER_TIMING = {
   pollIntervalMs: Math.round(15_000 * SCALE),
+  noticePollIntervalMs: Math.round(3_000 * SCALE),
   ssmPollMs: Math.round(2_000 * SCALE),
   agentTiming: { heartbeatSeconds: 10 * SCALE, noticePollSeconds: 2 * SCALE },
 };
@@ -294,7 +309,7 @@ async function fleetOnce(rig: AwsRig, s3: S3Client, config: ConfigId): Promise<M
 
 const fmt = (n: number) => n.toFixed(1);
 
-const LEG_ORDER = ['final checkpoint', 'replacement launched', 'boot', 'SSM registration', 'instance up', 'agent deployed', 'checkpoint restored', 'setup', 'set up, waiting', 'job started'];
+const LEG_ORDER = ['final checkpoint', 'replacement launched', 'boot', 'SSM registration', 'instance up', 'agent started at boot', 'agent deployed', 'code synced', 'setup', 'waiting at the start gate', 'checkpoint restored', 'job started'];
 
 function table(results: Measured[], scaleBack: number): string[] {
   // Rows in the order of the path; a leg whose name depends on the run (setup or its cache) where setup is.
@@ -326,6 +341,7 @@ function table(results: Measured[], scaleBack: number): string[] {
 function printRun(where: string, r: Measured, scaleBack: number): void {
   const fig = r.error ? `FAILED: ${r.error}` : `notice to training again ${fmt((r.recoverySeconds ?? NaN) * scaleBack)} s${scaleBack !== 1 ? ` (measured ${(r.recoverySeconds ?? NaN).toFixed(2)} s at scale ${SCALE})` : ''}, steps redone ${r.stepsRedone ?? '?'}, whole run ${fmt(r.wall)} s`;
   process.stdout.write(`${where} ${r.config}: ${fig}\n`);
+  for (const l of r.legs) process.stdout.write(`  ${l.name}: ${fmt(l.from * scaleBack)} → ${fmt(l.to * scaleBack)} s\n`);
 }
 
 // The CLI and the agent zipapp the instances run, built from this checkout (as `npm run build`).
@@ -413,7 +429,7 @@ function fleetBlock(): string[] {
       `timing model of test/support/fleet/timing.ts at ${SCALE} of real time: boot ${fmt(EC2_TIMING.bootMs / 1000)} s, SSM registration ${fmt(EC2_TIMING.ssmRegistrationMs / 1000)} s, ` +
       `notice lead ${fmt(EC2_TIMING.noticeLeadMs / 1000)} s (real figures, with their sources there). S3 runs at the model's ${EC2_TIMING.s3BytesPerSecond / 1024 ** 2} MiB/s per request; the virtualenv is ` +
       `${fmt(VENV_BYTES * DATA_SCALE / 1024 ** 2)} MiB on disk (1/${Math.round(1 / DATA_SCALE)} of the model's size, S3 slowed by as much, so a transfer still takes ${SCALE} of its real time; ` +
-      `gzip and tar work on the smaller size, which understates them). The controller and the agent poll at ${SCALE} of their real periods (aws provider poll 15 s, agent heartbeat 10 s, IMDS poll 2 s, SSM poll 2 s). ` +
+      `gzip and tar work on the smaller size, which understates them). The controller and the agent poll at ${SCALE} of their real periods (aws provider poll 15 s, 3 s while a spot attempt trains or stops, agent heartbeat 10 s, IMDS poll 2 s, SSM poll 2 s). ` +
       `Setup models \`pip install\` of a CUDA PyTorch stack into a fresh virtualenv: ${SETUP_SECONDS} s and a ${VENV_BYTES / 1024 ** 3} GiB virtualenv (estimates: the wheels are about 2.5 GB, ` +
       "installed several GB; the issue's complaint is that this runs again on every recovery), run as a `sleep` and random bytes. The job is the tiny trainer " +
       `(checkpoints of a few KiB), interrupted by a fleet spot notice once the controller saw it at step ${NOTICE_AT_STEP}. **Every figure is scaled back to real time (measured seconds ÷ ` +
@@ -438,10 +454,11 @@ const intro = [
     "Each cell is a leg's start and end in seconds after the notice, so legs that overlap show it (with prelaunch the replacement boots while the old job saves). " +
     "Moments come from the run's ledger (notice, final checkpoint safe, launch, ready, training again: `src/reconciler/ledger.ts`), its event log (the replacement's " +
     "ready transition), the new attempt's agent notes in its job log (`phase syncing/installing/waiting/restoring/training`) and, on the fleet, the instance's " +
-    'simulated `running` time. "Training again" is the ledger\'s `firstTrainedAt`: the controller saw the new attempt\'s agent training (the agent\'s heartbeat and the controller\'s poll after the job started). ' +
+    'simulated `running` time. "Training again" is the ledger\'s `firstTrainedAt`: the new attempt\'s job started, as its agent recorded it (`jobStartedAt`, the instance\'s clock; the controller sees it a heartbeat and a poll later). ' +
     'The notice is when the instance got it: on the fleet, when the bench had the simulator serve it on the IMDS; on the local provider, the ledger\'s (the controller delivers the rehearsal itself).',
   '',
 ];
+if (PICKED) process.exit(local.concat(fleet).some((r) => r.error) ? 1 : 0);
 const current = readFileSync(DOC, 'utf8');
 const sub = (id: string) => new RegExp(`<!-- bench:recovery-${id}:begin -->[\\s\\S]*<!-- bench:recovery-${id}:end -->`);
 const previous = (id: string) => sub(id).exec(current)?.[0];
