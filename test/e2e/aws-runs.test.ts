@@ -151,8 +151,13 @@ describe('aws provider through the controller, on moto with the fleet simulator'
       allowEmptyPrune: true,
     });
     const status = () => controller.runs.find((s) => s.run === 'aws-again');
+    // A run that fails instead says why at once, rather than when the test times out.
     const until = async (cond: () => boolean) => {
-      while (!cond()) await new Promise((r) => setTimeout(r, 100));
+      while (!cond()) {
+        const s = status();
+        if (s?.phase === 'Failed') throw new Error(`aws-again failed: ${s.failure?.message ?? JSON.stringify(s.conditions)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
     };
     recorder.reset();
     const first = controller.runUntilSettled();

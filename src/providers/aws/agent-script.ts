@@ -1,8 +1,9 @@
 // The shell script sent with SSM AWS-RunShellScript to install and start runctl's agent. It is
 // built only from validated values, each single-quoted; the agent config travels as JSON in a
 // quoted heredoc (no expansion), and the agent itself is fetched from storage and checked against
-// its sha256. Running it twice is harmless: the agent holds a lock in its state directory, so a
-// second start exits while the first lives, and a restarted agent adopts the running job.
+// its sha256. Running it twice is harmless, at the same moment too (the launch's user data and the
+// SSM command): each run writes temp files of its own, and the agent holds a lock in its state
+// directory, so a second start exits while the first lives, and a restarted agent adopts the job.
 import { createHash } from 'node:crypto';
 import type { AgentConfig } from '../../agent/config-types.js';
 import type { AttemptKey } from '../types.js';
@@ -81,18 +82,21 @@ export function agentInstallScript(input: AgentScriptInput): string {
     `  exit ${EXIT_MISSING_PREREQUISITE}`,
     'fi',
     'mkdir -p "$dir"',
+    // Temp files of this run only ($$): the launch's user data and the SSM command may run this
+    // script at the same moment, and each must rename only what it wrote and checked.
     'if ! { [ -s "$dir/runctl-agent.pyz" ] && echo "$agent_sha  $dir/runctl-agent.pyz" | sha256sum -c --status; }; then',
-    `  aws${endpoint} s3 cp --only-show-errors "$agent_url" "$dir/runctl-agent.pyz.tmp"`,
-    '  if ! echo "$agent_sha  $dir/runctl-agent.pyz.tmp" | sha256sum -c --status; then',
+    `  aws${endpoint} s3 cp --only-show-errors "$agent_url" "$dir/runctl-agent.pyz.tmp.$$"`,
+    '  if ! echo "$agent_sha  $dir/runctl-agent.pyz.tmp.$$" | sha256sum -c --status; then',
+    '    rm -f "$dir/runctl-agent.pyz.tmp.$$"',
     '    echo "runctl: the agent downloaded from $agent_url does not match sha256 $agent_sha" >&2',
     `    exit ${EXIT_AGENT_MISMATCH}`,
     '  fi',
-    '  mv -f "$dir/runctl-agent.pyz.tmp" "$dir/runctl-agent.pyz"',
+    '  mv -f "$dir/runctl-agent.pyz.tmp.$$" "$dir/runctl-agent.pyz"',
     'fi',
-    `cat > "$dir/config.json.tmp" <<'${eof}'`,
+    `cat > "$dir/config.json.tmp.$$" <<'${eof}'`,
     config,
     eof,
-    'mv -f "$dir/config.json.tmp" "$dir/config.json"',
+    'mv -f "$dir/config.json.tmp.$$" "$dir/config.json"',
     'cd "$dir"',
     // --detach: the agent forks into its own session (setsid) and points its stdio at its state
     // directory, so it outlives this SSM command; config errors still reach the command's output.

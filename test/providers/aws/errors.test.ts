@@ -1,6 +1,7 @@
 // Classification of AWS failures, the SDK retry strategy, and the install script's quoting: the
 // parts whose behaviour does not need moto.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -185,11 +186,52 @@ describe('agent install script', () => {
         region: 'us-east-1',
       });
       // Run only the part that writes the config, rooted in a temporary directory.
-      const body = script.slice(script.indexOf('cat > "$dir/config.json.tmp"'), script.indexOf('cd "$dir"'));
+      const body = script.slice(script.indexOf('cat > "$dir/config.json.tmp'), script.indexOf('cd "$dir"'));
       const res = spawnSync('/bin/sh', ['-c', `set -eu\ndir=${shQuote(dir)}\n${body}`], { encoding: 'utf8' });
       expect(res.status, res.stderr).toBe(0);
       expect(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).env).toEqual(hostile);
       expect(fs.existsSync(marker)).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('runs twice at the same moment (user data and the SSM command) without one run breaking the other', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-script-twice-'));
+    try {
+      // A fake AWS CLI that writes the agent slowly, and a fake python3 that records its start:
+      // with one shared temp file, one run renamed the other's half-checked download away.
+      const bin = path.join(dir, 'bin');
+      fs.mkdirSync(bin);
+      const agent = 'agent zipapp bytes\n'.repeat(1000);
+      const sha = createHash('sha256').update(agent).digest('hex');
+      fs.writeFileSync(path.join(dir, 'agent.src'), agent);
+      const gate = path.join(dir, 'both-downloading');
+      fs.writeFileSync(
+        path.join(bin, 'aws'),
+        `#!/bin/sh\ndest=""; for a in "$@"; do dest="$a"; done\nhead -c 100 ${shQuote(path.join(dir, 'agent.src'))} > "$dest"\n` +
+          `echo x >> ${shQuote(gate)}\nwhile [ "$(wc -l < ${shQuote(gate)})" -lt 2 ]; do sleep 0.01; done\ncat ${shQuote(path.join(dir, 'agent.src'))} > "$dest"\n`,
+        { mode: 0o755 },
+      );
+      fs.writeFileSync(path.join(bin, 'python3'), `#!/bin/sh\necho "started $*" >> ${shQuote(path.join(dir, 'starts'))}\n`, { mode: 0o755 });
+      const script = agentInstallScript({ key: { run: 'r', generation: 1, attempt: 1 }, config: config({}), agentUrl: 's3://b/p/agent/x/runctl-agent.pyz', agentSha256: sha, region: 'us-east-1' })
+        .split('/opt/runctl')
+        .join(path.join(dir, 'root'));
+      const env = { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}` };
+      const run = () =>
+        new Promise<{ code: number | null; stderr: string }>((resolve) => {
+          const child = spawn('/bin/sh', ['-c', script], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+          let stderr = '';
+          child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          child.on('close', (code) => resolve({ code, stderr }));
+        });
+      const [a, b] = await Promise.all([run(), run()]);
+      expect([a.code, b.code], `${a.stderr}\n${b.stderr}`).toEqual([0, 0]);
+      const installed = path.join(dir, 'root/runs/r/g1/a1');
+      expect(createHash('sha256').update(fs.readFileSync(path.join(installed, 'runctl-agent.pyz'))).digest('hex')).toBe(sha);
+      expect(JSON.parse(fs.readFileSync(path.join(installed, 'config.json'), 'utf8')).command).toBe('python3 train.py');
+      expect(fs.readdirSync(installed).filter((n) => n.includes('.tmp'))).toEqual([]);
+      expect(fs.readFileSync(path.join(dir, 'starts'), 'utf8').trim().split('\n')).toHaveLength(2);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
