@@ -559,9 +559,7 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
   const key = attemptKey(status, ctx.generation, ctx.attempt);
   switch (effect.type) {
     case 'launch': {
-      const seedGeneration = spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, key.generation) : undefined;
-      const boot = { repoRoot: deps.repoRoot, ...(seedGeneration !== undefined ? { seedGeneration } : {}) };
-      const launched = await launchFor(deps, status, effect, index, provider, spec, key, undefined, boot);
+      const launched = await launchFor(deps, status, effect, index, provider, spec, key, undefined, bootAgent(deps, status, spec, key, false));
       return { ...launched, status: { ...launched.status, launchBlocked: undefined } };
     }
     case 'prelaunch': {
@@ -572,9 +570,7 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
       const interrupted = status.instances.find((i) => i.generation === ctx.generation && i.attempt === ctx.attempt && !i.endedAt);
       try {
         // Its agent starts at boot with the start gate closed: code, setup cache, then the gate.
-        const seedGeneration = spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, next.generation) : undefined;
-        const boot = { repoRoot: deps.repoRoot, startGate: true, ...(seedGeneration !== undefined ? { seedGeneration } : {}) };
-        const launched = await launchFor(deps, status, effect, index, provider, spec, next, reclaimedPool(interrupted), boot);
+        const launched = await launchFor(deps, status, effect, index, provider, spec, next, reclaimedPool(interrupted), bootAgent(deps, status, spec, next, true));
         return { ...launched, message: `${launched.message}, during the notice (spec.recovery.prelaunch)` };
       } catch (err) {
         if (err instanceof ProviderError && !(err instanceof RetryableError)) {
@@ -594,7 +590,7 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
       const next = attemptKey(status, ctx.generation, Number(effect.params?.attempt ?? ctx.attempt + 1));
       const instance = status.instances.find((i) => i.generation === next.generation && i.attempt === next.attempt && !i.endedAt);
       if (!instance) return { status, result: 'skipped', message: `no live instance recorded for attempt ${next.attempt}` };
-      const seedGeneration = spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, next.generation) : undefined;
+      const seedGeneration = seedGenerationFor(status, spec, next.generation);
       let report;
       try {
         report = await provider.deployAgent({ ...next, spec, instance, repoRoot: deps.repoRoot, seedGeneration, startGate: true });
@@ -624,7 +620,7 @@ async function executeEffect(deps: ReconcileDeps, status: RunStatus, after: RunS
     case 'deployAgent': {
       const instance = status.instances.find((i) => i.generation === key.generation && i.attempt === key.attempt && !i.endedAt);
       if (!instance) throw new ProviderError(`no live instance recorded for attempt ${key.attempt}`);
-      const seedGeneration = spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, key.generation) : undefined;
+      const seedGeneration = seedGenerationFor(status, spec, key.generation);
       const report = await provider.deployAgent({ ...key, spec, instance, repoRoot: deps.repoRoot, seedGeneration });
       const now = iso(deps.now());
       const codeBundle = report?.codeBundle;
@@ -718,6 +714,17 @@ async function launchFor(
 function launchIntentOf(effect: EffectRecord): LaunchIntent | undefined {
   const v = effect.params?.inFlight as Partial<LaunchIntent> | undefined;
   return typeof v?.rung === 'string' && typeof v.token === 'string' ? { rung: v.rung, token: v.token } : undefined;
+}
+
+/** The generation an attempt of `generation` restores from when it has no checkpoint of its own (spec.recovery.seedFromPreviousGeneration). */
+function seedGenerationFor(status: RunStatus, spec: RunSpec, generation: number): number | undefined {
+  return spec.recovery.seedFromPreviousGeneration ? previousGeneration(status, generation) : undefined;
+}
+
+/** What a launch needs to start attempt `key`'s agent at boot: as its deploy would, gate closed for a replacement launched during a notice. */
+function bootAgent(deps: ReconcileDeps, status: RunStatus, spec: RunSpec, key: AttemptKey, startGate: boolean): BootAgent {
+  const seedGeneration = seedGenerationFor(status, spec, key.generation);
+  return { repoRoot: deps.repoRoot, ...(startGate ? { startGate } : {}), ...(seedGeneration !== undefined ? { seedGeneration } : {}) };
 }
 
 /**

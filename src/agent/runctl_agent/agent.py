@@ -405,7 +405,6 @@ class Agent:
         def work():
             try:
                 if self.cfg.get("startGate") and not self.gate_open():
-                    outcome["waited"] = True
                     self.job_log_note("waiting at the start gate for attempt %d to stop" % (self.cfg["attempt"] - 1))
                     if not self.wait_for_gate():
                         outcome["result"] = "stopped"

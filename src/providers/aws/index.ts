@@ -34,7 +34,7 @@ import {
 import { pruneBundles, pruneSetupCaches } from './bundles.js';
 import type { PricingClient } from '@aws-sdk/client-pricing';
 import { chainRegion, createClients, createPricingClient, customEndpoint, type AwsClients, type AwsCredentials, type ClientOptions } from './clients.js';
-import { deployAgent, prepareAgent, stopRequest, type DeployOutcome } from './deploy.js';
+import { deployAgent, prepareAgent, stopRequest, type DeployDeps, type DeployOutcome } from './deploy.js';
 import type { DoctorClients } from './doctor/clients.js';
 import { launchAttempt, marketLadder, USER_DATA_MAX_BYTES } from './ec2-launch.js';
 import { awsCall, errorCode, requestIdOf } from './errors.js';
@@ -371,17 +371,8 @@ export class AwsProvider implements Provider {
    */
   private async bootScript(req: LaunchRequest, boot: BootAgent, clients: AwsClients): Promise<{ script: string } | { reason: string }> {
     try {
-      const { script } = await prepareAgent(
-        {
-          clients,
-          storage: await this.storageFor(req.spec),
-          s3EndpointUrl: this.agentS3Endpoint,
-          ssmEndpointUrl: this.opts.agentSsmEndpointUrl ?? customEndpoint(this.clientOpts, 'SSM'),
-          knownObjects: this.knownObjects,
-          timing: this.opts.agentTiming,
-        },
-        { run: req.run, ...(req.uid !== undefined ? { uid: req.uid } : {}), generation: req.generation, attempt: req.attempt, spec: req.spec, repoRoot: boot.repoRoot, ...(boot.seedGeneration !== undefined ? { seedGeneration: boot.seedGeneration } : {}), ...(boot.startGate ? { startGate: true } : {}) },
-      );
+      const key = { run: req.run, ...(req.uid !== undefined ? { uid: req.uid } : {}), generation: req.generation, attempt: req.attempt };
+      const { script } = await prepareAgent(await this.agentDeps(req.spec, clients), { ...key, spec: req.spec, ...boot });
       const bytes = Buffer.byteLength(script, 'utf8');
       if (bytes > USER_DATA_MAX_BYTES) return { reason: `the agent's start script is ${bytes} bytes, over EC2's ${USER_DATA_MAX_BYTES} bytes of user data` };
       return { script };
@@ -401,19 +392,20 @@ export class AwsProvider implements Provider {
     this.remember(req.run, req.spec);
     const region = await this.regionFor(req.spec);
     this.instanceRegion.set(req.instance.id, region);
-    return deployAgent(
-      {
-        clients: this.clientsFor(region),
-        storage: await this.storageFor(req.spec),
-        s3EndpointUrl: this.agentS3Endpoint,
-        ssmEndpointUrl: this.opts.agentSsmEndpointUrl ?? customEndpoint(this.clientOpts, 'SSM'),
-        deadlineMs: this.opts.ssmDeadlineMs ?? 180_000,
-        pollMs: this.opts.ssmPollMs ?? 2000,
-        knownObjects: this.knownObjects,
-        timing: this.opts.agentTiming,
-      },
-      req,
-    );
+    const deps = await this.agentDeps(req.spec, this.clientsFor(region));
+    return deployAgent({ ...deps, deadlineMs: this.opts.ssmDeadlineMs ?? 180_000, pollMs: this.opts.ssmPollMs ?? 2000 }, req);
+  }
+
+  /** What shipping an agent needs, for user data and for the SSM deploy alike: storage, endpoints, known objects, timing. */
+  private async agentDeps(spec: RunSpec, clients: AwsClients): Promise<Omit<DeployDeps, 'deadlineMs' | 'pollMs'>> {
+    return {
+      clients,
+      storage: await this.storageFor(spec),
+      s3EndpointUrl: this.agentS3Endpoint,
+      ssmEndpointUrl: this.opts.agentSsmEndpointUrl ?? customEndpoint(this.clientOpts, 'SSM'),
+      knownObjects: this.knownObjects,
+      timing: this.opts.agentTiming,
+    };
   }
 
   /** One conditional GET per call: 304 returns the cached status without a body. */
