@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
 from runctl_agent.checkpoint_store import CheckpointStore
 from runctl_agent.checkpoints import Checkpoints
-from runctl_agent.storage import FileStorage
+from tests.support import checkpoint_dirs
 
 SLOW_WRITER = r"""
 import os, sys, time
@@ -31,13 +30,7 @@ with open(path, "wb") as f:  # torch.save: truncate in place, then write for a w
 
 class SaveTest(unittest.TestCase):
     def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.root = os.path.join(self.tmp.name, "ckpt")
-        self.state = os.path.join(self.tmp.name, "state")
-        os.makedirs(self.root)
-        os.makedirs(self.state)
-        self.storage = FileStorage("file://" + os.path.join(self.tmp.name, "storage"))
-        self.logs = []
+        checkpoint_dirs(self)
         cfg = {"checkpointDir": self.root, "syncIntervalSeconds": 1, "storage": self.storage.root, "run": "r",
                "generation": 1, "attempt": 1, "keep": 100, "resuming": False, "contentGraceSeconds": 0}
         self.ckpts = Checkpoints(cfg, self.storage, self.state, {"run": "r", "generation": 1, "attempt": 1}, self.logs.append,
@@ -52,7 +45,6 @@ class SaveTest(unittest.TestCase):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-        self.tmp.cleanup()
 
     def job(self, code, *args):
         """A job in its own session (its sid is its pid), as the agent starts it."""

@@ -1,6 +1,5 @@
 import json
 import os
-import tempfile
 import time
 import unittest
 
@@ -8,24 +7,17 @@ from runctl_agent.checkpoint_restore import restore_checkpoint
 from runctl_agent.checkpoint_store import CheckpointStore, contents_prefix, retired_prefix
 from runctl_agent.checkpoint_tree import scan_tree
 from runctl_agent.storage import FileStorage
+from tests.support import checkpoint_dirs
 
 
 class StoreTest(unittest.TestCase):
     def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.root = os.path.join(self.tmp.name, "ckpt")
-        self.state = os.path.join(self.tmp.name, "state")
-        os.makedirs(self.root)
-        os.makedirs(self.state)
-        self.storage = FileStorage("file://" + os.path.join(self.tmp.name, "storage"))
-        self.logs = []
+        checkpoint_dirs(self)
         self.store = self.make(grace=0)
 
     def make(self, grace, generation=1, attempt=1):
         return CheckpointStore(self.storage, "r", generation, attempt, self.state, self.logs.append, grace_seconds=grace)
 
-    def tearDown(self):
-        self.tmp.cleanup()
 
     def write(self, rel, data, mode=None):
         path = os.path.join(self.root, *rel.split("/"))

@@ -7,29 +7,12 @@ import threading
 import time
 import types
 import unittest
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from runctl_agent.agent import Agent
+from tests.support import serve_imds
 
 
-class NoticeImds(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_PUT(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"token")
-
-    def do_GET(self):
-        if self.path == "/latest/meta-data/spot/instance-action":
-            body = json.dumps({"action": "terminate", "time": "2030-01-01T00:02:00Z"}).encode()
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        self.send_response(404)
-        self.end_headers()
+NOTICE = {"/latest/meta-data/spot/instance-action": lambda: json.dumps({"action": "terminate", "time": "2030-01-01T00:02:00Z"})}
 
 
 def fake_agent(**extra):
@@ -54,10 +37,7 @@ def fake_agent(**extra):
 
 class NoticeLatency(unittest.TestCase):
     def test_a_slow_control_read_does_not_hold_up_the_imds_poll(self):
-        server = HTTPServer(("127.0.0.1", 0), NoticeImds)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        url = serve_imds(self, NOTICE)
         control_started = threading.Event()
 
         def slow_control():
@@ -65,7 +45,7 @@ class NoticeLatency(unittest.TestCase):
             time.sleep(30)  # a storage read stuck in the AWS CLI's retries
 
         agent = fake_agent(check_control=slow_control)
-        agent.cfg["imdsUrl"] = "http://127.0.0.1:%d" % server.server_port
+        agent.cfg["imdsUrl"] = url
         self.addCleanup(agent.threads_stop.set)
         threading.Thread(target=Agent.control_loop, args=(agent,), daemon=True).start()
         self.assertTrue(control_started.wait(10))
