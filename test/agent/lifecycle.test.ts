@@ -5,7 +5,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { gateKey, startGateDocument } from '../../src/agent/layout.js';
+import { controlKey, gateKey, startGateDocument, statusKey } from '../../src/agent/layout.js';
 import { PYTHON, type Sandbox, TEST_JOB, groupAlive, readJson, useAgentSandbox, waitFor, walkFiles } from './support.js';
 
 const { imds, sandbox } = useAgentSandbox();
@@ -138,6 +138,49 @@ describe('agent lifecycle', () => {
     const status = await box.run(config);
 
     expect(status).toMatchObject({ phase: 'failed', exitCode: 4, message: 'setup exited with code 4' });
+    expect(existsSync(path.join(config.stateDir, 'job.json'))).toBe(false);
+  });
+
+  // A restore that does not end must not hold up the end of an attempt that is over anyway (a
+  // download of many gigabytes keeps going for minutes). Here the restore reads attempt 1's status
+  // (the resume evidence) from a FIFO nobody writes: its open() blocks for good.
+  async function blockedRestore(run: string): Promise<void> {
+    await box.publishCheckpoint(run, 1, '00000001', { step: '4\n' }, 4);
+    const earlier = path.join(box.storageDir, statusKey({ run, generation: 1, attempt: 1 }));
+    await mkdir(path.dirname(earlier), { recursive: true });
+    execFileSync('mkfifo', [earlier]);
+  }
+
+  it('reports a failed setup at once while the checkpoint restore is still running', async () => {
+    box = await sandbox();
+    const bundle = await box.bundle({ 'job.sh': TEST_JOB });
+    await blockedRestore('slowfail');
+    const key = { run: 'slowfail', generation: 1, attempt: 2 };
+    const base = box.config(key, bundle, imds.url, {});
+    // Setup fails only once the restore has begun, so the two overlap whatever the load.
+    const log = path.join(base.stateDir, 'job.log');
+    const config = { ...base, setup: `until grep -q 'restoring the checkpoint' '${log}'; do sleep 0.05; done; echo "no such package" >&2; exit 4` };
+
+    const status = await box.run(config);
+
+    expect(status).toMatchObject({ phase: 'failed', exitCode: 4, message: 'setup exited with code 4' });
+    expect(box.logs(key), box.agentLog(config)).not.toContain('checkpoint restore done');
+  });
+
+  it('stops at once on a stop request while the checkpoint restore is still running', async () => {
+    box = await sandbox();
+    const bundle = await box.bundle({ 'job.sh': TEST_JOB });
+    await blockedRestore('slowstop');
+    const key = { run: 'slowstop', generation: 1, attempt: 2 };
+    const config = box.config(key, bundle, imds.url, {});
+    const agent = await box.start(config);
+    await waitFor('the restore under way', () => box.status(key)?.phase === 'restoring');
+    await mkdir(path.dirname(path.join(box.storageDir, controlKey(key))), { recursive: true });
+    await writeFile(path.join(box.storageDir, controlKey(key)), JSON.stringify({ action: 'stop', reason: 'suspend' }));
+    const { code } = await agent.exited;
+
+    expect(code).toBe(0);
+    expect(box.status(key)?.phase).toBe('stopped');
     expect(existsSync(path.join(config.stateDir, 'job.json'))).toBe(false);
   });
 

@@ -99,6 +99,9 @@ class Agent:
         self.threads_stop = threading.Event()
         self.sync_stop = threading.Event()
         self.threads = []
+        # Set once the final status and result.json are written: nothing is published after them
+        # (a checkpoint restore abandoned by the attempt's end may still be running; see start_restore).
+        self.finished = False
         self.publish_wake = threading.Event()
         self.publisher_running = False
         # A phase set since the last status write (written first by the heartbeat thread).
@@ -155,7 +158,9 @@ class Agent:
 
     def request_publish(self):
         """Phase changes are published at once, by the heartbeat thread when it runs (so the
-        caller never waits on storage), synchronously otherwise."""
+        caller never waits on storage), synchronously otherwise; never after the final status."""
+        if self.finished:
+            return
         if self.publisher_running:
             self.publish_wake.set()
         else:
@@ -398,8 +403,12 @@ class Agent:
 
     def start_restore(self):
         """Starts the checkpoint restore (behind the start gate when there is one) on a thread;
-        join_restore() returns its outcome. The thread is one of self.threads, so an attempt that
-        ends first (a failed setup, a stop) ends its wait at the gate and waits for it."""
+        join_restore() returns its outcome. An attempt that ends first (a failed setup, a stop)
+        does not wait for it: finish() sets threads_stop, which ends a wait at the gate, and
+        publishes the final status at once; a download still running is abandoned with the
+        process (the restore swaps a checkpoint in by rename only once it is whole, and nothing is
+        published after the final status). A restore of many gigabytes must not hold up the report
+        that the attempt failed."""
         outcome = {"done": threading.Event()}
 
         def work():
@@ -422,9 +431,7 @@ class Agent:
             finally:
                 outcome["done"].set()
 
-        t = threading.Thread(target=self._guarded, args=("restore", work), name="restore", daemon=True)
-        self.threads.append(t)
-        t.start()
+        threading.Thread(target=self._guarded, args=("restore", work), name="restore", daemon=True).start()
         return outcome
 
     def join_restore(self, outcome):
@@ -441,6 +448,8 @@ class Agent:
                 waiting = "set up; waiting for attempt %d to stop before starting the job" % (self.cfg["attempt"] - 1)
                 self.set_status(phase="waiting", message=waiting)
             while not outcome["done"].wait(0.2):
+                if self.stopping():
+                    break  # a stop or a notice: the job never started, so there is nothing to wait for
                 if outcome.get("restoring") and self.status.get("phase") == "waiting":
                     self.set_status(phase="restoring", message=None if self.status.get("message") == waiting else self.status.get("message"))
         if waiting is not None and self.status.get("message") == waiting:
@@ -900,6 +909,7 @@ class Agent:
                     final = self.publish_status()
                 except Exception as e:
                     self.log("retention after the final sync failed (the next attempt retries it): %s" % e)
+            self.finished = True
         atomic_write(self.p("result.json"), json_bytes(final))
         for name in ("job.json", "setup.json", "job.pid", "setup.pid", "job.pgid", "job.exit", "setup.exit",
                      "logs.cursor", "checkpoints.json", "restore", "staging", "upload", "snapshot.tmp",
