@@ -10,7 +10,9 @@
 //   setup started       transition on AGENT_INSTALLING
 //   set up              the agent's `setup` observation event: restored from the setup cache or run
 //   first trained       transition on AGENT_TRAINING: data.agentAt (the job's start on the instance's
-//                       clock, as its agent reported it) when present, else the transition's time
+//                       clock, as its agent reported it) when present, else the transition's time;
+//                       without one, data.jobStartedAt of the attempt's notice or end (a job no poll
+//                       saw training)
 //   noticed             transition on SPOT_NOTICE or INSTANCE_GONE (data.step: progress then); a
 //                       notice the agent reported is dated data.agentAt, when it began stopping the job
 //   final checkpoint    the `final checkpoint` observation (data.safe, data.checkpointStep, data.lastStep)
@@ -142,7 +144,10 @@ export function timelineFromEvents(events: readonly RunEvent[]): AttemptTimeline
     if (e.kind === 'transition') {
       const t = get(generation, attempt);
       // The moment on the instance when the agent's report caused the transition (reconcile.ts agentMoment).
-      const agentAt = typeof data.agentAt === 'string' && Number.isFinite(Date.parse(data.agentAt)) ? data.agentAt : undefined;
+      const moment = (v: unknown) => (typeof v === 'string' && Number.isFinite(Date.parse(v)) ? v : undefined);
+      const agentAt = moment(data.agentAt);
+      // A job no look saw training (it ended or was noticed between two polls) still trained from here.
+      const jobStartedAt = moment(data.jobStartedAt);
       switch (data.event) {
         case 'INSTANCE_READY':
           t.readyAt ??= e.at;
@@ -163,6 +168,7 @@ export function timelineFromEvents(events: readonly RunEvent[]): AttemptTimeline
             if (step !== undefined) t.stepAtNotice = step;
           }
       }
+      if (jobStartedAt) t.firstTrainedAt ??= jobStartedAt;
     } else if (e.kind === 'effect' && e.action === 'launch' && (e.result === 'ok' || e.result === 'adopted')) {
       const t = get(generation, attempt);
       t.launchedAt ??= e.at;

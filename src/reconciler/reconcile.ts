@@ -432,16 +432,23 @@ function absorbObservation(
 }
 
 /**
- * `agentAt` for a transition the agent's own report caused: AGENT_TRAINING at the job's start, a
- * SPOT_NOTICE at the moment the agent began stopping the job. The ledger prefers it to the
- * transition's time, which trails it by the agent's heartbeat and the controller's poll (issue 12).
+ * The instance's moments behind a transition the agent's own report caused (issue 12): `agentAt`,
+ * AGENT_TRAINING at the job's start and a SPOT_NOTICE when the agent began stopping the job, which
+ * the ledger prefers to the transition's time (it trails them by a heartbeat and a poll); and
+ * `jobStartedAt` on a notice or the job's end, for a job no look saw training (it ended, or was
+ * noticed, between two polls), only while the transition still names that attempt (a retried
+ * failure names the next). A moment later than the transition (a clock ahead of the controller's)
+ * is not trusted.
  */
-function agentMoment(status: RunStatus, ev: MachineEvent, attempt: number): { agentAt?: string } {
+function agentMoment(status: RunStatus, ev: MachineEvent, attempt: number, attemptAfter: number): { agentAt?: string; jobStartedAt?: string } {
   const agent = status.agent?.attempt === attempt ? status.agent : undefined;
   if (!agent) return {};
-  if (ev.type === 'AGENT_TRAINING' && agent.jobStartedAt) return { agentAt: agent.jobStartedAt };
-  if (ev.type === 'SPOT_NOTICE' && agent.stoppingSince && Date.parse(agent.stoppingSince) <= ev.at) return { agentAt: agent.stoppingSince };
-  return {};
+  const trusted = (at: string | undefined) => (at !== undefined && Date.parse(at) <= ev.at ? at : undefined);
+  const started = trusted(agent.jobStartedAt);
+  if (ev.type === 'AGENT_TRAINING') return started ? { agentAt: started } : {};
+  const stopping = ev.type === 'SPOT_NOTICE' ? trusted(agent.stoppingSince) : undefined;
+  const ended = attemptAfter === attempt && (ev.type === 'SPOT_NOTICE' || ev.type === 'JOB_SUCCEEDED' || ev.type === 'JOB_FAILED');
+  return { ...(stopping ? { agentAt: stopping } : {}), ...(ended && started ? { jobStartedAt: started } : {}) };
 }
 
 async function commitTransition(
@@ -471,7 +478,7 @@ async function commitTransition(
       // The ledger's "steps redone" starts from the progress at the notice.
       ...((ev.type === 'SPOT_NOTICE' || ev.type === 'INSTANCE_GONE') && status.progress ? { step: status.progress.step } : {}),
       // The moment on the instance, when its agent reported it: the controller sees it a poll later.
-      ...agentMoment(status, ev, before.context.attempt),
+      ...agentMoment(status, ev, before.context.attempt, after.context.attempt),
     },
   }));
   record.generation = after.context.generation;

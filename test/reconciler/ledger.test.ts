@@ -177,6 +177,20 @@ describe('ledger timeline', () => {
     expect(buildLedger(timelineFromEvents(bad), instances(), T0 + 1000_000).interruptions[0]?.trainingAgainAt).toBe(at(490));
   });
 
+  it("takes the first training from the job's end when no look saw the job training", () => {
+    // Attempt 2's job started at 484 s and finished before the next poll: the reconciler went
+    // Installing -> Completed on JOB_SUCCEEDED, and only that transition carries the job's start.
+    const events = interruptedRun()
+      .filter((e) => !(e.data?.event === 'AGENT_TRAINING' && e.attempt === 2))
+      .map((e) => (e.data?.event === 'JOB_SUCCEEDED' ? { ...e, data: { ...e.data, jobStartedAt: at(484) } } : e));
+    const ledger = buildLedger(timelineFromEvents(events), instances(), T0 + 1000_000);
+    expect(ledger.attempts.find((a) => a.attempt === 2)?.firstTrainedAt).toBe(at(484));
+    expect(ledger.interruptions[0]).toMatchObject({ trainingAgainAt: at(484), recoverySeconds: 84 });
+    // A transition that saw the job training keeps its own moment: the end's does not replace it.
+    const both = interruptedRun().map((e) => (e.data?.event === 'JOB_SUCCEEDED' ? { ...e, data: { ...e.data, jobStartedAt: at(300) } } : e));
+    expect(buildLedger(timelineFromEvents(both), instances(), T0 + 1000_000).interruptions[0]?.trainingAgainAt).toBe(at(490));
+  });
+
   it('counts the steps between the last step reached and the checkpoint restored as redone', () => {
     const events = interruptedRun().map((e) => (e.action === 'restored checkpoint' ? { ...e, data: { ...e.data, checkpoint: '00000011', step: 110 } } : e));
     const ledger = buildLedger(timelineFromEvents(events), instances(), T0 + 1000_000);
