@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkpointsPrefix } from '../../src/agent/layout.js';
+import { checkpointsPrefix, contentsPrefix } from '../../src/agent/layout.js';
 import type { AgentStatus } from '../../src/providers/types.js';
 import { REPO_ROOT, type Sandbox, useAgentSandbox, waitFor } from './support.js';
 
@@ -88,6 +88,64 @@ describe('the step a checkpoint holds', () => {
     await writeFile(`${hold}.2`, '');
     expect((await agent.exited).code).toBe(0);
   }, 120_000);
+});
+
+describe('a declared save is stored while the job writes it', () => {
+  it('each shard is stored as the job closes it, and the declaration publishes it without reading it again', async () => {
+    box = await sandbox();
+    const contents = path.join(box.storageDir, contentsPrefix('staged'));
+    const bundle = await box.bundle({
+      'train.py': [
+        'import hashlib, json, os, time',
+        'd, contents = os.environ["RUNCTL_CHECKPOINT_DIR"], os.environ["CONTENTS_DIR"]',
+        'def shard(path, byte):',
+        '    data = bytes([byte]) * (3 << 20)',
+        '    with open(path, "wb") as f:',
+        '        f.write(data)',
+        '    return hashlib.sha256(data).hexdigest()',
+        'def stored(sha):  # waits for the state, not for a time',
+        '    for _ in range(1200):',
+        '        if os.path.exists(os.path.join(contents, sha)):',
+        '            return True',
+        '        time.sleep(0.05)',
+        '    return False',
+        // The first save declares: from then on the agent stores saves as they are written.
+        'open(os.path.join(d, "config.json"), "w").write("{}")',
+        'print("RUNCTL_CHECKPOINT_SAVED step=0", flush=True)',
+        'for step in (10, 20):',
+        '    ck = os.path.join(d, "checkpoint-%d" % step)',
+        '    os.makedirs(ck)',
+        '    first = shard(os.path.join(ck, "model-00001-of-00002.safetensors"), step)',
+        '    print("step %d shard 1 stored before the save was declared: %s" % (step, stored(first)), flush=True)',
+        '    shard(os.path.join(ck, "model-00002-of-00002.safetensors"), step + 1)',
+        '    json.dump({"global_step": step}, open(os.path.join(ck, "trainer_state.json"), "w"))',
+        '    print("RUNCTL_CHECKPOINT_SAVED step=%d" % step, flush=True)',
+      ].join('\n'),
+    });
+    const key = { run: 'staged', generation: 1, attempt: 1 };
+    // The periodic sync is an hour away: only the staging and the declared syncs store anything.
+    const config = box.config(key, bundle, imds.url, { command: 'python3 train.py', env: { CONTENTS_DIR: contents }, syncIntervalSeconds: 3600 });
+    const agent = await box.start(config);
+    for (const step of [10, 20]) {
+      const c = await waitFor(`the declared save of step ${step}`, () => box.checkpoints('staged', 1).find((x) => x.manifest.step === step), 90_000);
+      // The shard stored ahead counts as uploaded by this checkpoint; earlier saves are reused.
+      expect(c.manifest.sync).toMatchObject({ filesUploaded: 3, bytesUploaded: 2 * (3 << 20) + Buffer.byteLength(`{"global_step": ${step}}`) });
+      for (const [n, byte] of [[1, step], [2, step + 1]] as const) {
+        // Buffer.equals: a deep toEqual of 3 MiB takes the better part of a minute.
+        expect(readFileSync(box.checkpointFile(c, `checkpoint-${step}/model-0000${n}-of-00002.safetensors`)).equals(Buffer.alloc(3 << 20, byte))).toBe(true);
+      }
+    }
+    expect((await agent.exited).code).toBe(0);
+    expect(box.logs(key)).toContain('step 10 shard 1 stored before the save was declared: True');
+    expect(box.logs(key)).toContain('step 20 shard 1 stored before the save was declared: True');
+    const log = box.agentLog(config);
+    expect(log).toMatch(/stored 1 file of a save in progress ahead of its declaration \(3145728 bytes, 3145728 uploaded\)/);
+    // Each shard is stored once: a declared sync reuses the one stored ahead without reading it.
+    const published = [...log.matchAll(/published checkpoint \d+ \([^)]*storage writes by this agent so far: (\d+) bytes/g)].map((m) => Number(m[1]));
+    const shardBytes = 4 * (3 << 20);
+    expect(published.at(-1)).toBeGreaterThanOrEqual(shardBytes);
+    expect(published.at(-1)).toBeLessThan(shardBytes + 64 * 1024);
+  }, 180_000);
 });
 
 describe('a busy file beside the checkpoint', () => {

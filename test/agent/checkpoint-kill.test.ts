@@ -81,7 +81,9 @@ function runAll(work: string, commands: string[][], killAfter?: number): Outcome
 const shard = (tag: string, n: number) => `${tag}-`.repeat(200 + n * 37);
 
 // Hugging Face Trainer layout: checkpoint-<step>/ folders of shards plus small JSON files, the
-// job keeping its newest two; an empty folder, a nested one and an inner link ("latest").
+// job keeping its newest two; an empty folder, a nested one and an inner link ("latest"). The third
+// save's first shard is stored ahead of its declaration (stage), as the agent does for a job that
+// declares its saves.
 const SCENARIO: string[][] = [
   ['save', JSON.stringify({ write: { 'checkpoint-1/model-1.bin': shard('a1', 1), 'checkpoint-1/model-2.bin': shard('a2', 2), 'checkpoint-1/trainer_state.json': '{"global_step": 1}' }, dirs: ['runs/empty'], links: { latest: 'checkpoint-1' } })],
   ['sync', '1'],
@@ -89,7 +91,9 @@ const SCENARIO: string[][] = [
   ['save', JSON.stringify({ write: { 'checkpoint-2/model-1.bin': shard('b1', 3), 'checkpoint-2/model-2.bin': shard('a2', 2), 'checkpoint-2/trainer_state.json': '{"global_step": 2}' }, links: { latest: 'checkpoint-2' } })],
   ['sync', '2'],
   ['retain', '2'],
-  ['save', JSON.stringify({ write: { 'checkpoint-3/model-1.bin': shard('c1', 4), 'checkpoint-3/model-2.bin': shard('c2', 5), 'checkpoint-3/trainer_state.json': '{"global_step": 3}' }, delete: ['checkpoint-1'], links: { latest: 'checkpoint-3' } })],
+  ['save', JSON.stringify({ write: { 'checkpoint-3/model-1.bin': shard('c1', 4) } })],
+  ['stage'],
+  ['save', JSON.stringify({ write: { 'checkpoint-3/model-2.bin': shard('c2', 5), 'checkpoint-3/trainer_state.json': '{"global_step": 3}' }, delete: ['checkpoint-1'], links: { latest: 'checkpoint-3' } })],
   ['sync', '3'],
   ['retain', '1'],
 ];
@@ -127,9 +131,8 @@ describe('checkpoint store kill matrix', () => {
       expect(r.verified.published.length).toBe(1);
       rmSync(work, { recursive: true, force: true });
     }
-    // Kills landed in syncs and in retentions alike.
-    expect([...killedAt].some((i) => SCENARIO[i]![0] === 'sync')).toBe(true);
-    expect([...killedAt].some((i) => SCENARIO[i]![0] === 'retain')).toBe(true);
+    // Kills landed in syncs, in storing ahead and in retentions alike.
+    for (const command of ['sync', 'stage', 'retain']) expect([...killedAt].some((i) => SCENARIO[i]![0] === command)).toBe(true);
   });
 });
 
@@ -144,8 +147,9 @@ describe('checkpoint store under random saves, syncs, retention and crashes', ()
   const command = fc.oneof(
     save.map((s) => ({ kind: 'save' as const, s })),
     fc.constant({ kind: 'sync' as const }),
+    fc.constant({ kind: 'stage' as const }),
     fc.integer({ min: 1, max: 3 }).map((keep) => ({ kind: 'retain' as const, keep })),
-    fc.record({ during: fc.constantFrom('sync', 'retain'), after: fc.integer({ min: 0, max: 6 }) }).map((c) => ({ kind: 'crash' as const, ...c })),
+    fc.record({ during: fc.constantFrom('sync', 'stage', 'retain'), after: fc.integer({ min: 0, max: 6 }) }).map((c) => ({ kind: 'crash' as const, ...c })),
   );
 
   it('keeps every kept manifest restorable and its contents stored', { timeout: 600_000 }, () => {
@@ -162,11 +166,11 @@ describe('checkpoint store under random saves, syncs, retention and crashes', ()
           };
           for (const c of commands) {
             if (c.kind === 'save') batch.push(['save', JSON.stringify(c.s)]);
-            else if (c.kind === 'sync') batch.push(['sync']);
+            else if (c.kind === 'sync' || c.kind === 'stage') batch.push([c.kind]);
             else if (c.kind === 'retain') batch.push(['retain', String(c.keep)]);
             else {
               flush();
-              const r = harness(work, c.during === 'sync' ? ['sync'] : ['retain', '1'], opsDone(work) + c.after);
+              const r = harness(work, c.during === 'retain' ? ['retain', '1'] : [c.during], opsDone(work) + c.after);
               if (r.killed) verify(work);
             }
           }

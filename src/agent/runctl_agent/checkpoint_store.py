@@ -161,6 +161,10 @@ class CheckpointStore(object):
         self.yielded = False  # the last retain or collect stopped early for a waiting save
         self.view = None  # what this store knows of storage: current_view()
         self.uploaded_at = {}  # sha256 -> (size, time.time() before its upload began), by this store
+        # Contents this store uploaded that no manifest it published names yet: a save stored
+        # ahead of its declaration (Checkpoints.stage) or held back. Its manifest counts them as
+        # uploaded, and a collection with G = 0 leaves them alone until then.
+        self.unpublished = set()
         self.bytes_written = 0  # bytes this store wrote to storage (contents, rejected copies, manifests), for benches
         self.pinned = set()  # (generation, id) of manifests of other generations this attempt restored
         self.index_path = os.path.join(state_dir, "checkpoint-index.json")
@@ -421,6 +425,9 @@ class CheckpointStore(object):
         # One DeleteObjects call per 1,000 keys on S3; one key per kill point on file:// (the kill
         # matrix stops between any two deletions there).
         batch = 1 if isinstance(self.storage, FileStorage) else 1000
+        if self.grace <= 0:
+            # One writer, no time rule: what it stored for a manifest not yet written is kept.
+            doomed = [k for k in doomed if k[len(contents_prefix(self.prefix)):] not in self.unpublished]
         for start in range(0, len(doomed), batch):
             if stop():
                 return start
@@ -511,9 +518,10 @@ class SyncSession(object):
             else:
                 unread.append(entry)
         sizes = set(size for size, _ in self.stored.values()) | set(self.uploaded.values())
-        # Several new files are read at once, one thread each: each is then copied and hashed in
-        # one pass (one read of the page cache, not two); a file read alone gets two threads.
-        self.one_pass = len(unread) > 1
+        # Several large new files are read at once, one thread each: each is then copied and hashed
+        # in one pass (one read of the page cache, not two); a large file read alone (the last
+        # shard of a save whose others were stored as the job closed them) gets two threads.
+        self.one_pass = sum(1 for e in unread if e.size >= PARALLEL_COPY_FROM) > 1
         for entry, read in zip(unread, read_in_parallel(lambda e: self._read(root, e, sizes), unread)):
             ok, value = self._settle(entry, read)
             if ok == "vanished":
@@ -673,6 +681,7 @@ class SyncSession(object):
         upload started, which is never later than the stored object's time)."""
         if uploaded:
             self.uploaded[sha] = entry.size
+            self.store.unpublished.add(sha)
             self.store.uploaded_at[sha] = (entry.size, began if began is not None else time.time())
             self.counts["filesUploaded"] += 1
             self.counts["bytesUploaded"] += entry.size
@@ -716,7 +725,9 @@ class SyncSession(object):
         counts = {"filesUploaded": 0, "filesReused": 0, "bytesUploaded": 0, "bytesReused": 0}
         counted = set()
         for f in files:
-            if f["sha256"] in self.uploaded and f["sha256"] not in counted:
+            # Uploaded for this checkpoint: by this session, or by an earlier one that stored the
+            # save ahead of its declaration (nothing published names it yet).
+            if (f["sha256"] in self.uploaded or f["sha256"] in store.unpublished) and f["sha256"] not in counted:
                 counted.add(f["sha256"])
                 counts["filesUploaded"] += 1
                 counts["bytesUploaded"] += f["size"]
@@ -736,6 +747,7 @@ class SyncSession(object):
         store.bytes_written += len(data)
         store.manifests[(store.generation, cid)] = manifest
         store._viewed_publish(cid)
+        store.unpublished -= set(f["sha256"] for f in files)
         # The identities of the published files, and of files this session stored without
         # publishing them (a folder not yet complete), so the next sync reads neither again.
         index = {}

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 
-from .capture import Capture
+from .capture import Capture, proc_available, process_gone
 from .checkpoint_restore import restore_checkpoint
 from .checkpoint_store import DEFAULT_GRACE_SECONDS, CheckpointStore, entries_equal
 from .checkpoint_tree import scan_tree
@@ -47,7 +47,9 @@ class NoCheckpointLeft(AgentFailure):
 
 DEFAULT_THROUGHPUT = 20 * 1024 * 1024  # bytes/s assumed for the final upload before a sync was measured
 TICK_SECONDS = 0.25  # how often the job's open files are looked at (a scan of /proc)
-DECLARATION_POLL_SECONDS = 0.02  # how often the job's log and marker are looked at for a declared save
+STAGE_TICK_SECONDS = 0.1  # ... while a job that declares its saves may be writing one (stage)
+STAGE_FROM_BYTES = 1024 * 1024  # smaller files are read at the declaration: they cost little, and change often
+DECLARATION_POLL_SECONDS = 0.01  # how often the job's log and marker are looked at for a declared save
 
 
 class Checkpoints:
@@ -90,6 +92,11 @@ class Checkpoints:
         # final sync after a clean exit with nothing newer declared carries it on.
         self.last_declared = None
         self.refused_seen = set()
+        # Saves stored while the job writes them (stage): on once the job declares a save (or the
+        # checkpoint it resumes from was declared); {path: identity} already tried since the
+        # last declaration, so a file reopened and rewritten before it costs one extra copy at most.
+        self.declares_saves = False
+        self.staged = {}
         self.malformed_seen = set()  # (declaration, problem) already warned about
         # Resume evidence (resume_evidence.py): the checkpoint this attempt restored (id, manifest)
         # while nothing it published holds newer training state; the ids judged so far; the ids
@@ -171,6 +178,8 @@ class Checkpoints:
             declared = True
         if declared:
             self.capture.declared()
+            self.declares_saves = True
+            self.staged = {}
         return declared
 
     def _malformed(self, what, problem):
@@ -271,9 +280,12 @@ class Checkpoints:
         cid = manifest["id"]
         counts = manifest["sync"]
         uploaded_bytes = counts["bytesUploaded"]
+        # Throughput from what this sync itself stored: files stored ahead by stage took their
+        # time before it started.
+        moved = sum(session.uploaded.values())
         elapsed = max(time.time() - started, 1e-3)
-        if uploaded_bytes >= 64 * 1024:  # small syncs measure latency, not throughput
-            self.throughput = uploaded_bytes / elapsed
+        if moved >= 64 * 1024:  # small syncs measure latency, not throughput
+            self.throughput = moved / elapsed
         self.last_uploaded = uploaded_bytes
         ref = ref_of(manifest)
         atomic_write(self.p("checkpoints.json"), json_bytes({"fingerprint": fp if complete else None,
@@ -296,6 +308,56 @@ class Checkpoints:
         self.retention_due = True  # run by retain_if_due: the checkpoint loop, or the agent's finish
         self.set_status(publish=False, lastCheckpoint=ref, checkpoints=self.kept_list())
         return ref
+
+    def stage(self, sid):
+        """Store the large files of a save while the job is still writing the rest of it, each
+        as soon as the job has closed it, so a declared save then costs its last file and its
+        manifest instead of all of it (issue 9, acceptance 3: save -> safe within 1.5x a plain
+        copy; on S3 the shards of a multi-GB save upload while the next ones are written).
+
+        Publishes nothing: which files a checkpoint holds is still decided by the sync (capture.py),
+        which reuses a file stored here unread when its identity (size, mtime_ns, inode, device)
+        is unchanged (the store's local index). Only for a job that declares its saves: its next
+        declaration publishes what is stored here at once, whereas a job synced every interval
+        may rewrite a file many times before a sync and would pay an upload for each. A file is
+        taken when it is at least STAGE_FROM_BYTES, no process of the job (session sid) holds it
+        open for writing (needs /proc), it is not appended to (a log), its writer did not vanish
+        holding it, and it was not tried already since the last declaration (one speculative
+        copy per file per save at most: written / new stays near 1). The store's copy-then-recheck
+        rejects a file that changes while it is read. Returns the number of files stored.
+        Raises StorageError (the caller treats it as a failed sync)."""
+        if not self.declares_saves or sid is None or not proc_available() or process_gone(sid):
+            return 0  # a job that ended may have died mid-save: its final sync judges its files
+        with self.lock:
+            src = self.cfg["checkpointDir"]
+            tree = scan_tree(src)
+            capture = self.capture
+            index = self.store.load_index()
+            todo = [e for e in tree.files
+                    if e.size >= STAGE_FROM_BYTES and e.path not in capture.writing and e.path not in capture.appended
+                    and e.path not in capture.suspect and e.path not in self.staged
+                    and (index.get(e.path) or {}).get("identity") != e.identity()]
+            if not todo:
+                return 0
+            # Looked at again after the scan: a file opened since the last look is not a finished one.
+            open_now = capture.watch(sid)
+            todo = [e for e in todo if e.path not in open_now]
+            if not todo:
+                return 0
+            for e in todo:
+                self.staged[e.path] = e.identity()
+            started = time.time()
+            session = self.store.begin()
+            added = session.add_files(src, todo)
+            session.keep_index()
+            stored = sum(f["size"] for f in added["accepted"])
+            moved = sum(session.uploaded.values())
+            if moved >= 64 * 1024:
+                self.throughput = moved / max(time.time() - started, 1e-3)
+            self.log("stored %d file%s of a save in progress ahead of its declaration (%d bytes, %d uploaded)%s" % (
+                len(added["accepted"]), "" if len(added["accepted"]) == 1 else "s", stored, moved,
+                "" if not added["rejected"] else "; not stored: " + "; ".join(r["reason"] for r in added["rejected"][:3])))
+            return len(added["accepted"])
 
     def retry_due(self):
         """True when a sync was held back by a save in progress and it is time to try again (the
@@ -566,6 +628,8 @@ class Checkpoints:
                 continue
             ref = ref_of(manifest, cid)
             own = generation == self.cfg["generation"]
+            if manifest.get("stepSource") in ("line", "marker"):
+                self.declares_saves = True  # the job declares its saves: store them as it writes (stage)
             if own:
                 self.kept[cid] = ref
                 self.resume_base = (cid, manifest)

@@ -6,6 +6,10 @@
     python3 store_harness.py WORK sync [STEP]    one sync of WORK/ckpt through the agent's own path
                                                  (checkpoints.Checkpoints.sync: capture, store,
                                                  local state), as the final sync after a clean exit
+    python3 store_harness.py WORK stage          store the folder's finished files ahead of a declared
+                                                 save (checkpoints.Checkpoints.stage, for a job that
+                                                 declares its saves; any size: the harness's files
+                                                 are small), publishing nothing
     python3 store_harness.py WORK retain KEEP    retention (store.retain)
     python3 store_harness.py WORK verify         every published manifest restores and verifies,
                                                  and restores to a folder state that was saved
@@ -34,6 +38,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from runctl_agent.checkpoint_restore import restore_checkpoint  # noqa: E402
 from runctl_agent.checkpoint_store import CheckpointStore, contents_prefix, manifest_shas  # noqa: E402
 from runctl_agent.checkpoint_tree import scan_tree  # noqa: E402
+from runctl_agent import checkpoints as checkpoints_module  # noqa: E402
 from runctl_agent.checkpoints import Checkpoints  # noqa: E402
 from runctl_agent.storage import open_storage  # noqa: E402
 from runctl_agent.util import remove_quietly  # noqa: E402
@@ -164,6 +169,12 @@ def one(work, command, args, shared=None):
             ckpts.declared = (step, "line")
         ref = ckpts.sync(final=True, clean_exit=True)
         return {"id": ref and ref["id"], "ref": ref, "leftOut": ckpts.last_left_out, "logs": logs}
+    if command == "stage":
+        ckpts = open_checkpoints(work, store, logs)
+        ckpts.declares_saves = True
+        checkpoints_module.STAGE_FROM_BYTES = 1
+        # This process as the job's session: alive, and holding none of the files open.
+        return {"stored": ckpts.stage(os.getpid()), "logs": logs}
     if command == "retain":
         return {"retired": store.retain(int(argv[2])), "logs": logs}
     if command == "verify":

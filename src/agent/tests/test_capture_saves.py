@@ -4,6 +4,7 @@ a child process, a pointer written before the file it names, a declared save ove
 next one, and a log appended beside the checkpoint. Each job runs in its own session, as the
 agent starts it, and the agent's own Checkpoints.sync decides (capture.py, checkpoints.py)."""
 
+import hashlib
 import json
 import os
 import signal
@@ -28,7 +29,9 @@ with open(path, "wb") as f:  # torch.save: truncate in place, then write for a w
 """
 
 
-class SaveTest(unittest.TestCase):
+class JobHarness(unittest.TestCase):
+    """The agent's Checkpoints over file:// storage, with real job processes in their own sessions."""
+
     def setUp(self):
         checkpoint_dirs(self)
         cfg = {"checkpointDir": self.root, "syncIntervalSeconds": 1, "storage": self.storage.root, "run": "r",
@@ -87,6 +90,8 @@ class SaveTest(unittest.TestCase):
         self.wait_for("the save to open its file", lambda: os.path.exists(opened))
         return p
 
+
+class SaveTest(JobHarness):
     def test_a_save_killed_with_its_writer_is_not_published(self):
         # Input 1's sibling: the grace period ends during a save; the writer is SIGKILLed.
         self.write("ckpt.pt", b"c" * 65536 * 8)
@@ -228,6 +233,90 @@ class SaveTest(unittest.TestCase):
         else:
             self.fail("a log that only grows held every sync back")
         self.assertIn("model.pt", self.published()[-1][1])
+
+
+class StoredAheadTest(JobHarness):
+    """A save the job declares is stored file by file as the job closes each file (Checkpoints.stage),
+    published only by the declared sync, which reads none of them again."""
+
+    SHARD = 3 << 20
+
+    def content_stored(self, data):
+        key = self.ckpts.store.content_key(hashlib.sha256(data).hexdigest())
+        return os.path.exists(self.storage.local_path(key))
+
+    def test_a_closed_shard_is_stored_while_the_next_is_written_and_published_unread(self):
+        self.ckpts.declares_saves = True  # the job declared an earlier save
+        first = b"1" * self.SHARD
+        self.write("checkpoint-5/model-00001-of-00002.safetensors", first)
+        writer = self.slow_save("checkpoint-5/model-00002-of-00002.safetensors", 40, 0.05)
+        self.capture.watch(writer.pid)
+        self.assertEqual(self.ckpts.stage(writer.pid), 1)
+        self.assertTrue(self.content_stored(first))
+        self.assertEqual(self.published(), [])  # stored, not published: the save is not declared yet
+        self.assertEqual(self.ckpts.stage(writer.pid), 0)  # nothing new closed
+        self.assertEqual(writer.wait(), 0)
+        self.write("checkpoint-5/trainer_state.json", b'{"global_step": 5}')
+        before = self.ckpts.store.bytes_written
+        self.ckpts.declared = (5, "line")
+        self.capture.declared()
+        ref = self.ckpts.sync(final=False, sid=None)
+        self.assertEqual(ref["step"], 5)
+        manifest = self.ckpts.store.manifest(1, ref["id"], cached=False)
+        # Counted as uploaded by this checkpoint, and written to storage once: the second shard,
+        # trainer_state.json and the manifest are all the declared sync wrote.
+        self.assertEqual(manifest["sync"]["filesUploaded"], 3)
+        written = self.ckpts.store.bytes_written - before
+        self.assertGreaterEqual(written, 40 * 65536 + 18)
+        self.assertLess(written, 40 * 65536 + 18 + 4096)
+
+    def test_nothing_is_stored_ahead_for_a_job_that_never_declared_a_save(self):
+        # Synced every interval, it may rewrite a file many times in between: one upload each.
+        data = b"2" * self.SHARD
+        self.write("ckpt.pt", data)
+        job = self.job("import time; time.sleep(30)")
+        self.capture.watch(job.pid)
+        self.assertEqual(self.ckpts.stage(job.pid), 0)
+        self.assertFalse(self.content_stored(data))
+
+    def test_nothing_is_stored_ahead_once_the_job_ended(self):
+        # It may have died in the middle of the save: the final sync judges its files (capture.py).
+        self.ckpts.declares_saves = True
+        job = self.job("pass")
+        data = b"4" * self.SHARD
+        self.write("ckpt.pt", data)
+        job.wait()
+        self.assertEqual(self.ckpts.stage(job.pid), 0)
+        self.assertFalse(self.content_stored(data))
+
+    def test_a_file_rewritten_after_it_was_stored_ahead_costs_one_copy_and_the_save_gets_the_new_one(self):
+        self.ckpts.declares_saves = True
+        job = self.job("import time; time.sleep(30)")
+        old, new = b"o" * self.SHARD, b"n" * self.SHARD
+        self.write("ckpt.pt", old)
+        self.capture.watch(job.pid)
+        self.assertEqual(self.ckpts.stage(job.pid), 1)
+        time.sleep(0.01)  # a new mtime, even on a coarse clock
+        self.write("ckpt.pt", new)
+        self.assertEqual(self.ckpts.stage(job.pid), 0)  # tried once per save already
+        self.assertFalse(self.content_stored(new))
+        self.ckpts.declared = (7, "line")
+        self.capture.declared()
+        ref = self.ckpts.sync(final=False, sid=job.pid)
+        self.assertEqual(ref["step"], 7)
+        manifest = self.ckpts.store.manifest(1, ref["id"], cached=False)
+        self.assertEqual([f["sha256"] for f in manifest["files"]], [hashlib.sha256(new).hexdigest()])
+
+    def test_a_collection_with_no_grace_leaves_contents_stored_ahead_alone(self):
+        # grace 0 (one writer): no time rule protects a content no manifest names yet.
+        self.ckpts.declares_saves = True
+        job = self.job("import time; time.sleep(30)")
+        data = b"3" * self.SHARD
+        self.write("model.safetensors", data)
+        self.capture.watch(job.pid)
+        self.assertEqual(self.ckpts.stage(job.pid), 1)
+        self.ckpts.store.collect()
+        self.assertTrue(self.content_stored(data))
 
 
 if __name__ == "__main__":

@@ -314,16 +314,23 @@ class BucketStoreTest(StoreTest):
         self.assertEqual(store.sync_tree(self.root, scan_tree(self.root))["manifest"]["id"], "00000003")
 
     def test_contents_uploaded_by_a_sync_that_published_nothing_are_reused_by_the_next(self):
-        # A periodic sync while a Hugging Face folder is half written stores its finished shards;
-        # the declared sync after the save uploads only the rest.
+        # A periodic sync while a Hugging Face folder is half written (or the agent storing a
+        # declared save as the job writes it) stores its finished shards; the declared sync after
+        # the save uploads only the rest. Both count as uploaded for the checkpoint that first
+        # names them: they are its new contents, not ones an earlier checkpoint stored.
         self.write("checkpoint-1/model-1.safetensors", os.urandom(4096))
         session = self.store.begin()
         self.assertEqual(len(session.add_files(self.root, scan_tree(self.root).files)["accepted"]), 1)
         self.write("checkpoint-1/model-2.safetensors", os.urandom(4096))
         self.bucket.calls = []
+        before = self.store.bytes_written
         m = self.sync()["manifest"]
-        self.assertEqual((m["sync"]["filesUploaded"], m["sync"]["filesReused"]), (1, 1))
-        self.assertNotIn("list_keys", self.bucket.calls)
+        self.assertEqual(self.bucket.calls, ["put_tree", "put_bytes"])  # model-2, then the manifest
+        self.assertLess(self.store.bytes_written - before, 2 * 4096)  # not model-1 again
+        self.assertEqual((m["sync"]["filesUploaded"], m["sync"]["filesReused"]), (2, 0))
+        self.write("checkpoint-1/model-3.safetensors", os.urandom(4096))
+        m = self.sync()["manifest"]
+        self.assertEqual((m["sync"]["filesUploaded"], m["sync"]["filesReused"]), (1, 2))
 
 
 if __name__ == "__main__":
