@@ -16,7 +16,8 @@
 // files included; today's: the sum of its "published checkpoint" sizes, which is exactly what its
 // put_tree copies). Extra disk on the instance: the peak size of the agent's state dir (staging
 // copies, snapshot temp files; hard links to the job's own files take no space and are not
-// counted), sampled every 20 ms. Writes its section of docs/BENCHMARKS.md.
+// counted), sampled every 20 ms. Writes its section of docs/BENCHMARKS.md; prints each save's
+// figures, and BENCH_AGENT_LOG=<prefix> keeps each agent's log as <prefix>-<backend>-<agent>.log.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -298,6 +299,7 @@ async function runOne(backend: 'file' | 's3', agent: 'today' | 'new', agentPath:
     clearInterval(sampler);
 
     const agentLog = readFileSync(path.join(stateDir, 'agent.log'), 'utf8');
+    if (process.env.BENCH_AGENT_LOG) writeFileSync(`${process.env.BENCH_AGENT_LOG}-${backend}-${agent}.log`, agentLog);
     let bytesWritten: number;
     if (backend === 's3') {
       bytesWritten = proxy!.written();
@@ -347,7 +349,8 @@ async function main(): Promise<void> {
         const f = await runOne(backend, agent, agents[agent], backend === 's3' ? moto : undefined);
         results.push(f);
         process.stdout.write(
-          `  written/new ${(f.bytesWritten / f.newBytes).toFixed(2)}, extra disk ${fmtMiB(f.peakExtraDisk)}, save→safe median ${fmtS(median(f.saveToSafe))}, plain copy median ${fmtS(median(f.plainCopy))}\n`,
+          `  written/new ${(f.bytesWritten / f.newBytes).toFixed(2)}, extra disk ${fmtMiB(f.peakExtraDisk)}, save→safe median ${fmtS(median(f.saveToSafe))}, plain copy median ${fmtS(median(f.plainCopy))}\n` +
+            `  save→safe each: ${f.saveToSafe.map((s) => s.toFixed(3)).join(' ')}; plain copy each: ${f.plainCopy.map((s) => s.toFixed(3)).join(' ')}\n`,
         );
       }
     }
@@ -390,6 +393,9 @@ async function main(): Promise<void> {
     'state folder sampled every 20 ms (a staging copy; hard links to the job\'s own files take no space and are not',
     'counted). The content-addressed agent copies new files straight into the store on file:// (0 extra), and on S3',
     'uploads a sync\'s new contents with one `aws s3 cp --recursive` of a folder of hard links to them (0 extra).',
+    'Once the job has declared a save, it stores each shard of the next one as the job closes it (docs/checkpoints.md,',
+    '"A declared save is stored while it is written"), so the declaration costs the last shard and the manifest.',
+    'The console output lists every save\'s figures; `BENCH_AGENT_LOG=<prefix>` keeps each agent\'s log.',
     '',
     `Measured ${new Date().toISOString().slice(0, 10)} on ${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'CPU'}, Node ${process.version}, load average ${load} when it finished`,
     '(the machine was shared with other work, so absolute times are rough; the ratios are the figures).',
