@@ -237,12 +237,15 @@ class Checkpoints:
             # checkpoint is published until the save is whole; a declared one is tried again soon.
             session.keep_index()
             if self.declared is not None and held_files:
-                # A save is in progress after the declared one (the next save began before this
-                # one could be published): the declaration no longer describes the folder, and a
-                # later publish must not carry its step.
-                self.log("the save declared at step %s was overwritten by the next one before it could be published" % (
-                    self.declared[0] if self.declared[0] is not None else "unknown"))
+                # A file is being written after the declaration (the next save began, or the job
+                # declared before closing a file of this one): the declaration no longer
+                # describes the folder, and no later publish may carry its step, nor the one
+                # declared before it.
+                self.log("the save declared at step %s could not be published: %s; it is published with the next "
+                         "declaration, or by a later sync with its step unknown" % (
+                             self.declared[0] if self.declared[0] is not None else "unknown", held_files[0]))
                 self.declared = None
+                self.last_declared = None
             self._report_left_out(left)
             self._maybe_stalled(left)
             self.retry_at = time.monotonic() + max(TICK_SECONDS, self.capture.quiet / 2.0)

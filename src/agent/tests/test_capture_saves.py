@@ -193,7 +193,23 @@ class SaveTest(JobHarness):
         self.quiet()
         ref = self.ckpts.sync(final=False, sid=p.pid)
         self.assertIsNone(ref.get("step"))  # holds step 2's model: not "step 1"
-        self.assertTrue(any("overwritten by the next one" in line for line in self.logs))
+        self.assertTrue(any("the save declared at step 1 could not be published: model.bin is open for writing" in line
+                            for line in self.logs))
+
+    def test_a_save_declared_before_its_file_was_closed_does_not_give_a_later_checkpoint_an_older_step(self):
+        # break13: the job declared step 1 with model.pt still open, then closed it and exited 0.
+        self.write("config.json", b"{}")
+        self.ckpts.declared = (0, "line")
+        self.capture.declared()
+        self.assertEqual(self.ckpts.sync(final=False, sid=os.getpid())["step"], 0)
+        p = self.slow_save("model.pt", 4, 0.1)
+        self.ckpts.declared = (1, "line")
+        self.capture.declared()
+        self.assertIsNone(self.ckpts.sync(final=False, sid=p.pid))
+        self.assertEqual(p.wait(), 0)
+        ref = self.ckpts.sync(final=True, clean_exit=True)
+        self.assertIn("model.pt", [f["path"] for f in self.ckpts.store.manifest(1, ref["id"], cached=False)["files"]])
+        self.assertIsNone(ref.get("step"))  # not step 0, which did not hold model.pt
 
     def test_a_status_file_rewritten_every_few_ms_does_not_drop_a_declared_save(self):
         # A second break test's input: status.json rewritten with open("w") every 10 ms beside a
