@@ -26,7 +26,7 @@ import time
 import traceback
 
 from .bundle import fetch_bundle
-from .checkpoints import DECLARATION_POLL_SECONDS, STAGE_TICK_SECONDS, TICK_SECONDS, Checkpoints, NoCheckpointLeft
+from .checkpoints import DECLARATION_POLL_SECONDS, TICK_SECONDS, Checkpoints, NoCheckpointLeft
 from .config import run_prefix
 from .errors import AgentFailure
 from .faults import Faults
@@ -305,7 +305,7 @@ class Agent:
     def checkpoint_loop(self):
         """Every DECLARATION_POLL_SECONDS: the job's declarations (a declared save is synced at
         once: this poll is most of the delay between a save and its upload starting); every
-        TICK_SECONDS (STAGE_TICK_SECONDS for a job that declares its saves): also the job's open
+        TICK_SECONDS (Checkpoints.stage_interval for a job that declares its saves): also the job's open
         files, and the large files of a save in progress the job has closed are stored ahead of
         its declaration (Checkpoints.stage); every syncIntervalSeconds: a periodic sync."""
         self.checkpoints.start_watching(self.joblog.path, self.progress_from or 0)
@@ -315,7 +315,7 @@ class Agent:
             sid = self.child.pid if self.child is not None else None
             watch = time.monotonic() >= next_watch
             if watch:
-                next_watch = time.monotonic() + (STAGE_TICK_SECONDS if self.checkpoints.declares_saves else TICK_SECONDS)
+                next_watch = time.monotonic() + (self.checkpoints.stage_interval() if self.checkpoints.declares_saves else TICK_SECONDS)
             try:
                 declared = self.checkpoints.tick(sid if watch else None)
                 if watch and not declared:

@@ -4,7 +4,8 @@ publish a file the job may still be writing").
 A file is left out of a sync when any of these says the job may still be writing it:
   1. it is open for writing in one of the job's processes: /proc/<pid>/fd/<n> resolves to it and
      /proc/<pid>/fdinfo/<n> `flags` has O_WRONLY or O_RDWR (every process of the job's session,
-     so data-loader workers and torchrun's children count);
+     so data-loader workers and torchrun's children count), or one of them maps it shared and
+     writable (/proc/<pid>/maps; such a file is also never reused by its identity afterwards);
   2. the job did not exit 0 and the file was open for writing at the last look before it ended,
      or its writer vanished holding it (killed mid-save: torch.save truncates first, so the file
      is a prefix of the new state). While the job runs, a writer that exits (a child process that
@@ -99,6 +100,29 @@ def open_for_writing(pids, root, appending=None):
     return out
 
 
+def mapped_for_writing(pids, root):
+    """{relative path under root: pid} of files any of pids maps shared and writable
+    (/proc/<pid>/maps: permissions `rw?s`). Such a file can change with no descriptor open
+    (torch.from_file(shared=True) closes its fd after mmap) and without its mtime moving, so
+    neither open_for_writing nor the file's identity shows the change."""
+    root = os.path.realpath(root)
+    prefix = root.rstrip("/") + "/"
+    out = {}
+    for pid in pids:
+        try:
+            with open("/proc/%d/maps" % pid, "r") as f:
+                for line in f:
+                    fields = line.split(None, 5)
+                    if len(fields) < 6 or fields[1][1] != "w" or fields[1][3] != "s":
+                        continue
+                    path = fields[5].rstrip("\n")
+                    if path.startswith(prefix) and not path.endswith(" (deleted)"):
+                        out[path[len(prefix):]] = pid
+        except (OSError, IndexError):
+            continue
+    return out
+
+
 def process_gone(pid):
     """True when pid has exited: no /proc entry, or a zombie (state Z or X) that its parent has not
     reaped yet, as a SIGKILLed group's processes are for a while."""
@@ -138,13 +162,16 @@ class Capture(object):
         self.declared_at = None  # time of the newest save the job declared
         self.signalled_at = None  # time the stop signal was sent
         self.open_at_signal = {}  # path -> pid open for writing when it was sent
+        self.pids = []  # the job's processes at the last look
+        self.mapped = set()  # paths ever seen mapped shared and writable: never reused by identity
 
     def watch(self, sid):
         """One look at the job's open files; returns {path: pid} open for writing now."""
         if sid is None or not proc_available():
             return {}
         appending = set()
-        current = open_for_writing(session_pids(sid), self.root, appending)
+        self.pids = session_pids(sid)
+        current = open_for_writing(self.pids, self.root, appending)
         self.appended |= appending
         self.rewritten |= set(current) - appending
         for path, pid in list(self.writing.items()):
@@ -159,6 +186,13 @@ class Capture(object):
             self.vanished_after_signal.discard(path)
         self.writing = dict(current)
         return current
+
+    def mapped_now(self):
+        """{path: pid} of files the job's processes (at the last watch) map shared and writable;
+        remembered in self.mapped."""
+        now = mapped_for_writing(self.pids, self.root) if proc_available() else {}
+        self.mapped |= set(now)
+        return now
 
     def declared(self, at=None):
         """The job said its checkpoint is complete (line or marker): files changed before `at` need
@@ -221,11 +255,14 @@ class Capture(object):
         """
         now = self.clock()
         open_now = self.watch(sid) if (sid is not None and not job_ended) else {}
+        mapped_now = self.mapped_now() if (sid is not None and not job_ended) else {}
         candidates, left = [], []
         for entry in tree.files:
             reason = None
             if entry.path in open_now:
                 reason = "%s is open for writing by the job (pid %d)" % (entry.path, open_now[entry.path])
+            elif entry.path in mapped_now:
+                reason = "%s is mapped shared and writable by the job (pid %d)" % (entry.path, mapped_now[entry.path])
             elif entry.path in self.vanished_after_signal:
                 reason = "%s was being written by pid %d, which ended after the stop signal before closing it (killed mid-save?)" % (
                     entry.path, self.suspect.get(entry.path, 0))

@@ -88,6 +88,9 @@ COPY_CHUNK = 1024 * 1024
 HASH_FIRST_BELOW = 8 * 1024 * 1024  # file:// files of a stored size below this are hashed before any copy
 PARALLEL_COPY_FROM = 1024 * 1024  # file:// files from this size are copied and hashed at once, in two threads
 READ_WORKERS = 4  # files read (hashed, copied) at once by one sync
+# A file renamed into place is reused by its identity from this size: a small file deleted and
+# another created at once could get its inode, size and timestamp; a large one takes longer to write.
+RENAMED_REUSE_FROM = 1024 * 1024
 TEMP_SEQ = itertools.count()  # unique temp names for the copies running at once
 
 
@@ -168,6 +171,7 @@ class CheckpointStore(object):
         self.bytes_written = 0  # bytes this store wrote to storage (contents, rejected copies, manifests), for benches
         self.pinned = set()  # (generation, id) of manifests of other generations this attempt restored
         self.index_path = os.path.join(state_dir, "checkpoint-index.json")
+        self.index_cache = None  # ((size, mtime_ns, inode) of the index file, its parsed content)
 
     # -- reading
     def ids(self, generation=None, others=None):
@@ -264,10 +268,17 @@ class CheckpointStore(object):
 
     # -- the local index: what we know of files already stored, to skip reading them again
     def load_index(self):
+        """{path: {"identity", "sha256"}} (a fresh dict the caller may change). Parsed again only
+        when the file changed: Checkpoints.stage asks ten times a second, and the index of a
+        checkpoint of thousands of files takes tens of milliseconds to parse."""
         try:
-            with open(self.index_path, "rb") as f:
-                doc = json.loads(f.read().decode("utf-8"))
-            return doc if isinstance(doc, dict) else {}
+            st = os.stat(self.index_path)
+            key = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if self.index_cache is None or self.index_cache[0] != key:
+                with open(self.index_path, "rb") as f:
+                    doc = json.loads(f.read().decode("utf-8"))
+                self.index_cache = (key, doc if isinstance(doc, dict) else {})
+            return dict(self.index_cache[1])
         except (OSError, ValueError):
             return {}
 
@@ -492,11 +503,15 @@ class SyncSession(object):
     def reusable(self, sha):
         return sha in self.uploaded or sha in self.protected
 
-    def add_files(self, root, entries):
+    def add_files(self, root, entries, reread=()):
         """Snapshot each file (checkpoint_tree.FileEntry) under root into the store.
         Returns {"accepted": [{"path","size","sha256","mode"}], "rejected": [{"path","reason"}]}.
 
-        A file whose identity the local index knows is reused unread. Otherwise it is read once
+        A file whose identity the local index knows is reused unread, under its own path or under
+        the path it had before the job renamed it into place (a save written to a temp name or a
+        tmp-checkpoint-*/ folder, then renamed: same inode, same mtime). reread: paths never
+        reused that way (a file the job mapped shared and writable: writes through a mapping
+        need not move its mtime). Otherwise it is read once
         (up to READ_WORKERS files at once, read_in_parallel):
         on S3 it is hashed, and the contents not already stored are uploaded together by one
         `aws s3 cp --recursive` of a folder of hard links to them (no copy: the extra disk is
@@ -511,10 +526,16 @@ class SyncSession(object):
         it until collected; restore's sha256 check refuses it meanwhile)."""
         self.root = root
         accepted, rejected, pending, unread = [], [], [], []
+        by_identity = self.known_identities()
         for entry in entries:
             known = self.index.get(entry.path)
-            if known and known.get("identity") == entry.identity() and self.reusable(known.get("sha256")):
-                accepted.append(self._accept(entry, known["sha256"], uploaded=False)[1])
+            sha = known.get("sha256") if known and known.get("identity") == entry.identity() else None
+            if sha is None and entry.size >= RENAMED_REUSE_FROM:
+                sha = by_identity.get(tuple(entry.identity()))
+            if entry.path in reread:
+                sha = None
+            if sha is not None and self.reusable(sha):
+                accepted.append(self._accept(entry, sha, uploaded=False)[1])
             else:
                 unread.append(entry)
         sizes = set(size for size, _ in self.stored.values()) | set(self.uploaded.values())
@@ -541,6 +562,15 @@ class SyncSession(object):
         accepted.sort(key=lambda f: f["path"])
         rejected.sort(key=lambda r: r["path"])
         return {"accepted": accepted, "rejected": rejected}
+
+    def known_identities(self):
+        """{(size, mtime_ns, inode, device): sha256} of the files the local index knows."""
+        out = {}
+        for known in self.index.values():
+            identity = known.get("identity") if isinstance(known, dict) else None
+            if isinstance(identity, list) and isinstance(known.get("sha256"), str):
+                out[tuple(identity)] = known["sha256"]
+        return out
 
     def add(self, root, entry):
         """(True, file entry dict) once the file's content is stored, or (False, reason)."""

@@ -17,13 +17,14 @@ step; otherwise the step comes from a recognised layout or is unknown, never fro
 """
 
 import os
+import stat
 import threading
 import time
 
 from .capture import Capture, proc_available, process_gone
 from .checkpoint_restore import restore_checkpoint
 from .checkpoint_store import DEFAULT_GRACE_SECONDS, CheckpointStore, entries_equal
-from .checkpoint_tree import scan_tree
+from .checkpoint_tree import FileEntry, scan_tree
 from .errors import AgentFailure
 from .resume_evidence import avoided_checkpoints, holds_newer_state, published_by, sha256_prefix
 from .steps import MARKER_FILE, VALID_DECLARATION, hf_folder, lightning_step, layout_step, marker_step, saved_line
@@ -34,6 +35,18 @@ from .util import atomic_write, json_bytes, now_iso, read_json
 
 HF_COMPLETE_FILE = "trainer_state.json"
 FAULT_REFUSED = "CheckpointEntryRefused"
+
+
+def restat(root, entry):
+    """entry (checkpoint_tree.FileEntry) with its identity read again, or None when it is no
+    longer a regular file."""
+    try:
+        st = os.lstat(os.path.join(root, *entry.path.split("/")))
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return FileEntry(entry.path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, stat.S_IMODE(st.st_mode))
 
 
 def entries_of(manifest):
@@ -97,6 +110,7 @@ class Checkpoints:
         # last declaration, so a file reopened and rewritten before it costs one extra copy at most.
         self.declares_saves = False
         self.staged = {}
+        self.stage_look_seconds = 0.0  # what the last look for finished files cost (stage_interval)
         self.malformed_seen = set()  # (declaration, problem) already warned about
         # Resume evidence (resume_evidence.py): the checkpoint this attempt restored (id, manifest)
         # while nothing it published holds newer training state; the ids judged so far; the ids
@@ -226,7 +240,7 @@ class Checkpoints:
         started = time.time()
         candidates, left = self.capture.choose(tree, sid=sid, job_ended=final, clean_exit=final and clean_exit)
         session = self.store.begin()
-        added = session.add_files(src, candidates)
+        added = session.add_files(src, candidates, reread=self.capture.mapped)
         left.extend(added["rejected"])
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
@@ -332,19 +346,25 @@ class Checkpoints:
         if not self.declares_saves or sid is None or not proc_available() or process_gone(sid):
             return 0  # a job that ended may have died mid-save: its final sync judges its files
         with self.lock:
+            looked = time.monotonic()
             src = self.cfg["checkpointDir"]
             tree = scan_tree(src)
             capture = self.capture
             index = self.store.load_index()
+            known = set(tuple(v.get("identity") or ()) for v in index.values() if isinstance(v, dict))
             todo = [e for e in tree.files
                     if e.size >= STAGE_FROM_BYTES and e.path not in capture.writing and e.path not in capture.appended
-                    and e.path not in capture.suspect and e.path not in self.staged
-                    and (index.get(e.path) or {}).get("identity") != e.identity()]
-            if not todo:
-                return 0
-            # Looked at again after the scan: a file opened since the last look is not a finished one.
-            open_now = capture.watch(sid)
-            todo = [e for e in todo if e.path not in open_now]
+                    and e.path not in capture.suspect and e.path not in capture.mapped and e.path not in self.staged
+                    and tuple(e.identity()) not in known]  # stored already, under this path or the one it was renamed from
+            if todo:
+                # Looked at again after the scan, and each file's identity taken after that look: a
+                # file the job closed in between is taken as it is now, not as the scan saw it
+                # being written (which the copy-then-recheck would refuse as changed).
+                capture.watch(sid)
+                busy = set(capture.writing) | set(capture.mapped_now())
+                todo = [fresh for fresh in (restat(src, e) for e in todo if e.path not in busy)
+                        if fresh is not None and fresh.size >= STAGE_FROM_BYTES]
+            self.stage_look_seconds = time.monotonic() - looked
             if not todo:
                 return 0
             for e in todo:
@@ -353,6 +373,8 @@ class Checkpoints:
             session = self.store.begin()
             added = session.add_files(src, todo)
             session.keep_index()
+            if not added["accepted"] and not added["rejected"]:
+                return 0  # deleted since the scan (a job rotating its old checkpoints)
             stored = sum(f["size"] for f in added["accepted"])
             moved = sum(session.uploaded.values())
             if moved >= 64 * 1024:
@@ -361,6 +383,12 @@ class Checkpoints:
                 len(added["accepted"]), "" if len(added["accepted"]) == 1 else "s", stored, moved,
                 "" if not added["rejected"] else "; not stored: " + "; ".join(r["reason"] for r in added["rejected"][:3])))
             return len(added["accepted"])
+
+    def stage_interval(self):
+        """Seconds until the next look for a save's finished files: STAGE_TICK_SECONDS, or ten
+        times what the last look cost (a folder of thousands of files), so looking takes at most
+        about a tenth of a core."""
+        return max(STAGE_TICK_SECONDS, 10 * self.stage_look_seconds)
 
     def retry_due(self):
         """True when a sync was held back by a save in progress and it is time to try again (the

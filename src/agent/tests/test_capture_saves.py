@@ -28,6 +28,21 @@ with open(path, "wb") as f:  # torch.save: truncate in place, then write for a w
         time.sleep(pause)
 """
 
+MAPPING_WRITER = r"""
+import ctypes, mmap, os, sys, time
+path, size, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+os.ftruncate(fd, size)
+addr = libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+os.close(fd)  # as torch.from_file(shared=True) does: the mapping outlives the descriptor
+ctypes.memset(addr, 1, size)
+open(ready, "w").close()
+time.sleep(30)
+"""
+
 
 class JobHarness(unittest.TestCase):
     """The agent's Checkpoints over file:// storage, with real job processes in their own sessions."""
@@ -322,6 +337,61 @@ class StoredAheadTest(JobHarness):
         self.assertEqual(ref["step"], 7)
         manifest = self.ckpts.store.manifest(1, ref["id"], cached=False)
         self.assertEqual([f["sha256"] for f in manifest["files"]], [hashlib.sha256(new).hexdigest()])
+
+    def test_a_file_the_job_closes_between_the_scan_and_the_look_is_stored_as_closed(self):
+        # The scan sees the shard half written; by the look at the job's open files it is closed.
+        # Its identity is read after that look, so the copy-then-recheck does not refuse it.
+        self.ckpts.declares_saves = True
+        job = self.job("import time; time.sleep(30)")
+        path = os.path.join(self.root, "model.safetensors")
+        self.write("model.safetensors", b"h" * self.SHARD)
+        look = self.capture.watch
+
+        def finishing_write(sid):
+            with open(path, "ab") as f:
+                f.write(b"t" * self.SHARD)
+            self.capture.watch = look
+            return look(sid)
+        self.capture.watch = finishing_write
+        self.assertEqual(self.ckpts.stage(job.pid), 1)
+        self.assertTrue(self.content_stored(b"h" * self.SHARD + b"t" * self.SHARD))
+
+    def test_a_save_renamed_into_place_is_stored_once(self):
+        # transformers' tmp-checkpoint-*/ and Orbax's *.orbax-checkpoint-tmp folders, os.replace of
+        # a temp file: the same inode and mtime under a new path.
+        self.ckpts.declares_saves = True
+        job = self.job("import time; time.sleep(30)")
+        shard = b"r" * self.SHARD
+        self.write("tmp-checkpoint-3/model.safetensors", shard)
+        self.capture.watch(job.pid)
+        self.assertEqual(self.ckpts.stage(job.pid), 1)
+        os.rename(os.path.join(self.root, "tmp-checkpoint-3"), os.path.join(self.root, "checkpoint-3"))
+        self.write("checkpoint-3/trainer_state.json", b'{"global_step": 3}')
+        self.assertEqual(self.ckpts.stage(job.pid), 0)  # known by its identity: nothing to store
+        before = self.ckpts.store.bytes_written
+        self.ckpts.declared = (3, "line")
+        self.capture.declared()
+        ref = self.ckpts.sync(final=False, sid=job.pid)
+        self.assertEqual(ref["step"], 3)
+        self.assertLess(self.ckpts.store.bytes_written - before, 4096)  # trainer_state.json and the manifest
+        manifest = self.ckpts.store.manifest(1, ref["id"], cached=False)
+        self.assertIn({"path": "checkpoint-3/model.safetensors", "sha256": hashlib.sha256(shard).hexdigest()},
+                      [{"path": f["path"], "sha256": f["sha256"]} for f in manifest["files"]])
+        self.assertEqual(manifest["sync"]["filesUploaded"], 2)
+
+    def test_a_file_mapped_shared_and_writable_is_neither_stored_ahead_nor_published(self):
+        # torch.from_file(shared=True) maps and closes its descriptor: no fd says it is written.
+        self.ckpts.declares_saves = True
+        ready = os.path.join(self.tmp.name, "mapped")
+        job = self.job(MAPPING_WRITER, os.path.join(self.root, "state.bin"), self.SHARD, ready)
+        self.wait_for("the job to map its file", lambda: os.path.exists(ready))
+        self.capture.watch(job.pid)
+        self.assertEqual(self.ckpts.stage(job.pid), 0)
+        self.ckpts.declared = (1, "line")
+        self.capture.declared()
+        self.assertIsNone(self.ckpts.sync(final=False, sid=job.pid))
+        self.assertIn("state.bin is mapped shared and writable by the job", " ".join(i["reason"] for i in self.ckpts.last_left_out))
+        self.assertIn("state.bin", self.capture.mapped)
 
     def test_a_collection_with_no_grace_leaves_contents_stored_ahead_alone(self):
         # grace 0 (one writer): no time rule protects a content no manifest names yet.

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import time
@@ -180,6 +181,41 @@ class StoreTest(unittest.TestCase):
         self.assertIsNone(got)
         self.assertEqual(reason, "file w.bin fails its sha256 check")
         self.assertEqual(os.listdir(dest), ["keep"])
+
+
+class IdentityReuseTest(StoreTest):
+    """What the local index lets a sync reuse unread: a file with the identity (size, mtime_ns,
+    inode, device) it had when stored, under its path or the one it was renamed from."""
+
+    def test_a_file_renamed_into_place_is_reused_unless_it_must_be_read_again(self):
+        self.write("tmp/model.bin", b"m" * (2 << 20))
+        self.sync()
+        os.rename(os.path.join(self.root, "tmp"), os.path.join(self.root, "final"))
+        path = os.path.join(self.root, "final", "model.bin")
+        before = os.stat(path)
+        # The same bytes count, changed in place with the identity kept (what a write through a
+        # shared mapping can look like): only reread tells the session not to trust it.
+        with open(path, "r+b") as f:
+            f.write(b"M")
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        entries = scan_tree(self.root).files
+        trusted = self.store.begin().add_files(self.root, entries)["accepted"]
+        self.assertEqual(trusted[0]["sha256"], hashlib.sha256(b"m" * (2 << 20)).hexdigest())
+        reread = self.store.begin().add_files(self.root, entries, reread={"final/model.bin"})["accepted"]
+        self.assertEqual(reread[0]["sha256"], hashlib.sha256(b"M" + b"m" * ((2 << 20) - 1)).hexdigest())
+
+    def test_a_small_file_is_reused_by_identity_only_under_its_own_path(self):
+        # A small file deleted and another created at once could get its inode, size and timestamp.
+        self.write("a/state.json", b"{}")
+        self.sync()
+        os.rename(os.path.join(self.root, "a"), os.path.join(self.root, "b"))
+        path = os.path.join(self.root, "b", "state.json")
+        before = os.stat(path)
+        with open(path, "r+b") as f:
+            f.write(b"[]")
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        accepted = self.store.begin().add_files(self.root, scan_tree(self.root).files)["accepted"]
+        self.assertEqual(accepted[0]["sha256"], hashlib.sha256(b"[]").hexdigest())  # read, not trusted
 
 
 class BucketLike(object):
