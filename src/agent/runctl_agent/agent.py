@@ -309,6 +309,9 @@ class Agent:
         files, and the large files of a save in progress the job has closed are stored ahead of
         its declaration (Checkpoints.stage); every syncIntervalSeconds: a periodic sync."""
         self.checkpoints.start_watching(self.joblog.path, self.progress_from or 0)
+        # Declarations are read on a thread of their own, so one made while this loop stores a
+        # large file is timed when it was made, not when the loop gets to it.
+        threading.Thread(target=self.declaration_watch, name="declarations", daemon=True).start()
         next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
         next_watch = 0.0
         while not self.sync_stop.wait(DECLARATION_POLL_SECONDS):
@@ -332,6 +335,14 @@ class Agent:
             except Exception as e:
                 self.log("checkpoint sync failed: %s" % e)
                 self.sync_failed(e)
+
+    def declaration_watch(self):
+        """Every DECLARATION_POLL_SECONDS until the checkpoint loop stops: Checkpoints.poll_declarations."""
+        while not self.sync_stop.wait(DECLARATION_POLL_SECONDS):
+            try:
+                self.checkpoints.poll_declarations()
+            except Exception as e:  # a log that cannot be read now is read at the next poll
+                self.log("reading the job's declarations failed: %s" % e)
 
     def sync_ok(self):
         self.sync_failures = 0

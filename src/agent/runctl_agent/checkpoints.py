@@ -89,6 +89,9 @@ class Checkpoints:
         quiet = min(1.0, max(0.2, cfg["syncIntervalSeconds"] / 2.0))
         self.capture = Capture(cfg["checkpointDir"], quiet_seconds=quiet, busy_after=2)
         self.declared = None  # (step or None, source) of a save the job declared, not yet published
+        self.declared_at = None  # when that declaration was seen (epoch seconds)
+        self.declaration_lock = threading.Lock()  # poll_declarations runs on its own thread too
+        self.pending_declaration = None  # (step, source, seen at) not yet taken by tick
         self.saved_cursor = None  # offset in job.log up to which declaration lines were read
         self.marker_seen = None  # (mtime_ns, size) of the marker file last seen
         self.throughput = None  # bytes/s measured on this instance's syncs
@@ -155,46 +158,66 @@ class Checkpoints:
             return None
 
     def tick(self, sid):
-        """One look: the job's files open for writing, new declaration lines, a rewritten marker.
-        True when the job declared a save since the last look (the caller syncs at once)."""
+        """One look: the job's files open for writing, and the declarations seen since the last
+        look (poll_declarations, here or on the declaration thread). True when the job declared
+        a save since the last look (the caller syncs at once)."""
         if sid is not None:
             self.capture.watch(sid)
-        declared = False
-        if self.saved_cursor is not None:
-            path, offset = self.saved_cursor
-            try:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read(4 * 1024 * 1024)
-            except OSError:
-                data = b""
-            cut = data.rfind(b"\n")
-            if cut >= 0:
-                for line in data[: cut + 1].decode("utf-8", "replace").splitlines():
-                    ok, step, problem = saved_line(line.split("\r")[-1])
+        self.poll_declarations()
+        with self.declaration_lock:
+            seen, self.pending_declaration = self.pending_declaration, None
+        if seen is None:
+            return False
+        step, source, at = seen
+        self.declared = (step, source)
+        self.declared_at = at
+        self.capture.declared(at=at)
+        self.declares_saves = True
+        self.staged = {}
+        return True
+
+    def poll_declarations(self):
+        """Read new declaration lines in job.log and a rewritten marker, and note the newest as
+        pending with the time it was seen (epoch seconds). Safe on any thread: the agent runs it
+        every DECLARATION_POLL_SECONDS on a thread of its own, so a declaration is timed within
+        that poll of when the job made it even while the checkpoint loop is busy storing a file
+        (break14: timed when the loop got to it, seconds later, a save begun after the
+        declaration counted as part of it). True when one was seen."""
+        with self.declaration_lock:
+            now = time.time()
+            found = None
+            if self.saved_cursor is not None:
+                path, offset = self.saved_cursor
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        data = f.read(4 * 1024 * 1024)
+                except OSError:
+                    data = b""
+                cut = data.rfind(b"\n")
+                if cut >= 0:
+                    for line in data[: cut + 1].decode("utf-8", "replace").splitlines():
+                        ok, step, problem = saved_line(line.split("\r")[-1])
+                        if problem:
+                            self._malformed(line.split("\r")[-1].strip(), problem)
+                        if ok:
+                            found = (step, "line" if step is not None else None, now)
+                    self.saved_cursor = (path, offset + cut + 1)
+            marker = self._marker_state()
+            if marker is not None and marker != self.marker_seen:
+                self.marker_seen = marker
+                try:
+                    with open(os.path.join(self.cfg["checkpointDir"], MARKER_FILE), "rb") as f:
+                        step, problem = marker_step(f.read(4096))
                     if problem:
-                        self._malformed(line.split("\r")[-1].strip(), problem)
-                    if ok:
-                        self.declared = (step, "line" if step is not None else None)
-                        declared = True
-                self.saved_cursor = (path, offset + cut + 1)
-        marker = self._marker_state()
-        if marker is not None and marker != self.marker_seen:
-            self.marker_seen = marker
-            try:
-                with open(os.path.join(self.cfg["checkpointDir"], MARKER_FILE), "rb") as f:
-                    step, problem = marker_step(f.read(4096))
-                if problem:
-                    self._malformed(MARKER_FILE, problem)
-            except OSError:
-                step = None
-            self.declared = (step, "marker" if step is not None else None)
-            declared = True
-        if declared:
-            self.capture.declared()
-            self.declares_saves = True
-            self.staged = {}
-        return declared
+                        self._malformed(MARKER_FILE, problem)
+                except OSError:
+                    step = None
+                # The marker's own mtime is when the job declared (it writes the marker last).
+                found = (step, "marker" if step is not None else None, min(now, marker[0] / 1e9))
+            if found is not None:
+                self.pending_declaration = found
+            return found is not None
 
     def _malformed(self, what, problem):
         """Say once per distinct declaration (agent log and the job's log) that its step was not
@@ -238,6 +261,7 @@ class Checkpoints:
             return None
         self.changed_since_publish = True
         started = time.time()
+        self._overtaken_since_declared(tree)
         candidates, left = self.capture.choose(tree, sid=sid, job_ended=final, clean_exit=final and clean_exit)
         session = self.store.begin()
         added = session.add_files(src, candidates, reread=self.capture.mapped)
@@ -389,6 +413,25 @@ class Checkpoints:
         times what the last look cost (a folder of thousands of files), so looking takes at most
         about a tenth of a core."""
         return max(STAGE_TICK_SECONDS, 10 * self.stage_look_seconds)
+
+    def _overtaken_since_declared(self, tree):
+        """Drop the declaration pending publication when a file changed after it was seen (the
+        next save has begun: break14's job that declared step 1 and rewrote its state file at once
+        got a 'step 1' checkpoint holding step 2's state). Files already left out by the sync
+        before the declaration (a status file rewritten every few ms) and appended ones (logs) are
+        not part of a save and do not count. A file written within one DECLARATION_POLL_SECONDS
+        after the declaration cannot be told from one written just before it."""
+        if self.declared is None or self.declared_at is None:
+            return
+        capture = self.capture
+        after = [e.path for e in tree.files if e.mtime_ns / 1e9 > self.declared_at and e.path != MARKER_FILE
+                 and e.path not in capture.left_out and e.path not in capture.appended]
+        if after:
+            self.log("the save declared at step %s could not be published: %s changed after the declaration (the next save "
+                     "began); it is published with the next declaration, or by a later sync with its step unknown" % (
+                         self.declared[0] if self.declared[0] is not None else "unknown", after[0]))
+            self.declared = None
+            self.last_declared = None
 
     def retry_due(self):
         """True when a sync was held back by a save in progress and it is time to try again (the

@@ -226,6 +226,41 @@ class SaveTest(JobHarness):
         self.assertIn("model.pt", [f["path"] for f in self.ckpts.store.manifest(1, ref["id"], cached=False)["files"]])
         self.assertIsNone(ref.get("step"))  # not step 0, which did not hold model.pt
 
+    def test_a_file_rewritten_after_the_declaration_was_seen_takes_the_step_away(self):
+        # break14: the job declared step 1, then rewrote its state file at once (save 2 began)
+        # while the checkpoint loop was busy storing a large file; "step 1" held step 2's state.
+        log = os.path.join(self.tmp.name, "job.log")
+        open(log, "w").close()
+        self.ckpts.start_watching(log, 0)
+        self.write("model.bin", b"model 1")
+        self.write("state.json", b'{"step": 1}')
+        with open(log, "a") as f:
+            f.write("RUNCTL_CHECKPOINT_SAVED step=1\n")
+        self.assertTrue(self.ckpts.poll_declarations())  # the declaration thread sees it now
+        time.sleep(0.01)  # a later mtime, even on a coarse clock
+        self.write("state.json", b'{"step": 2}')
+        self.assertTrue(self.ckpts.tick(None))  # the loop gets to it only now
+        self.assertIsNone(self.ckpts.sync(final=False, sid=os.getpid()))  # state.json is not quiet yet
+        self.assertTrue(any("the save declared at step 1 could not be published: state.json changed after the declaration"
+                            in line for line in self.logs))
+        self.quiet()
+        ref = self.ckpts.sync(final=False, sid=os.getpid())
+        self.assertIsNone(ref.get("step"))
+        self.assertEqual([step for step, _ in self.published()], [None])
+
+    def test_a_declaration_seen_before_the_files_changed_keeps_its_step(self):
+        # The control: nothing changed after the declaration, however late the loop takes it.
+        log = os.path.join(self.tmp.name, "job.log")
+        open(log, "w").close()
+        self.ckpts.start_watching(log, 0)
+        self.write("model.bin", b"model 1")
+        with open(log, "a") as f:
+            f.write("RUNCTL_CHECKPOINT_SAVED step=1\n")
+        self.assertTrue(self.ckpts.poll_declarations())
+        time.sleep(0.05)
+        self.assertTrue(self.ckpts.tick(None))
+        self.assertEqual(self.ckpts.sync(final=False, sid=os.getpid())["step"], 1)
+
     def test_a_status_file_rewritten_every_few_ms_does_not_drop_a_declared_save(self):
         # A second break test's input: status.json rewritten with open("w") every 10 ms beside a
         # model saved with mkstemp + shutil.move, then RUNCTL_CHECKPOINT_SAVED.
