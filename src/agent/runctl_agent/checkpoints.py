@@ -113,6 +113,7 @@ class Checkpoints:
         # last declaration, so a file reopened and rewritten before it costs one extra copy at most.
         self.declares_saves = False
         self.staged = {}
+        self.last_held = None  # the files that held the last sync back, as logged
         self.stage_look_seconds = 0.0  # what the last look for finished files cost (stage_interval)
         self.malformed_seen = set()  # (declaration, problem) already warned about
         # Resume evidence (resume_evidence.py): the checkpoint this attempt restored (id, manifest)
@@ -287,9 +288,15 @@ class Checkpoints:
             self._report_left_out(left)
             self._maybe_stalled(left)
             self.retry_at = time.monotonic() + max(TICK_SECONDS, self.capture.quiet / 2.0)
-            self.log("checkpoint sync held back, a save is in progress: %s" % "; ".join(held[:3]))
+            # Retried four times a second while the save lasts: said again only when the files
+            # holding it back change (break14: 114 identical lines in 80 s of a mapped file).
+            holding = sorted(set(r.split(" ", 1)[0] for r in held))
+            if holding != self.last_held:
+                self.log("checkpoint sync held back, a save is in progress: %s" % "; ".join(held[:3]))
+            self.last_held = holding
             return None
         self.retry_at = None
+        self.last_held = None
         files = [by_path[e.path] for e in kept]
         taken = set(f["path"] for f in files)
         # A busy file left out keeps its previously published version (its content is stored and
@@ -362,10 +369,12 @@ class Checkpoints:
         declaration publishes what is stored here at once, whereas a job synced every interval
         may rewrite a file many times before a sync and would pay an upload for each. A file is
         taken when it is at least STAGE_FROM_BYTES, no process of the job (session sid) holds it
-        open for writing (needs /proc), it is not appended to (a log), its writer did not vanish
-        holding it, and it was not tried already since the last declaration (one speculative
-        copy per file per save at most: written / new stays near 1). The store's copy-then-recheck
-        rejects a file that changes while it is read. Returns the number of files stored.
+        open for writing or has ever mapped it shared and writable (needs /proc), it is not
+        appended to (a log), its writer did not vanish holding it, the index does not know its
+        identity already (under its path, or the one it was renamed from), and it was not tried
+        already since the last declaration (one speculative copy per file per save at most:
+        written / new stays near 1). The store's copy-then-recheck rejects a file that changes
+        while it is read. Returns the number of files stored.
         Raises StorageError (the caller treats it as a failed sync)."""
         if not self.declares_saves or sid is None or not proc_available() or process_gone(sid):
             return 0  # a job that ended may have died mid-save: its final sync judges its files
