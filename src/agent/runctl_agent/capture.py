@@ -230,8 +230,14 @@ class Capture(object):
         the save changes folders, not the state it declared. Hugging Face folders waiting for
         their last file do not hold back: they are whole or absent."""
         files = []
+        paths = set(e.path for e in tree.files)
         for item in left:
             if item.get("folder") or self.busy(item["path"]):
+                continue
+            folder, _ = hf_folder(item["path"])
+            if folder and folder + "/" + HF_COMPLETE_FILE not in paths:
+                # The next save's checkpoint-<N>/ being written: left out whole, as if absent, so it
+                # holds nothing back (a declared save just before it keeps its step).
                 continue
             if declared and item["path"] in self.left_out:
                 # Already changing at the sync before the declaration (a status file rewritten

@@ -262,13 +262,13 @@ class Checkpoints:
             return None
         self.changed_since_publish = True
         started = time.time()
-        self._overtaken_since_declared(tree)
         candidates, left = self.capture.choose(tree, sid=sid, job_ended=final, clean_exit=final and clean_exit)
         session = self.store.begin()
         added = session.add_files(src, candidates, reread=self.capture.mapped)
         left.extend(added["rejected"])
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
+        self._overtaken_since_declared(kept)
         held_files, held_entries = self.capture.held_back(left, tree, job_ended=final, declared=self.declared is not None)
         held = held_files + held_entries
         if held:
@@ -423,17 +423,20 @@ class Checkpoints:
         about a tenth of a core."""
         return max(STAGE_TICK_SECONDS, 10 * self.stage_look_seconds)
 
-    def _overtaken_since_declared(self, tree):
-        """Drop the declaration pending publication when a file changed after it was seen (the
-        next save has begun: break14's job that declared step 1 and rewrote its state file at once
-        got a 'step 1' checkpoint holding step 2's state). Files already left out by the sync
-        before the declaration (a status file rewritten every few ms) and appended ones (logs) are
-        not part of a save and do not count. A file written within one DECLARATION_POLL_SECONDS
-        after the declaration cannot be told from one written just before it."""
+    def _overtaken_since_declared(self, kept):
+        """Drop the declaration pending publication when a file this sync would publish (kept:
+        checkpoint_tree.FileEntry) changed after the declaration was seen: the next save has begun
+        (break14: a job that declared step 1 and rewrote its state file at once got a 'step 1'
+        checkpoint holding step 2's state). Files the sync leaves out do not count: one still being
+        written holds the sync back anyway, and a Hugging Face checkpoint-<N>/ folder the next save
+        is filling is not published until it is whole. Files already left out by the sync before
+        the declaration (a status file rewritten every few ms) and appended ones (logs) are not
+        part of a save either. A file written within one DECLARATION_POLL_SECONDS after the
+        declaration cannot be told from one written just before it."""
         if self.declared is None or self.declared_at is None:
             return
         capture = self.capture
-        after = [e.path for e in tree.files if e.mtime_ns / 1e9 > self.declared_at and e.path != MARKER_FILE
+        after = [e.path for e in kept if e.mtime_ns / 1e9 > self.declared_at and e.path != MARKER_FILE
                  and e.path not in capture.left_out and e.path not in capture.appended]
         if after:
             self.log("the save declared at step %s could not be published: %s changed after the declaration (the next save "

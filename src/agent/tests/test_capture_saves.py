@@ -241,12 +241,63 @@ class SaveTest(JobHarness):
         self.write("state.json", b'{"step": 2}')
         self.assertTrue(self.ckpts.tick(None))  # the loop gets to it only now
         self.assertIsNone(self.ckpts.sync(final=False, sid=os.getpid()))  # state.json is not quiet yet
-        self.assertTrue(any("the save declared at step 1 could not be published: state.json changed after the declaration"
-                            in line for line in self.logs))
+        self.assertTrue(any("the save declared at step 1 could not be published: state.json changed" in line for line in self.logs))
         self.quiet()
         ref = self.ckpts.sync(final=False, sid=os.getpid())
         self.assertIsNone(ref.get("step"))
         self.assertEqual([step for step, _ in self.published()], [None])
+
+    def test_a_file_rewritten_after_the_declaration_and_quiet_by_the_sync_takes_the_step_away(self):
+        # The loop got to the declaration only after the rewritten file was quiet (it was storing
+        # a large file ahead): the file would be published, under the declared step, with save 2's bytes.
+        log = os.path.join(self.tmp.name, "job.log")
+        open(log, "w").close()
+        self.ckpts.start_watching(log, 0)
+        self.write("model.bin", b"model 1")
+        self.write("state.json", b'{"step": 1}')
+        with open(log, "a") as f:
+            f.write("RUNCTL_CHECKPOINT_SAVED step=1\n")
+        self.assertTrue(self.ckpts.poll_declarations())
+        time.sleep(0.01)
+        self.write("state.json", b'{"step": 2}')
+        self.quiet()
+        self.assertTrue(self.ckpts.tick(None))
+        ref = self.ckpts.sync(final=False, sid=os.getpid())
+        self.assertIsNone(ref.get("step"))
+        self.assertTrue(any("the save declared at step 1 could not be published: state.json changed after the declaration"
+                            in line for line in self.logs))
+
+    def test_the_next_hugging_face_folder_begun_after_a_declaration_does_not_take_its_step(self):
+        # checkpoint-20/ is being filled when the sync of step 10 runs: left out until whole.
+        log = os.path.join(self.tmp.name, "job.log")
+        open(log, "w").close()
+        self.ckpts.start_watching(log, 0)
+        self.write("checkpoint-10/model.safetensors", b"m10")
+        self.write("checkpoint-10/trainer_state.json", b'{"global_step": 10}')
+        with open(log, "a") as f:
+            f.write("RUNCTL_CHECKPOINT_SAVED step=10\n")
+        self.assertTrue(self.ckpts.poll_declarations())
+        time.sleep(0.01)
+        self.write("checkpoint-20/model.safetensors", b"m20")
+        self.quiet()
+        self.assertTrue(self.ckpts.tick(None))
+        ref = self.ckpts.sync(final=False, sid=os.getpid())
+        self.assertEqual(ref["step"], 10)
+        self.assertEqual(self.published()[-1][1], {"checkpoint-10/model.safetensors": 3, "checkpoint-10/trainer_state.json": 19})
+
+    def test_the_next_hugging_face_folder_being_written_does_not_hold_a_declared_save_back(self):
+        # The job declared step 10 and began step 20's checkpoint-20/ at once: its first shard is
+        # open for writing when the sync of step 10 runs.
+        self.write("checkpoint-10/model.safetensors", b"m10")
+        self.write("checkpoint-10/trainer_state.json", b'{"global_step": 10}')
+        self.ckpts.declared = (10, "line")
+        self.capture.declared()
+        os.makedirs(os.path.join(self.root, "checkpoint-20"))
+        p = self.slow_save("checkpoint-20/model.safetensors", 40, 0.05)
+        ref = self.ckpts.sync(final=False, sid=p.pid)
+        self.assertEqual(ref["step"], 10)
+        self.assertEqual(sorted(self.published()[-1][1]), ["checkpoint-10/model.safetensors", "checkpoint-10/trainer_state.json"])
+        p.wait()
 
     def test_a_declaration_seen_before_the_files_changed_keeps_its_step(self):
         # The control: nothing changed after the declaration, however late the loop takes it.
