@@ -324,7 +324,10 @@ class Agent:
                 if watch and not declared:
                     # Before a periodic sync too: it leaves out a file closed less than the
                     # quiet time ago, which the declaration that follows would then have to read.
-                    self.checkpoints.stage(sid)
+                    if self.checkpoints.stage(sid):
+                        # Storing took a while, and the job may have closed the next file
+                        # meanwhile: look again at once rather than after the interval.
+                        next_watch = time.monotonic()
                 if declared or time.monotonic() >= next_sync or self.checkpoints.retry_due():
                     next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
                     self.checkpoints.sync(final=False, sid=sid)
