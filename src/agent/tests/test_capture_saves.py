@@ -84,6 +84,17 @@ class JobHarness(unittest.TestCase):
         with open(path, "wb") as f:
             f.write(data)
 
+    def job_declares(self, step):
+        """The job prints its declaration line, and the agent's declaration thread reads it now
+        (Checkpoints.poll_declarations); the checkpoint loop takes it at its next tick."""
+        log = os.path.join(self.tmp.name, "job.log")
+        if not os.path.exists(log):
+            open(log, "w").close()
+            self.ckpts.start_watching(log, 0)
+        with open(log, "a") as f:
+            f.write("RUNCTL_CHECKPOINT_SAVED step=%d\n" % step)
+        self.assertTrue(self.ckpts.poll_declarations())
+
     def quiet(self):
         time.sleep(self.capture.quiet + 0.05)
 
@@ -229,14 +240,9 @@ class SaveTest(JobHarness):
     def test_a_file_rewritten_after_the_declaration_was_seen_takes_the_step_away(self):
         # break14: the job declared step 1, then rewrote its state file at once (save 2 began)
         # while the checkpoint loop was busy storing a large file; "step 1" held step 2's state.
-        log = os.path.join(self.tmp.name, "job.log")
-        open(log, "w").close()
-        self.ckpts.start_watching(log, 0)
         self.write("model.bin", b"model 1")
         self.write("state.json", b'{"step": 1}')
-        with open(log, "a") as f:
-            f.write("RUNCTL_CHECKPOINT_SAVED step=1\n")
-        self.assertTrue(self.ckpts.poll_declarations())  # the declaration thread sees it now
+        self.job_declares(1)  # the declaration thread sees it now
         time.sleep(0.01)  # a later mtime, even on a coarse clock
         self.write("state.json", b'{"step": 2}')
         self.assertTrue(self.ckpts.tick(None))  # the loop gets to it only now
@@ -250,14 +256,9 @@ class SaveTest(JobHarness):
     def test_a_file_rewritten_after_the_declaration_and_quiet_by_the_sync_takes_the_step_away(self):
         # The loop got to the declaration only after the rewritten file was quiet (it was storing
         # a large file ahead): the file would be published, under the declared step, with save 2's bytes.
-        log = os.path.join(self.tmp.name, "job.log")
-        open(log, "w").close()
-        self.ckpts.start_watching(log, 0)
         self.write("model.bin", b"model 1")
         self.write("state.json", b'{"step": 1}')
-        with open(log, "a") as f:
-            f.write("RUNCTL_CHECKPOINT_SAVED step=1\n")
-        self.assertTrue(self.ckpts.poll_declarations())
+        self.job_declares(1)
         time.sleep(0.01)
         self.write("state.json", b'{"step": 2}')
         self.quiet()
@@ -269,14 +270,9 @@ class SaveTest(JobHarness):
 
     def test_the_next_hugging_face_folder_begun_after_a_declaration_does_not_take_its_step(self):
         # checkpoint-20/ is being filled when the sync of step 10 runs: left out until whole.
-        log = os.path.join(self.tmp.name, "job.log")
-        open(log, "w").close()
-        self.ckpts.start_watching(log, 0)
         self.write("checkpoint-10/model.safetensors", b"m10")
         self.write("checkpoint-10/trainer_state.json", b'{"global_step": 10}')
-        with open(log, "a") as f:
-            f.write("RUNCTL_CHECKPOINT_SAVED step=10\n")
-        self.assertTrue(self.ckpts.poll_declarations())
+        self.job_declares(10)
         time.sleep(0.01)
         self.write("checkpoint-20/model.safetensors", b"m20")
         self.quiet()
@@ -301,13 +297,8 @@ class SaveTest(JobHarness):
 
     def test_a_declaration_seen_before_the_files_changed_keeps_its_step(self):
         # The control: nothing changed after the declaration, however late the loop takes it.
-        log = os.path.join(self.tmp.name, "job.log")
-        open(log, "w").close()
-        self.ckpts.start_watching(log, 0)
         self.write("model.bin", b"model 1")
-        with open(log, "a") as f:
-            f.write("RUNCTL_CHECKPOINT_SAVED step=1\n")
-        self.assertTrue(self.ckpts.poll_declarations())
+        self.job_declares(1)
         time.sleep(0.05)
         self.assertTrue(self.ckpts.tick(None))
         self.assertEqual(self.ckpts.sync(final=False, sid=os.getpid())["step"], 1)
