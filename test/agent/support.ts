@@ -306,6 +306,23 @@ export class Sandbox {
     return existsSync(path.join(config.stateDir, 'agent.log')) ? readFileSync(path.join(config.stateDir, 'agent.log'), 'utf8') : '';
   }
 
+  /**
+   * The end of every agent's log and every job's log of this sandbox (LINES lines each), for a
+   * failed test's output.
+   */
+  diagnostics(lines = 120): string {
+    const tail = (text: string) => text.split('\n').slice(-lines).join('\n');
+    const parts: string[] = [];
+    for (const file of this.configs) {
+      const config = readJson<AgentConfig>(file);
+      if (!config) continue;
+      const key = `${config.run} generation ${config.generation} attempt ${config.attempt}`;
+      parts.push(`---- agent log of ${key} (${config.stateDir}/agent.log) ----\n${tail(this.agentLog(config))}`);
+      parts.push(`---- job log of ${key} ----\n${tail(this.logs(config))}`);
+    }
+    return parts.join('\n');
+  }
+
   /** Phases in the order the agent entered them (from its own log). */
   phases(config: AgentConfig): string[] {
     return [...this.agentLog(config).matchAll(/\] phase (\w+)/g)].map((m) => m[1] as string);
@@ -350,10 +367,16 @@ export function useAgentSandbox(): AgentSandbox {
   afterAll(async () => {
     await imds.close();
   });
-  afterEach(async () => {
+  afterEach(async (context) => {
     imds.notice = undefined;
     imds.rebalance = undefined;
-    for (const box of made.splice(0)) await box.cleanup();
+    // A test that fails on a loaded CI machine is read from CI's output alone: show what each
+    // agent and job of the test said before their folders are removed.
+    const failed = context.task.result?.state === 'fail';
+    for (const box of made.splice(0)) {
+      if (failed) console.error(box.diagnostics());
+      await box.cleanup();
+    }
   });
   return {
     imds,
