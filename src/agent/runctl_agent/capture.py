@@ -203,7 +203,8 @@ class Capture(object):
         self.vanished_after_signal.clear()
 
     def signalled(self, sid):
-        """The stop signal was just sent to the job (session sid): remember what it was writing.
+        """The stop signal is about to be sent to the job (session sid): remember when, and what it
+        was writing (read before the signal, so a declaration the signal prompts is never older).
         Called on the agent's main thread; reads /proc itself rather than this object's view."""
         self.signalled_at = self.clock()
         now = open_for_writing(session_pids(sid), self.root) if (sid is not None and proc_available()) else {}

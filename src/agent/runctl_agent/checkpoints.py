@@ -183,10 +183,16 @@ class Checkpoints:
         every DECLARATION_POLL_SECONDS on a thread of its own, so a declaration is timed within
         that poll of when the job made it even while the checkpoint loop is busy storing a file
         (break14: timed when the loop got to it, seconds later, a save begun after the
-        declaration counted as part of it). True when one was seen."""
+        declaration counted as part of it). True when one was seen.
+
+        The time is read after the log and the marker, never before: a clock read before them
+        can precede a declaration the read then finds, and the files the job wrote just before
+        declaring would count as changed after it (CI, under load: the declared step was dropped
+        and the checkpoint published with its step unknown). Read after, it is at most one read
+        late, which only widens the documented window in which a file written just after the
+        declaration cannot be told from one written just before it."""
         with self.declaration_lock:
-            now = time.time()
-            found = None
+            line_found = marker_found = None  # (step, source); the marker's with its mtime
             if self.saved_cursor is not None:
                 path, offset = self.saved_cursor
                 try:
@@ -202,7 +208,7 @@ class Checkpoints:
                         if problem:
                             self._malformed(line.split("\r")[-1].strip(), problem)
                         if ok:
-                            found = (step, "line" if step is not None else None, now)
+                            line_found = (step, "line" if step is not None else None)
                     self.saved_cursor = (path, offset + cut + 1)
             marker = self._marker_state()
             if marker is not None and marker != self.marker_seen:
@@ -214,8 +220,14 @@ class Checkpoints:
                         self._malformed(MARKER_FILE, problem)
                 except OSError:
                     step = None
+                marker_found = (step, "marker" if step is not None else None, marker[0] / 1e9)
+            now = time.time()
+            found = None
+            if line_found is not None:
+                found = line_found + (now,)
+            if marker_found is not None:
                 # The marker's own mtime is when the job declared (it writes the marker last).
-                found = (step, "marker" if step is not None else None, min(now, marker[0] / 1e9))
+                found = marker_found[:2] + (min(now, marker_found[2]),)
             if found is not None:
                 self.pending_declaration = found
             return found is not None

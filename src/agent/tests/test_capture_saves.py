@@ -11,8 +11,11 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import unittest
+from unittest import mock
 
+from runctl_agent import checkpoints as checkpoints_module
 from runctl_agent.checkpoint_store import CheckpointStore
 from runctl_agent.checkpoints import Checkpoints
 from tests.support import checkpoint_dirs
@@ -302,6 +305,39 @@ class SaveTest(JobHarness):
         time.sleep(0.05)
         self.assertTrue(self.ckpts.tick(None))
         self.assertEqual(self.ckpts.sync(final=False, sid=os.getpid())["step"], 1)
+
+    def test_a_declaration_thread_preempted_after_reading_the_clock_keeps_the_step(self):
+        # CI under load (the contract test's job and the data-loader trainer): the declaration
+        # thread read the clock, lost the CPU while the job wrote its state file and declared,
+        # then read the line. Timed before the file it covers, the save lost its step.
+        log = os.path.join(self.tmp.name, "job.log")
+        open(log, "w").close()
+        self.ckpts.start_watching(log, 0)
+        self.write("model.bin", b"model 1")
+        real_time = time.time
+
+        def job_saves_and_declares():
+            self.write("state.json", b'{"step": 1}')
+            with open(log, "a") as f:
+                f.write("RUNCTL_CHECKPOINT_SAVED step=1\n")
+
+        pending = [job_saves_and_declares]
+
+        def preempted_clock():
+            now = real_time()
+            if pending:
+                time.sleep(0.02)  # a later mtime, even on a coarse clock
+                pending.pop()()
+            return now
+
+        clock = types.SimpleNamespace(time=preempted_clock, monotonic=time.monotonic, sleep=time.sleep)
+        with mock.patch.object(checkpoints_module, "time", clock):
+            self.wait_for("the declaration", self.ckpts.poll_declarations)
+        self.assertFalse(pending)  # the job did save while the thread was preempted
+        self.assertTrue(self.ckpts.tick(None))
+        ref = self.ckpts.sync(final=False, sid=os.getpid())
+        self.assertEqual(ref["step"], 1)
+        self.assertEqual(self.published()[-1][1], {"model.bin": 7, "state.json": 11})
 
     def test_a_status_file_rewritten_every_few_ms_does_not_drop_a_declared_save(self):
         # A second break test's input: status.json rewritten with open("w") every 10 ms beside a
