@@ -307,7 +307,7 @@ export class Sandbox {
   }
 
   /**
-   * The end of every agent's log and every job's log of this sandbox (LINES lines each), for a
+   * The end (the last `lines` lines) of every agent log and every job log of this sandbox, for a
    * failed test's output.
    */
   diagnostics(lines = 120): string {
