@@ -192,7 +192,7 @@ class Checkpoints:
         late, which only widens the documented window in which a file written just after the
         declaration cannot be told from one written just before it."""
         with self.declaration_lock:
-            line_found = marker_found = None  # (step, source); the marker's with its mtime
+            found = None  # (step, source, the marker's mtime, or None for a line)
             if self.saved_cursor is not None:
                 path, offset = self.saved_cursor
                 try:
@@ -208,7 +208,7 @@ class Checkpoints:
                         if problem:
                             self._malformed(line.split("\r")[-1].strip(), problem)
                         if ok:
-                            line_found = (step, "line" if step is not None else None)
+                            found = (step, "line" if step is not None else None, None)
                     self.saved_cursor = (path, offset + cut + 1)
             marker = self._marker_state()
             if marker is not None and marker != self.marker_seen:
@@ -220,17 +220,14 @@ class Checkpoints:
                         self._malformed(MARKER_FILE, problem)
                 except OSError:
                     step = None
-                marker_found = (step, "marker" if step is not None else None, marker[0] / 1e9)
-            now = time.time()
-            found = None
-            if line_found is not None:
-                found = line_found + (now,)
-            if marker_found is not None:
                 # The marker's own mtime is when the job declared (it writes the marker last).
-                found = marker_found[:2] + (min(now, marker_found[2]),)
-            if found is not None:
-                self.pending_declaration = found
-            return found is not None
+                found = (step, "marker" if step is not None else None, marker[0] / 1e9)
+            now = time.time()
+            if found is None:
+                return False
+            step, source, marked = found
+            self.pending_declaration = (step, source, now if marked is None else min(now, marked))
+            return True
 
     def _malformed(self, what, problem):
         """Say once per distinct declaration (agent log and the job's log) that its step was not
