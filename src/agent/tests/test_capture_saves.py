@@ -87,16 +87,34 @@ class JobHarness(unittest.TestCase):
         with open(path, "wb") as f:
             f.write(data)
 
-    def job_declares(self, step):
-        """The job prints its declaration line, and the agent's declaration thread reads it now
-        (Checkpoints.poll_declarations); the checkpoint loop takes it at its next tick."""
+    def job_log(self):
+        """The job's log, which the agent reads declarations from (created on first use)."""
         log = os.path.join(self.tmp.name, "job.log")
         if not os.path.exists(log):
             open(log, "w").close()
             self.ckpts.start_watching(log, 0)
-        with open(log, "a") as f:
+        return log
+
+    def job_declares(self, step):
+        """The job prints its declaration line, and the agent's declaration thread reads it now
+        (Checkpoints.poll_declarations); the checkpoint loop takes it at its next tick."""
+        with open(self.job_log(), "a") as f:
             f.write("RUNCTL_CHECKPOINT_SAVED step=%d\n" % step)
         self.assertTrue(self.ckpts.poll_declarations())
+
+    def declared_then_written(self, step, saved, after):
+        """The job wrote `saved` ({path: bytes}) and declared `step`; a later clock tick, it wrote
+        `after` (the next save began); the checkpoint loop took the declaration only once every
+        file was quiet, and synced. Returns the sync's CheckpointRef."""
+        for rel, data in saved.items():
+            self.write(rel, data)
+        self.job_declares(step)
+        time.sleep(0.01)  # a later mtime, even on a coarse clock
+        for rel, data in after.items():
+            self.write(rel, data)
+        self.quiet()
+        self.assertTrue(self.ckpts.tick(None))
+        return self.ckpts.sync(final=False, sid=os.getpid())
 
     def quiet(self):
         time.sleep(self.capture.quiet + 0.05)
@@ -259,28 +277,16 @@ class SaveTest(JobHarness):
     def test_a_file_rewritten_after_the_declaration_and_quiet_by_the_sync_takes_the_step_away(self):
         # The loop got to the declaration only after the rewritten file was quiet (it was storing
         # a large file ahead): the file would be published, under the declared step, with save 2's bytes.
-        self.write("model.bin", b"model 1")
-        self.write("state.json", b'{"step": 1}')
-        self.job_declares(1)
-        time.sleep(0.01)
-        self.write("state.json", b'{"step": 2}')
-        self.quiet()
-        self.assertTrue(self.ckpts.tick(None))
-        ref = self.ckpts.sync(final=False, sid=os.getpid())
+        ref = self.declared_then_written(1, {"model.bin": b"model 1", "state.json": b'{"step": 1}'}, {"state.json": b'{"step": 2}'})
         self.assertIsNone(ref.get("step"))
         self.assertTrue(any("the save declared at step 1 could not be published: state.json changed after the declaration"
                             in line for line in self.logs))
 
     def test_the_next_hugging_face_folder_begun_after_a_declaration_does_not_take_its_step(self):
         # checkpoint-20/ is being filled when the sync of step 10 runs: left out until whole.
-        self.write("checkpoint-10/model.safetensors", b"m10")
-        self.write("checkpoint-10/trainer_state.json", b'{"global_step": 10}')
-        self.job_declares(10)
-        time.sleep(0.01)
-        self.write("checkpoint-20/model.safetensors", b"m20")
-        self.quiet()
-        self.assertTrue(self.ckpts.tick(None))
-        ref = self.ckpts.sync(final=False, sid=os.getpid())
+        ref = self.declared_then_written(
+            10, {"checkpoint-10/model.safetensors": b"m10", "checkpoint-10/trainer_state.json": b'{"global_step": 10}'},
+            {"checkpoint-20/model.safetensors": b"m20"})
         self.assertEqual(ref["step"], 10)
         self.assertEqual(self.published()[-1][1], {"checkpoint-10/model.safetensors": 3, "checkpoint-10/trainer_state.json": 19})
 
@@ -310,9 +316,7 @@ class SaveTest(JobHarness):
         # CI under load (the contract test's job and the data-loader trainer): the declaration
         # thread read the clock, lost the CPU while the job wrote its state file and declared,
         # then read the line. Timed before the file it covers, the save lost its step.
-        log = os.path.join(self.tmp.name, "job.log")
-        open(log, "w").close()
-        self.ckpts.start_watching(log, 0)
+        log = self.job_log()
         self.write("model.bin", b"model 1")
         real_time = time.time
 
