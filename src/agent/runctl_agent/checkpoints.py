@@ -107,6 +107,7 @@ class Checkpoints:
         # The declared (step, source) the newest checkpoint this attempt published carries; a
         # final sync after a clean exit with nothing newer declared carries it on.
         self.last_declared = None
+        self.last_declared_at = None  # when that declaration was seen (epoch seconds)
         self.refused_seen = set()
         # Saves stored while the job writes them (stage): on once the job declares a save (or the
         # checkpoint it resumes from was declared); {path: identity} already tried since the
@@ -278,6 +279,14 @@ class Checkpoints:
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
         self._overtaken_since_declared(kept)
+        if final and clean_exit and self.declared is None and self.last_declared is not None:
+            changed = self._changed_after(kept, self.last_declared_at)
+            if changed:
+                # The job saved again after its last declaration and exited without declaring:
+                # the final checkpoint holds that save, not the declared one (break test 15).
+                self.log("the job's last declared step (%s) is not carried to its final checkpoint: %s changed after "
+                         "that declaration" % (self.last_declared[0], changed[0]))
+                self.last_declared = None
         held_files, held_entries = self.capture.held_back(left, tree, job_ended=final, declared=self.declared is not None)
         held = held_files + held_entries
         if held:
@@ -348,7 +357,7 @@ class Checkpoints:
         atomic_write(self.p("checkpoints.json"), json_bytes({"fingerprint": fp if complete else None,
                                                              "entries": entries_of(manifest), "lastCheckpoint": ref}))
         if self.declared is not None and self.declared[0] is not None:
-            self.last_declared = self.declared
+            self.last_declared, self.last_declared_at = self.declared, self.declared_at
         elif source not in ("line", "marker"):
             self.last_declared = None
         self.declared = None
@@ -444,15 +453,21 @@ class Checkpoints:
         declaration cannot be told from one written just before it."""
         if self.declared is None or self.declared_at is None:
             return
-        capture = self.capture
-        after = [e.path for e in kept if e.mtime_ns / 1e9 > self.declared_at and e.path != MARKER_FILE
-                 and e.path not in capture.left_out and e.path not in capture.appended]
+        after = self._changed_after(kept, self.declared_at)
         if after:
             self.log("the save declared at step %s could not be published: %s changed after the declaration (the next save "
                      "began); it is published with the next declaration, or by a later sync with its step unknown" % (
                          self.declared[0] if self.declared[0] is not None else "unknown", after[0]))
             self.declared = None
             self.last_declared = None
+
+    def _changed_after(self, kept, at):
+        """Paths of the files this sync would publish (kept: checkpoint_tree.FileEntry) changed
+        after `at` (epoch seconds; None: every file): the marker, files left out by an earlier
+        sync (busy) and appended ones (logs) are not part of a save and do not count."""
+        capture = self.capture
+        return [e.path for e in kept if (at is None or e.mtime_ns / 1e9 > at) and e.path != MARKER_FILE
+                and e.path not in capture.left_out and e.path not in capture.appended]
 
     def retry_due(self):
         """True when a sync was held back by a save in progress and it is time to try again (the

@@ -343,6 +343,19 @@ class SaveTest(JobHarness):
         self.assertEqual(ref["step"], 1)
         self.assertEqual(self.published()[-1][1], {"model.bin": 7, "state.json": 11})
 
+    def test_a_save_after_the_last_declaration_does_not_take_its_step_at_the_end(self):
+        # Break test 15: the job declared step 1, later saved again without declaring and exited
+        # 0; the final checkpoint holds save 2, so it must not carry "step 1".
+        self.write("model.bin", b"model 1")
+        self.job_declares(1)
+        self.assertTrue(self.ckpts.tick(None))
+        self.assertEqual(self.ckpts.sync(final=False, sid=os.getpid())["step"], 1)
+        time.sleep(0.02)  # a later mtime, even on a coarse clock
+        self.write("model.bin", b"model 2")
+        ref = self.ckpts.sync(final=True, clean_exit=True)
+        self.assertIsNone(ref.get("step"))
+        self.assertEqual(self.published()[-1], (None, {"model.bin": 7}))
+
     def test_a_status_file_rewritten_every_few_ms_does_not_drop_a_declared_save(self):
         # A second break test's input: status.json rewritten with open("w") every 10 ms beside a
         # model saved with mkstemp + shutil.move, then RUNCTL_CHECKPOINT_SAVED.
