@@ -180,28 +180,36 @@ class Checkpoints:
 
     def poll_declarations(self):
         """Read new declaration lines in job.log and a rewritten marker, and note the newest as
-        pending with the time it was seen (epoch seconds). Safe on any thread: the agent runs it
-        every DECLARATION_POLL_SECONDS on a thread of its own, so a declaration is timed within
-        that poll of when the job made it even while the checkpoint loop is busy storing a file
-        (break14: timed when the loop got to it, seconds later, a save begun after the
-        declaration counted as part of it). True when one was seen.
+        pending with the time it was made (epoch seconds): the mtime of the log or the marker it
+        was read from, or the clock read after reading them if that is earlier. Safe on any
+        thread: the agent runs it every DECLARATION_POLL_SECONDS on a thread of its own, so a
+        declaration is read within that poll of when the job made it even while the checkpoint
+        loop is busy storing a file (break14: timed when the loop got to it, seconds later, a save
+        begun after the declaration counted as part of it). True when one was seen.
 
         The time is read after the log and the marker, never before: a clock read before them
         can precede a declaration the read then finds, and the files the job wrote just before
         declaring would count as changed after it (CI, under load: the declared step was dropped
-        and the checkpoint published with its step unknown). Read after, it is at most one read
-        late, which only widens the documented window in which a file written just after the
-        declaration cannot be told from one written just before it."""
+        and the checkpoint published with its step unknown). A file written after the
+        declaration within the filesystem clock's granularity (a few ms), or a line declaration
+        followed at once by more output and then a save, cannot be told from one written just
+        before it."""
         with self.declaration_lock:
-            found = None  # (step, source, the marker's mtime, or None for a line)
+            found = None  # (step, source, the mtime of the log or the marker that declared it)
             if self.saved_cursor is not None:
                 path, offset = self.saved_cursor
                 try:
                     with open(path, "rb") as f:
                         f.seek(offset)
                         data = f.read(4 * 1024 * 1024)
+                        # The log's mtime after the read is no earlier than the write of any line
+                        # read: a kernel timestamp of the declaration at most as late as our clock,
+                        # and as exact as a marker's when the job prints nothing after it (break
+                        # test 15: under load this poll ran 20 ms late, and a save begun in between
+                        # counted as part of the declared one).
+                        written = os.fstat(f.fileno()).st_mtime_ns / 1e9
                 except OSError:
-                    data = b""
+                    data, written = b"", None
                 cut = data.rfind(b"\n")
                 if cut >= 0:
                     for line in data[: cut + 1].decode("utf-8", "replace").splitlines():
@@ -209,7 +217,7 @@ class Checkpoints:
                         if problem:
                             self._malformed(line.split("\r")[-1].strip(), problem)
                         if ok:
-                            found = (step, "line" if step is not None else None, None)
+                            found = (step, "line" if step is not None else None, written)
                     self.saved_cursor = (path, offset + cut + 1)
             marker = self._marker_state()
             if marker is not None and marker != self.marker_seen:

@@ -1,0 +1,92 @@
+"""A declared step is published only with the files it declared, over many saves in a row
+(issue 9, acceptance 1: "the step shown is the step held"; break test 15). The test process plays
+both the job (it writes and declares) and the agent's checkpoint loop (agent_loop), so each round
+is timed as the break test's job timed it, without a second process to schedule."""
+
+import os
+import time
+import unittest
+
+from tests.test_capture_saves import JobHarness
+
+MARKER = ".runctl-saved"
+
+
+class DeclaredRoundsTest(JobHarness):
+    def setUp(self):
+        super().setUp()
+        self.capture.quiet = 1.0  # the agent's default: the idle pause below is shorter
+
+    def save(self, k):
+        for name in ("model.bin", "state.json"):
+            self.write(name, b"%08d" % k * 64)
+
+    def declare_marker(self, k):
+        tmp = os.path.join(self.root, MARKER + ".tmp")
+        with open(tmp, "w") as f:
+            f.write("step=%d\n" % k)
+        os.replace(tmp, os.path.join(self.root, MARKER))
+
+    def declare_line(self, k):
+        with open(self.job_log(), "a") as f:
+            f.write("RUNCTL_CHECKPOINT_SAVED step=%d\n" % k)
+
+    def agent_loop(self, seconds, interval=3600.0, sid=None, until=None):
+        """The agent's checkpoint loop for `seconds` (or until `until()`): look at the job's
+        session `sid` (default: this process's) and take declarations every 20 ms, sync at once on
+        a declaration, when a held-back sync is due again, and every `interval` seconds
+        (agent.checkpoint_loop)."""
+        sid = os.getpid() if sid is None else sid
+        deadline = time.monotonic() + seconds
+        next_sync = time.monotonic() + interval
+        while time.monotonic() < deadline and not (until and until()):
+            if self.ckpts.tick(sid) or self.ckpts.retry_due() or time.monotonic() >= next_sync:
+                next_sync = time.monotonic() + interval
+                self.ckpts.sync(final=False, sid=sid)
+            time.sleep(0.02)
+
+    def contents(self):
+        """[(step, {path: bytes})] of every published checkpoint, oldest first."""
+        out = []
+        for cid in self.ckpts.store.ids()[2]:
+            m = self.ckpts.store.manifest(1, cid, cached=False)
+            files = {}
+            for f in m["files"]:
+                with open(self.storage.local_path(self.ckpts.store.content_key(f["sha256"])), "rb") as g:
+                    files[f["path"]] = g.read()
+            out.append((m.get("step"), files))
+        return out
+
+    def assert_each_step_holds_its_save(self):
+        published = self.contents()
+        for step, files in published:
+            if step is None:
+                continue
+            held = dict((name, files.get(name, b"(absent)")[:8]) for name in ("model.bin", "state.json"))
+            self.assertEqual(held, {"model.bin": b"%08d" % step, "state.json": b"%08d" % step},
+                             "the checkpoint labelled step %d holds %r" % (step, held))
+        return published
+
+    def test_a_declaration_timed_late_is_timed_by_the_log_it_was_read_from(self):
+        # Break test 15, under load: the declaration thread ran 20 ms after the job declared step
+        # 1 and saved step 2, and step 1's checkpoint held step 2. The log's mtime times it.
+        self.job_log()
+        self.save(1)
+        self.declare_line(1)
+        time.sleep(0.02)
+        self.save(2)
+        self.agent_loop(0.3)
+        self.assertNotIn(1, [step for step, _ in self.assert_each_step_holds_its_save()])
+
+    def test_saves_declared_with_a_pause_keep_their_steps(self):
+        # The control: nothing is written after a declaration, so every declared step is published.
+        self.job_log()
+        for k in (1, 2, 3):
+            self.save(k)
+            self.declare_marker(k)
+            self.agent_loop(0.4)
+        self.assertEqual([step for step, _ in self.assert_each_step_holds_its_save()], [1, 2, 3])
+
+
+if __name__ == "__main__":
+    unittest.main()
