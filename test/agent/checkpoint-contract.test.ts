@@ -88,6 +88,29 @@ describe('the step a checkpoint holds', () => {
     await writeFile(`${hold}.2`, '');
     expect((await agent.exited).code).toBe(0);
   }, 120_000);
+
+  // Break test 15: the first declared sync left model.bin and state.json out (saved again 5 ms
+  // after the marker), and every later declared checkpoint held only the marker, or an older
+  // save's files, under its step.
+  it('saves overtaken 5 ms after each declaration never give their step to a checkpoint without their files', async () => {
+    box = await sandbox();
+    const bundle = await bundleJobs('overtaking_saver.py');
+    const key = { run: 'overtaken', generation: 1, attempt: 1 };
+    const status = await box.run(
+      box.config(key, bundle, imds.url, { command: 'python3 overtaking_saver.py', env: { MODE: 'marker', GAP_MS: '5', ROUNDS: '5' }, syncIntervalSeconds: 3600, keep: 100 }),
+    );
+    expect(status.phase).toBe('succeeded');
+    const held = (c: ReturnType<Sandbox['checkpoints']>[number], name: string) =>
+      c.manifest.files.some((f) => f.path === name) ? readFileSync(box.checkpointFile(c, name), 'latin1').slice(0, 8) : 'absent';
+    const published = box.checkpoints('overtaken', 1);
+    const labelled = published.filter((c) => c.manifest.step !== undefined);
+    expect(labelled.map((c) => [c.manifest.step, held(c, 'model.bin'), held(c, 'state.json')])).toEqual(
+      labelled.map((c) => [c.manifest.step, String(c.manifest.step).padStart(8, '0'), String(c.manifest.step).padStart(8, '0')]),
+    );
+    // The job's last save (10) was never declared: the final checkpoint holds it, step unknown.
+    const last = published[published.length - 1]!;
+    expect([last.manifest.step, held(last, 'model.bin'), held(last, 'state.json')]).toEqual([undefined, '00000010', '00000010']);
+  }, 120_000);
 });
 
 describe('a declared save is stored while the job writes it', () => {

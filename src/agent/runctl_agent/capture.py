@@ -28,6 +28,18 @@ published version: a file seen open for appending (O_APPEND: logs, metrics.jsonl
 by `busy_after` syncs in a row over at least BUSY_SECONDS (a status file rewritten every few
 milliseconds). Busy files are reported, so the caller can name them in a CheckpointFileBusy fault
 instead of blocking every sync.
+
+A save the job declares describes the files as they were when it declared. A file that changed
+after the declaration is part of the next save, so the declared step cannot be published with it
+left out, unless it is not part of any save: appended to (a log), only growing (a log reopened for
+every line), or *churning*: younger than CHURN_AGE_SECONDS and not open for writing at every
+look for at least CHURN_SPAN_SECONDS since the previous declaration (a status file rewritten
+every few ms; a large save in progress is young at every look too, but seen open). Being left out
+by an earlier sync is no such evidence (break test 15: a model saved again 5 ms after each
+declaration, then idle, was left out once and then every later declared checkpoint held only the
+marker, labelled with its step). A file busy only by the BUSY_SECONDS rule may be the job's
+model rewritten more often than the quiet time: the sync is not held back by it, but the
+declared step is not given to that checkpoint.
 """
 
 import os
@@ -40,6 +52,20 @@ HF_COMPLETE_FILE = "trainer_state.json"
 # How long a file must keep being left out before it is busy rather than a save in progress: a
 # save of a large model to a slow volume takes tens of seconds (10 GB at EBS gp3's 125 MB/s: 80 s).
 BUSY_SECONDS = 120.0
+# A file younger than this and not open for writing at every look (the agent looks every 0.1-0.25
+# s) for at least CHURN_SPAN_SECONDS, over at least CHURN_LOOKS looks, is rewritten continuously:
+# a status file, not a save. A save followed by an idle pause, even a short one, ages past it
+# between looks; a long save is seen open.
+CHURN_AGE_SECONDS = 0.25
+CHURN_SPAN_SECONDS = 0.5
+CHURN_LOOKS = 3
+
+
+def next_save_folder(path, paths):
+    """True when path lies in a Hugging Face checkpoint-<N>/ folder without its trainer_state.json
+    among paths (the tree's file paths): the next save being written, taken whole or not at all."""
+    folder, _ = hf_folder(path)
+    return bool(folder) and folder + "/" + HF_COMPLETE_FILE not in paths
 
 
 def session_pids(sid):
@@ -164,6 +190,8 @@ class Capture(object):
         self.open_at_signal = {}  # path -> pid open for writing when it was sent
         self.pids = []  # the job's processes at the last look
         self.mapped = set()  # paths ever seen mapped shared and writable: never reused by identity
+        self.churn = {}  # path -> {"since", "last", "looks"}: looks in a row that found it young
+        self.churning = set()  # paths churning up to the newest declaration: not part of its save
 
     def watch(self, sid):
         """One look at the job's open files; returns {path: pid} open for writing now."""
@@ -185,7 +213,39 @@ class Capture(object):
             self.suspect.pop(path, None)  # a new write started; judge it when it ends
             self.vanished_after_signal.discard(path)
         self.writing = dict(current)
+        self._look_for_churn(current)
         return current
+
+    def _look_for_churn(self, current):
+        """Extend or end each watched file's run of looks that found it younger than
+        CHURN_AGE_SECONDS. Watched: files open for writing now, files the last sync left out,
+        files a scan found young (observe), and files already in a run; a handful of stats per
+        look."""
+        now = self.clock()
+        for path in set(current) | set(self.left_out) | set(self.churn):
+            try:
+                mtime = os.stat(os.path.join(self.root, path)).st_mtime_ns / 1e9
+            except OSError:
+                self.churn.pop(path, None)
+                continue
+            if now - mtime >= CHURN_AGE_SECONDS or path in current or path in self.mapped:
+                # Aged: a save followed by a pause. Open for writing: a large save in progress,
+                # young at every look for as long as it is written, is not a status file (which
+                # is open for a fraction of a millisecond per rewrite, and seldom seen open).
+                self.churn.pop(path, None)
+                continue
+            run = self.churn.setdefault(path, {"since": now, "last": now, "looks": 0})
+            run["looks"] += 1
+            run["last"] = now
+
+    def observe(self, tree):
+        """Start watching the files of a scan (checkpoint_tree.scan_tree) younger than
+        CHURN_AGE_SECONDS, so a status file the last sync took is known to churn by the next
+        declaration (a file must be watched before a declaration to count as churning)."""
+        now = self.clock()
+        for entry in tree.files:
+            if entry.path not in self.churn and now - entry.mtime_ns / 1e9 < CHURN_AGE_SECONDS:
+                self.churn[entry.path] = {"since": now, "last": now, "looks": 1}
 
     def mapped_now(self):
         """{path: pid} of files the job's processes (at the last watch) map shared and writable;
@@ -198,9 +258,22 @@ class Capture(object):
         """The job said its checkpoint is complete (line or marker): files changed before `at` need
         no quiescence."""
         self.declared_at = self.clock() if at is None else at
+        # Which files were churning before this declaration; the next declaration needs fresh
+        # evidence from the looks after this one (a job saving faster than the agent looks must
+        # not have its model taken for a status file).
+        self.churning = self.churning_now()
+        now = self.clock()
+        for run in self.churn.values():
+            run.update(since=now, last=now, looks=0)
         # The job vouches for what it wrote: a save its handler finished in a child process that
         # then exited (after the signal) is complete.
         self.vanished_after_signal.clear()
+
+    def churning_now(self):
+        """Paths found younger than CHURN_AGE_SECONDS at CHURN_LOOKS or more looks in a row over
+        CHURN_SPAN_SECONDS or more since the newest declaration (the job's start before the first)."""
+        return set(p for p, run in self.churn.items()
+                   if run["looks"] >= CHURN_LOOKS and run["last"] - run["since"] >= CHURN_SPAN_SECONDS)
 
     def signalled(self, sid):
         """The stop signal is about to be sent to the job (session sid): remember when, and what it
@@ -222,9 +295,18 @@ class Capture(object):
         prev = self.left_out.get(path)
         return prev is not None and prev["count"] >= self.busy_after and self.clock() - prev["since"] >= BUSY_SECONDS
 
+    def outside_saves(self, path):
+        """True when path is no part of any save, so a declared step holds whatever it contains:
+        appended to or only growing (a log), or churning before the newest declaration (a status
+        file). Files busy only by the BUSY_SECONDS rule are not: they may be a model rewritten
+        more often than the quiet time."""
+        return (path in self.appended or path in self.churning
+                or (path not in self.rewritten and self.growth.get(path, (0, 0))[1] >= self.busy_after))
+
     def held_back(self, left, tree, job_ended=False, declared=False):
         """Why a save is in progress and this sync must publish nothing: (file reasons, entry
-        reasons), lists of strings. File reasons: a file left out that is not busy. Entry reasons,
+        reasons), lists of strings. File reasons: a file left out that is not busy (declared: not
+        busy and not churning before the declaration; outside_saves). Entry reasons,
         only while the job runs and no declared save is waiting: a folder or link changed within
         the quiet time (an entry being created, removed or repointed, a save not yet whole). After
         a declaration only files count: a Trainer rotating its old checkpoint-<N>/ folders after
@@ -233,16 +315,11 @@ class Capture(object):
         files = []
         paths = set(e.path for e in tree.files)
         for item in left:
-            if item.get("folder") or self.busy(item["path"]):
+            if item.get("folder") or self.busy(item["path"]) or (declared and item["path"] in self.churning):
                 continue
-            folder, _ = hf_folder(item["path"])
-            if folder and folder + "/" + HF_COMPLETE_FILE not in paths:
+            if next_save_folder(item["path"], paths):
                 # The next save's checkpoint-<N>/ being written: left out whole, as if absent, so it
                 # holds nothing back (a declared save just before it keeps its step).
-                continue
-            if declared and item["path"] in self.left_out:
-                # Already changing at the sync before the declaration (a status file rewritten
-                # every few ms): not part of the declared save, so it does not hold it back.
                 continue
             files.append(item["reason"])
         entries = []
@@ -261,6 +338,7 @@ class Capture(object):
         final sync after the job ended, and whether it exited 0. left_out: [{"path", "reason"}].
         """
         now = self.clock()
+        self.observe(tree)
         open_now = self.watch(sid) if (sid is not None and not job_ended) else {}
         mapped_now = self.mapped_now() if (sid is not None and not job_ended) else {}
         candidates, left = [], []

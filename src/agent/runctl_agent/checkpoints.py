@@ -21,19 +21,18 @@ import stat
 import threading
 import time
 
-from .capture import Capture, proc_available, process_gone
+from .capture import Capture, next_save_folder, proc_available, process_gone
 from .checkpoint_restore import restore_checkpoint
 from .checkpoint_store import DEFAULT_GRACE_SECONDS, CheckpointStore, entries_equal
 from .checkpoint_tree import FileEntry, scan_tree
 from .errors import AgentFailure
 from .resume_evidence import avoided_checkpoints, holds_newer_state, published_by, sha256_prefix
-from .steps import MARKER_FILE, VALID_DECLARATION, hf_folder, lightning_step, layout_step, marker_step, saved_line
+from .steps import MARKER_FILE, VALID_DECLARATION, lightning_step, layout_step, marker_step, saved_line
 
 from .config import run_prefix
 from .storage import StorageError
 from .util import atomic_write, json_bytes, now_iso, read_json
 
-HF_COMPLETE_FILE = "trainer_state.json"
 FAULT_REFUSED = "CheckpointEntryRefused"
 
 
@@ -286,7 +285,7 @@ class Checkpoints:
         left.extend(added["rejected"])
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
-        self._overtaken_since_declared(kept)
+        self._overtaken_since_declared(kept, left, tree)
         if final and clean_exit and self.declared is None and self.last_declared is not None:
             changed = self._changed_after(kept, self.last_declared_at)
             if changed:
@@ -409,6 +408,7 @@ class Checkpoints:
             src = self.cfg["checkpointDir"]
             tree = scan_tree(src)
             capture = self.capture
+            capture.observe(tree)
             index = self.store.load_index()
             known = set(tuple(v.get("identity") or ()) for v in index.values() if isinstance(v, dict))
             todo = [e for e in tree.files
@@ -449,19 +449,24 @@ class Checkpoints:
         about a tenth of a core."""
         return max(STAGE_TICK_SECONDS, 10 * self.stage_look_seconds)
 
-    def _overtaken_since_declared(self, kept):
-        """Drop the declaration pending publication when a file this sync would publish (kept:
-        checkpoint_tree.FileEntry) changed after the declaration was seen: the next save has begun
-        (break14: a job that declared step 1 and rewrote its state file at once got a 'step 1'
-        checkpoint holding step 2's state). Files the sync leaves out do not count: one still being
-        written holds the sync back anyway, and a Hugging Face checkpoint-<N>/ folder the next save
-        is filling is not published until it is whole. Files already left out by the sync before
-        the declaration (a status file rewritten every few ms) and appended ones (logs) are not
-        part of a save either. A file written within one DECLARATION_POLL_SECONDS after the
-        declaration cannot be told from one written just before it."""
+    def _overtaken_since_declared(self, kept, left, tree):
+        """Drop the declaration pending publication when the checkpoint this sync would publish
+        does not hold the declared save: a file it publishes (kept: checkpoint_tree.FileEntry)
+        changed after the declaration was seen, so the next save has begun (break14: a job that
+        declared step 1 and rewrote its state file at once got a 'step 1' checkpoint holding
+        step 2's state); or a file it leaves out without holding the sync back (left:
+        [{"path", ...}]) is busy only because it kept changing for BUSY_SECONDS, which a model
+        saved more often than the quiet time also does (break test 15). Logs and status files
+        (Capture.outside_saves) are no part of a save, and a Hugging Face checkpoint-<N>/ folder
+        the next save is filling is not published until it is whole. A file written within the
+        clock's granularity after the declaration cannot be told from one written just before it."""
         if self.declared is None or self.declared_at is None:
             return
-        after = self._changed_after(kept, self.declared_at)
+        paths = set(e.path for e in tree.files)
+        after = self._changed_after(kept, self.declared_at) or [
+            item["path"] for item in left
+            if not item.get("folder") and not self.capture.outside_saves(item["path"])
+            and not next_save_folder(item["path"], paths)]
         if after:
             self.log("the save declared at step %s could not be published: %s changed after the declaration (the next save "
                      "began); it is published with the next declaration, or by a later sync with its step unknown" % (
@@ -471,11 +476,11 @@ class Checkpoints:
 
     def _changed_after(self, kept, at):
         """Paths of the files this sync would publish (kept: checkpoint_tree.FileEntry) changed
-        after `at` (epoch seconds; None: every file): the marker, files left out by an earlier
-        sync (busy) and appended ones (logs) are not part of a save and do not count."""
+        after `at` (epoch seconds; None: every file). The marker, logs and status files
+        (Capture.outside_saves) are no part of a save and do not count."""
         capture = self.capture
         return [e.path for e in kept if (at is None or e.mtime_ns / 1e9 > at) and e.path != MARKER_FILE
-                and e.path not in capture.left_out and e.path not in capture.appended]
+                and not capture.outside_saves(e.path)]
 
     def retry_due(self):
         """True when a sync was held back by a save in progress and it is time to try again (the
@@ -577,8 +582,7 @@ class Checkpoints:
         a Hugging Face checkpoint-<N>/ folder that is not published whole (its trainer_state.json
         is not among the files), which the previous checkpoint's entries stand in for."""
         def incomplete(path):
-            folder, _ = hf_folder(path + "/x")
-            return folder is not None and (folder + "/" + HF_COMPLETE_FILE) not in taken
+            return next_save_folder(path + "/x", taken)
         old_dirs = dict((d["path"], d) for d in previous.get("dirs") or [])
         old_links = dict((s["path"], s) for s in previous.get("symlinks") or [])
         dirs, links = [], []

@@ -6,7 +6,9 @@ is timed as the break test's job timed it, without a second process to schedule.
 import os
 import time
 import unittest
+from unittest import mock
 
+from runctl_agent import capture as capture_module
 from tests.test_capture_saves import JobHarness
 
 MARKER = ".runctl-saved"
@@ -67,6 +69,34 @@ class DeclaredRoundsTest(JobHarness):
                              "the checkpoint labelled step %d holds %r" % (step, held))
         return published
 
+    def overtaken_rounds(self, declare, gap, rounds=4):
+        """Break test 15's job: save k, declare it, `gap` seconds later save k+1 without declaring,
+        then idle 0.6 s; `rounds` times."""
+        self.job_log()
+        for i in range(rounds):
+            k = 2 * i + 1
+            self.save(k)
+            declare(k)
+            time.sleep(gap)
+            self.save(k + 1)
+            self.agent_loop(0.6)
+        # The job exits 0 after its last, undeclared save: the final checkpoint holds it, unlabelled.
+        self.ckpts.sync(final=True, clean_exit=True)
+        step, files = self.contents()[-1]
+        self.assertIsNone(step)
+        last = b"%08d" % (2 * rounds) * 64
+        self.assertEqual((files["model.bin"], files["state.json"]), (last, last))
+
+    def test_a_marker_save_overtaken_5ms_later_never_publishes_its_step_without_its_files(self):
+        # Break test 15: the first declared sync left model.bin and state.json out; from then on
+        # every declared checkpoint held only the marker, or the files of an older save.
+        self.overtaken_rounds(self.declare_marker, 0.005)
+        self.assert_each_step_holds_its_save()
+
+    def test_a_line_save_overtaken_20ms_later_never_publishes_its_step_without_its_files(self):
+        self.overtaken_rounds(self.declare_line, 0.02)
+        self.assert_each_step_holds_its_save()
+
     def test_a_declaration_timed_late_is_timed_by_the_log_it_was_read_from(self):
         # Break test 15, under load: the declaration thread ran 20 ms after the job declared step
         # 1 and saved step 2, and step 1's checkpoint held step 2. The log's mtime times it.
@@ -86,6 +116,43 @@ class DeclaredRoundsTest(JobHarness):
             self.declare_marker(k)
             self.agent_loop(0.4)
         self.assertEqual([step for step, _ in self.assert_each_step_holds_its_save()], [1, 2, 3])
+
+    def test_a_long_save_young_at_every_look_is_not_taken_for_a_status_file(self):
+        # torch.save of a large model keeps the file young at every look for as long as it
+        # writes; declared, then overwritten at once by the next save, it must lose its step
+        # rather than be left out as a status file under it.
+        self.job_log()
+        self.save(1)
+        self.declare_marker(1)
+        self.agent_loop(0.3)
+        writer = self.slow_save("model.bin", 14, 0.05)  # open, and young, for 0.7 s
+        self.agent_loop(30, sid=writer.pid, until=lambda: writer.poll() is not None)
+        self.assertEqual(writer.returncode, 0)
+        self.write("state.json", b"%08d" % 2 * 64)
+        self.declare_marker(2)
+        time.sleep(0.01)
+        self.write("model.bin", b"%08d" % 3 * 64)  # the next save begins at once
+        self.agent_loop(0.3)
+        self.assertNotIn(2, [step for step, _ in self.contents()])
+
+    def test_a_model_busy_by_the_time_rule_does_not_give_a_declared_step_to_a_checkpoint_without_it(self):
+        # A model rewritten every 0.4 s (never quiet for 1 s, too slow to be a status file) is
+        # left out until it counts as busy (BUSY_SECONDS, shortened here); a declaration while it
+        # is still being rewritten must not label a checkpoint that lacks it.
+        self.job_log()
+        self.write("state.json", b"%08d" % 7 * 64)
+        with mock.patch.object(capture_module, "BUSY_SECONDS", 1.0):
+            deadline = time.monotonic() + 10
+            while not self.capture.busy("model.bin"):
+                self.assertLess(time.monotonic(), deadline, "model.bin never counted as busy")
+                self.write("model.bin", b"%08d" % 6 * 64)
+                self.agent_loop(0.4, interval=0.2)
+            self.write("model.bin", b"%08d" % 7 * 64)
+            self.declare_marker(7)
+            time.sleep(0.01)
+            self.write("model.bin", b"%08d" % 8 * 64)
+            self.agent_loop(0.2)
+        self.assertNotIn(7, [step for step, _ in self.assert_each_step_holds_its_save()])
 
 
 if __name__ == "__main__":
