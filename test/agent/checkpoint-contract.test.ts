@@ -111,6 +111,33 @@ describe('the step a checkpoint holds', () => {
     const last = published[published.length - 1]!;
     expect([last.manifest.step, held(last, 'model.bin'), held(last, 'state.json')]).toEqual([undefined, '00000010', '00000010']);
   }, 120_000);
+
+  // Break test 16: `cp -p` (like rsync -a, shutil.copy2, tar x) writes the file and then sets
+  // the source's old mtime, so the copy looked older than the last declaration and the final
+  // checkpoint took step 3 while holding step 1's model.
+  it('a best model copied back with cp -p after the last declaration is published with its step unknown', async () => {
+    box = await sandbox();
+    const bundle = await box.bundle({
+      'train.sh': [
+        'd="$RUNCTL_CHECKPOINT_DIR"; mkdir -p best',
+        'for k in 1 2 3; do',
+        '  printf "%08d" "$k" > "$d/model.bin"',
+        '  [ "$k" = 1 ] && cp -p "$d/model.bin" best/model.bin',
+        '  echo "RUNCTL_CHECKPOINT_SAVED step=$k"; sleep 0.4',
+        'done',
+        'cp -p best/model.bin "$d/model.bin"  # load the best model (step 1) and exit 0',
+      ].join('\n'),
+    });
+    const key = { run: 'best-at-end', generation: 1, attempt: 1 };
+    const status = await box.run(box.config(key, bundle, imds.url, { command: 'bash train.sh', syncIntervalSeconds: 3600, keep: 100 }));
+    expect(status.phase).toBe('succeeded');
+    const held = box.checkpoints('best-at-end', 1).map((c) => [c.manifest.step, readFileSync(box.checkpointFile(c, 'model.bin'), 'latin1')]);
+    const labelled = held.filter(([step]) => step !== undefined);
+    expect(labelled.length).toBeGreaterThan(0);
+    expect(labelled).toEqual(labelled.map(([step]) => [step, String(step).padStart(8, '0')]));
+    expect(held[held.length - 1]).toEqual([undefined, '00000001']);
+    expect(status.lastCheckpoint?.step).toBeUndefined();
+  }, 120_000);
 });
 
 describe('a declared save is stored while the job writes it', () => {

@@ -167,7 +167,8 @@ def proc_available():
 class Capture(object):
     """Per-file decisions for one attempt's checkpoint folder.
 
-    root: the checkpoint folder; quiet_seconds: how long a file must be unchanged (mtime) before a
+    root: the checkpoint folder; quiet_seconds: how long a file must be unchanged (its change
+    time, FileEntry.changed_ns: the later of mtime and ctime) before a
     periodic sync takes it; busy_after: how many syncs in a row a file may be left out before it is
     reported as busy. watch(sid) is called often (every few hundred ms) while the job runs, so
     short writes are seen; choose() is called by each sync.
@@ -224,11 +225,11 @@ class Capture(object):
         now = self.clock()
         for path in set(current) | set(self.left_out) | set(self.churn):
             try:
-                mtime = os.stat(os.path.join(self.root, path)).st_mtime_ns / 1e9
+                st = os.stat(os.path.join(self.root, path))
             except OSError:
                 self.churn.pop(path, None)
                 continue
-            if now - mtime >= CHURN_AGE_SECONDS or path in current or path in self.mapped:
+            if now - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 >= CHURN_AGE_SECONDS or path in current or path in self.mapped:
                 # Aged: a save followed by a pause. Open for writing: a large save in progress,
                 # young at every look for as long as it is written, is not a status file (which
                 # is open for a fraction of a millisecond per rewrite, and seldom seen open).
@@ -244,7 +245,7 @@ class Capture(object):
         declaration (a file must be watched before a declaration to count as churning)."""
         now = self.clock()
         for entry in tree.files:
-            if entry.path not in self.churn and now - entry.mtime_ns / 1e9 < CHURN_AGE_SECONDS:
+            if entry.path not in self.churn and now - entry.changed_ns / 1e9 < CHURN_AGE_SECONDS:
                 self.churn[entry.path] = {"since": now, "last": now, "looks": 1}
 
     def mapped_now(self):
@@ -359,8 +360,10 @@ class Capture(object):
                 reason = ("%s was being written when the stop signal was sent, and the job declared no save after it "
                           "(a handler that exits at once leaves it half written)" % entry.path)
             elif not job_ended and entry.path != MARKER_FILE:
-                age = now - entry.mtime_ns / 1e9
-                declared = self.declared_at is not None and entry.mtime_ns / 1e9 <= self.declared_at
+                # The change time, not the mtime alone: cp -p and rsync -a set an old mtime on a
+                # file they have just written (checkpoint_tree.FileEntry).
+                age = now - entry.changed_ns / 1e9
+                declared = self.declared_at is not None and entry.changed_ns / 1e9 <= self.declared_at
                 if age < self.quiet and not declared:
                     reason = "%s changed %.1fs ago (a file must be unchanged for %.1fs)" % (entry.path, max(age, 0.0), self.quiet)
             if reason:

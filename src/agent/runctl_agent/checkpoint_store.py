@@ -32,10 +32,12 @@ API for the capture layer (the code that decides WHICH files and WHEN):
 
   add_files snapshots one file at a time, so the extra disk it uses on the instance is at most
   the largest new file (zero for file:// storage, where the copy goes straight into the store's
-  temp name and is renamed into place): a file whose (size, mtime_ns, inode) match what the
-  local index recorded for a content already stored is reused without being read; otherwise it
-  is copied while hashed, then its (size, mtime_ns, inode, device) are checked again: changed =
-  rejected ("changed while it was copied"), never stored under a wrong hash. A content already
+  temp name and is renamed into place): a file whose identity (size, mtime_ns, inode, device,
+  ctime_ns; checkpoint_tree.FileEntry) matches what the local index recorded for a content
+  already stored is reused without being read; otherwise it is copied while hashed, then its
+  identity is checked again: changed = rejected ("changed while it was copied"), never stored
+  under a wrong hash. The ctime is part of it because a job's `cp -p` or `rsync -a` rewrites a
+  file and then sets its old mtime back; only the kernel sets the ctime. A content already
   stored (and protected, below) is never uploaded again.
 
 Retention and concurrency (why nothing a kept manifest names is ever deleted):
@@ -77,6 +79,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from .checkpoint_tree import FileEntry
 from .storage import FileStorage, StorageError
 from .util import atomic_write, json_bytes, now_iso, pad_seq, read_int, remove_quietly, safe_relpath
 
@@ -293,7 +296,7 @@ class CheckpointStore(object):
                 st = os.lstat(os.path.join(root, *f["path"].split("/")))
             except OSError:
                 continue
-            index[f["path"]] = {"identity": [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev], "sha256": f["sha256"]}
+            index[f["path"]] = {"identity": FileEntry.of(f["path"], st).identity(), "sha256": f["sha256"]}
         self.save_index(index)
 
     # -- sync
@@ -507,9 +510,10 @@ class SyncSession(object):
         """Snapshot each file (checkpoint_tree.FileEntry) under root into the store.
         Returns {"accepted": [{"path","size","sha256","mode"}], "rejected": [{"path","reason"}]}.
 
-        A file whose identity the local index knows is reused unread, under its own path or under
-        the path it had before the job renamed it into place (a save written to a temp name or a
-        tmp-checkpoint-*/ folder, then renamed: same inode, same mtime). reread: paths never
+        A file whose identity the local index knows is reused unread, under its own path or, from
+        RENAMED_REUSE_FROM bytes, under the path it had before the job renamed it into place (a
+        save written to a temp name or a tmp-checkpoint-*/ folder, then renamed: same inode, same
+        mtime; the rename sets the ctime, so that match leaves it out). reread: paths never
         reused that way (a file the job mapped shared and writable: writes through a mapping
         need not move its mtime). Otherwise it is read once
         (up to READ_WORKERS files at once, read_in_parallel):
@@ -519,19 +523,21 @@ class SyncSession(object):
         folder); on file:// it is copied into the store by the kernel while another thread hashes
         it (a file under HASH_FIRST_BELOW whose size matches a stored content is hashed first,
         then copied only when new, so a small reused file is never written).
-        Every file's (size, mtime_ns, inode, device) is checked again after its content is
-        stored: a file that changed is rejected ("changed while it was copied"), and a content
+        Every file's identity is checked again after its content is stored: a file that changed is rejected ("changed while it was copied"), and a content
         uploaded from a file that changed during the upload is deleted again, so a content is
         never left stored under a wrong hash by a finished sync (a SIGKILL in that window leaves
         it until collected; restore's sha256 check refuses it meanwhile)."""
         self.root = root
         accepted, rejected, pending, unread = [], [], [], []
-        by_identity = self.known_identities()
+        moved = self.known_identities()
         for entry in entries:
             known = self.index.get(entry.path)
             sha = known.get("sha256") if known and known.get("identity") == entry.identity() else None
             if sha is None and entry.size >= RENAMED_REUSE_FROM:
-                sha = by_identity.get(tuple(entry.identity()))
+                # Renamed from another path only: at its own path, an unchanged moved identity
+                # with a new ctime is a rewrite that kept the mtime (cp -p), not a rename.
+                was = moved.get(tuple(entry.moved_identity()))
+                sha = was[1] if was is not None and was[0] != entry.path else None
             if entry.path in reread:
                 sha = None
             if sha is not None and self.reusable(sha):
@@ -564,12 +570,13 @@ class SyncSession(object):
         return {"accepted": accepted, "rejected": rejected}
 
     def known_identities(self):
-        """{(size, mtime_ns, inode, device): sha256} of the files the local index knows."""
+        """{(size, mtime_ns, inode, device): (path, sha256)} of the files the local index knows
+        (FileEntry.moved_identity: what a rename leaves unchanged)."""
         out = {}
-        for known in self.index.values():
+        for path, known in self.index.items():
             identity = known.get("identity") if isinstance(known, dict) else None
             if isinstance(identity, list) and isinstance(known.get("sha256"), str):
-                out[tuple(identity)] = known["sha256"]
+                out[tuple(identity[:4])] = (path, known["sha256"])
         return out
 
     def add(self, root, entry):
@@ -652,7 +659,11 @@ class SyncSession(object):
 
     def _upload(self, root, pending):
         """S3: upload the hashed new contents of pending [(FileEntry, sha256)] with one AWS CLI
-        call; yields (ok, entry, value or reason) per entry."""
+        call (`aws s3 cp --recursive` of a folder of symbolic links named by sha256, which it
+        follows); yields (ok, entry, value or reason) per entry. Symbolic, not hard, links: a
+        hard link would set the ctime of the job's file, which is how the agent sees the job
+        change it (FileEntry). A file the job replaced or rewrote during the upload fails its
+        identity check afterwards, and its uploaded content is deleted again."""
         store = self.store
         staging = os.path.join(store.state_dir, "upload")
         remove_quietly(staging)
@@ -665,7 +676,7 @@ class SyncSession(object):
                     linked[sha].append((entry, path))
                     continue
                 try:
-                    os.link(path, os.path.join(staging, sha))
+                    os.symlink(path, os.path.join(staging, sha))
                     linked[sha] = [(entry, path)]
                 except OSError:
                     alone.append((entry, path, sha))
@@ -674,8 +685,8 @@ class SyncSession(object):
                 store.kill("content-put")
                 store.storage.put_tree(contents_prefix(store.prefix), staging)
             for sha, users in sorted(linked.items()):
-                # The uploaded bytes are the linked inode's: unchanged inode = the hashed content.
-                intact = same_identity(os.path.join(staging, sha), users[0][0], inode_only=True)
+                # The uploaded bytes are the linked file's: unchanged identity = the hashed content.
+                intact = same_identity(users[0][1], users[0][0])
                 if not intact:
                     store.kill("content-delete")
                     store.storage.delete(store.content_key(sha))
@@ -876,16 +887,14 @@ def copy_hashing(src, dest):
     return h.hexdigest(), size
 
 
-def same_identity(path, entry, inode_only=False):
-    """True when the file at path still has entry's (size, mtime_ns, inode, device); inode_only:
-    compare size and mtime_ns only (path is a hard link to the same inode)."""
+def same_identity(path, entry):
+    """True when the file at path still has entry's identity (checkpoint_tree.FileEntry: size,
+    mtime_ns, inode, device, ctime_ns)."""
     try:
         st = os.lstat(path)
     except OSError:
         return False
-    if inode_only:
-        return [st.st_size, st.st_mtime_ns] == entry.identity()[:2]
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev] == entry.identity()
+    return FileEntry.of(entry.path, st).identity() == entry.identity()
 
 
 def valid_manifest_entries(manifest):

@@ -16,20 +16,44 @@ RESERVED_NAMES = ("MANIFEST.json",)  # a root-level file of this name is the age
 
 class FileEntry(object):
     """A regular file: path (forward-slash, relative), size (bytes), mtime_ns, ino, dev, mode
-    (permission bits, e.g. 0o644)."""
+    (permission bits, e.g. 0o644), ctime_ns (the inode's change time, in ns).
 
-    __slots__ = ("path", "size", "mtime_ns", "ino", "dev", "mode")
+    The mtime is the job's to set: `cp -p`, `rsync -a`, `shutil.copy2`, `tar x` and `touch -r`
+    write a file and then give it an older mtime (break test 16: a model copied back with
+    `cp -p` after the last declaration looked older than it, and its checkpoint took that
+    declaration's step). The ctime is the kernel's: any write, truncate or rename sets it to
+    now, and no call sets it back. So whether and when a file changed is read from both
+    (changed_ns, identity); only a rename's new path is matched without the ctime
+    (moved_identity), as a rename sets it too."""
 
-    def __init__(self, path, size, mtime_ns, ino, dev, mode):
+    __slots__ = ("path", "size", "mtime_ns", "ino", "dev", "mode", "ctime_ns")
+
+    def __init__(self, path, size, mtime_ns, ino, dev, mode, ctime_ns):
         self.path = path
         self.size = size
         self.mtime_ns = mtime_ns
         self.ino = ino
         self.dev = dev
         self.mode = mode
+        self.ctime_ns = ctime_ns
+
+    @classmethod
+    def of(cls, path, st):
+        """The entry for relative path from its os.stat_result."""
+        return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, stat.S_IMODE(st.st_mode), st.st_ctime_ns)
+
+    @property
+    def changed_ns(self):
+        """When the file last changed, in ns since the epoch: the later of its mtime and ctime."""
+        return max(self.mtime_ns, self.ctime_ns)
 
     def identity(self):
-        """(size, mtime_ns, ino, dev): unchanged identity = unchanged file, for the store's index."""
+        """[size, mtime_ns, ino, dev, ctime_ns]: unchanged identity = unchanged file, for the
+        store's index and its copy-then-recheck."""
+        return [self.size, self.mtime_ns, self.ino, self.dev, self.ctime_ns]
+
+    def moved_identity(self):
+        """[size, mtime_ns, ino, dev]: what a rename into place leaves unchanged."""
         return [self.size, self.mtime_ns, self.ino, self.dev]
 
     def __repr__(self):
@@ -46,16 +70,17 @@ class Tree(object):
         self.dirs = []
         self.symlinks = []
         self.refused = []
-        self.mtimes = {}  # "." (the root), folder and link paths -> mtime (epoch seconds)
+        self.mtimes = {}  # "." (the root), folder and link paths -> change time (epoch seconds)
 
     def entry_mtimes(self):
-        """[(path, mtime in epoch seconds)] of the root, every folder and every inner link: a
-        folder's time moves when an entry in it is created, removed or renamed (capture.py)."""
+        """[(path, change time in epoch seconds: the later of mtime and ctime)] of the root, every
+        folder and every inner link: a folder's time moves when an entry in it is created,
+        removed or renamed (capture.py)."""
         return sorted(self.mtimes.items())
 
     def fingerprint(self):
         """A cheap summary that changes when any file, folder or link changes (no content read)."""
-        return ([[f.path, f.size, f.mtime_ns] for f in self.files]
+        return ([[f.path, f.size, f.mtime_ns, f.ctime_ns] for f in self.files]
                 + [["d:" + d["path"], d["mode"]] for d in self.dirs]
                 + [["l:" + s["path"], s["target"]] for s in self.symlinks])
 
@@ -81,7 +106,8 @@ def scan_tree(root):
     if not os.path.isdir(root):
         return tree
     try:
-        tree.mtimes["."] = os.stat(root).st_mtime
+        st = os.stat(root)
+        tree.mtimes["."] = max(st.st_mtime, st.st_ctime)
     except OSError:
         pass
     for dirpath, dirnames, filenames in os.walk(root):
@@ -103,18 +129,18 @@ def scan_tree(root):
                     continue
                 if link_stays_inside(rel, target, root):
                     tree.symlinks.append({"path": rel, "target": target})
-                    tree.mtimes[rel] = st.st_mtime
+                    tree.mtimes[rel] = max(st.st_mtime, st.st_ctime)
                 else:
                     tree.refused.append({"path": rel, "target": target,
                                          "reason": "symbolic link %s -> %s leads outside the checkpoint folder" % (rel, target)})
             elif stat.S_ISDIR(st.st_mode):
                 tree.dirs.append({"path": rel, "mode": stat.S_IMODE(st.st_mode)})
-                tree.mtimes[rel] = st.st_mtime
+                tree.mtimes[rel] = max(st.st_mtime, st.st_ctime)
                 dirnames.append(name)
             elif stat.S_ISREG(st.st_mode):
                 if rel in RESERVED_NAMES:
                     continue
-                tree.files.append(FileEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, stat.S_IMODE(st.st_mode)))
+                tree.files.append(FileEntry.of(rel, st))
             else:
                 tree.refused.append({"path": rel, "reason": "%s is not a regular file, folder or symbolic link" % rel})
         dirnames.sort()

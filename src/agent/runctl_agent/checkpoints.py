@@ -45,7 +45,7 @@ def restat(root, entry):
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    return FileEntry(entry.path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, stat.S_IMODE(st.st_mode))
+    return FileEntry.of(entry.path, st)
 
 
 def entries_of(manifest):
@@ -92,7 +92,7 @@ class Checkpoints:
         self.declaration_lock = threading.Lock()  # poll_declarations runs on its own thread too
         self.pending_declaration = None  # (step, source, seen at) not yet taken by tick
         self.saved_cursor = None  # offset in job.log up to which declaration lines were read
-        self.marker_seen = None  # (mtime_ns, size) of the marker file last seen
+        self.marker_seen = None  # (change time in ns, size, inode) of the marker file last seen
         self.throughput = None  # bytes/s measured on this instance's syncs
         self.last_uploaded = 0  # bytes the last publishing sync uploaded
         # When this attempt last published (CheckpointSyncStalled's clock). Started again when
@@ -154,7 +154,7 @@ class Checkpoints:
     def _marker_state(self):
         try:
             st = os.stat(os.path.join(self.cfg["checkpointDir"], MARKER_FILE))
-            return (st.st_mtime_ns, st.st_size)
+            return (max(st.st_mtime_ns, st.st_ctime_ns), st.st_size, st.st_ino)
         except OSError:
             return None
 
@@ -179,8 +179,9 @@ class Checkpoints:
 
     def poll_declarations(self):
         """Read new declaration lines in job.log and a rewritten marker, and note the newest as
-        pending with the time it was made (epoch seconds): the mtime of the log or the marker it
-        was read from, or the clock read after reading them if that is earlier. Safe on any
+        pending with the time it was made (epoch seconds): the change time (the later of mtime
+        and ctime) of the log or the marker it was read from, or the clock read after reading
+        them if that is earlier. Safe on any
         thread: the agent runs it every DECLARATION_POLL_SECONDS on a thread of its own, so a
         declaration is read within that poll of when the job made it even while the checkpoint
         loop is busy storing a file (break14: timed when the loop got to it, seconds later, a save
@@ -206,7 +207,8 @@ class Checkpoints:
                         # and as exact as a marker's when the job prints nothing after it (break
                         # test 15: under load this poll ran 20 ms late, and a save begun in between
                         # counted as part of the declared one).
-                        written = os.fstat(f.fileno()).st_mtime_ns / 1e9
+                        st = os.fstat(f.fileno())
+                        written = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9
                 except OSError:
                     data, written = b"", None
                 cut = data.rfind(b"\n")
@@ -228,7 +230,8 @@ class Checkpoints:
                         self._malformed(MARKER_FILE, problem)
                 except OSError:
                     step = None
-                # The marker's own mtime is when the job declared (it writes the marker last).
+                # The marker's own change time is when the job declared (it writes the marker
+                # last; os.replace of a temp marker sets its ctime at that instant).
                 found = (step, "marker" if step is not None else None, marker[0] / 1e9)
             now = time.time()
             if found is None:
@@ -388,9 +391,9 @@ class Checkpoints:
         manifest instead of all of it (issue 9, acceptance 3: save -> safe within 1.5x a plain
         copy; on S3 the shards of a multi-GB save upload while the next ones are written).
 
-        Publishes nothing: which files a checkpoint holds is still decided by the sync (capture.py),
-        which reuses a file stored here unread when its identity (size, mtime_ns, inode, device)
-        is unchanged (the store's local index). Only for a job that declares its saves: its next
+        Publishes nothing: which files a checkpoint holds is still decided by the sync
+        (capture.py), which reuses a file stored here unread when its identity
+        (FileEntry.identity) is unchanged (the store's local index). Only for a job that declares its saves: its next
         declaration publishes what is stored here at once, whereas a job synced every interval
         may rewrite a file many times before a sync and would pay an upload for each. A file is
         taken when it is at least STAGE_FROM_BYTES, no process of the job (session sid) holds it
@@ -410,11 +413,12 @@ class Checkpoints:
             capture = self.capture
             capture.observe(tree)
             index = self.store.load_index()
-            known = set(tuple(v.get("identity") or ()) for v in index.values() if isinstance(v, dict))
+            # Moved identities: a file renamed into place since it was stored is known too.
+            known = set(tuple((v.get("identity") or [])[:4]) for v in index.values() if isinstance(v, dict))
             todo = [e for e in tree.files
                     if e.size >= STAGE_FROM_BYTES and e.path not in capture.writing and e.path not in capture.appended
                     and e.path not in capture.suspect and e.path not in capture.mapped and e.path not in self.staged
-                    and tuple(e.identity()) not in known]  # stored already, under this path or the one it was renamed from
+                    and tuple(e.moved_identity()) not in known]  # stored already, under this path or the one it was renamed from
             if todo:
                 # Looked at again after the scan, and each file's identity taken after that look: a
                 # file the job closed in between is taken as it is now, not as the scan saw it
@@ -479,7 +483,7 @@ class Checkpoints:
         after `at` (epoch seconds; None: every file). The marker, logs and status files
         (Capture.outside_saves) are no part of a save and do not count."""
         capture = self.capture
-        return [e.path for e in kept if (at is None or e.mtime_ns / 1e9 > at) and e.path != MARKER_FILE
+        return [e.path for e in kept if (at is None or e.changed_ns / 1e9 > at) and e.path != MARKER_FILE
                 and not capture.outside_saves(e.path)]
 
     def retry_due(self):

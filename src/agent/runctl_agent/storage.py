@@ -49,8 +49,14 @@ class FileStorage:
         os.replace(tmp, path)
 
     def put_tree(self, prefix, local_dir):
-        for rel in list_files(local_dir):
-            self.put_file(prefix + rel, os.path.join(local_dir, *rel.split("/")))
+        """Store every file under local_dir below prefix; a symbolic link to a file is followed,
+        as `aws s3 cp --recursive` does (the checkpoint store uploads a folder of such links)."""
+        for name in sorted(os.listdir(local_dir)) if os.path.isdir(local_dir) else []:
+            full = os.path.join(local_dir, name)
+            if os.path.isfile(full):
+                self.put_file(prefix + name, full)
+            elif os.path.isdir(full) and not os.path.islink(full):
+                self.put_tree(prefix + name + "/", full)
 
     def get_bytes(self, key):
         try:

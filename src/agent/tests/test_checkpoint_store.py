@@ -218,6 +218,34 @@ class IdentityReuseTest(StoreTest):
         self.assertEqual(accepted[0]["sha256"], hashlib.sha256(b"[]").hexdigest())  # read, not trusted
 
 
+    def test_a_file_rewritten_in_place_with_its_old_mtime_is_read_again(self):
+        # cp -p, rsync -a, shutil.copy2 over an existing file: same inode and size, and the old
+        # mtime set back afterwards. Only the ctime shows the change (break test 16).
+        self.write("model.bin", b"a" * (2 << 20))
+        self.sync()
+        path = os.path.join(self.root, "model.bin")
+        before = os.stat(path)
+        time.sleep(0.01)  # a later ctime, even on a coarse clock
+        with open(path, "r+b") as f:
+            f.write(b"b" * (2 << 20))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        accepted = self.store.begin().add_files(self.root, scan_tree(self.root).files)["accepted"]
+        self.assertEqual(accepted[0]["sha256"], hashlib.sha256(b"b" * (2 << 20)).hexdigest())
+
+    def test_a_file_rewritten_with_its_old_mtime_after_the_scan_is_rejected(self):
+        self.write("model.bin", b"a" * 4096)
+        entries = scan_tree(self.root).files
+        path = os.path.join(self.root, "model.bin")
+        before = os.stat(path)
+        time.sleep(0.01)
+        with open(path, "r+b") as f:
+            f.write(b"b" * 4096)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        result = self.store.begin().add_files(self.root, entries)
+        self.assertEqual(result["accepted"], [])
+        self.assertEqual(result["rejected"], [{"path": "model.bin", "reason": "model.bin changed while it was copied"}])
+
+
 class BucketLike(object):
     """An object store that is not a folder (as S3 is to the store): FileStorage underneath,
     counting calls, with an optional hook run while put_tree uploads (a job writing meanwhile)."""

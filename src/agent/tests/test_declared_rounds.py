@@ -4,6 +4,7 @@ both the job (it writes and declares) and the agent's checkpoint loop (agent_loo
 is timed as the break test's job timed it, without a second process to schedule."""
 
 import os
+import shutil
 import time
 import unittest
 from unittest import mock
@@ -96,6 +97,44 @@ class DeclaredRoundsTest(JobHarness):
     def test_a_line_save_overtaken_20ms_later_never_publishes_its_step_without_its_files(self):
         self.overtaken_rounds(self.declare_line, 0.02)
         self.assert_each_step_holds_its_save()
+
+    def test_a_model_copied_back_with_its_old_mtime_after_the_last_declaration_gets_no_step(self):
+        # Break test 16: the job declared steps 1-3, then loaded its best model (step 1's, kept
+        # with `cp -p`) back into place and exited 0. The copy has step 1's mtime, older than
+        # the last declaration; the final checkpoint held it under "step 3".
+        self.job_log()
+        best = os.path.join(self.tmp.name, "best.bin")
+        for k in (1, 2, 3):
+            self.write("model.bin", b"%08d" % k)
+            if k == 1:
+                shutil.copy2(os.path.join(self.root, "model.bin"), best)
+            self.declare_marker(k)
+            self.agent_loop(0.3)
+        self.assertEqual(self.contents()[-1], (3, {"model.bin": b"00000003", MARKER: b"step=3\n"}))
+        shutil.copy2(best, os.path.join(self.root, "model.bin"))
+        self.ckpts.sync(final=True, clean_exit=True)
+        self.assertEqual(self.contents()[-1], (None, {"model.bin": b"00000001", MARKER: b"step=3\n"}))
+
+    def test_a_save_copied_in_with_an_old_mtime_right_after_a_declaration_does_not_take_its_step(self):
+        # Break test 16: each save is a copy2 of a snapshot written earlier outside the folder
+        # (its mtime is that of the snapshot); save k+1 was copied in 5 ms after k was declared,
+        # and looked older than the declaration.
+        self.job_log()
+        scratch = os.path.join(self.tmp.name, "scratch")
+        os.makedirs(scratch)
+        for k in range(1, 9):
+            with open(os.path.join(scratch, "model-%d" % k), "wb") as f:
+                f.write(b"%08d" % k * 64)
+        for i in range(4):
+            k = 2 * i + 1
+            shutil.copy2(os.path.join(scratch, "model-%d" % k), os.path.join(self.root, "model.bin"))
+            self.declare_marker(k)
+            time.sleep(0.005)
+            shutil.copy2(os.path.join(scratch, "model-%d" % (k + 1)), os.path.join(self.root, "model.bin"))
+            self.agent_loop(0.6)
+        for step, files in self.contents():
+            if step is not None:
+                self.assertEqual(files["model.bin"][:8], b"%08d" % step)
 
     def test_a_declaration_timed_late_is_timed_by_the_log_it_was_read_from(self):
         # Break test 15, under load: the declaration thread ran 20 ms after the job declared step
