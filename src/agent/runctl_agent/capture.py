@@ -31,8 +31,8 @@ instead of blocking every sync.
 
 A save the job declares describes the files as they were when it declared. A file that changed
 after the declaration is part of the next save, so the declared step cannot be published with it
-left out, unless it is not part of any save: appended to (a log), only growing (a log reopened for
-every line), or *churning*: younger than CHURN_AGE_SECONDS and not open for writing at every
+left out, unless it is not part of any save: appended to (a log), only growing in place (a log
+reopened for every line), or *churning*: younger than CHURN_AGE_SECONDS and not open for writing at every
 look for at least CHURN_SPAN_SECONDS since the previous declaration (a status file rewritten
 every few ms; a large save in progress is young at every look too, but seen open). Being left out
 by an earlier sync is no such evidence (break test 15: a model saved again 5 ms after each
@@ -59,6 +59,7 @@ BUSY_SECONDS = 120.0
 CHURN_AGE_SECONDS = 0.25
 CHURN_SPAN_SECONDS = 0.5
 CHURN_LOOKS = 3
+EDGE_BYTES = 64  # read at each end of a file that only grows, to tell a log from a growing save
 
 
 def next_save_folder(path, paths):
@@ -183,7 +184,7 @@ class Capture(object):
         self.suspect = {}  # path -> pid of a writer that vanished holding it (judged at the job's end)
         self.appended = set()  # paths seen open with O_APPEND: logs, busy by nature
         self.rewritten = set()  # paths seen open for writing without O_APPEND: checkpoint saves
-        self.growth = {}  # path -> (size at the last sync that left it out, syncs it only grew)
+        self.growth = {}  # path -> (size at the last sync that left it out, syncs it grew in place, its edges)
         self.vanished_after_signal = set()  # paths whose writer vanished after the stop signal
         self.left_out = {}  # path -> {"count", "since", "reason"}
         self.declared_at = None  # time of the newest save the job declared
@@ -286,12 +287,13 @@ class Capture(object):
 
     def busy(self, path):
         """True when path is a busy file (see the module docstring), not a save in progress: seen
-        open for appending; or never seen rewritten (open without O_APPEND) and only growing over
-        `busy_after` syncs that left it out (a log opened and closed for every line); or left
+        open for appending; or never seen rewritten (open without O_APPEND) and only growing, its
+        first and last bytes unchanged (_edges), over `busy_after` syncs that left it out (a log
+        opened and closed for every line); or left
         out `busy_after` syncs in a row over BUSY_SECONDS."""
         if path in self.appended:
             return True
-        if path not in self.rewritten and self.growth.get(path, (0, 0))[1] >= self.busy_after:
+        if path not in self.rewritten and self.growth.get(path, (0, 0, None))[1] >= self.busy_after:
             return True
         prev = self.left_out.get(path)
         return prev is not None and prev["count"] >= self.busy_after and self.clock() - prev["since"] >= BUSY_SECONDS
@@ -302,7 +304,7 @@ class Capture(object):
         file). Files busy only by the BUSY_SECONDS rule are not: they may be a model rewritten
         more often than the quiet time."""
         return (path in self.appended or path in self.churning
-                or (path not in self.rewritten and self.growth.get(path, (0, 0))[1] >= self.busy_after))
+                or (path not in self.rewritten and self.growth.get(path, (0, 0, None))[1] >= self.busy_after))
 
     def held_back(self, left, tree, job_ended=False, declared=False):
         """Why a save is in progress and this sync must publish nothing: (file reasons, entry
@@ -406,6 +408,20 @@ class Capture(object):
         """The store refused a file (changed while copied): count it as left out."""
         return {"path": path, "reason": reason}
 
+    def _edges(self, path, size):
+        """The first and the last EDGE_BYTES of path's first `size` bytes, or None: a log grows by
+        appending, so both stay as they were while it grows. A model that grows at every save
+        (a replay buffer) is written anew, often to a temp name renamed into place, whose inode
+        the kernel may hand out again (break test 16: taken for a log, its declared step stayed
+        on the next save)."""
+        try:
+            with open(os.path.join(self.root, path), "rb") as f:
+                head = f.read(min(size, EDGE_BYTES))
+                f.seek(max(size - EDGE_BYTES, 0))
+                return head, f.read(min(size, EDGE_BYTES))
+        except OSError:
+            return None
+
     def record(self, left):
         """After a sync: remember what was left out; returns the files left out `busy_after` syncs in
         a row ([{"path","reason","since","count"}]), and forgets files that were taken."""
@@ -419,8 +435,9 @@ class Capture(object):
             self.left_out[item["path"]] = {"count": (prev["count"] + 1) if prev else 1,
                                             "since": prev["since"] if prev else now, "reason": item["reason"]}
             if "size" in item:
-                size, grew = self.growth.get(item["path"], (None, 0))
-                self.growth[item["path"]] = (item["size"], grew + 1 if size is not None and item["size"] > size else 0)
+                size, grew, edges = self.growth.get(item["path"], (None, 0, None))
+                longer = size is not None and item["size"] > size and self._edges(item["path"], size) == edges
+                self.growth[item["path"]] = (item["size"], grew + 1 if longer else 0, self._edges(item["path"], item["size"]))
         for p in list(self.left_out):
             if p not in paths:
                 del self.left_out[p]

@@ -136,6 +136,30 @@ class DeclaredRoundsTest(JobHarness):
             if step is not None:
                 self.assertEqual(files["model.bin"][:8], b"%08d" % step)
 
+    def test_a_save_that_grows_every_round_is_not_taken_for_a_log(self):
+        # Break test 16: a model that grows at every save (a replay buffer), written to a temp
+        # name and renamed into place, the next save at once after each declaration. Left out
+        # and longer at every sync, it passed for a log (the kernel reused its inode), so its
+        # changes stopped taking the declared step away: the final checkpoint, holding save 16,
+        # got step 15.
+        self.job_log()
+        def save(k):
+            tmp = os.path.join(self.root, "model.bin.tmp")
+            with open(tmp, "wb") as f:
+                f.write(b"%08d" % k * (512 + 8 * k))
+            os.replace(tmp, os.path.join(self.root, "model.bin"))
+        for i in range(8):
+            save(2 * i + 1)
+            self.declare_line(2 * i + 1)
+            save(2 * i + 2)
+            self.agent_loop(0.2)
+        self.assertFalse(self.capture.busy("model.bin"))
+        self.ckpts.sync(final=True, clean_exit=True)
+        for step, files in self.contents():
+            if step is not None:
+                self.assertEqual(files["model.bin"][:8], b"%08d" % step)
+        self.assertEqual(self.contents()[-1][1]["model.bin"][:8], b"00000016")
+
     def test_a_declaration_timed_late_is_timed_by_the_log_it_was_read_from(self):
         # Break test 15, under load: the declaration thread ran 20 ms after the job declared step
         # 1 and saved step 2, and step 1's checkpoint held step 2. The log's mtime times it.
