@@ -676,7 +676,7 @@ class SyncSession(object):
                     linked[sha].append((entry, path))
                     continue
                 try:
-                    os.symlink(path, os.path.join(staging, sha))
+                    os.symlink(os.path.abspath(path), os.path.join(staging, sha))
                     linked[sha] = [(entry, path)]
                 except OSError:
                     alone.append((entry, path, sha))
