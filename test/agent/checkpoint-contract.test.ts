@@ -198,6 +198,53 @@ describe('a declared save is stored while the job writes it', () => {
   }, 180_000);
 });
 
+// Break test 17: a write shorter than the time between two looks at the job's open files is
+// never seen open; when the job's end cuts it short, the prefix must not become the newest
+// checkpoint.
+describe("a save the job's end cuts short", () => {
+  const FIRST_SAVE = [
+    'import os, subprocess, sys, time',
+    'd = os.environ["RUNCTL_CHECKPOINT_DIR"]',
+    'with open(os.path.join(d, "model.bin"), "wb") as f:',
+    '    f.write(b"%08d" % 1 * (512 * 1024))  # 4 MiB, step 1',
+    'while not os.path.exists(os.environ["HOLD_FILE"]): time.sleep(0.02)',
+  ];
+  async function runUntilCut(run: string, rest: string[]) {
+    box = await sandbox();
+    const hold = path.join(box.root, 'hold');
+    const bundle = await box.bundle({ 'train.py': [...FIRST_SAVE, ...rest].join('\n') });
+    const key = { run, generation: 1, attempt: 1 };
+    const agent = await box.start(box.config(key, bundle, imds.url, { command: 'python3 train.py', env: { HOLD_FILE: hold }, syncIntervalSeconds: 0.3 }));
+    await waitFor('step 1 published', () => box.checkpoints(run, 1).length === 1, 60_000);
+    await writeFile(hold, '');
+    expect((await agent.exited).code).toBe(0);
+    const published = box.checkpoints(run, 1);
+    const newest = published[published.length - 1]!;
+    return { status: box.status(key)!, newest: readFileSync(box.checkpointFile(newest, 'model.bin')) };
+  }
+
+  it('a crash 20 ms into rewriting the checkpoint leaves the previous one the newest', async () => {
+    const { status, newest } = await runUntilCut('crash-mid-save', [
+      'f = open(os.path.join(d, "model.bin"), "wb")',
+      'f.write(b"%08d" % 2 * (128 * 1024)); f.flush()  # 1 MiB of 4',
+      'time.sleep(0.02)',
+      'raise RuntimeError("CUDA error: an illegal memory access was encountered")',
+    ]);
+    expect(status.phase).toBe('failed');
+    expect([newest.length, newest.subarray(0, 8).toString()]).toEqual([4 << 20, '00000001']);
+  }, 120_000);
+
+  it('a child still rewriting the checkpoint when the job exits 0 is not trusted', async () => {
+    const { status, newest } = await runUntilCut('orphan-writer', [
+      'child = "import os, sys, time\\nf = open(sys.argv[1], \'wb\')\\nfor i in range(16):\\n    f.write(b\'%08d\' % 2 * 32768); f.flush(); time.sleep(0.1)\\n"',
+      'subprocess.Popen([sys.executable, "-c", child, os.path.join(d, "model.bin")])',
+      'time.sleep(0.3)',
+    ]);
+    expect(status.phase).toBe('succeeded');
+    expect([newest.length, newest.subarray(0, 8).toString()]).toEqual([4 << 20, '00000001']);
+  }, 120_000);
+});
+
 describe('a busy file beside the checkpoint', () => {
   it('a metrics file appended every few ms is left out and named; the atomically replaced checkpoint keeps being published', async () => {
     box = await sandbox();

@@ -108,6 +108,7 @@ class Agent:
         self.phase_unpublished = False
         # Why the job's group was SIGKILLed after the stop signal (grace_deadline's reason), if it was.
         self.killed_because = None
+        self.stragglers_killed = False  # reap_stragglers had to end processes that outlived the job
         self.child = None
         self.secrets = {}
         self.tail_from = 0
@@ -738,6 +739,8 @@ class Agent:
                 return child.exit_code(), True
             if not child.running():
                 code = child.exit_code()
+                if code != 0:
+                    self.checkpoints.capture.cut()  # died: its last writes may be cut short
                 self.reap_stragglers(child)
                 return code, False
             if stall:
@@ -771,6 +774,7 @@ class Agent:
                 self.killed_because = ends
                 self.log("%s; killing process group %d" % (ends, child.pgid))
                 self.job_log_note("%s; killing the job" % ends)
+                self.checkpoints.capture.cut()  # before the kill: no sync may trust what it cuts
                 signal_group(child.pgid, signal.SIGKILL)
                 while child.running():
                     time.sleep(0.05)
@@ -825,8 +829,14 @@ class Agent:
         self.set_status(publish=False, finalSync=report)
 
     def reap_stragglers(self, child):
+        """Terminate the processes of the job's group still running after its leader ended (TERM,
+        STRAGGLER_GRACE_SECONDS, KILL). They may be writing a checkpoint file: the job's end is
+        then not clean for the final sync (break test 17: a child rewriting model.bin was
+        killed mid-write after the leader exited 0, and the prefix was published)."""
         if not group_alive(child.pgid):
             return
+        self.stragglers_killed = True
+        self.checkpoints.capture.cut()
         self.log("processes of group %d outlived its leader; terminating them" % child.pgid)
         signal_group(child.pgid, signal.SIGTERM)
         deadline = time.monotonic() + STRAGGLER_GRACE_SECONDS
@@ -840,7 +850,7 @@ class Agent:
         code, stopped = self.wait_child(self.child)
         self.sync_stop.set()
         self.join_thread("checkpoint")
-        ref = self.final_sync(clean_exit=code == 0)
+        ref = self.final_sync(clean_exit=code == 0 and not self.stragglers_killed)
         if stopped:
             self.report_final_sync(self.stop_request, ref)
         self.refresh_log_view()

@@ -13,6 +13,11 @@ A file is left out of a sync when any of these says the job may still be writing
   3. it was open for writing when the stop signal (a notice, a stop) was sent, and the job did not
      declare a save after the signal: a handler that exits at once (`sys.exit(0)`, a
      KeyboardInterrupt) closes a half-written file as surely as a kill does;
+  3a. it changed within CUT_WINDOW_SECONDS before the job was killed (the grace period's SIGKILL,
+     processes outliving a leader that exited 0) or died (exit code not 0), and the job did not
+     declare a save after that change: a write shorter than the time between two looks is never
+     seen open (break test 17: a crash 20 ms into rewriting a file, a SIGKILL 30 ms into a save
+     begun in a handler, and a child killed mid-write each got the prefix published);
   4. it changed within the last `quiet_seconds` (quiescence; the only test where /proc is absent),
      unless the job declared the save complete after that change;
   5. the store's copy-then-recheck saw it change while it was copied (checkpoint_store.py).
@@ -60,6 +65,9 @@ CHURN_AGE_SECONDS = 0.25
 CHURN_SPAN_SECONDS = 0.5
 CHURN_LOOKS = 3
 EDGE_BYTES = 64  # read at each end of a file that only grows, to tell a log from a growing save
+# How long before the job was killed or died a file must have last changed to be trusted without a
+# declaration: longer than the time between two looks at its open files (0.1-0.25 s, more under load).
+CUT_WINDOW_SECONDS = 1.0
 
 
 def next_save_folder(path, paths):
@@ -194,6 +202,7 @@ class Capture(object):
         self.mapped = set()  # paths ever seen mapped shared and writable: never reused by identity
         self.churn = {}  # path -> {"since", "last", "looks"}: looks in a row that found it young
         self.churning = set()  # paths churning up to the newest declaration: not part of its save
+        self.cut_at = []  # times (epoch s) the job was killed or died: writes just before may be cut short
 
     def watch(self, sid):
         """One look at the job's open files; returns {path: pid} open for writing now."""
@@ -270,6 +279,23 @@ class Capture(object):
         # The job vouches for what it wrote: a save its handler finished in a child process that
         # then exited (after the signal) is complete.
         self.vanished_after_signal.clear()
+
+    def cut(self, at=None):
+        """The job, or a process of it, was killed or died (exit code not 0) at `at` (epoch
+        seconds; now by default): files it changed in the CUT_WINDOW_SECONDS before are not
+        trusted unless a save was declared after their change (rule 3a), in every sync from now."""
+        self.cut_at.append(self.clock() if at is None else at)
+
+    def _cut_short(self, entry):
+        """Seconds before a kill or death that entry (FileEntry) last changed, when rule 3a leaves
+        it out; else None."""
+        changed = entry.changed_ns / 1e9
+        if self.declared_at is not None and changed <= self.declared_at:
+            return None
+        for at in self.cut_at:
+            if changed >= at - CUT_WINDOW_SECONDS:
+                return max(at - changed, 0.0)
+        return None
 
     def churning_now(self):
         """Paths found younger than CHURN_AGE_SECONDS at CHURN_LOOKS or more looks in a row over
@@ -358,6 +384,9 @@ class Capture(object):
                 reason = "%s was being written by pid %d, which died before closing it (killed mid-save)" % (entry.path, self.suspect[entry.path])
             elif job_ended and not clean_exit and entry.path in self.writing:
                 reason = "%s was still open for writing when the job ended (killed mid-save)" % entry.path
+            elif self._cut_short(entry) is not None:
+                reason = ("%s changed %.2fs before the job was killed or died, and no save was declared after it "
+                          "(a write it may have cut short)" % (entry.path, self._cut_short(entry)))
             elif entry.path in self.open_at_signal and not self._declared_since_signal():
                 reason = ("%s was being written when the stop signal was sent, and the job declared no save after it "
                           "(a handler that exits at once leaves it half written)" % entry.path)

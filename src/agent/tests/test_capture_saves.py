@@ -356,6 +356,38 @@ class SaveTest(JobHarness):
         self.assertIsNone(ref.get("step"))
         self.assertEqual(self.published()[-1], (None, {"model.bin": 7}))
 
+    def test_a_file_rewritten_just_before_the_job_died_is_not_published(self):
+        # Break test 17: the job reopened model.bin, wrote 1 MiB of 4 and raised 20 ms later:
+        # open for less than one look, never seen open, and the final sync published the prefix.
+        self.write("model.bin", b"1" * 4096)
+        self.quiet()
+        self.assertIsNotNone(self.ckpts.sync(final=False, sid=os.getpid()))
+        self.write("model.bin", b"2" * 1024)
+        self.capture.cut()  # the job exited 1
+        self.assertIsNone(self.ckpts.sync(final=True, clean_exit=False))
+        self.assertEqual(self.published(), [(None, {"model.bin": 4096})])
+
+    def test_a_periodic_sync_after_the_kill_does_not_publish_what_it_cut(self):
+        # Break test 17: SIGKILLed 30 ms into a save begun in its SIGTERM handler; a periodic
+        # sync 0.3 s later found the prefix quiet, published it, and the final sync had nothing
+        # newer to say.
+        self.write("model.bin", b"1" * 4096)
+        self.quiet()
+        self.ckpts.sync(final=False, sid=os.getpid())
+        self.write("model.bin", b"2" * 1024)
+        self.capture.cut()  # the grace period's SIGKILL
+        self.quiet()
+        self.assertIsNone(self.ckpts.sync(final=False, sid=os.getpid()))
+        self.assertIsNone(self.ckpts.sync(final=True, clean_exit=False))
+        self.assertEqual(self.published(), [(None, {"model.bin": 4096})])
+
+    def test_a_save_declared_just_before_the_job_died_is_published(self):
+        self.write("model.bin", b"2" * 4096)
+        self.job_declares(2)
+        self.capture.cut()
+        ref = self.ckpts.sync(final=True, clean_exit=False)
+        self.assertEqual((ref["step"], self.published()[-1][1]), (2, {"model.bin": 4096}))
+
     def test_a_status_file_rewritten_every_few_ms_does_not_drop_a_declared_save(self):
         # A second break test's input: status.json rewritten with open("w") every 10 ms beside a
         # model saved with mkstemp + shutil.move, then RUNCTL_CHECKPOINT_SAVED.
