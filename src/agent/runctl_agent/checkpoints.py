@@ -107,6 +107,7 @@ class Checkpoints:
         # final sync after a clean exit with nothing newer declared carries it on.
         self.last_declared = None
         self.last_declared_at = None  # when that declaration was seen (epoch seconds)
+        self.last_declared_held = ({}, {})  # ({path: sha256}, {link path: target}) of that checkpoint
         self.refused_seen = set()
         # Saves stored while the job writes them (stage): on once the job declares a save (or the
         # checkpoint it resumes from was declared); {path: identity} already tried since the
@@ -289,14 +290,6 @@ class Checkpoints:
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
         self._overtaken_since_declared(kept, left, tree)
-        if final and clean_exit and self.declared is None and self.last_declared is not None:
-            changed = self._changed_after(kept, self.last_declared_at)
-            if changed:
-                # The job saved again after its last declaration and exited without declaring:
-                # the final checkpoint holds that save, not the declared one (break test 15).
-                self.log("the job's last declared step (%s) is not carried to its final checkpoint: %s changed after "
-                         "that declaration" % (self.last_declared[0], changed[0]))
-                self.last_declared = None
         held_files, held_entries = self.capture.held_back(left, tree, job_ended=final, declared=self.declared is not None)
         held = held_files + held_entries
         if held:
@@ -337,6 +330,15 @@ class Checkpoints:
                 taken.add(item["path"])
         files.sort(key=lambda f: f["path"])
         dirs, symlinks = self._folders_and_links(tree, taken, previous)
+        if final and clean_exit and self.declared is None and self.last_declared is not None:
+            differs = self._differs_from_last_declared(files, symlinks)
+            if differs:
+                # The job saved again after its last declaration and exited without declaring:
+                # the final checkpoint holds that save, not the declared one (break tests 15-17:
+                # by content, as cp -p and a folder moved in with mv keep the files' times).
+                self.log("the job's last declared step (%s) is not carried to its final checkpoint: %s differs from "
+                         "the checkpoint of that declaration" % (self.last_declared[0], differs[0]))
+                self.last_declared = None
         self._report_left_out(left)
         complete = not left
         if not files:
@@ -368,6 +370,8 @@ class Checkpoints:
                                                              "entries": entries_of(manifest), "lastCheckpoint": ref}))
         if self.declared is not None and self.declared[0] is not None:
             self.last_declared, self.last_declared_at = self.declared, self.declared_at
+            self.last_declared_held = (dict((f["path"], f["sha256"]) for f in files),
+                                       dict((s["path"], s["target"]) for s in symlinks))
         elif source not in ("line", "marker"):
             self.last_declared = None
         self.declared = None
@@ -467,7 +471,7 @@ class Checkpoints:
         if self.declared is None or self.declared_at is None:
             return
         paths = set(e.path for e in tree.files)
-        after = self._changed_after(kept, self.declared_at) or [
+        after = self._changed_after(kept, self.declared_at, tree) or [
             item["path"] for item in left
             if not item.get("folder") and not self.capture.outside_saves(item["path"])
             and not next_save_folder(item["path"], paths)]
@@ -478,13 +482,35 @@ class Checkpoints:
             self.declared = None
             self.last_declared = None
 
-    def _changed_after(self, kept, at):
+    def _changed_after(self, kept, at, tree):
         """Paths of the files this sync would publish (kept: checkpoint_tree.FileEntry) changed
-        after `at` (epoch seconds; None: every file). The marker, logs and status files
-        (Capture.outside_saves) are no part of a save and do not count."""
+        after `at` (epoch seconds), or under a folder (not the root) created, renamed or changed
+        after it: `mv` of a folder into place keeps its files' mtimes and ctimes (break test 17).
+        The marker, logs and status files (Capture.outside_saves) are no part of a save and do
+        not count."""
         capture = self.capture
-        return [e.path for e in kept if (at is None or e.changed_ns / 1e9 > at) and e.path != MARKER_FILE
+        folder_times = dict(tree.entry_mtimes())
+
+        def folder_changed(path):
+            parts = path.split("/")[:-1]
+            return any(folder_times.get("/".join(parts[:i + 1]), 0) > at for i in range(len(parts)))
+
+        return [e.path for e in kept if (e.changed_ns / 1e9 > at or folder_changed(e.path)) and e.path != MARKER_FILE
                 and not capture.outside_saves(e.path)]
+
+    def _differs_from_last_declared(self, files, symlinks):
+        """Paths of this checkpoint's files (manifest entries) and links whose content or target
+        is not that of the checkpoint the newest declaration was published with, or that only
+        one of them has; the marker, logs and status files (Capture.outside_saves) excepted."""
+        held_files, held_links = self.last_declared_held
+        now_files = dict((f["path"], f["sha256"]) for f in files)
+        now_links = dict((s["path"], s["target"]) for s in symlinks)
+        out = []
+        for now, held in ((now_files, held_files), (now_links, held_links)):
+            for path in sorted(set(now) | set(held)):
+                if now.get(path) != held.get(path) and path != MARKER_FILE and not self.capture.outside_saves(path):
+                    out.append(path)
+        return out
 
     def retry_due(self):
         """True when a sync was held back by a save in progress and it is time to try again (the

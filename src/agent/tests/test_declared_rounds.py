@@ -160,6 +160,55 @@ class DeclaredRoundsTest(JobHarness):
                 self.assertEqual(files["model.bin"][:8], b"%08d" % step)
         self.assertEqual(self.contents()[-1][1]["model.bin"][:8], b"00000016")
 
+    def build(self, name, k):
+        """A save built outside the checkpoint folder, in stage/<name>, holding step k."""
+        stage = os.path.join(self.tmp.name, "stage", name)
+        os.makedirs(stage)
+        for f in ("model.bin", "state.json"):
+            with open(os.path.join(stage, f), "wb") as out:
+                out.write(b"%08d" % k * 64)
+
+    def move_in(self, name):
+        """`rm -rf ckpt; mv stage/<name> ckpt`: mv keeps the files' mtimes and ctimes; only the
+        folder's own times move."""
+        shutil.rmtree(os.path.join(self.root, "ckpt"), ignore_errors=True)
+        os.rename(os.path.join(self.tmp.name, "stage", name), os.path.join(self.root, "ckpt"))
+
+    def test_a_folder_moved_in_after_the_last_declaration_gets_no_step(self):
+        # Break test 17: each save was built aside, moved in with mv and declared; at the end the
+        # job moved its best save (1, built at the start) back in and exited 0; the final
+        # checkpoint held it under "step 3".
+        self.job_log()
+        for k in (1, 2, 3):
+            self.build("s%d" % k, k)
+        self.build("best", 1)
+        time.sleep(0.02)  # the saves are older than the declarations, even on a coarse clock
+        for k in (1, 2, 3):
+            self.move_in("s%d" % k)
+            self.declare_line(k)
+            self.agent_loop(0.3)
+        self.move_in("best")
+        self.ckpts.sync(final=True, clean_exit=True)
+        step, files = self.contents()[-1]
+        self.assertIsNone(step)
+        self.assertEqual(files["ckpt/model.bin"][:8], b"00000001")
+
+    def test_a_folder_moved_in_right_after_a_declaration_does_not_take_its_step(self):
+        self.job_log()
+        for k in range(1, 7):
+            self.build("s%d" % k, k)
+        time.sleep(0.02)
+        for i in range(3):
+            k = 2 * i + 1
+            self.move_in("s%d" % k)
+            self.declare_line(k)
+            time.sleep(0.01)
+            self.move_in("s%d" % (k + 1))
+            self.agent_loop(0.4)
+        for step, files in self.contents():
+            if step is not None:
+                self.assertEqual(files["ckpt/model.bin"][:8], b"%08d" % step)
+
     def test_a_declaration_timed_late_is_timed_by_the_log_it_was_read_from(self):
         # Break test 15, under load: the declaration thread ran 20 ms after the job declared step
         # 1 and saved step 2, and step 1's checkpoint held step 2. The log's mtime times it.
