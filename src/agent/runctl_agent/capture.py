@@ -373,7 +373,9 @@ class Capture(object):
         candidates, left = [], []
         for entry in tree.files:
             reason = None
-            if entry.path in open_now:
+            if entry.truncating:
+                reason = "%s is being truncated (0 bytes with blocks still allocated: a save reopening it)" % entry.path
+            elif entry.path in open_now:
                 reason = "%s is open for writing by the job (pid %d)" % (entry.path, open_now[entry.path])
             elif entry.path in mapped_now:
                 reason = "%s is mapped shared and writable by the job (pid %d)" % (entry.path, mapped_now[entry.path])

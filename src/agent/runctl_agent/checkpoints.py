@@ -90,7 +90,8 @@ class Checkpoints:
         self.declared = None  # (step or None, source) of a save the job declared, not yet published
         self.declared_at = None  # when that declaration was seen (epoch seconds)
         self.declaration_lock = threading.Lock()  # poll_declarations runs on its own thread too
-        self.pending_declaration = None  # (step, source, seen at) not yet taken by tick
+        self.pending_declaration = None  # (step, source, seen at, {path: FileEntry} then) not yet taken by tick
+        self.declared_seen = (None, None)  # (the declared tuple, {path: FileEntry} just after it was read)
         self.saved_cursor = None  # offset in job.log up to which declaration lines were read
         self.marker_seen = None  # (change time in ns, size, inode) of the marker file last seen
         self.throughput = None  # bytes/s measured on this instance's syncs
@@ -170,8 +171,9 @@ class Checkpoints:
             seen, self.pending_declaration = self.pending_declaration, None
         if seen is None:
             return False
-        step, source, at = seen
+        step, source, at, files = seen
         self.declared = (step, source)
+        self.declared_seen = (self.declared, files)
         self.declared_at = at
         self.capture.declared(at=at)
         self.declares_saves = True
@@ -237,8 +239,12 @@ class Checkpoints:
             now = time.time()
             if found is None:
                 return False
+            # What the folder holds now, just after the declaration was read: a file whose
+            # identity differs at the sync changed after the declaration, whatever its timestamp
+            # says (file timestamps may lag the clock by tens of ms here: break test 17).
+            seen = dict((e.path, e) for e in scan_tree(self.cfg["checkpointDir"]).files)
             step, source, marked = found
-            self.pending_declaration = (step, source, now if marked is None else min(now, marked))
+            self.pending_declaration = (step, source, now if marked is None else min(now, marked), seen)
             return True
 
     def _malformed(self, what, problem):
@@ -471,7 +477,7 @@ class Checkpoints:
         if self.declared is None or self.declared_at is None:
             return
         paths = set(e.path for e in tree.files)
-        after = self._changed_after(kept, self.declared_at, tree) or [
+        after = self._changed_after(kept, self.declared_at, tree) or self._changed_since_seen(kept) or [
             item["path"] for item in left
             if not item.get("folder") and not self.capture.outside_saves(item["path"])
             and not next_save_folder(item["path"], paths)]
@@ -497,6 +503,24 @@ class Checkpoints:
 
         return [e.path for e in kept if (e.changed_ns / 1e9 > at or folder_changed(e.path)) and e.path != MARKER_FILE
                 and not capture.outside_saves(e.path)]
+
+    def _changed_since_seen(self, kept):
+        """Paths of the files this sync would publish (kept: FileEntry) that the scan made just
+        after the pending declaration was read did not find, found being truncated, or found
+        with another identity: changed after the declaration, even with an older timestamp.
+        The marker, logs and status files excepted; [] when no scan was made (a test's direct
+        declaration)."""
+        declared, seen = self.declared_seen
+        if declared is not self.declared or seen is None:
+            return []
+        out = []
+        for e in kept:
+            if e.path == MARKER_FILE or self.capture.outside_saves(e.path):
+                continue
+            was = seen.get(e.path)
+            if was is None or was.truncating or was.identity() != e.identity():
+                out.append(e.path)
+        return out
 
     def _differs_from_last_declared(self, files, symlinks):
         """Paths of this checkpoint's files (manifest entries) and links whose content or target

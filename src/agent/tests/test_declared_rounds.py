@@ -3,6 +3,7 @@
 both the job (it writes and declares) and the agent's checkpoint loop (agent_loop), so each round
 is timed as the break test's job timed it, without a second process to schedule."""
 
+import ctypes
 import os
 import shutil
 import time
@@ -208,6 +209,41 @@ class DeclaredRoundsTest(JobHarness):
         for step, files in self.contents():
             if step is not None:
                 self.assertEqual(files["ckpt/model.bin"][:8], b"%08d" % step)
+
+    def test_a_change_after_the_declaration_with_an_older_timestamp_takes_the_step_away(self):
+        # Break test 17: file timestamps can lag the clock by tens of ms here (a coarse clock),
+        # so the next save, begun right after the declaration, can carry a time before it. The
+        # folder as scanned just after the declaration was read is the evidence instead.
+        self.job_log()
+        self.save(1)
+        self.declare_line(1)
+        self.assertTrue(self.ckpts.poll_declarations())
+        self.assertTrue(self.ckpts.tick(None))
+        self.ckpts.declared_at = time.time() + 1.0  # as if every later change looked older
+        self.capture.declared_at = self.ckpts.declared_at
+        self.save(2)
+        self.ckpts.sync(final=False, sid=os.getpid())
+        self.assertNotIn(1, [step for step, _ in self.contents()])
+
+    def test_a_file_being_truncated_is_left_out(self):
+        # open(path, "wb") of a 128 MiB file takes ~25 ms to free its blocks, with no descriptor
+        # in /proc until it returns: the file is 0 bytes with blocks still allocated. fallocate
+        # with FALLOC_FL_KEEP_SIZE makes that state to look at.
+        path = os.path.join(self.root, "model.bin")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+            if libc.fallocate(fd, 1, 0, 1 << 20) != 0:  # FALLOC_FL_KEEP_SIZE
+                self.fail("fallocate(FALLOC_FL_KEEP_SIZE) failed: %s" % os.strerror(ctypes.get_errno()))
+        finally:
+            os.close(fd)
+        self.write("state.json", b"%08d" % 1)
+        self.job_log()
+        self.declare_line(1)
+        self.agent_loop(0.2)
+        self.assertEqual(self.contents(), [])
+        self.assertTrue(any("model.bin is being truncated" in line for line in self.logs))
 
     def test_a_declaration_timed_late_is_timed_by_the_log_it_was_read_from(self):
         # Break test 15, under load: the declaration thread ran 20 ms after the job declared step
