@@ -71,9 +71,9 @@ class DeclaredRoundsTest(JobHarness):
                              "the checkpoint labelled step %d holds %r" % (step, held))
         return published
 
-    def overtaken_rounds(self, declare, gap, rounds=4):
+    def overtaken_rounds(self, declare, gap, rounds=3):
         """Break test 15's job: save k, declare it, `gap` seconds later save k+1 without declaring,
-        then idle 0.6 s; `rounds` times."""
+        then idle 0.5 s (less than the quiet time); `rounds` times."""
         self.job_log()
         for i in range(rounds):
             k = 2 * i + 1
@@ -81,7 +81,7 @@ class DeclaredRoundsTest(JobHarness):
             declare(k)
             time.sleep(gap)
             self.save(k + 1)
-            self.agent_loop(0.6)
+            self.agent_loop(0.5)
         # The job exits 0 after its last, undeclared save: the final checkpoint holds it, unlabelled.
         self.ckpts.sync(final=True, clean_exit=True)
         step, files = self.contents()[-1]
@@ -126,13 +126,13 @@ class DeclaredRoundsTest(JobHarness):
         for k in range(1, 9):
             with open(os.path.join(scratch, "model-%d" % k), "wb") as f:
                 f.write(b"%08d" % k * 64)
-        for i in range(4):
+        for i in range(3):
             k = 2 * i + 1
             shutil.copy2(os.path.join(scratch, "model-%d" % k), os.path.join(self.root, "model.bin"))
             self.declare_marker(k)
             time.sleep(0.005)
             shutil.copy2(os.path.join(scratch, "model-%d" % (k + 1)), os.path.join(self.root, "model.bin"))
-            self.agent_loop(0.6)
+            self.agent_loop(0.5)
         for step, files in self.contents():
             if step is not None:
                 self.assertEqual(files["model.bin"][:8], b"%08d" % step)
