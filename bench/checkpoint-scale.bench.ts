@@ -15,11 +15,11 @@
 // file://, what the agent reports (this checkout: its store's byte counter, copies of rejected
 // files included; today's: the sum of its "published checkpoint" sizes, which is exactly what its
 // put_tree copies). Extra disk on the instance: the peak size of the agent's state dir (staging
-// copies, snapshot temp files; hard links to the job's own files take no space and are not
+// copies, snapshot temp files; links to the job's own files take no space and are not
 // counted), sampled every 20 ms. Writes its section of docs/BENCHMARKS.md; prints each save's
 // figures, and BENCH_AGENT_LOG=<prefix> keeps each agent's log as <prefix>-<backend>-<agent>.log.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -166,9 +166,10 @@ function dirBytes(dir: string, skip: (name: string) => boolean): number {
     if (skip(name)) continue;
     const full = path.join(dir, name);
     try {
-      const st = statSync(full);
-      // A hard link to the job's own file (the S3 upload folder) takes no extra space.
-      total += st.isDirectory() ? dirBytes(full, () => false) : st.nlink > 1 ? 0 : st.size;
+      const st = lstatSync(full);
+      // A link to the job's own file (the S3 upload folder: symbolic links now, hard links
+      // before) takes no extra space.
+      total += st.isDirectory() ? dirBytes(full, () => false) : st.isSymbolicLink() || st.nlink > 1 ? 0 : st.size;
     } catch {
       /* removed while we looked */
     }
@@ -390,9 +391,9 @@ async function main(): Promise<void> {
     'to the same storage right after. Bytes written: on S3, request bodies counted by a proxy in front of moto; on',
     "file://, the agent's own count (content-addressed: its store's byte counter, copies of rejected files included;",
     "today: the sizes of the checkpoints it published, which its `put_tree` copied in full). Peak extra disk: the agent's",
-    'state folder sampled every 20 ms (a staging copy; hard links to the job\'s own files take no space and are not',
+    'state folder sampled every 20 ms (a staging copy; links to the job\'s own files take no space and are not',
     'counted). The content-addressed agent copies new files straight into the store on file:// (0 extra), and on S3',
-    'uploads a sync\'s new contents with one `aws s3 cp --recursive` of a folder of hard links to them (0 extra).',
+    'uploads a sync\'s new contents with one `aws s3 cp --recursive` of a folder of symbolic links to them (0 extra).',
     'Once the job has declared a save, it stores each shard of the next one as the job closes it (docs/checkpoints.md,',
     '"A declared save is stored while it is written"), so the declaration costs the last shard and the manifest.',
     'The console output lists every save\'s figures; `BENCH_AGENT_LOG=<prefix>` keeps each agent\'s log.',
