@@ -774,10 +774,12 @@ class Agent:
                 self.killed_because = ends
                 self.log("%s; killing process group %d" % (ends, child.pgid))
                 self.job_log_note("%s; killing the job" % ends)
-                self.checkpoints.capture.cut()  # before the kill: no sync may trust what it cuts
+                self.checkpoints.capture.killing(child.pid)  # what the kill cuts short is never trusted
                 signal_group(child.pgid, signal.SIGKILL)
                 while child.running():
                     time.sleep(0.05)
+            elif child.exit_code() != 0:
+                self.checkpoints.capture.cut()  # died on its own in the grace period (a handler that crashed)
         self.reap_stragglers(child)
 
     def grace_deadline(self, req):
@@ -836,7 +838,7 @@ class Agent:
         if not group_alive(child.pgid):
             return
         self.stragglers_killed = True
-        self.checkpoints.capture.cut()
+        self.checkpoints.capture.killing(child.pid)
         self.log("processes of group %d outlived its leader; terminating them" % child.pgid)
         signal_group(child.pgid, signal.SIGTERM)
         deadline = time.monotonic() + STRAGGLER_GRACE_SECONDS

@@ -13,11 +13,13 @@ A file is left out of a sync when any of these says the job may still be writing
   3. it was open for writing when the stop signal (a notice, a stop) was sent, and the job did not
      declare a save after the signal: a handler that exits at once (`sys.exit(0)`, a
      KeyboardInterrupt) closes a half-written file as surely as a kill does;
-  3a. it changed within CUT_WINDOW_SECONDS before the job was killed (the grace period's SIGKILL,
-     processes outliving a leader that exited 0) or died (exit code not 0), and the job did not
-     declare a save after that change: a write shorter than the time between two looks is never
-     seen open (break test 17: a crash 20 ms into rewriting a file, a SIGKILL 30 ms into a save
-     begun in a handler, and a child killed mid-write each got the prefix published);
+  3a. the agent killed the job (the grace period's SIGKILL; processes outliving a leader that
+     exited 0) while the file was open for writing (a look just before the kill), or it changed
+     after that look; or the job died on its own (exit code not 0) within CUT_WINDOW_SECONDS of
+     the file's last change, with no save declared after it. A write shorter than the time
+     between two looks is never seen open by the periodic looks (break test 17: a crash 20 ms
+     into rewriting a file, a SIGKILL 30 ms into a save begun in a handler, and a child killed
+     mid-write each got the prefix published);
   4. it changed within the last `quiet_seconds` (quiescence; the only test where /proc is absent),
      unless the job declared the save complete after that change;
   5. the store's copy-then-recheck saw it change while it was copied (checkpoint_store.py).
@@ -202,7 +204,8 @@ class Capture(object):
         self.mapped = set()  # paths ever seen mapped shared and writable: never reused by identity
         self.churn = {}  # path -> {"since", "last", "looks"}: looks in a row that found it young
         self.churning = set()  # paths churning up to the newest declaration: not part of its save
-        self.cut_at = []  # times (epoch s) the job was killed or died: writes just before may be cut short
+        self.cut_at = []  # [(epoch s, lookback s)]: the job was killed or died; writes since may be cut short
+        self.open_at_kill = set()  # paths open for writing in the look just before the agent killed the job
 
     def watch(self, sid):
         """One look at the job's open files; returns {path: pid} open for writing now."""
@@ -280,11 +283,19 @@ class Capture(object):
         # then exited (after the signal) is complete.
         self.vanished_after_signal.clear()
 
-    def cut(self, at=None):
-        """The job, or a process of it, was killed or died (exit code not 0) at `at` (epoch
-        seconds; now by default): files it changed in the CUT_WINDOW_SECONDS before are not
-        trusted unless a save was declared after their change (rule 3a), in every sync from now."""
-        self.cut_at.append(self.clock() if at is None else at)
+    def cut(self, at=None, lookback=CUT_WINDOW_SECONDS):
+        """The job died on its own (exit code not 0) at `at` (epoch seconds; now by default): files
+        it changed in the `lookback` seconds before are not trusted unless a save was declared
+        after their change (rule 3a), in every sync from now."""
+        self.cut_at.append((self.clock() if at is None else at, lookback))
+
+    def killing(self, sid):
+        """The agent is about to kill the job's processes (session sid): look at what they hold
+        open for writing now, which is what the kill can cut short; anything changed from now on
+        is not trusted either (a TERM handler writing on its way out). Rule 3a."""
+        if sid is not None and proc_available():
+            self.open_at_kill |= set(open_for_writing(session_pids(sid), self.root))
+        self.cut(lookback=0.0)
 
     def _cut_short(self, entry):
         """Seconds before a kill or death that entry (FileEntry) last changed, when rule 3a leaves
@@ -292,8 +303,8 @@ class Capture(object):
         changed = entry.changed_ns / 1e9
         if self.declared_at is not None and changed <= self.declared_at:
             return None
-        for at in self.cut_at:
-            if changed >= at - CUT_WINDOW_SECONDS:
+        for at, lookback in self.cut_at:
+            if changed >= at - lookback:
                 return max(at - changed, 0.0)
         return None
 
@@ -386,6 +397,8 @@ class Capture(object):
                 reason = "%s was being written by pid %d, which died before closing it (killed mid-save)" % (entry.path, self.suspect[entry.path])
             elif job_ended and not clean_exit and entry.path in self.writing:
                 reason = "%s was still open for writing when the job ended (killed mid-save)" % entry.path
+            elif entry.path in self.open_at_kill:
+                reason = "%s was open for writing when the agent killed the job (a write the kill cut short)" % entry.path
             elif self._cut_short(entry) is not None:
                 reason = ("%s changed %.2fs before the job was killed or died, and no save was declared after it "
                           "(a write it may have cut short)" % (entry.path, self._cut_short(entry)))

@@ -381,6 +381,18 @@ class SaveTest(JobHarness):
         self.assertIsNone(self.ckpts.sync(final=True, clean_exit=False))
         self.assertEqual(self.published(), [(None, {"model.bin": 4096})])
 
+    def test_a_file_open_when_the_agent_kills_the_job_is_not_published(self):
+        self.write("model.bin", b"1" * 4096)
+        self.quiet()
+        self.assertIsNotNone(self.ckpts.sync(final=False, sid=os.getpid()))
+        writer = self.slow_save("model.bin", 40, 0.05)
+        self.capture.killing(writer.pid)  # the look just before the grace period's SIGKILL
+        os.killpg(writer.pid, signal.SIGKILL)
+        writer.wait()
+        self.assertIsNone(self.ckpts.sync(final=True, clean_exit=False))
+        self.assertEqual(self.published(), [(None, {"model.bin": 4096})])
+        self.assertTrue(any("model.bin was open for writing when the agent killed the job" in line for line in self.logs))
+
     def test_a_save_declared_just_before_the_job_died_is_published(self):
         self.write("model.bin", b"2" * 4096)
         self.job_declares(2)
