@@ -108,7 +108,6 @@ class Agent:
         self.phase_unpublished = False
         # Why the job's group was SIGKILLed after the stop signal (grace_deadline's reason), if it was.
         self.killed_because = None
-        self.stragglers_killed = False  # reap_stragglers had to end processes that outlived the job
         self.child = None
         self.secrets = {}
         self.tail_from = 0
@@ -832,12 +831,13 @@ class Agent:
 
     def reap_stragglers(self, child):
         """Terminate the processes of the job's group still running after its leader ended (TERM,
-        STRAGGLER_GRACE_SECONDS, KILL). They may be writing a checkpoint file: the job's end is
-        then not clean for the final sync (break test 17: a child rewriting model.bin was
-        killed mid-write after the leader exited 0, and the prefix was published)."""
+        STRAGGLER_GRACE_SECONDS, KILL). One may be writing a checkpoint file: what they hold open
+        for writing just before, or change after, is not trusted (Capture.killing; break test 17:
+        a child rewriting model.bin was killed mid-write after the leader exited 0, and the
+        prefix was published). The leader's exit stays clean: a `tee` still draining its pipe
+        must not cost the job's last save."""
         if not group_alive(child.pgid):
             return
-        self.stragglers_killed = True
         self.checkpoints.capture.killing(child.pid)
         self.log("processes of group %d outlived its leader; terminating them" % child.pgid)
         signal_group(child.pgid, signal.SIGTERM)
@@ -852,7 +852,7 @@ class Agent:
         code, stopped = self.wait_child(self.child)
         self.sync_stop.set()
         self.join_thread("checkpoint")
-        ref = self.final_sync(clean_exit=code == 0 and not self.stragglers_killed)
+        ref = self.final_sync(clean_exit=code == 0)
         if stopped:
             self.report_final_sync(self.stop_request, ref)
         self.refresh_log_view()
