@@ -330,7 +330,7 @@ class Capture(object):
         out `busy_after` syncs in a row over BUSY_SECONDS."""
         if path in self.appended:
             return True
-        if path not in self.rewritten and self.growth.get(path, (0, 0, None))[1] >= self.busy_after:
+        if self._grows_like_a_log(path):
             return True
         prev = self.left_out.get(path)
         return prev is not None and prev["count"] >= self.busy_after and self.clock() - prev["since"] >= BUSY_SECONDS
@@ -340,8 +340,12 @@ class Capture(object):
         appended to or only growing (a log), or churning before the newest declaration (a status
         file). Files busy only by the BUSY_SECONDS rule are not: they may be a model rewritten
         more often than the quiet time."""
-        return (path in self.appended or path in self.churning
-                or (path not in self.rewritten and self.growth.get(path, (0, 0, None))[1] >= self.busy_after))
+        return path in self.appended or path in self.churning or self._grows_like_a_log(path)
+
+    def _grows_like_a_log(self, path):
+        """Never seen opened for rewriting, and grown by appending over `busy_after` syncs that
+        left it out (record, _edges): a log opened and closed for every line."""
+        return path not in self.rewritten and self.growth.get(path, (0, 0, None))[1] >= self.busy_after
 
     def held_back(self, left, tree, job_ended=False, declared=False):
         """Why a save is in progress and this sync must publish nothing: (file reasons, entry
@@ -384,6 +388,7 @@ class Capture(object):
         candidates, left = [], []
         for entry in tree.files:
             reason = None
+            cut_short = self._cut_short(entry)
             if entry.truncating:
                 reason = "%s is being truncated (0 bytes with blocks still allocated: a save reopening it)" % entry.path
             elif entry.path in open_now:
@@ -399,9 +404,9 @@ class Capture(object):
                 reason = "%s was still open for writing when the job ended (killed mid-save)" % entry.path
             elif entry.path in self.open_at_kill:
                 reason = "%s was open for writing when the agent killed the job (a write the kill cut short)" % entry.path
-            elif self._cut_short(entry) is not None:
+            elif cut_short is not None:
                 reason = ("%s changed %.2fs before the job was killed or died, and no save was declared after it "
-                          "(a write it may have cut short)" % (entry.path, self._cut_short(entry)))
+                          "(a write it may have cut short)" % (entry.path, cut_short))
             elif entry.path in self.open_at_signal and not self._declared_since_signal():
                 reason = ("%s was being written when the stop signal was sent, and the job declared no save after it "
                           "(a handler that exits at once leaves it half written)" % entry.path)
