@@ -172,6 +172,11 @@ class CheckpointStore(object):
         # uploaded, and a collection with G = 0 leaves them alone until then.
         self.unpublished = set()
         self.bytes_written = 0  # bytes this store wrote to storage (contents, rejected copies, manifests), for benches
+        # Two sessions may run at once: a save's files stored ahead on the stager's thread while a
+        # sync publishes (Checkpoints.stage). books guards what both change (uploaded_at,
+        # unpublished, bytes_written); index_lock the local index file's read-merge-write.
+        self.books = threading.Lock()
+        self.index_lock = threading.Lock()
         self.pinned = set()  # (generation, id) of manifests of other generations this attempt restored
         self.index_path = os.path.join(state_dir, "checkpoint-index.json")
         self.index_cache = None  # ((size, mtime_ns, inode) of the index file, its parsed content)
@@ -216,7 +221,9 @@ class CheckpointStore(object):
             self.view = {"listedAt": now, "prefix": prefix, "ids": ids, "published": published, "others": others,
                          "pinned": pinned, "stored": stored}
         stored = dict(self.view["stored"])
-        for sha, (size, at) in self.uploaded_at.items():
+        with self.books:
+            uploaded = list(self.uploaded_at.items())
+        for sha, (size, at) in uploaded:
             if sha not in stored or stored[sha][1] < at:
                 stored[sha] = (size, at)
         return dict(self.view, stored=stored)
@@ -233,10 +240,16 @@ class CheckpointStore(object):
             self.view["others"].discard(cid)
 
     def _viewed_deletion(self, shas):
-        for sha in shas:
-            self.uploaded_at.pop(sha, None)
-            if self.view is not None:
-                self.view["stored"].pop(sha, None)
+        with self.books:
+            for sha in shas:
+                self.uploaded_at.pop(sha, None)
+                if self.view is not None:
+                    self.view["stored"].pop(sha, None)
+
+    def count_written(self, n):
+        """Add n bytes to bytes_written (sessions on two threads add to it)."""
+        with self.books:
+            self.bytes_written += n
 
     def manifest(self, generation, cid, cached=True):
         """The manifest of checkpoint cid (dict), or None when it is missing or not JSON."""
@@ -441,7 +454,9 @@ class CheckpointStore(object):
         batch = 1 if isinstance(self.storage, FileStorage) else 1000
         if self.grace <= 0:
             # One writer, no time rule: what it stored for a manifest not yet written is kept.
-            doomed = [k for k in doomed if k[len(contents_prefix(self.prefix)):] not in self.unpublished]
+            with self.books:
+                unpublished = set(self.unpublished)
+            doomed = [k for k in doomed if k[len(contents_prefix(self.prefix)):] not in unpublished]
         for start in range(0, len(doomed), batch):
             if stop():
                 return start
@@ -639,7 +654,7 @@ class SyncSession(object):
         """The bookkeeping of one _read, one file at a time: (True, value) stored or reused;
         (False, reason) rejected; (None, sha256) hashed, to upload (S3); ("vanished", None)
         deleted since the scan."""
-        self.store.bytes_written += read.get("written", 0)
+        self.store.count_written(read.get("written", 0))
         if read.get("vanished"):
             return "vanished", None
         if "error" in read:
@@ -665,9 +680,16 @@ class SyncSession(object):
         change it (FileEntry). A file the job replaced or rewrote during the upload fails its
         identity check afterwards, and its uploaded content is deleted again."""
         store = self.store
-        staging = os.path.join(store.state_dir, "upload")
+        # One folder per upload: the stager and a sync may upload at once.
+        staging = os.path.join(store.state_dir, "upload", "%d-%d" % (os.getpid(), next(TEMP_SEQ)))
         remove_quietly(staging)
-        os.makedirs(staging)
+        for attempt in range(3):
+            try:
+                os.makedirs(staging)
+                break
+            except FileNotFoundError:  # the parent, made just now, removed by an upload finishing
+                if attempt == 2:
+                    raise
         linked, alone = {}, []  # sha -> [(entry, path)]; [(entry, path, sha)]
         try:
             for entry, sha in pending:
@@ -691,7 +713,7 @@ class SyncSession(object):
                     store.kill("content-delete")
                     store.storage.delete(store.content_key(sha))
                 else:
-                    store.bytes_written += users[0][0].size
+                    store.count_written(users[0][0].size)
                 for entry, path in users:
                     if intact and same_identity(path, entry):
                         yield True, entry, self._accept(entry, sha, uploaded=sha not in self.uploaded, began=began)[1]
@@ -712,18 +734,23 @@ class SyncSession(object):
                     store.storage.delete(store.content_key(sha))
                     yield False, entry, "%s changed while it was copied" % entry.path
                     continue
-                store.bytes_written += entry.size
+                store.count_written(entry.size)
                 yield True, entry, self._accept(entry, sha, uploaded=True, began=began)[1]
         finally:
             remove_quietly(staging)
+            try:
+                os.rmdir(os.path.dirname(staging))  # left while another upload still uses it
+            except OSError:
+                pass
 
     def _accept(self, entry, sha, uploaded, began=None):
         """Count a file as stored; uploaded: by this session (began: time.time() before its
         upload started, which is never later than the stored object's time)."""
         if uploaded:
             self.uploaded[sha] = entry.size
-            self.store.unpublished.add(sha)
-            self.store.uploaded_at[sha] = (entry.size, began if began is not None else time.time())
+            with self.store.books:
+                self.store.unpublished.add(sha)
+                self.store.uploaded_at[sha] = (entry.size, began if began is not None else time.time())
             self.counts["filesUploaded"] += 1
             self.counts["bytesUploaded"] += entry.size
         else:
@@ -735,11 +762,20 @@ class SyncSession(object):
 
     def keep_index(self):
         """Record the identities of the files this session stored without publishing them (a sync
-        held back by a save in progress), so the next sync reuses them unread."""
-        index = dict(self.index)
-        for path, (value, entry) in self.accepted.items():
-            index[path] = {"identity": entry.identity(), "sha256": value["sha256"]}
-        self.store.save_index(index)
+        held back by a save in progress, or a save stored ahead), so the next sync reuses them
+        unread. Merged into the index as it is now: another session may have written it since
+        this one began."""
+        with self.store.index_lock:
+            index = self.store.load_index()
+            for path, (value, entry) in self.accepted.items():
+                index[path] = {"identity": entry.identity(), "sha256": value["sha256"]}
+            self.store.save_index(index)
+
+    def catch_up(self):
+        """Take in what another session stored since this one began (the index it kept, its
+        contents in the store's view), so that files it stored are reused unread. Raises StorageError."""
+        self.index = self.store.load_index()
+        self.refresh()
 
     def publish(self, files, dirs, symlinks, step=None, step_source=None):
         """Write the manifest (last). files: entries this session accepted, or entries of a
@@ -785,20 +821,25 @@ class SyncSession(object):
         store.kill("manifest-put")
         data = json_bytes(manifest)
         store.storage.put_bytes(checkpoints_prefix(store.prefix, store.generation) + cid + "/" + MANIFEST_NAME, data)
-        store.bytes_written += len(data)
+        store.count_written(len(data))
         store.manifests[(store.generation, cid)] = manifest
         store._viewed_publish(cid)
-        store.unpublished -= set(f["sha256"] for f in files)
-        # The identities of the published files, and of files this session stored without
-        # publishing them (a folder not yet complete), so the next sync reads neither again.
-        index = {}
-        for path, (value, entry) in self.accepted.items():
-            index[path] = {"identity": entry.identity(), "sha256": value["sha256"]}
-        for f in files:
-            _, entry = self.accepted.get(f["path"], (None, None))
-            if entry is not None:
-                index[f["path"]] = {"identity": entry.identity(), "sha256": f["sha256"]}
-        store.save_index(index)
+        with store.books:
+            store.unpublished -= set(f["sha256"] for f in files)
+            unpublished = set(store.unpublished)
+        # The identities of the published files, of files this session stored without publishing
+        # them (a folder not yet complete), and of what is stored ahead of the next declaration
+        # (another session's, still unpublished), so the next sync reads none of them again.
+        with store.index_lock:
+            index = dict((path, known) for path, known in store.load_index().items()
+                         if isinstance(known, dict) and known.get("sha256") in unpublished)
+            for path, (value, entry) in self.accepted.items():
+                index[path] = {"identity": entry.identity(), "sha256": value["sha256"]}
+            for f in files:
+                _, entry = self.accepted.get(f["path"], (None, None))
+                if entry is not None:
+                    index[f["path"]] = {"identity": entry.identity(), "sha256": f["sha256"]}
+            store.save_index(index)
         return manifest
 
 

@@ -55,6 +55,23 @@ class StoreTest(unittest.TestCase):
         self.assertEqual(os.readlink(os.path.join(dest, "latest")), "checkpoint-10")
         self.assertFalse(os.path.lexists(os.path.join(dest, "escape")))
 
+    def test_a_publish_keeps_what_another_session_stored_ahead_known(self):
+        # The stager stores the next save's shard while a sync publishes this one (two sessions
+        # at once): the publish must not forget it, or the declared sync copies it again.
+        self.write("checkpoint-1/model.bin", b"1" * 4096)
+        self.write("checkpoint-2/model.bin", b"2" * 4096)
+        tree = dict((e.path, e) for e in scan_tree(self.root).files)
+        ahead, now = self.store.begin(), self.store.begin()
+        self.assertEqual(len(ahead.add_files(self.root, [tree["checkpoint-2/model.bin"]])["accepted"]), 1)
+        self.assertEqual(len(now.add_files(self.root, [tree["checkpoint-1/model.bin"]])["accepted"]), 1)
+        ahead.keep_index()
+        now.publish([now.accepted["checkpoint-1/model.bin"][0]], [], [])
+        self.assertEqual(sorted(self.store.load_index()), ["checkpoint-1/model.bin", "checkpoint-2/model.bin"])
+        before = self.store.bytes_written
+        m = self.sync()["manifest"]
+        self.assertEqual((m["sync"]["filesUploaded"], m["sync"]["filesReused"]), (1, 1))
+        self.assertLess(self.store.bytes_written - before, 4096)  # the manifest alone: nothing read again
+
     def test_second_sync_uploads_only_the_new_shard(self):
         for i in range(4):
             self.write("checkpoint-1/shard-%d.bin" % i, os.urandom(4096))
