@@ -26,7 +26,7 @@ import time
 import traceback
 
 from .bundle import fetch_bundle
-from .checkpoints import DECLARATION_POLL_SECONDS, TICK_SECONDS, Checkpoints, NoCheckpointLeft
+from .checkpoints import DECLARATION_POLL_SECONDS, STAGE_TICK_SECONDS, TICK_SECONDS, Checkpoints, NoCheckpointLeft
 from .config import run_prefix
 from .errors import AgentFailure
 from .faults import Faults
@@ -305,29 +305,30 @@ class Agent:
     def checkpoint_loop(self):
         """Every DECLARATION_POLL_SECONDS: the job's declarations (a declared save is synced at
         once: this poll is most of the delay between a save and its upload starting); every
-        TICK_SECONDS (Checkpoints.stage_interval for a job that declares its saves): also the job's open
-        files, and the large files of a save in progress the job has closed are stored ahead of
-        its declaration (Checkpoints.stage); every syncIntervalSeconds: a periodic sync."""
+        TICK_SECONDS: also the job's open files; every syncIntervalSeconds: a periodic sync.
+        The large files of a save in progress are stored ahead of its declaration on a thread of
+        their own (stage_watch), joined before this returns."""
         self.checkpoints.start_watching(self.joblog.path, self.progress_from or 0)
         # Declarations are read on a thread of their own, so one made while this loop stores a
         # large file is timed when it was made, not when the loop gets to it.
         threading.Thread(target=self.declaration_watch, name="declarations", daemon=True).start()
+        stager = threading.Thread(target=self._guarded, args=("stager", self.stage_watch), name="stager", daemon=True)
+        stager.start()
+        try:
+            self._checkpoint_ticks()
+        finally:
+            stager.join()  # the final sync, next, then sees no file half stored ahead
+
+    def _checkpoint_ticks(self):
         next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
         next_watch = 0.0
         while not self.sync_stop.wait(DECLARATION_POLL_SECONDS):
             sid = self.child.pid if self.child is not None else None
             watch = time.monotonic() >= next_watch
             if watch:
-                next_watch = time.monotonic() + (self.checkpoints.stage_interval() if self.checkpoints.declares_saves else TICK_SECONDS)
+                next_watch = time.monotonic() + TICK_SECONDS
             try:
                 declared = self.checkpoints.tick(sid if watch else None)
-                if watch and not declared:
-                    # Before a periodic sync too: it leaves out a file closed less than the
-                    # quiet time ago, which the declaration that follows would then have to read.
-                    if self.checkpoints.stage(sid):
-                        # Storing took a while, and the job may have closed the next file
-                        # meanwhile: look again at once rather than after the interval.
-                        next_watch = time.monotonic()
                 if declared or time.monotonic() >= next_sync or self.checkpoints.retry_due():
                     next_sync = time.monotonic() + self.cfg["syncIntervalSeconds"]
                     self.checkpoints.sync(final=False, sid=sid)
@@ -338,6 +339,23 @@ class Agent:
             except Exception as e:
                 self.log("checkpoint sync failed: %s" % e)
                 self.sync_failed(e)
+
+    def stage_watch(self):
+        """Every Checkpoints.stage_interval, once the job has declared a save: Checkpoints.stage,
+        on this thread, so a declaration is synced at once while a file is being stored ahead
+        (the sync then reuses it, Checkpoints._add_files), not after it. After storing, it looks
+        again at once: the job may have closed the next file meanwhile."""
+        wait = STAGE_TICK_SECONDS
+        while not self.sync_stop.wait(wait):
+            wait = self.checkpoints.stage_interval()
+            if not self.checkpoints.declares_saves:
+                continue
+            sid = self.child.pid if self.child is not None else None
+            try:
+                if self.checkpoints.stage(sid):
+                    wait = DECLARATION_POLL_SECONDS
+            except Exception as e:  # the declared sync stores the file itself, and reports a failure
+                self.log("storing a save ahead of its declaration failed: %s" % e)
 
     def declaration_watch(self):
         """Every DECLARATION_POLL_SECONDS until the checkpoint loop stops: Checkpoints.poll_declarations."""

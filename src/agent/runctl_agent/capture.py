@@ -50,6 +50,7 @@ declared step is not given to that checkpoint.
 """
 
 import os
+import threading
 import time
 
 from .steps import MARKER_FILE, hf_folder
@@ -206,11 +207,18 @@ class Capture(object):
         self.churning = set()  # paths churning up to the newest declaration: not part of its save
         self.cut_at = []  # [(epoch s, lookback s)]: the job was killed or died; writes since may be cut short
         self.open_at_kill = set()  # paths open for writing in the look just before the agent killed the job
+        self.look_lock = threading.Lock()  # watch
 
     def watch(self, sid):
-        """One look at the job's open files; returns {path: pid} open for writing now."""
+        """One look at the job's open files; returns {path: pid} open for writing now. Looks
+        from two threads (the checkpoint loop's tick, the stager) are taken one at a time: a
+        look from an older /proc snapshot finishing last would clear a writer's vanishing."""
         if sid is None or not proc_available():
             return {}
+        with self.look_lock:
+            return self._watch(sid)
+
+    def _watch(self, sid):
         appending = set()
         self.pids = session_pids(sid)
         current = open_for_writing(self.pids, self.root, appending)

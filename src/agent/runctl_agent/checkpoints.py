@@ -59,7 +59,7 @@ class NoCheckpointLeft(AgentFailure):
 
 DEFAULT_THROUGHPUT = 20 * 1024 * 1024  # bytes/s assumed for the final upload before a sync was measured
 TICK_SECONDS = 0.25  # how often the job's open files are looked at (a scan of /proc)
-STAGE_TICK_SECONDS = 0.1  # ... while a job that declares its saves may be writing one (stage)
+STAGE_TICK_SECONDS = 0.05  # how often a job that declares its saves is looked at for a file of a save it closed (stage)
 STAGE_FROM_BYTES = 1024 * 1024  # smaller files are read at the declaration: they cost little, and change often
 DECLARATION_POLL_SECONDS = 0.01  # how often the job's log and marker are looked at for a declared save
 
@@ -117,6 +117,7 @@ class Checkpoints:
         self.staged = {}
         self.last_held = None  # the files that held the last sync back, as logged
         self.stage_look_seconds = 0.0  # what the last look for finished files cost (stage_interval)
+        self.in_flight = None  # StageFlight: the files stage is storing now, outside self.lock
         self.malformed_seen = set()  # (declaration, problem) already warned about
         # Resume evidence (resume_evidence.py): the checkpoint this attempt restored (id, manifest)
         # while nothing it published holds newer training state; the ids judged so far; the ids
@@ -290,38 +291,26 @@ class Checkpoints:
         self.changed_since_publish = True
         started = time.time()
         candidates, left = self.capture.choose(tree, sid=sid, job_ended=final, clean_exit=final and clean_exit)
+        if self.declares_saves and self.declared is None and not final:
+            early = self.capture.held_back(left, tree)
+            if early[0] or early[1]:
+                # A periodic sync of a job that declares its saves, during a save: it would be
+                # held back whatever it read (held_back only grows with what reading adds to
+                # left), and stage stores the save's large files as the job closes them, so
+                # reading them here too would only delay the declaration that follows.
+                return self._hold(early[0] + early[1], [], left)
         session = self.store.begin()
-        added = session.add_files(src, candidates, reread=self.capture.mapped)
+        added = self._add_files(session, src, candidates)
         left.extend(added["rejected"])
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
         self._overtaken_since_declared(kept, left, tree)
         held_files, held_entries = self.capture.held_back(left, tree, job_ended=final, declared=self.declared is not None)
-        held = held_files + held_entries
-        if held:
+        if held_files or held_entries:
             # A save in progress: the new contents are stored (the next sync reuses them), but no
             # checkpoint is published until the save is whole; a declared one is tried again soon.
             session.keep_index()
-            if self.declared is not None and held_files:
-                # A file is being written after the declaration (the next save began, or the job
-                # declared before closing a file of this one): the declaration no longer
-                # describes the folder, and no later publish may carry its step, nor the one
-                # declared before it.
-                self.log("the save declared at step %s could not be published: %s; it is published with the next "
-                         "declaration, or by a later sync with its step unknown" % (
-                             self.declared[0] if self.declared[0] is not None else "unknown", held_files[0]))
-                self.declared = None
-                self.last_declared = None
-            self._report_left_out(left)
-            self._maybe_stalled(left)
-            self.retry_at = time.monotonic() + max(TICK_SECONDS, self.capture.quiet / 2.0)
-            # Retried four times a second while the save lasts: said again only when the files
-            # holding it back change (break14: 114 identical lines in 80 s of a mapped file).
-            holding = sorted(set(r.split(" ", 1)[0] for r in held))
-            if holding != self.last_held:
-                self.log("checkpoint sync held back, a save is in progress: %s" % "; ".join(held[:3]))
-            self.last_held = holding
-            return None
+            return self._hold(held_files + held_entries, held_files, left)
         self.retry_at = None
         self.last_held = None
         files = [by_path[e.path] for e in kept]
@@ -395,12 +384,39 @@ class Checkpoints:
         self.set_status(publish=False, lastCheckpoint=ref, checkpoints=self.kept_list())
         return ref
 
+    def _hold(self, held, held_files, left):
+        """Publish nothing this sync: a save is in progress (held: the reasons, strings; held_files:
+        those of files left out, capture.held_back); retried soon. Returns None."""
+        if self.declared is not None and held_files:
+            # A file is being written after the declaration (the next save began, or the job
+            # declared before closing a file of this one): the declaration no longer
+            # describes the folder, and no later publish may carry its step, nor the one
+            # declared before it.
+            self.log("the save declared at step %s could not be published: %s; it is published with the next "
+                     "declaration, or by a later sync with its step unknown" % (
+                         self.declared[0] if self.declared[0] is not None else "unknown", held_files[0]))
+            self.declared = None
+            self.last_declared = None
+        self._report_left_out(left)
+        self._maybe_stalled(left)
+        self.retry_at = time.monotonic() + max(TICK_SECONDS, self.capture.quiet / 2.0)
+        # Retried four times a second while the save lasts: said again only when the files
+        # holding it back change (break14: 114 identical lines in 80 s of a mapped file).
+        holding = sorted(set(r.split(" ", 1)[0] for r in held))
+        if holding != self.last_held:
+            self.log("checkpoint sync held back, a save is in progress: %s" % "; ".join(held[:3]))
+        self.last_held = holding
+        return None
+
     def stage(self, sid):
         """Store the large files of a save while the job is still writing the rest of it, each
         as soon as the job has closed it, so a declared save then costs its last file and its
         manifest instead of all of it (issue 9, acceptance 3: save -> safe within 1.5x a plain
         copy; on S3 the shards of a multi-GB save upload while the next ones are written).
 
+        The look takes self.lock; the storing does not, so a sync runs meanwhile (the agent calls
+        this on a thread of its own): a sync that needs a file being stored here waits for it
+        and reuses it (in_flight), and retention waits for the next tick.
         Publishes nothing: which files a checkpoint holds is still decided by the sync
         (capture.py), which reuses a file stored here unread when its identity
         (FileEntry.identity) is unchanged (the store's local index). Only for a job that declares its saves: its next
@@ -426,7 +442,7 @@ class Checkpoints:
             # Moved identities: a file renamed into place since it was stored is known too.
             known = set(tuple((v.get("identity") or [])[:4]) for v in index.values() if isinstance(v, dict))
             todo = [e for e in tree.files
-                    if e.size >= STAGE_FROM_BYTES and e.path not in capture.writing and e.path not in capture.appended
+                    if e.size >= STAGE_FROM_BYTES and e.path not in capture.appended
                     and e.path not in capture.suspect and e.path not in capture.mapped and e.path not in self.staged
                     and tuple(e.moved_identity()) not in known]  # stored already, under this path or the one it was renamed from
             if todo:
@@ -442,20 +458,45 @@ class Checkpoints:
                 return 0
             for e in todo:
                 self.staged[e.path] = e.identity()
-            started = time.time()
             session = self.store.begin()
+            # Registered under the lock, so retention (which also takes it) never runs while
+            # these contents are stored and not yet protected by self.store.unpublished.
+            flight = self.in_flight = StageFlight(todo)
+        # Stored outside the lock: a declaration that comes now is synced at once, storing the
+        # save's other files beside this one and then reusing this one (_add_files), instead of
+        # waiting for it first (issue 9, acceptance 3: the wait was most of a slow save's time).
+        started = time.time()
+        try:
             added = session.add_files(src, todo)
             session.keep_index()
-            if not added["accepted"] and not added["rejected"]:
-                return 0  # deleted since the scan (a job rotating its old checkpoints)
-            stored = sum(f["size"] for f in added["accepted"])
-            moved = sum(session.uploaded.values())
-            if moved >= 64 * 1024:
-                self.throughput = moved / max(time.time() - started, 1e-3)
-            self.log("stored %d file%s of a save in progress ahead of its declaration (%d bytes, %d uploaded)%s" % (
-                len(added["accepted"]), "" if len(added["accepted"]) == 1 else "s", stored, moved,
-                "" if not added["rejected"] else "; not stored: " + "; ".join(r["reason"] for r in added["rejected"][:3])))
-            return len(added["accepted"])
+        finally:
+            self.in_flight = None  # never under self.lock: a sync holding it may be waiting for this
+            flight.done.set()
+        if not added["accepted"] and not added["rejected"]:
+            return 0  # deleted since the scan (a job rotating its old checkpoints)
+        stored = sum(f["size"] for f in added["accepted"])
+        moved = sum(session.uploaded.values())
+        if moved >= 64 * 1024:
+            self.throughput = moved / max(time.time() - started, 1e-3)
+        self.log("stored %d file%s of a save in progress ahead of its declaration (%d bytes, %d uploaded)%s" % (
+            len(added["accepted"]), "" if len(added["accepted"]) == 1 else "s", stored, moved,
+            "" if not added["rejected"] else "; not stored: " + "; ".join(r["reason"] for r in added["rejected"][:3])))
+        return len(added["accepted"])
+
+    def _add_files(self, session, src, candidates):
+        """session.add_files of candidates (checkpoint_tree.FileEntry), the files stage is storing
+        now (same identity) last: the others are stored meanwhile, then those are reused from what
+        stage stored, unread. Same result shape as SyncSession.add_files."""
+        flight = self.in_flight
+        waiting = [e for e in candidates if flight is not None and flight.carries(e)]
+        if not waiting:
+            return session.add_files(src, candidates, reread=self.capture.mapped)
+        first = session.add_files(src, [e for e in candidates if not flight.carries(e)], reread=self.capture.mapped)
+        flight.done.wait()
+        session.catch_up()
+        then = session.add_files(src, waiting, reread=self.capture.mapped)
+        return {"accepted": sorted(first["accepted"] + then["accepted"], key=lambda f: f["path"]),
+                "rejected": sorted(first["rejected"] + then["rejected"], key=lambda r: r["path"])}
 
     def stage_interval(self):
         """Seconds until the next look for a save's finished files: STAGE_TICK_SECONDS, or ten
@@ -548,7 +589,7 @@ class Checkpoints:
         between storage calls when the job declares a save (yield_to_saves; not after the job
         ended), and the rest is done on a later tick."""
         with self.lock:
-            if self.retention_due:
+            if self.retention_due and self.in_flight is None:
                 self._retain(should_yield=self._save_waiting if yield_to_saves else None)
                 self.set_status(publish=False, checkpoints=self.kept_list())
 
@@ -863,6 +904,19 @@ class Checkpoints:
                     self.kept[cid] = ref_of(manifest, cid)
                 except (KeyError, TypeError):
                     pass
+
+
+class StageFlight(object):
+    """The files one Checkpoints.stage call is storing: {path: FileEntry.identity()}, and an
+    Event set once it is done (stored, rejected or failed)."""
+
+    def __init__(self, entries):
+        self.identities = dict((e.path, e.identity()) for e in entries)
+        self.done = threading.Event()
+
+    def carries(self, entry):
+        """True when entry (FileEntry) is being stored by this flight as it is now."""
+        return self.identities.get(entry.path) == entry.identity()
 
 
 def evidence_text(a):

@@ -587,6 +587,105 @@ class StoredAheadTest(JobHarness):
         self.ckpts.store.collect()
         self.assertTrue(self.content_stored(data))
 
+    def gate_copies_of(self, name):
+        """Hold every copy of a file named name (into the store) until the returned release Event
+        is set; returns (reading: Event set once such a copy began, release, copies: {file name: copies})."""
+        from runctl_agent import checkpoint_store
+        reading, release, copies = __import__("threading").Event(), __import__("threading").Event(), {}
+        real = {"copy_and_hash": checkpoint_store.copy_and_hash, "copy_hashing": checkpoint_store.copy_hashing}
+
+        def gated(which):
+            def copy(src, dest):
+                base = os.path.basename(src)
+                copies[base] = copies.get(base, 0) + 1
+                if base == name:
+                    reading.set()
+                    self.assertTrue(release.wait(30), "the test never released the copy")
+                return real[which](src, dest)
+            return copy
+        for which in real:
+            patcher = mock.patch.object(checkpoint_store, which, gated(which))
+            patcher.start()
+            self.addCleanup(patcher.stop)
+        self.addCleanup(release.set)
+        return reading, release, copies
+
+    def test_a_declaration_made_while_a_file_is_stored_ahead_is_synced_at_once_and_reads_that_file_once(self):
+        # Issue 9, acceptance 3: the declared sync used to wait for the file being stored ahead
+        # (the stager held the lock), then read the rest: the two one after the other.
+        import threading
+        self.ckpts.declares_saves = True
+        job = self.job("import time; time.sleep(30)")
+        reading, release, copies = self.gate_copies_of("model-00001-of-00002.safetensors")
+        first, second = b"a" * self.SHARD, b"b" * self.SHARD
+        self.write("checkpoint-9/model-00001-of-00002.safetensors", first)
+        stager = threading.Thread(target=self.ckpts.stage, args=(job.pid,))
+        stager.start()
+        self.assertTrue(reading.wait(30))
+        self.write("checkpoint-9/model-00002-of-00002.safetensors", second)
+        self.write("checkpoint-9/trainer_state.json", b'{"global_step": 9}')
+        self.ckpts.declared = (9, "line")
+        self.capture.declared()
+        out = {}
+        syncer = threading.Thread(target=lambda: out.update(ref=self.ckpts.sync(final=False, sid=job.pid)))
+        syncer.start()
+        # The sync stores the other shard while the first is still being stored ahead...
+        self.wait_for("the declared sync to store the other shard", lambda: copies.get("model-00002-of-00002.safetensors") == 1)
+        self.assertEqual(self.published(), [])  # ...and publishes only once that one is stored too
+        release.set()
+        stager.join(30)
+        syncer.join(30)
+        self.assertEqual(out["ref"]["step"], 9)
+        manifest = self.ckpts.store.manifest(1, out["ref"]["id"], cached=False)
+        self.assertEqual(sorted(f["path"] for f in manifest["files"]), [
+            "checkpoint-9/model-00001-of-00002.safetensors", "checkpoint-9/model-00002-of-00002.safetensors",
+            "checkpoint-9/trainer_state.json"])
+        self.assertEqual(manifest["sync"]["filesUploaded"], 3)
+        self.assertEqual(copies["model-00001-of-00002.safetensors"], 1)  # stored ahead, reused unread
+        self.assertTrue(self.content_stored(first) and self.content_stored(second))
+
+    def test_retention_waits_for_a_file_being_stored_ahead(self):
+        # With no grace (one writer), only store.unpublished protects a content stored ahead, and
+        # it is added once the content is in place: a collection in between would delete it.
+        import threading
+        self.ckpts.declares_saves = True
+        job = self.job("import time; time.sleep(30)")
+        reading, release, _ = self.gate_copies_of("model.safetensors")
+        self.write("model.safetensors", b"5" * self.SHARD)
+        stager = threading.Thread(target=self.ckpts.stage, args=(job.pid,))
+        stager.start()
+        self.assertTrue(reading.wait(30))
+        retained = []
+        with mock.patch.object(self.ckpts.store, "retain", lambda keep, should_yield=None: retained.append(keep) or []):
+            self.ckpts.retention_due = True
+            self.ckpts.retain_if_due()
+            self.assertEqual(retained, [])
+            self.assertTrue(self.ckpts.retention_due)  # still due: the next tick runs it
+            release.set()
+            stager.join(30)
+            self.ckpts.retain_if_due()
+            self.assertEqual(retained, [100])
+
+    def test_a_periodic_sync_during_a_declaring_jobs_save_reads_nothing(self):
+        # The save's large files are the stager's; a periodic sync that would be held back by the
+        # save in progress anyway reads none of them (it used to copy them on the checkpoint
+        # loop, delaying the declaration that followed).
+        self.ckpts.declares_saves = True
+        done = b"d" * self.SHARD
+        self.write("state/model.bin", done)
+        path = os.path.join(self.root, "state", "model.bin")
+        self.wait_for("the file to be quiet", lambda: time.time() - os.stat(path).st_ctime > self.capture.quiet + 0.05)
+        os.makedirs(os.path.join(self.root, "state", "optimizer"))  # the save goes on
+        before = self.ckpts.store.bytes_written
+        self.assertIsNone(self.ckpts.sync(final=False, sid=os.getpid()))
+        self.assertIn("checkpoint sync held back, a save is in progress", " ".join(self.logs))
+        self.assertEqual(self.ckpts.store.bytes_written, before)
+        self.assertFalse(self.content_stored(done))
+        # A job that does not declare its saves keeps the stored-while-held-back behaviour.
+        self.ckpts.declares_saves = False
+        self.assertIsNone(self.ckpts.sync(final=False, sid=os.getpid()))
+        self.assertTrue(self.content_stored(done))
+
 
 if __name__ == "__main__":
     unittest.main()
