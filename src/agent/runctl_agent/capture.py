@@ -367,7 +367,7 @@ class Capture(object):
         files = []
         paths = set(e.path for e in tree.files)
         for item in left:
-            if item.get("folder") or self.busy(item["path"]) or (declared and item["path"] in self.churning):
+            if item.get("folder") or item.get("vanished") or self.busy(item["path"]) or (declared and item["path"] in self.churning):
                 continue
             if next_save_folder(item["path"], paths):
                 # The next save's checkpoint-<N>/ being written: left out whole, as if absent, so it

@@ -21,7 +21,7 @@ API for the capture layer (the code that decides WHICH files and WHEN):
     store = CheckpointStore(storage, run, generation, attempt, state_dir, log, grace_seconds=3600)
     session = store.begin()                    # reuse rules from store.current_view() (listed once)
     result = session.add_files(root, entries)  # entries: [checkpoint_tree.FileEntry] from scan_tree
-        -> {"accepted": [file entry dicts], "rejected": [{"path", "reason"}]}
+        -> {"accepted": [file entry dicts], "rejected": [{"path", "reason"}], "vanished": [paths deleted meanwhile]}
     manifest = session.publish(files, dirs, symlinks, step=None)   # -> the manifest dict
     store.retain(keep)                          # retire old manifests, collect unreferenced contents (when due)
 
@@ -523,7 +523,8 @@ class SyncSession(object):
 
     def add_files(self, root, entries, reread=()):
         """Snapshot each file (checkpoint_tree.FileEntry) under root into the store.
-        Returns {"accepted": [{"path","size","sha256","mode"}], "rejected": [{"path","reason"}]}.
+        Returns {"accepted": [{"path","size","sha256","mode"}], "rejected": [{"path","reason"}],
+        "vanished": [paths deleted since the scan]}.
 
         A file whose identity the local index knows is reused unread, under its own path or, from
         RENAMED_REUSE_FROM bytes, under the path it had before the job renamed it into place (a
@@ -543,7 +544,7 @@ class SyncSession(object):
         never left stored under a wrong hash by a finished sync (a SIGKILL in that window leaves
         it until collected; restore's sha256 check refuses it meanwhile)."""
         self.root = root
-        accepted, rejected, pending, unread = [], [], [], []
+        accepted, rejected, pending, unread, vanished = [], [], [], [], []
         moved = self.known_identities()
         for entry in entries:
             known = self.index.get(entry.path)
@@ -567,7 +568,8 @@ class SyncSession(object):
         for entry, read in zip(unread, read_in_parallel(lambda e: self._read(root, e, sizes), unread)):
             ok, value = self._settle(entry, read)
             if ok == "vanished":
-                continue  # deleted since the scan (a job rotating its old checkpoints): not in this checkpoint
+                vanished.append(entry.path)  # deleted since the scan: not in this checkpoint (the caller decides the rest)
+                continue
             if ok is None:
                 pending.append((entry, value))
             elif ok:
@@ -582,7 +584,7 @@ class SyncSession(object):
                     rejected.append({"path": entry.path, "reason": value})
         accepted.sort(key=lambda f: f["path"])
         rejected.sort(key=lambda r: r["path"])
-        return {"accepted": accepted, "rejected": rejected}
+        return {"accepted": accepted, "rejected": rejected, "vanished": sorted(vanished)}
 
     def known_identities(self):
         """{(size, mtime_ns, inode, device): (path, sha256)} of the files the local index knows
@@ -599,6 +601,8 @@ class SyncSession(object):
         result = self.add_files(root, [entry])
         if result["accepted"]:
             return True, result["accepted"][0]
+        if result["vanished"]:
+            return False, "%s was deleted while it was read" % entry.path
         return False, result["rejected"][0]["reason"]
 
     def _read(self, root, entry, stored_sizes):

@@ -302,8 +302,18 @@ class Checkpoints:
         session = self.store.begin()
         added = self._add_files(session, src, candidates)
         left.extend(added["rejected"])
+        # A file deleted while the sync read it is not in this checkpoint, and its Hugging Face
+        # folder is not whole any more (the Trainer rotating it away: break test 18 published a
+        # checkpoint-50/ of trainer_state.json alone as "step 50"). It holds nothing back.
+        left.extend({"path": path, "reason": "%s was deleted while the sync read it" % path, "vanished": True}
+                    for path in added["vanished"])
         by_path = dict((f["path"], f) for f in added["accepted"])
         kept, left = self.capture.whole_folders([e for e in candidates if e.path in by_path], left)
+        if added["vanished"] and self.declared is not None:
+            # The declared save lost files meanwhile: what is published is not what was declared.
+            self.log("the save declared at step %s is not published under that step: %s was deleted while the sync read it" % (
+                self.declared[0] if self.declared[0] is not None else "unknown", added["vanished"][0]))
+            self.declared = None
         self._overtaken_since_declared(kept, left, tree)
         held_files, held_entries = self.capture.held_back(left, tree, job_ended=final, declared=self.declared is not None)
         if held_files or held_entries:
@@ -496,7 +506,8 @@ class Checkpoints:
         session.catch_up()
         then = session.add_files(src, waiting, reread=self.capture.mapped)
         return {"accepted": sorted(first["accepted"] + then["accepted"], key=lambda f: f["path"]),
-                "rejected": sorted(first["rejected"] + then["rejected"], key=lambda r: r["path"])}
+                "rejected": sorted(first["rejected"] + then["rejected"], key=lambda r: r["path"]),
+                "vanished": sorted(first["vanished"] + then["vanished"])}
 
     def stage_interval(self):
         """Seconds until the next look for a save's finished files: STAGE_TICK_SECONDS, or ten

@@ -449,6 +449,38 @@ class SaveTest(JobHarness):
         self.assertIn("model.pt", self.published()[-1][1])
 
 
+class VanishedTest(JobHarness):
+    """Files the job deletes while a sync reads them (break test 18)."""
+
+    def test_a_folder_the_trainer_rotates_away_during_the_sync_is_not_published_torn(self):
+        # save_total_limit: the Trainer deletes checkpoint-50/ while the sync of its declaration
+        # reads it; it used to be published as "step 50" without the files deleted meanwhile.
+        from runctl_agent.checkpoint_store import SyncSession
+        self.write("checkpoint-40/model.safetensors", b"4" * (2 << 20))
+        self.write("checkpoint-40/trainer_state.json", b'{"global_step": 40}')
+        self.ckpts.declared = (40, "line")
+        self.capture.declared()
+        self.assertEqual(self.ckpts.sync(final=False, sid=None)["step"], 40)
+        self.write("checkpoint-50/model.safetensors", b"5" * (2 << 20))
+        self.write("checkpoint-50/optimizer.pt", b"o" * (2 << 20))
+        self.write("checkpoint-50/trainer_state.json", b'{"global_step": 50}')
+        self.ckpts.declared = (50, "line")
+        self.capture.declared()
+        read = SyncSession._read
+
+        def rotating(session, root, entry, sizes):
+            if entry.path == "checkpoint-50/optimizer.pt":
+                os.remove(os.path.join(root, "checkpoint-50", "optimizer.pt"))  # shutil.rmtree under way
+            return read(session, root, entry, sizes)
+        with mock.patch.object(SyncSession, "_read", rotating):
+            self.ckpts.sync(final=False, sid=None)
+        for step, files in self.published():
+            self.assertFalse(any(path.startswith("checkpoint-50/") for path in files), (step, files))
+            self.assertNotEqual(step, 50)
+        self.assertIn("is not published under that step: checkpoint-50/optimizer.pt was deleted while the sync read it",
+                      " ".join(self.logs))
+
+
 class StoredAheadTest(JobHarness):
     """A save the job declares is stored file by file as the job closes each file (Checkpoints.stage),
     published only by the declared sync, which reads none of them again."""
