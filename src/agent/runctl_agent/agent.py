@@ -112,6 +112,7 @@ class Agent:
         self.secrets = {}
         self.tail_from = 0
         self.progress_from = None
+        self.declarations_from = None  # job.log offset from which declarations are read (adopt)
         self.faults = Faults(lambda items: self.set_status(faults=items or None), log)
         self.sync_failures = 0
         self.restarted_at = None
@@ -308,7 +309,8 @@ class Agent:
         TICK_SECONDS: also the job's open files; every syncIntervalSeconds: a periodic sync.
         The large files of a save in progress are stored ahead of its declaration on a thread of
         their own (stage_watch), joined before this returns."""
-        self.checkpoints.start_watching(self.joblog.path, self.progress_from or 0)
+        self.checkpoints.start_watching(self.joblog.path, self.declarations_from if self.declarations_from is not None else (self.progress_from or 0),
+                                        noted_until=lambda: self.joblog.noted_until)
         # Declarations are read on a thread of their own, so one made while this loop stores a
         # large file is timed when it was made, not when the loop gets to it.
         threading.Thread(target=self.declaration_watch, name="declarations", daemon=True).start()
@@ -691,6 +693,9 @@ class Agent:
         self.child = child
         self.resolve_secrets_for_redaction()
         if child.running():
+            # Declarations the job printed before this agent started were taken by the one
+            # before it (or made while none watched, which cannot be timed): read the new ones.
+            self.declarations_from = self.joblog.size()
             self.log("adopting running job (pid %d, pgid %d)" % (child.pid, child.pgid))
             self.job_log_note("agent restarted; adopted running job pid %d" % child.pid)
             self.restarted_at = time.monotonic()

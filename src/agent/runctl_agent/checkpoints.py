@@ -93,6 +93,8 @@ class Checkpoints:
         self.pending_declaration = None  # (step, source, seen at, {path: FileEntry} then) not yet taken by tick
         self.declared_seen = (None, None)  # (the declared tuple, {path: FileEntry} just after it was read)
         self.saved_cursor = None  # offset in job.log up to which declaration lines were read
+        self.log_noted_until = None  # () -> where the agent's own last note to job.log ends (start_watching)
+        self.last_read_started = None  # time.time() when the previous read of job.log began
         self.marker_seen = None  # (change time in ns, size, inode) of the marker file last seen
         self.throughput = None  # bytes/s measured on this instance's syncs
         self.last_uploaded = 0  # bytes the last publishing sync uploaded
@@ -145,14 +147,17 @@ class Checkpoints:
         return (read_json(self.p("checkpoints.json")) or {}).get("lastCheckpoint")
 
     # -- when: declarations and the job's open files, looked at every TICK_SECONDS
-    def start_watching(self, log_path, offset):
-        """Begin reading declaration lines in job.log from `offset` (the job's first byte), and
-        start the stall clock: nothing can be published before the job runs, so the restore's
-        and the setup's time never counts as "nothing published" (break9: a 53 s restore raised
-        CheckpointSyncStalled 3 s into the job)."""
+    def start_watching(self, log_path, offset, noted_until=None):
+        """Begin reading declaration lines in job.log from `offset` (bytes), and start the stall
+        clock: nothing can be published before the job runs, so the restore's and the setup's
+        time never counts as "nothing published" (break9: a 53 s restore raised
+        CheckpointSyncStalled 3 s into the job). noted_until() -> the byte offset just after the
+        agent's own last note to that log, or None (poll_declarations)."""
         self.last_publish = time.time()
         self.saved_cursor = (log_path, offset)
         self.marker_seen = self._marker_state()
+        self.log_noted_until = noted_until
+        self.last_read_started = None
 
     def _marker_state(self):
         try:
@@ -200,6 +205,8 @@ class Checkpoints:
         before it."""
         with self.declaration_lock:
             found = None  # (step, source, the mtime of the log or the marker that declared it)
+            found_at = None  # its byte offset in job.log, for a line
+            read_started = time.time()
             if self.saved_cursor is not None:
                 path, offset = self.saved_cursor
                 try:
@@ -217,13 +224,26 @@ class Checkpoints:
                     data, written = b"", None
                 cut = data.rfind(b"\n")
                 if cut >= 0:
-                    for line in data[: cut + 1].decode("utf-8", "replace").splitlines():
-                        ok, step, problem = saved_line(line.split("\r")[-1])
-                        if problem:
-                            self._malformed(line.split("\r")[-1].strip(), problem)
-                        if ok:
-                            found = (step, "line" if step is not None else None, written)
+                    at = offset  # the byte offset of each line in job.log
+                    for raw in data[: cut + 1].split(b"\n")[:-1]:
+                        for line in raw.decode("utf-8", "replace").splitlines():
+                            ok, step, problem = saved_line(line.split("\r")[-1])
+                            if problem:
+                                self._malformed(line.split("\r")[-1].strip(), problem)
+                            if ok:
+                                found = (step, "line" if step is not None else None, written)
+                                found_at = at
+                        at += len(raw) + 1
+                    noted = self.log_noted_until() if (found is not None and self.log_noted_until) else None
+                    if noted is not None and found_at < noted:
+                        # The agent wrote a note to the log after the line (an agent restarted
+                        # reading a line printed before it started, break test 18; a note while
+                        # the job declared): the log's change time is the agent's, not the job's.
+                        # The line was written after the previous read began (any time, if this
+                        # is the first read).
+                        found = (found[0], found[1], self.last_read_started or 0.0)
                     self.saved_cursor = (path, offset + cut + 1)
+            self.last_read_started = read_started
             marker = self._marker_state()
             if marker is not None and marker != self.marker_seen:
                 self.marker_seen = marker

@@ -60,6 +60,7 @@ class JobLog:
         self.redact_bytes = redact_bytes
         self.log = log
         self.noted_bytes = 0
+        self.noted_until = None  # byte offset just after the agent's last note: a line before it may not be timed by the log's change time
         # Notes come from several threads (the checkpoint restore runs beside setup).
         self.note_lock = threading.Lock()
 
@@ -84,6 +85,7 @@ class JobLog:
                 line = ("%s%s %s %s\n" % ("\n" if glued else "", NOTE_PREFIX, now_iso(), text)).encode("utf-8")
                 f.write(line)
                 self.noted_bytes += len(line)
+                self.noted_until = f.tell()
         except OSError:
             pass
 

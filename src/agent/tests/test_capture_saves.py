@@ -481,6 +481,32 @@ class VanishedTest(JobHarness):
                       " ".join(self.logs))
 
 
+class AgentNoteTest(JobHarness):
+    """A declaration line read after the agent wrote its own note to job.log (break test 18: an
+    agent restarted beside the running job re-read a declaration printed before it started)."""
+
+    def test_a_line_read_after_the_agents_own_note_is_not_timed_by_that_note(self):
+        noted = {"until": None}
+        log = self.job_log()
+        self.ckpts.start_watching(log, 0, noted_until=lambda: noted["until"])
+        self.write("s1.bin", b"1" * 4096)
+        self.write("s2.bin", b"1" * 4096)
+        with open(log, "a") as f:
+            f.write("RUNCTL_CHECKPOINT_SAVED step=1\n")
+        time.sleep(0.02)  # a later change time, even on a coarse clock
+        self.write("s1.bin", b"2" * 4096)  # the next save begins before the agent reads the line
+        with open(log, "a") as f:
+            f.write("[runctl] agent restarted; adopted running job pid 1\n")
+            noted["until"] = f.tell()
+        self.assertTrue(self.ckpts.poll_declarations())
+        self.quiet()
+        self.assertTrue(self.ckpts.tick(None))
+        self.ckpts.sync(final=False, sid=None)
+        for step, files in self.published():
+            # s1.bin holds save 2 now: no checkpoint may say it is step 1.
+            self.assertNotEqual(step, 1, files)
+
+
 class StoredAheadTest(JobHarness):
     """A save the job declares is stored file by file as the job closes each file (Checkpoints.stage),
     published only by the declared sync, which reads none of them again."""
