@@ -50,13 +50,21 @@ class FileStorage:
 
     def put_tree(self, prefix, local_dir):
         """Store every file under local_dir below prefix; a symbolic link to a file is followed,
-        as `aws s3 cp --recursive` does (the checkpoint store uploads a folder of such links)."""
+        as `aws s3 cp --recursive` does (the checkpoint store uploads a folder of such links).
+        Returns the paths of links whose file no longer exists, skipped as the CLI skips them."""
+        skipped = []
         for name in sorted(os.listdir(local_dir)) if os.path.isdir(local_dir) else []:
             full = os.path.join(local_dir, name)
             if os.path.isfile(full):
-                self.put_file(prefix + name, full)
+                try:
+                    self.put_file(prefix + name, full)
+                except FileNotFoundError:
+                    skipped.append(full)  # deleted since it was listed
             elif os.path.isdir(full) and not os.path.islink(full):
-                self.put_tree(prefix + name + "/", full)
+                skipped += self.put_tree(prefix + name + "/", full)
+            elif os.path.islink(full) and not os.path.exists(full):
+                skipped.append(full)
+        return skipped
 
     def get_bytes(self, key):
         try:
@@ -138,6 +146,9 @@ class FileStorage:
 # instance profile's credentials from the metadata service, and that fetch fails now and then
 # (throttled IMDS, a rotation); it is retried with backoff like a network error (issue 11, fault 4).
 TERMINAL_CLI_ERRORS = re.compile(r"AccessDenied|\(403\)|NoSuchBucket|InvalidAccessKeyId|SignatureDoesNotMatch")
+# What `aws s3 cp --recursive` prints for a local file gone since it listed the folder (a link to
+# a file the job deleted); it exits 2 then, having transferred every other file.
+SKIPPED_MISSING = re.compile(r"^warning: Skipping file (.+)\. File does not exist\.$")
 
 
 class S3Storage:
@@ -162,7 +173,10 @@ class S3Storage:
     def _url(self, key):
         return self.base + "/" + key
 
-    def _aws(self, args, stdin_data=None, missing_ok=False, empty_ok=False):
+    def _aws(self, args, stdin_data=None, missing_ok=False, empty_ok=False, skipped_ok=False):
+        """Run the AWS CLI with bounded retries; returns its stdout (bytes), None for a missing
+        key (missing_ok), or, with skipped_ok, the list of local paths it skipped as missing.
+        Raises StorageError: at once for a terminal error, after ATTEMPTS for any other."""
         cmd = ["aws"] + args + self.common
         delay = 0.5
         for attempt in range(1, self.ATTEMPTS + 1):
@@ -175,6 +189,14 @@ class S3Storage:
             err = proc.stderr.decode("utf-8", "replace").strip()
             if empty_ok and proc.returncode == 1 and not err:
                 return b""  # `aws s3 ls` exits 1, silently, when nothing matches
+            if skipped_ok and proc.returncode == 2:
+                # "At least one or more files marked for transfer were skipped during the transfer
+                # process. However, all other files marked for transfer were successfully
+                # transferred." (AWS CLI, return codes.) Not retried: the file is gone.
+                lines = [line.strip() for line in err.splitlines() if line.strip()]
+                skipped = [m.group(1) for m in (SKIPPED_MISSING.match(line) for line in lines) if m]
+                if lines and len(skipped) == len(lines):
+                    return skipped
             if missing_ok and re.search(r"\(404\)|Not Found|NoSuchKey|does not exist", err):
                 return None
             if TERMINAL_CLI_ERRORS.search(err):
@@ -193,7 +215,11 @@ class S3Storage:
         self._aws(["s3", "cp", "--only-show-errors", local, self._url(key)])
 
     def put_tree(self, prefix, local_dir):
-        self._aws(["s3", "cp", "--only-show-errors", "--recursive", local_dir, self._url(prefix)])
+        """Upload every file under local_dir below prefix with one `aws s3 cp --recursive` (links
+        followed). Returns the local paths skipped because they no longer exist (a link to a file
+        deleted meanwhile); every other file is uploaded. Raises StorageError."""
+        out = self._aws(["s3", "cp", "--only-show-errors", "--recursive", local_dir, self._url(prefix)], skipped_ok=True)
+        return out if isinstance(out, list) else []
 
     def get_bytes(self, key):
         return self._aws(["s3", "cp", "--only-show-errors", self._url(key), "-"], missing_ok=True)

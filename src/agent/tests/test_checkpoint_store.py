@@ -271,6 +271,7 @@ class BucketLike(object):
         self.inner = inner
         self.calls = []
         self.during_put = None
+        self.before_put = None
 
     def __getattr__(self, name):
         attr = getattr(self.inner, name)
@@ -279,6 +280,9 @@ class BucketLike(object):
 
         def call(*args, **kwargs):
             self.calls.append(name)
+            if name == "put_tree" and self.before_put is not None:
+                hook, self.before_put = self.before_put, None
+                hook()
             if name == "put_tree" and self.during_put is not None:
                 hook, self.during_put = self.during_put, None
                 result = attr(*args, **kwargs)
@@ -289,12 +293,26 @@ class BucketLike(object):
 
 
 class BucketStoreTest(StoreTest):
-    """The S3 path: hash, then one recursive upload of a folder of hard links to the new files."""
+    """The S3 path: hash, then one recursive upload of a folder of symbolic links to the new files."""
 
     def setUp(self):
         StoreTest.setUp(self)
         self.bucket = BucketLike(self.storage)
         self.store = CheckpointStore(self.bucket, "r", 1, 1, self.state, self.logs.append, grace_seconds=0)
+
+    def test_a_file_deleted_before_the_upload_is_reported_vanished_and_the_rest_go_up(self):
+        # Break test 18: a Trainer rotating checkpoint-10/ away while its upload was under way
+        # stalled every sync (the CLI's "Skipping file ... File does not exist" retried as an error).
+        self.write("checkpoint-10/model.safetensors", b"m" * 4096)
+        self.write("checkpoint-10/optimizer.pt", b"o" * 4096)
+        files = scan_tree(self.root).files
+        self.bucket.before_put = lambda: os.remove(os.path.join(self.root, "checkpoint-10", "optimizer.pt"))
+        result = self.store.begin().add_files(self.root, files)
+        self.assertEqual(result["vanished"], ["checkpoint-10/optimizer.pt"])
+        self.assertEqual([f["path"] for f in result["accepted"]], ["checkpoint-10/model.safetensors"])
+        self.assertEqual(result["rejected"], [])
+        self.assertEqual(self.bucket.calls.count("put_tree"), 1)
+        self.assertEqual(self.contents(), [hashlib.sha256(b"m" * 4096).hexdigest()])
 
     def test_new_files_go_up_in_one_call_and_unchanged_ones_are_not_read(self):
         for i in range(4):

@@ -27,6 +27,13 @@ case "$1 $2" in
 esac
 """
 
+SKIPPING_AWS = r"""#!/bin/sh
+# `aws s3 cp --recursive` of a folder holding a link to a deleted file: AWS CLI v1's words, exit 2.
+n=$(cat "$CALLS" 2>/dev/null || echo 0); echo $((n + 1)) > "$CALLS"
+echo "warning: Skipping file $5/gone. File does not exist." >&2
+exit 2
+"""
+
 NO_CREDENTIALS = 'Unable to locate credentials. You can configure credentials by running "aws configure".'
 
 
@@ -112,3 +119,20 @@ class CliRetryTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SkippedFileTest(unittest.TestCase):
+    def test_a_file_the_cli_skips_as_missing_is_returned_not_retried(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            bindir = os.path.join(tmp, "bin")
+            os.makedirs(bindir)
+            fake = os.path.join(bindir, "aws")
+            with open(fake, "w") as f:
+                f.write(SKIPPING_AWS)
+            os.chmod(fake, 0o755)
+            calls = os.path.join(tmp, "calls")
+            with mock.patch.dict(os.environ, {"PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "CALLS": calls}):
+                s3 = S3Storage("s3://bucket/prefix", None, "us-east-1", lambda message: None)
+                self.assertEqual(s3.put_tree("contents/", "/tmp/up"), ["/tmp/up/gone"])
+            with open(calls) as f:
+                self.assertEqual(f.read().strip(), "1")
