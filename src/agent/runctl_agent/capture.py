@@ -20,6 +20,12 @@ A file is left out of a sync when any of these says the job may still be writing
      between two looks is never seen open by the periodic looks (break test 17: a crash 20 ms
      into rewriting a file, a SIGKILL 30 ms into a save begun in a handler, and a child killed
      mid-write each got the prefix published);
+  3b. it is empty now, it held bytes when a scan last saw it, and it was emptied within
+     CUT_WINDOW_SECONDS (plus the time truncating its old size can take) of the stop signal or a
+     kill or death, or after, with no save declared after it: open(path, "wb") truncates inside the
+     system call, before the job holds a descriptor any look can see, and a handler that exits then
+     leaves the file empty, the exit code 0 (break test 18; the timestamp is when the truncation
+     began, and lags the clock by tens of ms here);
   4. it changed within the last `quiet_seconds` (quiescence; the only test where /proc is absent),
      unless the job declared the save complete after that change;
   5. the store's copy-then-recheck saw it change while it was copied (checkpoint_store.py).
@@ -71,6 +77,9 @@ EDGE_BYTES = 64  # read at each end of a file that only grows, to tell a log fro
 # How long before the job was killed or died a file must have last changed to be trusted without a
 # declaration: longer than the time between two looks at its open files (0.1-0.25 s, more under load).
 CUT_WINDOW_SECONDS = 1.0
+# Rule 3b: bytes a truncation frees per second, at the slowest we allow for (measured here: 128 MiB
+# in ~25 ms, about 5 GB/s; a cold EBS volume is slower), so a 10 GB checkpoint's looks back 100 s.
+TRUNCATE_BYTES_PER_SECOND = 100 * 1000 * 1000
 
 
 def next_save_folder(path, paths):
@@ -207,6 +216,7 @@ class Capture(object):
         self.churning = set()  # paths churning up to the newest declaration: not part of its save
         self.cut_at = []  # [(epoch s, lookback s)]: the job was killed or died; writes since may be cut short
         self.open_at_kill = set()  # paths open for writing in the look just before the agent killed the job
+        self.last_size = {}  # path -> its size in bytes when a scan last saw it hold any (rule 3b)
         self.look_lock = threading.Lock()  # watch
 
     def watch(self, sid):
@@ -268,6 +278,8 @@ class Capture(object):
         for entry in tree.files:
             if entry.path not in self.churn and now - entry.changed_ns / 1e9 < CHURN_AGE_SECONDS:
                 self.churn[entry.path] = {"since": now, "last": now, "looks": 1}
+            if entry.size > 0:
+                self.last_size[entry.path] = entry.size
 
     def mapped_now(self):
         """{path: pid} of files the job's processes (at the last watch) map shared and writable;
@@ -304,6 +316,18 @@ class Capture(object):
         if sid is not None and proc_available():
             self.open_at_kill |= set(open_for_writing(session_pids(sid), self.root))
         self.cut(lookback=0.0)
+
+    def _emptied_at_stop(self, entry):
+        """Rule 3b: entry (FileEntry) is empty, held bytes at an earlier scan, and was emptied
+        around the first stop signal, kill or death, or after it, with no declaration since."""
+        was = self.last_size.get(entry.path)
+        stops = [at for at, _ in self.cut_at] + ([self.signalled_at] if self.signalled_at is not None else [])
+        if entry.size != 0 or not was or not stops:
+            return False
+        changed = entry.changed_ns / 1e9
+        if self.declared_at is not None and changed <= self.declared_at:
+            return False
+        return changed >= min(stops) - CUT_WINDOW_SECONDS - was / float(TRUNCATE_BYTES_PER_SECOND)
 
     def _cut_short(self, entry):
         """Seconds before a kill or death that entry (FileEntry) last changed, when rule 3a leaves
@@ -399,6 +423,9 @@ class Capture(object):
             cut_short = self._cut_short(entry)
             if entry.truncating:
                 reason = "%s is being truncated (0 bytes with blocks still allocated: a save reopening it)" % entry.path
+            elif self._emptied_at_stop(entry):
+                reason = ("%s was emptied when the job was stopped (a save reopening it with open(..., \"wb\") as the "
+                          "signal came), and no save was declared after it" % entry.path)
             elif entry.path in open_now:
                 reason = "%s is open for writing by the job (pid %d)" % (entry.path, open_now[entry.path])
             elif entry.path in mapped_now:

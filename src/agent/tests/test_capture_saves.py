@@ -481,6 +481,34 @@ class VanishedTest(JobHarness):
                       " ".join(self.logs))
 
 
+class EmptiedAtStopTest(JobHarness):
+    """Rule 3b (break test 18): the stop signal lands while open(path, "wb") truncates a shard,
+    before the job holds a descriptor; its handler exits 0 at once, the file left empty."""
+
+    def test_a_file_emptied_as_the_job_was_stopped_is_not_published(self):
+        self.write("shard0.bin", b"7" * (1 << 20))
+        self.quiet()
+        first = self.ckpts.sync(final=False, sid=None)
+        self.assertEqual(first["files"], 1)
+        self.capture.signalled(None)
+        open(os.path.join(self.root, "shard0.bin"), "wb").close()  # truncated, then the handler's sys.exit(0)
+        self.assertIsNone(self.ckpts.sync(final=True, sid=None, clean_exit=True))
+        self.assertEqual(self.published(), [(None, {"shard0.bin": 1 << 20})])
+        self.assertIn("shard0.bin was emptied when the job was stopped", " ".join(i["reason"] for i in self.ckpts.last_left_out))
+
+    def test_an_empty_file_the_job_declares_after_the_signal_is_published(self):
+        self.write("shard0.bin", b"7" * (1 << 20))
+        self.quiet()
+        self.ckpts.sync(final=False, sid=None)
+        self.capture.signalled(None)
+        open(os.path.join(self.root, "shard0.bin"), "wb").close()
+        time.sleep(0.01)  # the declaration is later, even on a coarse clock
+        self.ckpts.declared = (8, "line")
+        self.capture.declared()
+        ref = self.ckpts.sync(final=True, sid=None, clean_exit=True)
+        self.assertEqual((ref["step"], ref["bytes"]), (8, 0))
+
+
 class AgentNoteTest(JobHarness):
     """A declaration line read after the agent wrote its own note to job.log (break test 18: an
     agent restarted beside the running job re-read a declaration printed before it started)."""
