@@ -560,6 +560,16 @@ class SyncSession(object):
                 accepted.append(self._accept(entry, sha, uploaded=False)[1])
             else:
                 unread.append(entry)
+        # Hard links to one file (same identity, other paths) are read once: the others take its
+        # content (break test 18: a pair was copied twice at every save, written / new 2.0).
+        first_of, links = {}, []
+        for entry in unread:
+            key = tuple(entry.identity())
+            if key in first_of:
+                links.append((entry, first_of[key]))
+            else:
+                first_of[key] = entry
+        unread = [e for e in unread if first_of[tuple(e.identity())] is e]
         sizes = set(size for size, _ in self.stored.values()) | set(self.uploaded.values())
         # Several large new files are read at once, one thread each: each is then copied and hashed
         # in one pass (one read of the page cache, not two); a large file read alone (the last
@@ -584,6 +594,16 @@ class SyncSession(object):
                     accepted.append(value)
                 else:
                     rejected.append({"path": entry.path, "reason": value})
+        by_path = dict((f["path"], f) for f in accepted)
+        for entry, first in links:
+            taken = by_path.get(first.path)
+            path = os.path.join(root, *entry.path.split("/"))
+            if not os.path.lexists(path):
+                vanished.append(entry.path)
+            elif taken is not None and same_identity(path, entry):
+                accepted.append(self._accept(entry, taken["sha256"], uploaded=False)[1])
+            else:
+                rejected.append({"path": entry.path, "reason": "%s changed while it was copied" % entry.path})
         accepted.sort(key=lambda f: f["path"])
         rejected.sort(key=lambda r: r["path"])
         return {"accepted": accepted, "rejected": rejected, "vanished": sorted(vanished)}

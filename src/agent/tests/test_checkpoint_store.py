@@ -72,6 +72,15 @@ class StoreTest(unittest.TestCase):
         self.assertEqual((m["sync"]["filesUploaded"], m["sync"]["filesReused"]), (1, 1))
         self.assertLess(self.store.bytes_written - before, 4096)  # the manifest alone: nothing read again
 
+    def test_hard_links_to_one_file_are_read_and_stored_once(self):
+        self.write("a.bin", b"h" * 65536)
+        os.link(os.path.join(self.root, "a.bin"), os.path.join(self.root, "b.bin"))
+        before = self.store.bytes_written
+        m = self.sync()["manifest"]
+        self.assertEqual(sorted((f["path"], f["sha256"]) for f in m["files"]),
+                         [("a.bin", hashlib.sha256(b"h" * 65536).hexdigest()), ("b.bin", hashlib.sha256(b"h" * 65536).hexdigest())])
+        self.assertLess(self.store.bytes_written - before, 65536 + 4096)  # one copy and the manifest
+
     def test_second_sync_uploads_only_the_new_shard(self):
         for i in range(4):
             self.write("checkpoint-1/shard-%d.bin" % i, os.urandom(4096))
