@@ -395,7 +395,7 @@ async function main(): Promise<void> {
     'counted). The content-addressed agent copies new files straight into the store on file:// (0 extra), and on S3',
     'uploads a sync\'s new contents with one `aws s3 cp --recursive` of a folder of symbolic links to them (0 extra).',
     'Once the job has declared a save, it stores each shard of the next one as the job closes it (docs/checkpoints.md,',
-    '"A declared save is stored while it is written"), so the declaration costs the last shard and the manifest.',
+    '"A declared save is stored while it is written"), on a thread of its own, so the declaration costs the last shard and the manifest.',
     'The console output lists every save\'s figures; `BENCH_AGENT_LOG=<prefix>` keeps each agent\'s log.',
     '',
     `Measured ${new Date().toISOString().slice(0, 10)} on ${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'CPU'}, Node ${process.version}, load average ${load} when it finished`,
