@@ -59,6 +59,7 @@ import os
 import threading
 import time
 
+from .checkpoint_tree import FileEntry
 from .steps import MARKER_FILE, hf_folder
 
 O_ACCMODE = 0o3
@@ -260,7 +261,7 @@ class Capture(object):
             except OSError:
                 self.churn.pop(path, None)
                 continue
-            if now - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 >= CHURN_AGE_SECONDS or path in current or path in self.mapped:
+            if now - FileEntry.of(path, st).changed_ns / 1e9 >= CHURN_AGE_SECONDS or path in current or path in self.mapped:
                 # Aged: a save followed by a pause. Open for writing: a large save in progress,
                 # young at every look for as long as it is written, is not a status file (which
                 # is open for a fraction of a millisecond per rewrite, and seldom seen open).
@@ -322,23 +323,25 @@ class Capture(object):
         around the first stop signal, kill or death, or after it, with no declaration since."""
         was = self.last_size.get(entry.path)
         stops = [at for at, _ in self.cut_at] + ([self.signalled_at] if self.signalled_at is not None else [])
-        if entry.size != 0 or not was or not stops:
+        if entry.size != 0 or not was or not stops or self._declared_after(entry):
             return False
-        changed = entry.changed_ns / 1e9
-        if self.declared_at is not None and changed <= self.declared_at:
-            return False
-        return changed >= min(stops) - CUT_WINDOW_SECONDS - was / float(TRUNCATE_BYTES_PER_SECOND)
+        return entry.changed_ns / 1e9 >= min(stops) - CUT_WINDOW_SECONDS - was / float(TRUNCATE_BYTES_PER_SECOND)
 
     def _cut_short(self, entry):
         """Seconds before a kill or death that entry (FileEntry) last changed, when rule 3a leaves
         it out; else None."""
-        changed = entry.changed_ns / 1e9
-        if self.declared_at is not None and changed <= self.declared_at:
+        if self._declared_after(entry):
             return None
+        changed = entry.changed_ns / 1e9
         for at, lookback in self.cut_at:
             if changed >= at - lookback:
                 return max(at - changed, 0.0)
         return None
+
+    def _declared_after(self, entry):
+        """True when the job declared a save after entry (FileEntry) last changed: the job says
+        the file is complete as it is."""
+        return self.declared_at is not None and entry.changed_ns / 1e9 <= self.declared_at
 
     def churning_now(self):
         """Paths found younger than CHURN_AGE_SECONDS at CHURN_LOOKS or more looks in a row over
@@ -449,8 +452,7 @@ class Capture(object):
                 # The change time, not the mtime alone: cp -p and rsync -a set an old mtime on a
                 # file they have just written (checkpoint_tree.FileEntry).
                 age = now - entry.changed_ns / 1e9
-                declared = self.declared_at is not None and entry.changed_ns / 1e9 <= self.declared_at
-                if age < self.quiet and not declared:
+                if age < self.quiet and not self._declared_after(entry):
                     reason = "%s changed %.1fs ago (a file must be unchanged for %.1fs)" % (entry.path, max(age, 0.0), self.quiet)
             if reason:
                 left.append({"path": entry.path, "reason": reason, "size": entry.size})
@@ -492,19 +494,23 @@ class Capture(object):
         """The store refused a file (changed while copied): count it as left out."""
         return {"path": path, "reason": reason}
 
-    def _edges(self, path, size):
-        """The first and the last EDGE_BYTES of path's first `size` bytes, or None: a log grows by
-        appending, so both stay as they were while it grows. A model that grows at every save
-        (a replay buffer) is written anew, often to a temp name renamed into place, whose inode
-        the kernel may hand out again (break test 16: taken for a log, its declared step stayed
-        on the next save)."""
+    def _edges(self, path, sizes):
+        """For each size in sizes, the first and the last EDGE_BYTES of path's first `size` bytes
+        (one open for all), or None each when it cannot be read: a log grows by appending, so both
+        stay as they were while it grows. A model that grows at every save (a replay buffer) is
+        written anew, often to a temp name renamed into place, whose inode the kernel may hand out
+        again (break test 16: taken for a log, its declared step stayed on the next save)."""
         try:
             with open(os.path.join(self.root, path), "rb") as f:
-                head = f.read(min(size, EDGE_BYTES))
-                f.seek(max(size - EDGE_BYTES, 0))
-                return head, f.read(min(size, EDGE_BYTES))
+                out = []
+                for size in sizes:
+                    f.seek(0)
+                    head = f.read(min(size, EDGE_BYTES))
+                    f.seek(max(size - EDGE_BYTES, 0))
+                    out.append((head, f.read(min(size, EDGE_BYTES))))
+                return out
         except OSError:
-            return None
+            return [None] * len(sizes)
 
     def record(self, left):
         """After a sync: remember what was left out; returns the files left out `busy_after` syncs in
@@ -520,8 +526,10 @@ class Capture(object):
                                             "since": prev["since"] if prev else now, "reason": item["reason"]}
             if "size" in item:
                 size, grew, edges = self.growth.get(item["path"], (None, 0, None))
-                longer = size is not None and item["size"] > size and self._edges(item["path"], size) == edges
-                self.growth[item["path"]] = (item["size"], grew + 1 if longer else 0, self._edges(item["path"], item["size"]))
+                grown = size is not None and item["size"] > size
+                now_edges = self._edges(item["path"], [item["size"], size] if grown else [item["size"]])
+                longer = grown and now_edges[1] == edges
+                self.growth[item["path"]] = (item["size"], grew + 1 if longer else 0, now_edges[0])
         for p in list(self.left_out):
             if p not in paths:
                 del self.left_out[p]
