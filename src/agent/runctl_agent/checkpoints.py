@@ -332,7 +332,7 @@ class Checkpoints:
         if added["vanished"] and self.declared is not None:
             # The declared save lost files meanwhile: what is published is not what was declared.
             self.log("the save declared at step %s is not published under that step: %s was deleted while the sync read it" % (
-                self.declared[0] if self.declared[0] is not None else "unknown", added["vanished"][0]))
+                self._declared_step(), added["vanished"][0]))
             self.declared = None
         self._overtaken_since_declared(kept, left, tree)
         held_files, held_entries = self.capture.held_back(left, tree, job_ended=final, declared=self.declared is not None)
@@ -414,6 +414,10 @@ class Checkpoints:
         self.set_status(publish=False, lastCheckpoint=ref, checkpoints=self.kept_list())
         return ref
 
+    def _declared_step(self):
+        """The pending declaration's step for messages: the number, or "unknown"."""
+        return self.declared[0] if self.declared[0] is not None else "unknown"
+
     def _hold(self, held, held_files, left):
         """Publish nothing this sync: a save is in progress (held: the reasons, strings; held_files:
         those of files left out, capture.held_back); retried soon. Returns None."""
@@ -423,8 +427,7 @@ class Checkpoints:
             # describes the folder, and no later publish may carry its step, nor the one
             # declared before it.
             self.log("the save declared at step %s could not be published: %s; it is published with the next "
-                     "declaration, or by a later sync with its step unknown" % (
-                         self.declared[0] if self.declared[0] is not None else "unknown", held_files[0]))
+                     "declaration, or by a later sync with its step unknown" % (self._declared_step(), held_files[0]))
             self.declared = None
             self.last_declared = None
         self._report_left_out(left)
@@ -518,10 +521,12 @@ class Checkpoints:
         now (same identity) last: the others are stored meanwhile, then those are reused from what
         stage stored, unread. Same result shape as SyncSession.add_files."""
         flight = self.in_flight
-        waiting = [e for e in candidates if flight is not None and flight.carries(e)]
+        waiting, now = [], []
+        for e in candidates:
+            (waiting if flight is not None and flight.carries(e) else now).append(e)
         if not waiting:
             return session.add_files(src, candidates, reread=self.capture.mapped)
-        first = session.add_files(src, [e for e in candidates if not flight.carries(e)], reread=self.capture.mapped)
+        first = session.add_files(src, now, reread=self.capture.mapped)
         flight.done.wait()
         session.catch_up()
         then = session.add_files(src, waiting, reread=self.capture.mapped)
