@@ -61,13 +61,15 @@ class DeclaredRoundsTest(JobHarness):
             out.append((m.get("step"), files))
         return out
 
-    def assert_each_step_holds_its_save(self):
+    def assert_each_step_holds_its_save(self, names=("model.bin", "state.json")):
+        """Every checkpoint with a step holds that step's save in each of names (each file starts
+        with "%08d" % its step); returns contents()."""
         published = self.contents()
         for step, files in published:
             if step is None:
                 continue
-            held = dict((name, files.get(name, b"(absent)")[:8]) for name in ("model.bin", "state.json"))
-            self.assertEqual(held, {"model.bin": b"%08d" % step, "state.json": b"%08d" % step},
+            held = dict((name, files.get(name, b"(absent)")[:8]) for name in names)
+            self.assertEqual(held, dict((name, b"%08d" % step) for name in names),
                              "the checkpoint labelled step %d holds %r" % (step, held))
         return published
 
@@ -133,9 +135,7 @@ class DeclaredRoundsTest(JobHarness):
             time.sleep(0.005)
             shutil.copy2(os.path.join(scratch, "model-%d" % (k + 1)), os.path.join(self.root, "model.bin"))
             self.agent_loop(0.5)
-        for step, files in self.contents():
-            if step is not None:
-                self.assertEqual(files["model.bin"][:8], b"%08d" % step)
+        self.assert_each_step_holds_its_save(names=("model.bin",))
 
     def test_a_save_that_grows_every_round_is_not_taken_for_a_log(self):
         # Break test 16: a model that grows at every save (a replay buffer), written to a temp
@@ -156,9 +156,7 @@ class DeclaredRoundsTest(JobHarness):
             self.agent_loop(0.2)
         self.assertFalse(self.capture.busy("model.bin"))
         self.ckpts.sync(final=True, clean_exit=True)
-        for step, files in self.contents():
-            if step is not None:
-                self.assertEqual(files["model.bin"][:8], b"%08d" % step)
+        self.assert_each_step_holds_its_save(names=("model.bin",))
         self.assertEqual(self.contents()[-1][1]["model.bin"][:8], b"00000016")
 
     def build(self, name, k):
@@ -206,9 +204,7 @@ class DeclaredRoundsTest(JobHarness):
             time.sleep(0.01)
             self.move_in("s%d" % (k + 1))
             self.agent_loop(0.4)
-        for step, files in self.contents():
-            if step is not None:
-                self.assertEqual(files["ckpt/model.bin"][:8], b"%08d" % step)
+        self.assert_each_step_holds_its_save(names=("ckpt/model.bin",))
 
     def test_a_change_after_the_declaration_with_an_older_timestamp_takes_the_step_away(self):
         # Break test 17: file timestamps can lag the clock by tens of ms here (a coarse clock),
