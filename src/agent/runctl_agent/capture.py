@@ -20,12 +20,13 @@ A file is left out of a sync when any of these says the job may still be writing
      between two looks is never seen open by the periodic looks (break test 17: a crash 20 ms
      into rewriting a file, a SIGKILL 30 ms into a save begun in a handler, and a child killed
      mid-write each got the prefix published);
-  3b. it is empty now, it held bytes when a scan last saw it, and it was emptied within
+  3b. a scan saw it get shorter (truncated: emptied, or cut to any shorter size) within
      CUT_WINDOW_SECONDS (plus the time truncating its old size can take) of the stop signal or a
-     kill or death, or after, with no save declared after it: open(path, "wb") truncates inside the
-     system call, before the job holds a descriptor any look can see, and a handler that exits then
-     leaves the file empty, the exit code 0 (break test 18; the timestamp is when the truncation
-     began, and lags the clock by tens of ms here);
+     kill or death, or after, it is still shorter than it was, and no save was declared after its
+     change: open(path, "wb") truncates inside the system call, before the job holds a descriptor
+     any look can see, and a handler that exits then (or that calls os.truncate, or rewrites less
+     than was there) leaves the file cut short, the exit code 0 (break tests 18 and 19; the
+     timestamp is when the truncation began, and lags the clock by tens of ms here);
   4. it changed within the last `quiet_seconds` (quiescence; the only test where /proc is absent),
      unless the job declared the save complete after that change;
   5. the store's copy-then-recheck saw it change while it was copied (checkpoint_store.py).
@@ -217,7 +218,8 @@ class Capture(object):
         self.churning = set()  # paths churning up to the newest declaration: not part of its save
         self.cut_at = []  # [(epoch s, lookback s)]: the job was killed or died; writes since may be cut short
         self.open_at_kill = set()  # paths open for writing in the look just before the agent killed the job
-        self.last_size = {}  # path -> its size in bytes when a scan last saw it hold any (rule 3b)
+        self.last_size = {}  # path -> its size in bytes when a scan last saw it (rule 3b)
+        self.shortened = {}  # path -> (change time in ns, size before) when a scan saw it get shorter (rule 3b)
         self.look_lock = threading.Lock()  # watch
 
     def watch(self, sid):
@@ -279,8 +281,12 @@ class Capture(object):
         for entry in tree.files:
             if entry.path not in self.churn and now - entry.changed_ns / 1e9 < CHURN_AGE_SECONDS:
                 self.churn[entry.path] = {"since": now, "last": now, "looks": 1}
-            if entry.size > 0:
-                self.last_size[entry.path] = entry.size
+            was = self.last_size.get(entry.path)
+            if was is not None and entry.size < was:
+                self.shortened[entry.path] = (entry.changed_ns, was)
+            elif entry.path in self.shortened and entry.size >= self.shortened[entry.path][1]:
+                del self.shortened[entry.path]  # written back to its length or longer
+            self.last_size[entry.path] = entry.size
 
     def mapped_now(self):
         """{path: pid} of files the job's processes (at the last watch) map shared and writable;
@@ -318,14 +324,15 @@ class Capture(object):
             self.open_at_kill |= set(open_for_writing(session_pids(sid), self.root))
         self.cut(lookback=0.0)
 
-    def _emptied_at_stop(self, entry):
-        """Rule 3b: entry (FileEntry) is empty, held bytes at an earlier scan, and was emptied
-        around the first stop signal, kill or death, or after it, with no declaration since."""
-        was = self.last_size.get(entry.path)
+    def _shortened_at_stop(self, entry):
+        """Rule 3b: a scan saw entry (FileEntry) get shorter around the first stop signal, kill or
+        death, or after it; it is still shorter than before, and no save was declared since."""
+        cut = self.shortened.get(entry.path)
         stops = [at for at, _ in self.cut_at] + ([self.signalled_at] if self.signalled_at is not None else [])
-        if entry.size != 0 or not was or not stops or self._declared_after(entry):
+        if cut is None or not stops or entry.size >= cut[1] or self._declared_after(entry):
             return False
-        return entry.changed_ns / 1e9 >= min(stops) - CUT_WINDOW_SECONDS - was / float(TRUNCATE_BYTES_PER_SECOND)
+        changed_ns, was = cut
+        return changed_ns / 1e9 >= min(stops) - CUT_WINDOW_SECONDS - was / float(TRUNCATE_BYTES_PER_SECOND)
 
     def _cut_short(self, entry):
         """Seconds before a kill or death that entry (FileEntry) last changed, when rule 3a leaves
@@ -426,9 +433,6 @@ class Capture(object):
             cut_short = self._cut_short(entry)
             if entry.truncating:
                 reason = "%s is being truncated (0 bytes with blocks still allocated: a save reopening it)" % entry.path
-            elif self._emptied_at_stop(entry):
-                reason = ("%s was emptied when the job was stopped (a save reopening it with open(..., \"wb\") as the "
-                          "signal came), and no save was declared after it" % entry.path)
             elif entry.path in open_now:
                 reason = "%s is open for writing by the job (pid %d)" % (entry.path, open_now[entry.path])
             elif entry.path in mapped_now:
@@ -448,6 +452,9 @@ class Capture(object):
             elif entry.path in self.open_at_signal and not self._declared_since_signal():
                 reason = ("%s was being written when the stop signal was sent, and the job declared no save after it "
                           "(a handler that exits at once leaves it half written)" % entry.path)
+            elif self._shortened_at_stop(entry):
+                reason = ("%s was cut short when the job was stopped (truncated, as open(..., \"wb\") does, as the "
+                          "signal came), and no save was declared after it" % entry.path)
             elif not job_ended and entry.path != MARKER_FILE:
                 # The change time, not the mtime alone: cp -p and rsync -a set an old mtime on a
                 # file they have just written (checkpoint_tree.FileEntry).

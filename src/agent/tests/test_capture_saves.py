@@ -482,19 +482,31 @@ class VanishedTest(JobHarness):
 
 
 class EmptiedAtStopTest(JobHarness):
-    """Rule 3b (break test 18): the stop signal lands while open(path, "wb") truncates a shard,
-    before the job holds a descriptor; its handler exits 0 at once, the file left empty."""
+    """Rule 3b (break tests 18, 19): the stop signal lands while open(path, "wb") truncates a
+    shard, before the job holds a descriptor, or the handler truncates it; the handler then exits
+    0 at once, the file left cut short."""
+
+    def assert_cut_short_at_stop_is_not_published(self, cut):
+        self.write("shard0.bin", b"7" * (4 << 20))
+        self.quiet()
+        self.assertEqual(self.ckpts.sync(final=False, sid=None)["files"], 1)
+        self.capture.signalled(None)
+        cut(os.path.join(self.root, "shard0.bin"))
+        self.assertIsNone(self.ckpts.sync(final=True, sid=None, clean_exit=True))
+        self.assertEqual(self.published(), [(None, {"shard0.bin": 4 << 20})])
+        self.assertIn("shard0.bin was cut short when the job was stopped", " ".join(i["reason"] for i in self.ckpts.last_left_out))
 
     def test_a_file_emptied_as_the_job_was_stopped_is_not_published(self):
-        self.write("shard0.bin", b"7" * (1 << 20))
-        self.quiet()
-        first = self.ckpts.sync(final=False, sid=None)
-        self.assertEqual(first["files"], 1)
-        self.capture.signalled(None)
-        open(os.path.join(self.root, "shard0.bin"), "wb").close()  # truncated, then the handler's sys.exit(0)
-        self.assertIsNone(self.ckpts.sync(final=True, sid=None, clean_exit=True))
-        self.assertEqual(self.published(), [(None, {"shard0.bin": 1 << 20})])
-        self.assertIn("shard0.bin was emptied when the job was stopped", " ".join(i["reason"] for i in self.ckpts.last_left_out))
+        self.assert_cut_short_at_stop_is_not_published(lambda path: open(path, "wb").close())
+
+    def test_a_file_truncated_by_the_handler_is_not_published(self):
+        self.assert_cut_short_at_stop_is_not_published(lambda path: os.truncate(path, 1 << 20))
+
+    def test_a_file_rewritten_shorter_by_the_handler_is_not_published(self):
+        def rewrite(path):
+            with open(path, "wb") as f:
+                f.write(b"8" * (1 << 20))
+        self.assert_cut_short_at_stop_is_not_published(rewrite)
 
     def test_an_empty_file_the_job_declares_after_the_signal_is_published(self):
         self.write("shard0.bin", b"7" * (1 << 20))
