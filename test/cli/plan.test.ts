@@ -10,10 +10,10 @@ import { loadDesired } from '../../src/reconciler/desired.js';
 import { FileStore } from '../../src/state/file-store.js';
 import { manifestHead } from '../spec/helpers.js';
 import { MemoryProvider } from '../support/memory-provider.js';
+import { harnessCommand } from '../support/harness-bundle.js';
 
 const RUNCTL = path.resolve('bin/runctl.js');
-const HARNESS = path.resolve('test/support/gitops-harness.ts');
-const TSX = path.resolve('node_modules/tsx/dist/loader.mjs');
+const HARNESS = harnessCommand('gitops-harness');
 const cwd = process.cwd();
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-plan-'));
 
@@ -251,7 +251,7 @@ describe('runctl apply', () => {
     write(dir, 'one.yaml', spec('one'));
     write(dir, 'two.yaml', spec('two', { suspend: true }));
     const env = { ...process.env, NO_COLOR: '1', GITHUB_ACTIONS: '' };
-    const apply = spawnSync(process.execPath, ['--import', TSX, HARNESS, path.join(dir, 'world.json'), 'apply'], { cwd: dir, encoding: 'utf8', env });
+    const apply = spawnSync(process.execPath, [...HARNESS, path.join(dir, 'world.json'), 'apply'], { cwd: dir, encoding: 'utf8', env });
     expect(apply.stderr).toBe('');
     expect(apply.status).toBe(0);
     expect(apply.stdout).toContain('  + create one (runs/one.yaml)');
@@ -270,7 +270,7 @@ describe('runctl apply', () => {
     const dir = project('wait');
     write(dir, 'quick.yaml', spec('quick'));
     const env = { ...process.env, NO_COLOR: '1', GITHUB_ACTIONS: '', GITOPS_SCRIPT: JSON.stringify({ totalSteps: 30, stepsPerTick: 5, checkpointEvery: 10 }) };
-    const apply = spawnSync(process.execPath, ['--import', TSX, HARNESS, path.join(dir, 'world.json'), 'apply', '--wait'], { cwd: dir, encoding: 'utf8', env });
+    const apply = spawnSync(process.execPath, [...HARNESS, path.join(dir, 'world.json'), 'apply', '--wait'], { cwd: dir, encoding: 'utf8', env });
     expect(apply.status).toBe(0);
     expect(apply.stdout).toContain('quick: Training -> Completed');
     expect(apply.stdout).toContain('quick: create applied; now Completed');

@@ -43,6 +43,7 @@ import type { RunStatus } from '../../src/state/types.js';
 import { awsSpec, CREDENTIALS, REGION, startRig, type AwsRig } from '../providers/aws/harness.js';
 import { scaledTiming } from '../support/fleet/index.js';
 import type { AwsCrashConfig } from '../support/aws-crash-harness.js';
+import { harnessCommand } from '../support/harness-bundle.js';
 import { testRun } from '../support/runs.js';
 
 const repoRoot = path.resolve('.');
@@ -89,12 +90,12 @@ async function jobLog(uid: string, attempt: number): Promise<string> {
   return parts.join('');
 }
 
-const HARNESS = path.resolve('test/support/aws-crash-harness.ts');
+const HARNESS = harnessCommand('aws-crash-harness');
 
 /** One controller process of the chain: killed at its first new effect boundary, or (noKill) run to the end. */
 function controllerProcess(configFile: string, noKill = false): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', HARNESS, configFile, ...(noKill ? ['--no-kill'] : [])], {
+    const child = spawn(process.execPath, [...HARNESS, configFile, ...(noKill ? ['--no-kill'] : [])], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     });

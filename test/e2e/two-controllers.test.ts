@@ -24,9 +24,9 @@ import type { RunStatus } from '../../src/state/types.js';
 import type { World } from '../support/memory-provider.js';
 import { createBucket, useMoto } from '../support/moto.js';
 import { startSerialS3Proxy, type SerialProxy } from '../support/serial-s3-proxy.js';
+import { harnessCommand } from '../support/harness-bundle.js';
 
-const HARNESS = path.resolve('test/support/gitops-harness.ts');
-const TSX = path.resolve('node_modules/tsx/dist/loader.mjs');
+const HARNESS = harnessCommand('gitops-harness');
 const BUCKET = `runctl-two-${randomBytes(4).toString('hex')}`;
 const RUNS = ['r1', 'r2', 'r3'];
 const LEASE = '4s';
@@ -47,7 +47,7 @@ interface Proc {
 }
 
 function harness(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, ['--import', TSX, HARNESS, path.join(dir, 'world.json'), ...args], {
+  const child = spawn(process.execPath, [...HARNESS, path.join(dir, 'world.json'), ...args], {
     cwd: dir,
     env: {
       ...process.env,

@@ -6,18 +6,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileStore } from '../../src/state/file-store.js';
+import { harnessCommand } from '../support/harness-bundle.js';
 import { agentIn, checkpointsByName, launchesByName, type World } from '../support/memory-provider.js';
 
-const HARNESS = path.resolve('test/support/crash-harness.ts');
+const HARNESS = harnessCommand('crash-harness');
 
 function runHarness(dir: string, crashAt = -1) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', HARNESS, dir, String(crashAt)], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [...HARNESS, dir, String(crashAt)], { encoding: 'utf8', timeout: 60_000 });
   return r;
 }
 
 function runHarnessAsync(dir: string, crashAt = -1): Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', HARNESS, dir, String(crashAt)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...HARNESS, dir, String(crashAt)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

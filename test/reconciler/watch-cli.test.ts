@@ -8,9 +8,9 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { spec } from './watch-support.js';
 import { agentIn } from '../support/memory-provider.js';
+import { harnessCommand } from '../support/harness-bundle.js';
 
-const HARNESS = path.resolve('test/support/gitops-harness.ts');
-const TSX = path.resolve('node_modules/tsx/dist/loader.mjs');
+const HARNESS = harnessCommand('gitops-harness');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runctl-watch-cli-'));
 
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -22,7 +22,7 @@ describe('runctl reconcile --watch (process)', () => {
     fs.writeFileSync(path.join(dir, 'code', 'train.py'), 'print(1)\n');
     fs.writeFileSync(path.join(dir, 'runctl.yaml'), 'prune: false\n');
     fs.writeFileSync(path.join(dir, 'runs', 'a.yaml'), spec('a'));
-    const child = spawn(process.execPath, ['--import', TSX, HARNESS, path.join(dir, 'world.json'), 'reconcile', '--watch'], {
+    const child = spawn(process.execPath, [...HARNESS, path.join(dir, 'world.json'), 'reconcile', '--watch'], {
       cwd: dir,
       env: { ...process.env, NO_COLOR: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],

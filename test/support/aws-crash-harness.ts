@@ -6,6 +6,7 @@
 // reconciles until settled. The instances and their agents live on in the fleet across the kills,
 // as EC2 instances outlive a controller.
 //   node --import tsx test/support/aws-crash-harness.ts <config.json> [--no-kill]
+// (tests start the bundle test/support/harness-bundle.ts makes of it: the same code, started faster)
 import fs from 'node:fs';
 import path from 'node:path';
 import { createAwsProvider } from '../../src/providers/aws/index.js';

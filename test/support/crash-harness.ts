@@ -2,6 +2,7 @@
 // in-memory cloud kept on disk. With CRASH_AT=n it SIGKILLs itself at the n-th effect/write
 // boundary; otherwise it reconciles until settled and prints a JSON summary on stdout.
 //   node --import tsx test/support/crash-harness.ts <dir> [crashAt]
+// (tests start the bundle test/support/harness-bundle.ts makes of it: the same code, started faster)
 import path from 'node:path';
 import { Controller } from '../../src/reconciler/controller.js';
 import { FileStore } from '../../src/state/file-store.js';

@@ -1,6 +1,7 @@
 // Child-process entry that runs the real `runctl` CLI (commander, commands, controller, stores)
 // with the in-memory cloud kept on disk, so several controller processes share one cloud:
 //   node --import tsx test/support/gitops-harness.ts <world.json> <runctl args...>
+// (tests start the bundle test/support/harness-bundle.ts makes of it: the same code, started faster)
 // Environment:
 //   GITOPS_SCRIPT        the MemoryProvider script (JSON) when the world is new
 //   GITOPS_POLL_MS       the provider's poll interval (default 50)

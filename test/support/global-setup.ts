@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { bundleHarnesses } from './harness-bundle.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -19,4 +20,5 @@ export default function setup(): void {
   if (agent.status !== 0) throw new Error(`building the agent zipapp failed:\n${agent.stderr}`);
   // The dashboard's page is served from dist/web/static by the built CLI (as `npm run build` copies it).
   fs.cpSync(path.join(root, 'src/web/static'), path.join(root, 'dist/web/static'), { recursive: true });
+  bundleHarnesses();
 }
