@@ -34,7 +34,7 @@ from .imds import Imds
 from .joblog import JobLog
 from .progress_history import ProgressFollower
 from .jobsignal import send as send_job_signal
-from .processes import Child, group_alive, process_alive, process_start_time, signal_group, spawn_wrapped
+from .processes import Child, JobProcesses, process_alive, process_start_time, spawn_wrapped
 from .secrets import redaction_values, resolve_secrets
 from .setup_cache import CacheUnavailable, SetupCache, read_outcome as read_setup_cache_outcome
 from .storage import StorageError, open_storage
@@ -121,8 +121,12 @@ class Agent:
         self.joblog = JobLog(self.state, self.storage, self.attempt_prefix, self.redact_bytes, log)
         self.progress = ProgressFollower(self.key, self.storage, self.attempt_prefix, self.state, cfg.get("progressPattern"),
                                          self.redact_bytes, log)
+        # The job's session and everything descended from it (torchrun's workers run in sessions
+        # of their own): watched for open checkpoint files, and killed with the job.
+        self.job_processes = JobProcesses()
         self.checkpoints = Checkpoints(cfg, self.storage, self.state, self.key, log, self.job_log_note,
-                                       self.set_status, self.stopping, self.current_step, self.faults)
+                                       self.set_status, self.stopping, self.current_step, self.faults,
+                                       processes=self.job_processes)
 
     # -- paths
     def p(self, name):
@@ -794,10 +798,10 @@ class Agent:
                 time.sleep(0.05)
             if child.running():
                 self.killed_because = ends
-                self.log("%s; killing process group %d" % (ends, child.pgid))
+                self.log("%s; killing process group %d and the job's processes in other sessions" % (ends, child.pgid))
                 self.job_log_note("%s; killing the job" % ends)
                 self.checkpoints.capture.killing(child.pid)  # what the kill cuts short is never trusted
-                signal_group(child.pgid, signal.SIGKILL)
+                self.job_processes.signal(child.pgid, signal.SIGKILL)
                 while child.running():
                     time.sleep(0.05)
             elif child.exit_code() != 0:
@@ -859,15 +863,15 @@ class Agent:
         a child rewriting model.bin was killed mid-write after the leader exited 0, and the
         prefix was published). The leader's exit stays clean: a `tee` still draining its pipe
         must not cost the job's last save."""
-        if not group_alive(child.pgid):
+        if not self.job_processes.alive(child.pgid):
             return
         self.checkpoints.capture.killing(child.pid)
-        self.log("processes of group %d outlived its leader; terminating them" % child.pgid)
-        signal_group(child.pgid, signal.SIGTERM)
+        self.log("processes of the job (group %d, and its descendants in other sessions) outlived its leader; terminating them" % child.pgid)
+        self.job_processes.signal(child.pgid, signal.SIGTERM)
         deadline = time.monotonic() + STRAGGLER_GRACE_SECONDS
-        while group_alive(child.pgid) and time.monotonic() < deadline:
+        while self.job_processes.alive(child.pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        signal_group(child.pgid, signal.SIGKILL)
+        self.job_processes.signal(child.pgid, signal.SIGKILL)
 
     def supervise(self):
         self.sync_stop.clear()

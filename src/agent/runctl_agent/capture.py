@@ -3,8 +3,9 @@ publish a file the job may still be writing").
 
 A file is left out of a sync when any of these says the job may still be writing it:
   1. it is open for writing in one of the job's processes: /proc/<pid>/fd/<n> resolves to it and
-     /proc/<pid>/fdinfo/<n> `flags` has O_WRONLY or O_RDWR (every process of the job's session,
-     so data-loader workers and torchrun's children count), or one of them maps it shared and
+     /proc/<pid>/fdinfo/<n> `flags` has O_WRONLY or O_RDWR (every process of the job: its
+     session and every process descended from it, processes.JobProcesses, so data-loader workers
+     and torchrun's workers, which run in sessions of their own, count), or one of them maps it shared and
      writable (/proc/<pid>/maps; such a file is also never reused by its identity afterwards);
   2. the job did not exit 0 and the file was open for writing at the last look before it ended,
      or its writer vanished holding it (killed mid-save: torch.save truncates first, so the file
@@ -61,6 +62,7 @@ import threading
 import time
 
 from .checkpoint_tree import FileEntry
+from .processes import JobProcesses
 from .steps import MARKER_FILE, hf_folder
 
 O_ACCMODE = 0o3
@@ -89,27 +91,6 @@ def next_save_folder(path, paths):
     among paths (the tree's file paths): the next save being written, taken whole or not at all."""
     folder, _ = hf_folder(path)
     return bool(folder) and folder + "/" + HF_COMPLETE_FILE not in paths
-
-
-def session_pids(sid):
-    """Pids whose session id is sid (the job runs in its own session), from /proc; [] without /proc."""
-    out = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[3]) == sid:
-                out.append(int(name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 def open_for_writing(pids, root, appending=None):
@@ -197,8 +178,9 @@ class Capture(object):
     short writes are seen; choose() is called by each sync.
     """
 
-    def __init__(self, root, quiet_seconds=1.0, busy_after=2, clock=time.time):
+    def __init__(self, root, quiet_seconds=1.0, busy_after=2, clock=time.time, processes=None):
         self.root = root
+        self.processes = processes if processes is not None else JobProcesses()  # whose files are watched
         self.quiet = quiet_seconds
         self.busy_after = busy_after
         self.clock = clock
@@ -233,7 +215,7 @@ class Capture(object):
 
     def _watch(self, sid):
         appending = set()
-        self.pids = session_pids(sid)
+        self.pids = self.processes.pids(sid)
         current = open_for_writing(self.pids, self.root, appending)
         self.appended |= appending
         self.rewritten |= set(current) - appending
@@ -317,11 +299,11 @@ class Capture(object):
         self.cut_at.append((self.clock() if at is None else at, lookback))
 
     def killing(self, sid):
-        """The agent is about to kill the job's processes (session sid): look at what they hold
+        """The agent is about to kill the job's processes (session sid and its descendants): look at what they hold
         open for writing now, which is what the kill can cut short; anything changed from now on
         is not trusted either (a TERM handler writing on its way out). Rule 3a."""
         if sid is not None and proc_available():
-            self.open_at_kill |= set(open_for_writing(session_pids(sid), self.root))
+            self.open_at_kill |= set(open_for_writing(self.processes.pids(sid), self.root))
         self.cut(lookback=0.0)
 
     def _shortened_at_stop(self, entry):
@@ -357,11 +339,11 @@ class Capture(object):
                    if run["looks"] >= CHURN_LOOKS and run["last"] - run["since"] >= CHURN_SPAN_SECONDS)
 
     def signalled(self, sid):
-        """The stop signal is about to be sent to the job (session sid): remember when, and what it
+        """The stop signal is about to be sent to the job (session sid and its descendants): remember when, and what it
         was writing (read before the signal, so a declaration the signal prompts is never older).
         Called on the agent's main thread; reads /proc itself rather than this object's view."""
         self.signalled_at = self.clock()
-        now = open_for_writing(session_pids(sid), self.root) if (sid is not None and proc_available()) else {}
+        now = open_for_writing(self.processes.pids(sid), self.root) if (sid is not None and proc_available()) else {}
         self.open_at_signal = dict(self.writing, **now)
 
     def busy(self, path):

@@ -73,7 +73,7 @@ class Checkpoints:
     progress printed; only for messages, never a checkpoint's step); faults: faults.Faults.
     """
 
-    def __init__(self, cfg, storage, state_dir, key, log, note, set_status, stopping, current_step, faults=None):
+    def __init__(self, cfg, storage, state_dir, key, log, note, set_status, stopping, current_step, faults=None, processes=None):
         self.cfg = cfg
         self.storage = storage
         self.state_dir = state_dir
@@ -86,7 +86,7 @@ class Checkpoints:
         self.lock = threading.Lock()
         self.faults = faults
         quiet = min(1.0, max(0.2, cfg["syncIntervalSeconds"] / 2.0))
-        self.capture = Capture(cfg["checkpointDir"], quiet_seconds=quiet, busy_after=2)
+        self.capture = Capture(cfg["checkpointDir"], quiet_seconds=quiet, busy_after=2, processes=processes)
         self.declared = None  # (step or None, source) of a save the job declared, not yet published
         self.declared_at = None  # when that declaration was seen (epoch seconds)
         self.declaration_lock = threading.Lock()  # poll_declarations runs on its own thread too
