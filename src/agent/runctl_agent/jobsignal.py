@@ -4,18 +4,38 @@
     wrapper (bash, group leader) -> bash -c "$run" -> ...
 bash execs a single simple command, so for `run: python train.py` the main process is python.
 For a multi-line script the shell stays and runs each command as a child: shells are looked
-through (unless the script traps the signal: then it handles it and is the main process), and
-the main processes are the top-most processes of the job that are not shells (the
+through, and the main processes are the top-most processes of the job that are not shells (the
 command the script is running; `torchrun` for a torchrun launch, which forwards the signal to its
-workers itself). Data-loader workers and other descendants of a main process keep running while
-it saves, as under Kubernetes and the usual launchers, which signal only the container's or the
-launcher's main process. In a pipeline (`python train.py 2>&1 | tee train.log`, `torchrun ... |
+workers itself). The wrapper is ours: the walk starts below it, and it is never a main process.
+A shell that traps the signal (`trap cleanup EXIT INT TERM`, or a script that forwards it) is a
+main process too, so its trap runs; but bash runs a trap only once its FOREGROUND command exits,
+so signalling the shell alone would leave a trainer running in the foreground unaware of the
+notice until the grace period's SIGKILL (brk20 F3). So the walk also looks through a trapping shell
+into its foreground commands (which are looked at by the same rules: a shell in them is looked
+through, a trapping one is signalled and looked through). Its BACKGROUND commands (`cmd &`) are
+left to its trap: `trap 'kill -TERM $pid' TERM; python train.py & pid=$!; wait $pid` forwards the
+signal itself (`wait` is interrupted, the trap runs at once), and a second SIGTERM from us could
+re-enter the trainer's handler mid-save. /proc tells them apart: POSIX XCU 2.11 "Signals and Error
+Handling": "If job control is disabled ... when the shell executes an asynchronous list, the
+commands in the list shall inherit from the shell a signal action of ignored (SIG_IGN) for the
+SIGINT and SIGQUIT signals". A script has no job control, so a child of the shell whose SigIgn
+(/proc/<pid>/status) has both SIGINT and SIGQUIT is a background command, any other child a
+foreground one (bash does this; python keeps a SIGINT ignored at start ignored, so a backgrounded
+trainer shows it; a foreground one catches SIGINT). The agent starts the job with default
+dispositions (__main__.install_signal_handlers, the wrapper traps rather than ignores), but a
+trapping shell that itself ignores both (a script started with `&` by another script) passes the
+ignored action to every child, foreground or not: there the two cannot be told apart, and its
+children are taken as foreground (signalled), since a trainer never told of the notice loses its
+save for certain. In a pipeline (`python train.py 2>&1 | tee train.log`, `torchrun ... |
 grep -v DEBUG | ts`) the stages downstream are output filters: a process whose stdin is a pipe a
 sibling process of the job writes into (its fd 1 or 2 is that pipe) is not a main process, so
 `tee` keeps copying the trainer's output while it saves, and only ends (EOF) after the trainer
 exits; signalled with it, `tee` dies first and the trainer's next print dies of a broken pipe
-(break9, pipeline-tee-signal-kills-save). So the first stage of a pipeline gets the signal. Where
-/proc is missing, or no such process is found, the signal goes to the group.
+(break9, pipeline-tee-signal-kills-save). So the first stage of a pipeline gets the signal.
+Data-loader workers and other descendants of a main process that is not a shell keep running while
+it saves, as under Kubernetes and the usual launchers, which signal only the container's or the
+launcher's main process. Where /proc is missing, or no such process is found, the signal goes to
+the group.
 `group`: every process of the job's process group at once (the behaviour before issue 9).
 Either way the group gets SIGKILL when the grace period ends (the caller's job).
 """
@@ -55,19 +75,46 @@ def group_tree(pgid):
     return out
 
 
-def handles(pid, sig):
-    """True when pid catches or ignores sig (/proc/<pid>/status SigCgt/SigIgn): a shell script
-    with `trap ... TERM` handles the notice itself, so it is the main process, not a wrapper."""
-    bit = 1 << (sig - 1)
+def _sigmasks(pid):
+    """(SigIgn, SigCgt) of pid as ints from /proc/<pid>/status, or None."""
+    masks = {}
     try:
         with open("/proc/%d/status" % pid, "r") as f:
             for line in f:
                 if line.startswith("SigCgt:") or line.startswith("SigIgn:"):
-                    if int(line.split()[1], 16) & bit:
-                        return True
+                    masks[line[:6]] = int(line.split()[1], 16)
     except (OSError, ValueError, IndexError):
-        pass
-    return False
+        return None
+    if len(masks) != 2:
+        return None
+    return masks["SigIgn"], masks["SigCgt"]
+
+
+def handles(pid, sig):
+    """True when pid catches or ignores sig (/proc/<pid>/status SigCgt/SigIgn): a shell script
+    with `trap ... TERM` handles the notice itself, so it is a main process, not a wrapper."""
+    masks = _sigmasks(pid)
+    return masks is not None and bool((masks[0] | masks[1]) & (1 << (sig - 1)))
+
+
+ASYNC_IGNORED = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGQUIT - 1))
+
+
+def ignores_int_and_quit(pid):
+    """True when pid ignores both SIGINT and SIGQUIT: the mark POSIX XCU 2.11 puts on the commands
+    of an asynchronous list (`cmd &`) in a shell without job control (see the module docstring)."""
+    masks = _sigmasks(pid)
+    return masks is not None and masks[0] & ASYNC_IGNORED == ASYNC_IGNORED
+
+
+def foreground_children(shell, kids):
+    """The pids of kids (children of `shell`) that are its foreground commands, not its background
+    ones (`cmd &`, which ignore SIGINT and SIGQUIT, XCU 2.11). When the shell itself ignores both,
+    every child inherits that and the two cannot be told apart: all are taken as foreground (brk20
+    F3: a trainer never signalled loses its save)."""
+    if ignores_int_and_quit(shell):
+        return list(kids)
+    return [pid for pid in kids if not ignores_int_and_quit(pid)]
 
 
 def _pipe(pid, fd):
@@ -99,8 +146,10 @@ def pipeline_readers(pids, tree):
 
 def main_processes(leader, sig=signal.SIGTERM):
     """Pids of the job's main process(es) under the wrapper `leader` (see the module docstring);
-    [] when none is found. A shell that traps `sig` is a main process (it handles the signal); a
-    process reading a pipe that another process of the job writes is not (pipeline_readers)."""
+    [] when none is found. A shell that traps `sig` is a main process (its trap runs) and is looked
+    through into its foreground commands, not its background ones (foreground_children; brk20 F3);
+    a shell that does not is only looked through; a process reading a pipe that another process of
+    the job writes is not a main process (pipeline_readers)."""
     tree = group_tree(leader)
     if leader not in tree:
         return []
@@ -111,11 +160,13 @@ def main_processes(leader, sig=signal.SIGTERM):
     todo = list(children.get(leader, []))  # the wrapper is ours: start below it
     while todo:
         pid = todo.pop(0)
-        comm = tree[pid][0]
-        if os.path.basename(comm) in SHELLS and not handles(pid, sig):
+        if os.path.basename(tree[pid][0]) not in SHELLS:
+            found.append(pid)
+        elif not handles(pid, sig):
             todo.extend(sorted(children.get(pid, [])))
         else:
             found.append(pid)
+            todo.extend(sorted(foreground_children(pid, children.get(pid, []))))
     readers = pipeline_readers(found, tree)
     if readers and len(readers) < len(found):
         found = [pid for pid in found if pid not in readers]
