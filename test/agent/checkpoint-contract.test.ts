@@ -314,6 +314,48 @@ describe('the notice signal and data-loader workers', () => {
     }, 180_000);
   }
 
+  // brk20 F3: a script that traps the signal is signalled (its trap runs) and looked through into
+  // its foreground command; bash runs the trap only once that command exits, so a trainer not
+  // signalled itself never heard of the notice and was SIGKILLed without saving. A command the
+  // script started in the background (`&`) is left to the trap, which forwards the signal.
+  const trapScripts: Array<[string, string, RegExp, string[]]> = [
+    [
+      'trap cleanup EXIT INT TERM, the trainer in the foreground',
+      'tmp=$(mktemp -d)\ncleanup() { rm -rf "$tmp"; echo "cleaned up"; }\ntrap cleanup EXIT INT TERM\necho "starting the trainer"\npython3 dataloader_trainer.py\necho "trainer exited $?"\n',
+      /sent SIGTERM to the job's main processes \d+, \d+ \(/,
+      ['cleaned up', 'trainer exited 0'],
+    ],
+    [
+      'a trap that forwards the signal to the trainer in the background',
+      'trap \'kill -TERM "$pid"; wait "$pid"; echo "forwarded"\' TERM\npython3 dataloader_trainer.py &\npid=$!\nwait "$pid"\necho "trainer exited $?"\n',
+      // `wait` interrupted by the trap returns 128+15 (bash), after the trap's own wait.
+      /sent SIGTERM to the job's main process \d+ \(/,
+      ['forwarded', 'trainer exited 143'],
+    ],
+  ];
+  for (const [shape, script, sent, trapRan] of trapScripts) {
+    it(`signalScope main (${shape}): the trainer saves, the final checkpoint is safe, the trap runs`, async () => {
+      box = await sandbox();
+      const bundle = await box.bundle({ 'dataloader_trainer.py': job('dataloader_trainer.py'), 'job.sh': script });
+      const key = { run: 'trapper', generation: 1, attempt: 1 };
+      const config = box.config(key, bundle, imds.url, { command: 'bash job.sh', syncIntervalSeconds: 3600, gracePeriodSeconds: 20 });
+      const agent = await box.start(config);
+      await waitFor('training', () => (box.status(key)?.progress?.step ?? 0) >= 3, 60_000);
+      imds.notice = { action: 'terminate', time: new Date(Date.now() + 120_000).toISOString().replace(/\.\d+Z$/, 'Z') };
+      expect((await agent.exited).code).toBe(0);
+      imds.notice = undefined;
+      const status = box.status(key)!;
+      const logs = box.logs(key);
+      expect(logs).not.toContain('exited unexpectedly');
+      const saves = [...logs.matchAll(/RUNCTL_CHECKPOINT_SAVED step=(\d+)/g)].map((m) => Number(m[1]));
+      expect(saves).toHaveLength(1);
+      expect(status.lastCheckpoint).toMatchObject({ step: saves[0], stepSource: 'line' });
+      expect(status.finalSync).toMatchObject({ safe: true, checkpoint: status.lastCheckpoint?.id });
+      for (const line of trapRan) expect(logs).toContain(line);
+      expect(box.agentLog(config)).toMatch(sent);
+    }, 120_000);
+  }
+
   it('signalScope group: the workers die with the trainer, which crashes instead of saving (the old behaviour)', async () => {
     box = await sandbox();
     const bundle = await bundleJobs('dataloader_trainer.py');
