@@ -27,7 +27,7 @@ from .checkpoint_store import DEFAULT_GRACE_SECONDS, CheckpointStore, entries_eq
 from .checkpoint_tree import FileEntry, scan_tree
 from .errors import AgentFailure
 from .resume_evidence import avoided_checkpoints, holds_newer_state, published_by, sha256_prefix
-from .steps import MARKER_FILE, VALID_DECLARATION, lightning_step, layout_step, marker_step, saved_line
+from .steps import MARKER_FILE, VALID_DECLARATION, marker_step, published_step, saved_line
 
 from .config import run_prefix
 from .storage import StorageError
@@ -750,15 +750,13 @@ class Checkpoints:
 
     def _step_for(self, files, dirs, symlinks, clean_final):
         """(step, source) the checkpoint holds: declared with this save; else read from the layout
-        (Lightning's last.ckpt counts when it is a link to, or the same content as, a step=N
-        file); else, in the final sync after a clean exit, the step the newest checkpoint of this
-        attempt was declared at; else (None, None)."""
+        (steps.published_step: a Lightning folder with a last.ckpt gives the step that file holds,
+        or none when it is a copy matching no step=N file, brk20 F4); else, in the final sync
+        after a clean exit, the step the newest checkpoint of this attempt was declared at; else
+        (None, None)."""
         if self.declared is not None and self.declared[0] is not None:
             return self.declared
-        step, source = layout_step([f["path"] for f in files], [d["path"] for d in dirs])
-        last = lightning_step(files, symlinks)
-        if last is not None and (step is None or source == "lightning"):
-            step, source = (last if step is None else max(step, last)), "lightning"
+        step, source = published_step(files, [d["path"] for d in dirs], symlinks)
         if step is not None:
             return step, source
         if clean_final and self.last_declared is not None:

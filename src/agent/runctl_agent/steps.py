@@ -9,9 +9,16 @@ A job may declare a save, with no library (docs/checkpoints.md, "Saying a checkp
 Either makes the agent sync at once and record that step. Jobs that say nothing still get a step
 from a recognised layout:
   - Hugging Face Trainer:  checkpoint-<N>/ folders            -> the highest N published
-  - PyTorch Lightning:     ...step=<N>...ckpt                 -> the highest N published;
-                           last.ckpt, when it is a link to such a file or holds the same bytes
-                           (Lightning's save_last="link", or a copy), gives that file's N
+  - PyTorch Lightning:     ...step=<N>...ckpt, per folder:
+                           - with a last file (last.ckpt, or last-v<K>.ckpt when Lightning
+                             versions it) -> the step that file holds: the N of the step file it
+                             is a link to (save_last="link") or has the same bytes as; unknown
+                             when it is a copy matching no step file (save_last=True keeps
+                             rewriting last.ckpt while the best model's step=N file stays: its N
+                             is not the step a `ckpt_path="last"` resume continues from; brk20 F4)
+                           - without one -> the highest N in the folder
+                           then the highest step among the folders, unknown if any folder's is
+                           unknown (a resume may take any last file: never guess which)
   - anything else (nanoGPT's ckpt.pt rewritten in place):     -> unknown (None)
 """
 
@@ -28,6 +35,7 @@ VALID_DECLARATION = ("a line ending in `RUNCTL_CHECKPOINT_SAVED` or `RUNCTL_CHEC
                      "holding `step=N`, `N` or {\"step\": N}, N a non-negative integer below 2^53")
 HF_DIR_RE = re.compile(r"^(?:.*/)?checkpoint-(\d+)$")
 LIGHTNING_RE = re.compile(r"(?:^|[^A-Za-z0-9])step=(\d+)[^/]*\.ckpt$")
+LIGHTNING_LAST_RE = re.compile(r"^last(?:-v\d+)?\.ckpt$")  # last.ckpt, last-v1.ckpt (Lightning's version counter)
 
 
 def valid_step(value):
@@ -117,9 +125,24 @@ def hf_folder(path):
     return None, None
 
 
+def _folder(path):
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def _name(path):
+    return path.rsplit("/", 1)[-1]
+
+
+def _named_step(path):
+    """N of a `...step=N...ckpt` file name; None for any other name."""
+    m = LIGHTNING_RE.search(_name(path))
+    return int(m.group(1)) if m else None
+
+
 def layout_step(paths, dirs=()):
-    """(step, source) read from the layout of the published paths (files and folders), or
-    (None, None). Hugging Face folders win over Lightning names when both appear."""
+    """(step, source) read from the names of the published paths (files and folders), or
+    (None, None). Hugging Face folders win over Lightning names when both appear; Lightning names
+    give the highest N (lightning_layout_step also reads last.ckpt, which may overrule it)."""
     hf = []
     for p in list(paths) + [d for d in dirs]:
         _, n = hf_folder(p + "/x") if p in dirs else hf_folder(p)
@@ -127,28 +150,65 @@ def layout_step(paths, dirs=()):
             hf.append(n)
     if hf:
         return max(hf), "huggingface"
-    lightning = [int(m.group(1)) for m in (LIGHTNING_RE.search(p.rsplit("/", 1)[-1]) for p in paths) if m]
+    lightning = [n for n in (_named_step(p) for p in paths) if n is not None]
     if lightning:
         return max(lightning), "lightning"
     return None, None
 
 
-def lightning_step(files, symlinks=()):
-    """The step of Lightning's `last.ckpt` when knowable without unpickling it: a symbolic link to
-    a `...step=N...ckpt` file, or the same content (sha256) as one. files: manifest file entries
-    ({"path", "sha256"}); symlinks: {"path", "target"}. None otherwise."""
+def last_steps(files, symlinks=()):
+    """{folder: [step or None, ...]}: the step each Lightning last file (last.ckpt, last-v<K>.ckpt)
+    holds, knowable without unpickling it only as a symbolic link to a `...step=N...ckpt` file
+    (save_last="link") or the same content (sha256) as one; None for a copy matching no step file
+    (save_last=True rewriting last.ckpt after the best model's file: brk20 F4). files: manifest file
+    entries ({"path", "sha256"}); symlinks: {"path", "target"}. Folders without a last file are
+    absent."""
     by_sha = {}
     for f in files:
-        m = LIGHTNING_RE.search(f["path"].rsplit("/", 1)[-1])
-        if m:
-            by_sha.setdefault(f["sha256"], []).append(int(m.group(1)))
-    steps = []
+        n = _named_step(f["path"])
+        if n is not None:
+            by_sha.setdefault(f["sha256"], []).append(n)
+    found = {}
     for f in files:
-        if f["path"].rsplit("/", 1)[-1] == "last.ckpt" and f["sha256"] in by_sha:
-            steps.append(max(by_sha[f["sha256"]]))
+        if LIGHTNING_LAST_RE.match(_name(f["path"])):
+            same = by_sha.get(f["sha256"])
+            found.setdefault(_folder(f["path"]), []).append(max(same) if same else None)
     for s in symlinks:
-        if s["path"].rsplit("/", 1)[-1] == "last.ckpt":
-            m = LIGHTNING_RE.search(s["target"].rsplit("/", 1)[-1])
-            if m:
-                steps.append(int(m.group(1)))
-    return max(steps) if steps else None
+        if LIGHTNING_LAST_RE.match(_name(s["path"])):
+            found.setdefault(_folder(s["path"]), []).append(_named_step(s["target"]))
+    return found
+
+
+def known(steps):
+    """The highest of steps, or None when it is empty or any is unknown (None): a resume may take
+    any of them (Lightning's ckpt_path="last" takes the newest last file), so never guess."""
+    if not steps or any(n is None for n in steps):
+        return None
+    return max(steps)
+
+
+def lightning_layout_step(files, symlinks=()):
+    """(step, "lightning") of a Lightning layout, or (None, None). Per folder: the step its last
+    file holds when it has one (unknown when that is a copy matching no step file: brk20 F4), else
+    its highest `step=N` name; then the highest over the folders, unknown if any folder's is."""
+    per_folder = {}
+    for f in files:
+        n = _named_step(f["path"])
+        if n is not None:
+            per_folder.setdefault(_folder(f["path"]), []).append(n)
+    lasts = last_steps(files, symlinks)
+    if not per_folder and not lasts:
+        return None, None
+    steps = [known(lasts[d]) if d in lasts else max(per_folder[d]) for d in set(per_folder) | set(lasts)]
+    step = known(steps)
+    return (step, "lightning") if step is not None else (None, None)
+
+
+def published_step(files, dirs=(), symlinks=()):
+    """(step, source) the layout of a checkpoint's published entries gives: Hugging Face folders
+    first (layout_step), else Lightning's (lightning_layout_step), else (None, None). files,
+    symlinks: manifest entries; dirs: folder paths."""
+    step, source = layout_step([f["path"] for f in files], dirs)
+    if source == "huggingface":
+        return step, source
+    return lightning_layout_step(files, symlinks)
