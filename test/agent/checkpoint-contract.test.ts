@@ -138,6 +138,40 @@ describe('the step a checkpoint holds', () => {
     expect(held[held.length - 1]).toEqual([undefined, '00000001']);
     expect(status.lastCheckpoint?.step).toBeUndefined();
   }, 120_000);
+
+  // Break test 20 (F4): ModelCheckpoint(monitor="val_loss", save_top_k=1, save_last=True) keeps
+  // the best model as epoch=0-step=100.ckpt; later, worse validation losses write no top-k file
+  // but last.ckpt (a copy, save_last=True) is rewritten at steps 200 and 300. Every checkpoint was
+  // labelled step 100 (the highest step=N name) while a ckpt_path="last" resume continues from 300.
+  it('Lightning best model kept, last.ckpt copied at later steps: the step is the one last.ckpt holds, else unknown', async () => {
+    box = await sandbox();
+    const bundle = await box.bundle({
+      'train.py': [
+        'import os, time',
+        'd = os.environ["RUNCTL_CHECKPOINT_DIR"]',
+        'def save(name, step):',
+        '    with open(os.path.join(d, name), "wb") as f: f.write((b"STEP%08d" % step) * (1 << 17))',
+        'save("epoch=0-step=100.ckpt", 100); save("last.ckpt", 100); print("step=100", flush=True); time.sleep(1)',
+        'for step in (200, 300):',
+        '    save("last.ckpt", step); print("step=%d" % step, flush=True); time.sleep(1)',
+      ].join('\n'),
+    });
+    const key = { run: 'lightning-best', generation: 1, attempt: 1 };
+    const status = await box.run(box.config(key, bundle, imds.url, { command: 'python3 train.py', syncIntervalSeconds: 0.3, keep: 100 }));
+    expect(status.phase).toBe('succeeded');
+    const rows = box.checkpoints('lightning-best', 1).map((c) => {
+      const sha = (name: string) => c.manifest.files.find((f) => f.path === name)?.sha256;
+      const held = readFileSync(box.checkpointFile(c, 'last.ckpt'), 'latin1').slice(0, 12);
+      return { step: c.manifest.step, source: c.manifest.stepSource, held, matchesStepFile: sha('last.ckpt') === sha('epoch=0-step=100.ckpt') };
+    });
+    // The job's last save (last.ckpt at step 300) is published, by the final sync at the latest.
+    expect(rows[rows.length - 1]).toEqual({ step: undefined, source: undefined, held: 'STEP00000300', matchesStepFile: false });
+    for (const row of rows) {
+      if (row.matchesStepFile) expect(row).toEqual({ step: 100, source: 'lightning', held: 'STEP00000100', matchesStepFile: true });
+      else expect(row).toMatchObject({ step: undefined, source: undefined });
+    }
+    expect(status.lastCheckpoint?.step).toBeUndefined();
+  }, 120_000);
 });
 
 describe('a declared save is stored while the job writes it', () => {
