@@ -62,6 +62,9 @@ TICK_SECONDS = 0.25  # how often the job's open files are looked at (a scan of /
 STAGE_TICK_SECONDS = 0.05  # how often a job that declares its saves is looked at for a file of a save it closed (stage)
 STAGE_FROM_BYTES = 1024 * 1024  # smaller files are read at the declaration: they cost little, and change often
 DECLARATION_POLL_SECONDS = 0.01  # how often the job's log and marker are looked at for a declared save
+# An empty marker is read as a declaration without a step only once it has stayed empty this long:
+# a marker written in place (open(..., "w") truncates, then writes) is empty for an instant first.
+MARKER_SETTLE_SECONDS = 0.05
 
 
 class Checkpoints:
@@ -96,6 +99,7 @@ class Checkpoints:
         self.log_noted_until = None  # () -> where the agent's own last note to job.log ends (start_watching)
         self.last_read_started = None  # time.time() when the previous read of job.log began
         self.marker_seen = None  # (change time in ns, size, inode) of the marker file last seen
+        self.empty_marker = None  # (marker state, time.time() first seen) of an empty marker not yet read
         self.throughput = None  # bytes/s measured on this instance's syncs
         self.last_uploaded = 0  # bytes the last publishing sync uploaded
         # When this attempt last published (CheckpointSyncStalled's clock). Started again when
@@ -165,6 +169,17 @@ class Checkpoints:
             return (max(st.st_mtime_ns, st.st_ctime_ns), st.st_size, st.st_ino)
         except OSError:
             return None
+
+    def _marker_settled(self, marker, now):
+        """False while the marker (its _marker_state) is empty and has not stayed empty for
+        MARKER_SETTLE_SECONDS: a marker written in place is truncated before it is written, and
+        read in between it would declare the save without its step (break test 20, 1 run in 3)."""
+        if marker[1] > 0:
+            self.empty_marker = None
+            return True
+        if self.empty_marker is None or self.empty_marker[0] != marker:
+            self.empty_marker = (marker, now)
+        return now - self.empty_marker[1] >= MARKER_SETTLE_SECONDS
 
     def tick(self, sid):
         """One look: the job's files open for writing, and the declarations seen since the last
@@ -245,7 +260,7 @@ class Checkpoints:
                     self.saved_cursor = (path, offset + cut + 1)
             self.last_read_started = read_started
             marker = self._marker_state()
-            if marker is not None and marker != self.marker_seen:
+            if marker is not None and marker != self.marker_seen and self._marker_settled(marker, read_started):
                 self.marker_seen = marker
                 try:
                     with open(os.path.join(self.cfg["checkpointDir"], MARKER_FILE), "rb") as f:

@@ -3,9 +3,10 @@ forms accepted, and a declaration whose step is malformed (break9 DOC) still dec
 without a step, with one warning per distinct declaration in the job's log and the agent log."""
 import os
 import tempfile
+import time
 import unittest
 
-from runctl_agent.checkpoints import Checkpoints
+from runctl_agent.checkpoints import MARKER_SETTLE_SECONDS, Checkpoints
 from runctl_agent.steps import marker_step, saved_line
 
 BAD_STEP = "is not a step: N must be a non-negative integer below 2^53"
@@ -105,6 +106,23 @@ class TickTest(unittest.TestCase):
         self.assertEqual(len(self.notes), 1)
         self.assertIn("in the marker file .runctl-saved", self.notes[0])
         self.assertFalse(self.c.tick(None))
+
+    def test_a_marker_written_in_place_is_read_once_it_holds_its_step(self):
+        # open(marker, "w") truncates, then writes: read in between, the save lost its step
+        # (break test 20, 1 run in 3).
+        marker = os.path.join(self.dir, ".runctl-saved")
+        with open(marker, "w") as f:
+            self.assertFalse(self.c.tick(None))
+            f.write("step=3\n")
+        self.assertTrue(self.c.tick(None))
+        self.assertEqual(self.c.declared, (3, "marker"))
+
+    def test_a_marker_that_stays_empty_declares_a_save_without_its_step(self):
+        open(os.path.join(self.dir, ".runctl-saved"), "w").close()
+        self.assertFalse(self.c.tick(None))
+        time.sleep(MARKER_SETTLE_SECONDS)
+        self.assertTrue(self.c.tick(None))
+        self.assertEqual(self.c.declared, (None, None))
 
 
 if __name__ == "__main__":
