@@ -67,7 +67,10 @@ describe('recovery.prelaunch on the local provider', () => {
     const gen = path.join(root, 'local', 'storage', 'runs', 'handover', first.uid, 'g1');
     // The replacement is up and set up, waiting at its gate, while attempt 1 is still saving.
     await until('attempt 2 waiting at its start gate', () => (readJson(path.join(gen, 'a2', 'status.json'))?.phase === 'waiting' ? true : undefined));
-    const oldPhaseMeanwhile = readJson(path.join(gen, 'a1', 'status.json'))?.phase;
+    // Attempt 1's agent sees the notice on its own poll, which may come after the replacement is
+    // up: wait for it to be saving (its save then waits for the release file) before looking.
+    await until('attempt 1 saving on the notice', () => (readJson(path.join(gen, 'a1', 'status.json'))?.phase === 'interrupting' ? true : undefined));
+    const replacementPhaseMeanwhile = readJson(path.join(gen, 'a2', 'status.json'))?.phase;
     const replacementLogMeanwhile = logText(path.join(gen, 'a2'));
     const whileWaiting = current() as RunStatus;
     fs.writeFileSync(release, 'go\n');
@@ -78,7 +81,7 @@ describe('recovery.prelaunch on the local provider', () => {
     expect(status.attempt).toBe(2);
 
     // While the replacement waited: the old job was still saving, and no second job had started.
-    expect(oldPhaseMeanwhile).toBe('interrupting');
+    expect(replacementPhaseMeanwhile).toBe('waiting');
     expect(replacementLogMeanwhile).not.toContain('started attempt=2');
     expect(whileWaiting.instances.filter((i) => !i.endedAt).map((i) => i.attempt).sort()).toEqual([1, 2]);
 
