@@ -316,6 +316,10 @@ describe('the notice signal and data-loader workers', () => {
     ['a direct command', 'python3 dataloader_trainer.py'],
     ['a multi-line shell script', 'cd .\necho "starting the trainer"\npython3 dataloader_trainer.py\necho "trainer exited $?"'],
     ['a torchrun-style launcher', 'python3 launcher.py dataloader_trainer.py'],
+    // timeout moves itself and the trainer into a process group of their own, and passes a signal
+    // to that whole group, workers included: the trainer is signalled past it (break test 21).
+    ['timeout', 'timeout 1h python3 dataloader_trainer.py'],
+    ['a script running timeout', 'echo "starting the trainer"\ntimeout 1h python3 dataloader_trainer.py\necho "trainer exited $?"'],
     // tee must keep running while the trainer saves (it dies on SIGTERM, then the trainer's next print fails).
     ['a pipeline into tee', 'python3 dataloader_trainer.py 2>&1 | tee train.log'],
   ];

@@ -790,7 +790,7 @@ class Agent:
             # What the job is writing as the signal lands: a save it interrupts is not trusted
             # unless the job declares one after (capture.py, rule 3).
             self.checkpoints.capture.signalled(child.pid)
-            sent = send_job_signal(child.pgid, sig, self.cfg.get("signalScope") or "main", self.log)
+            sent = send_job_signal(child.pgid, sig, self.cfg.get("signalScope") or "main", self.log, self.job_processes)
             self.log("%s (%s)" % (sent, reason))
             self.job_log_note("%s (%s)" % (sent, reason))
             deadline, ends = self.grace_deadline(req)

@@ -2,6 +2,10 @@
 
 `main` (the default): the job's main process(es), not its workers. The job runs as
     wrapper (bash, group leader) -> bash -c "$run" -> ...
+and its processes are its session and every descendant (processes.JobProcesses, job_tree), not
+only its process group: `timeout 1h python train.py` moves timeout and the trainer into a group of
+their own (break test 21). timeout itself is looked through (PASS_THROUGH): signalled, it would
+pass the signal to its whole group, workers included; the command it runs is the main process.
 bash execs a single simple command, so for `run: python train.py` the main process is python.
 For a multi-line script the shell stays and runs each command as a child: shells are looked
 through, and the main processes are the top-most processes of the job that are not shells (the
@@ -44,6 +48,11 @@ import os
 import signal
 
 SHELLS = frozenset(("bash", "sh", "dash", "zsh", "ksh", "mksh", "busybox", "ash"))
+# Launchers looked through like a shell that does not trap the signal, never signalled: GNU
+# `timeout` (without --foreground) passes a signal to its command and then to its whole process
+# group, data-loader workers included (coreutils timeout.c, cleanup: send_sig(0, sig)), which is
+# the group-wide signal signalScope main exists to avoid (break test 21).
+PASS_THROUGH = frozenset(("timeout",))
 
 
 def _stat(pid):
@@ -58,6 +67,21 @@ def _stat(pid):
         return comm, int(fields[1]), int(fields[2])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def job_tree(leader, processes=None):
+    """{pid: (comm, ppid)} of the job's live processes: with processes (processes.JobProcesses),
+    its session and every descendant; without, its process group (group_tree). A launcher that
+    moves itself into a process group of its own is still the job's: `timeout` does, unless given
+    --foreground (break test 21: the notice then reached nobody, and the save was lost)."""
+    if processes is None:
+        return group_tree(leader)
+    out = {}
+    for pid in processes.pids(leader, live_only=True):
+        st = _stat(pid)
+        if st:
+            out[pid] = (st[0], st[1])
+    return out
 
 
 def group_tree(pgid):
@@ -144,13 +168,13 @@ def pipeline_readers(pids, tree):
     return readers
 
 
-def main_processes(leader, sig=signal.SIGTERM):
+def main_processes(leader, sig=signal.SIGTERM, processes=None):
     """Pids of the job's main process(es) under the wrapper `leader` (see the module docstring);
     [] when none is found. A shell that traps `sig` is a main process (its trap runs) and is looked
     through into its foreground commands, not its background ones (foreground_children; brk20 F3);
     a shell that does not is only looked through; a process reading a pipe that another process of
-    the job writes is not a main process (pipeline_readers)."""
-    tree = group_tree(leader)
+    the job writes is not a main process (pipeline_readers). The job's processes are job_tree's."""
+    tree = job_tree(leader, processes)
     if leader not in tree:
         return []
     children = {}
@@ -160,7 +184,10 @@ def main_processes(leader, sig=signal.SIGTERM):
     todo = list(children.get(leader, []))  # the wrapper is ours: start below it
     while todo:
         pid = todo.pop(0)
-        if os.path.basename(tree[pid][0]) not in SHELLS:
+        comm = os.path.basename(tree[pid][0])
+        if comm in PASS_THROUGH:
+            todo.extend(sorted(children.get(pid, [])))
+        elif comm not in SHELLS:
             found.append(pid)
         elif not handles(pid, sig):
             todo.extend(sorted(children.get(pid, [])))
@@ -173,11 +200,12 @@ def main_processes(leader, sig=signal.SIGTERM):
     return sorted(found)
 
 
-def send(leader, sig, scope, log):
-    """Send sig as `scope` says ('main' or 'group'); returns a sentence saying to whom."""
+def send(leader, sig, scope, log, processes=None):
+    """Send sig as `scope` says ('main' or 'group'); returns a sentence saying to whom.
+    processes: the job's processes (processes.JobProcesses), where main processes are looked for."""
     name = signal.Signals(sig).name
     if scope == "main":
-        mains = main_processes(leader, sig)
+        mains = main_processes(leader, sig, processes)
         if mains:
             sent = []
             for pid in mains:
