@@ -78,3 +78,25 @@ describe('a torchrun-shaped launcher whose worker runs in a session of its own',
     expect(versions.filter((v) => !v.startsWith('step'))).toEqual([]);
   }, 180_000);
 });
+
+describe('a writer that detaches from the job (a daemon)', () => {
+  const shapes: Array<[string, string]> = [
+    ['a double fork', 'python3 daemonizing_launcher.py inplace_worker.py'],
+    ['`setsid -f` in a script', 'setsid -f python3 inplace_worker.py\nwhile [ ! -f "$DONE_FILE" ]; do sleep 0.05; done'],
+  ];
+  for (const [shape, command] of shapes) {
+    it(`${shape}: it is reparented to the agent and watched, so no sync publishes the model.pt it is rewriting`, async () => {
+      box = await sandbox();
+      const bundle = await bundleJobs('daemonizing_launcher.py', 'inplace_worker.py');
+      const run = shape.startsWith('a double') ? 'daemon-fork' : 'daemon-setsid';
+      const key = { run, generation: 1, attempt: 1 };
+      const status = await box.run(box.config(key, bundle, imds.url, { command, env: { DONE_FILE: path.join(box.root, `${run}.done`) }, syncIntervalSeconds: 0.3, keep: 100 }));
+      expect(status.phase).toBe('succeeded');
+      const versions = heldByEach(run);
+      // Before the fix 4 of 8 published checkpoints held model.pt at 0 bytes, in 4 of 4 runs (break test 21).
+      expect(versions.filter((v) => !v.startsWith('step'))).toEqual([]);
+      expect(versions.at(-1)).toBe('step 4');
+    }, 180_000);
+  }
+});
+

@@ -34,7 +34,7 @@ from .imds import Imds
 from .joblog import JobLog
 from .progress_history import ProgressFollower
 from .jobsignal import send as send_job_signal
-from .processes import Child, JobProcesses, process_alive, process_start_time, spawn_wrapped
+from .processes import Child, JobProcesses, become_subreaper, process_alive, process_start_time, spawn_wrapped
 from .secrets import redaction_values, resolve_secrets
 from .setup_cache import CacheUnavailable, SetupCache, read_outcome as read_setup_cache_outcome
 from .storage import StorageError, open_storage
@@ -124,6 +124,7 @@ class Agent:
         # The job's session and everything descended from it (torchrun's workers run in sessions
         # of their own): watched for open checkpoint files, and killed with the job.
         self.job_processes = JobProcesses()
+        self.subreaper = False  # become_subreaper took effect
         self.checkpoints = Checkpoints(cfg, self.storage, self.state, self.key, log, self.job_log_note,
                                        self.set_status, self.stopping, self.current_step, self.faults,
                                        processes=self.job_processes)
@@ -741,6 +742,12 @@ class Agent:
             record["restoredFrom"] = self.status["restoredFrom"]
         remove_quietly(pid_path)
         atomic_write(record_path, json_bytes(record))  # before the start: a launch is never untraced
+        # A process of the job that detaches (a double fork, `setsid -f`) is reparented to the
+        # agent, not init, and stays the job's: watched for open checkpoint files, and killed.
+        if not self.subreaper:
+            self.subreaper = become_subreaper()
+            if not self.subreaper:
+                self.log("cannot become the subreaper of the job's processes (no prctl): a process that detaches from the job is not watched")
         popen = spawn_wrapped(name, command, self.cfg["workDir"], env, self.joblog.path, exit_path, pid_path)
         start_time = process_start_time(popen.pid)
         record.update(pid=popen.pid, pgid=popen.pid, startTime=start_time)

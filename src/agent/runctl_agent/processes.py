@@ -7,6 +7,7 @@ signals while the command runs, and writes the exit code with write-temp-then-re
 $1 = command, $2 = exit-code file, $3 = pid file. Config values are arguments, never interpolated.
 """
 
+import ctypes
 import os
 import subprocess
 import threading
@@ -79,6 +80,22 @@ def signal_group(pgid, sig):
         return False
 
 
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+_spawned = set()  # pids of the wrappers spawn_wrapped started: their Popen reaps them, never we
+
+
+def become_subreaper():
+    """Make this process the child subreaper of its descendants (Linux prctl(2),
+    PR_SET_CHILD_SUBREAPER): a process of the job that detaches (a double fork into a daemon,
+    `setsid -f`) is then reparented to the agent instead of init, and stays the job's
+    (JobProcesses; break test 21, F1). True when it took effect; False without Linux's prctl."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _proc_table():
     """{pid: (ppid, session id, kernel start time, state)} of every process, from one scan of
     /proc; {} without /proc."""
@@ -102,16 +119,20 @@ def _proc_table():
 
 class JobProcesses(object):
     """The job's processes: every process of its session, every process descended from one of
-    them, and every process once found so that still runs (the same pid and kernel start time).
+    them, every process once found so that still runs (the same pid and kernel start time), and
+    every child of the agent in a session that is neither the agent's nor one it started
+    (become_subreaper: a process that detached from the job, reparented to the agent).
 
     Why more than the session (break test 20, F1 and F2): torchrun starts each worker with
     start_new_session=True (torch.distributed.elastic's subprocess handler, `_popen`), so its
     workers are in neither the job's session nor its process group. Found as the launcher's
     descendants, they are watched for open checkpoint files like any process of the job, and
-    killed with it. A worker whose launcher died is reparented to init; being remembered keeps it
-    found. Not found: a process that leaves both the session and the tree between two looks (a
-    double fork into a daemon). Looks come from several threads (the checkpoint loop, the stager,
-    the main thread), hence the lock."""
+    killed with it. A worker whose launcher died is reparented to init, or to the agent when it is
+    the subreaper; being remembered keeps it found either way. A process that leaves both the
+    session and the tree between two looks (a double fork into a daemon, `setsid -f`: break test
+    21, F1) is found only when the agent is the subreaper. Those adopted children are reaped here
+    once they exit (nothing else waits for them). Looks come from several threads (the checkpoint
+    loop, the stager, the main thread), hence the lock."""
 
     def __init__(self):
         self.sid = None
@@ -126,6 +147,7 @@ class JobProcesses(object):
             if sid != self.sid:
                 self.sid, self.known = sid, {}
             found = set(pid for pid, row in table.items() if row[1] == sid)
+            found |= self._adopted(table)
             found |= set(pid for pid, start in self.known.items() if pid in table and table[pid][2] == start)
             children = {}
             for pid, row in table.items():
@@ -138,6 +160,25 @@ class JobProcesses(object):
                         todo.append(child)
             self.known = dict((pid, table[pid][2]) for pid in found)
         return sorted(pid for pid in found if not (live_only and table[pid][3] in ("Z", "X")))
+
+    @staticmethod
+    def _adopted(table):
+        """Live children of this process (the agent) in a session other than its own, which it did
+        not start: processes of the job that detached and were reparented to it (AWS CLI
+        processes the agent runs stay in its session). Those that exited are reaped."""
+        me, mine = os.getpid(), os.getsid(0)
+        out = set()
+        for pid, row in table.items():
+            if row[0] != me or row[1] == mine or pid in _spawned:
+                continue
+            if row[3] in ("Z", "X"):
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except OSError:
+                    pass
+            else:
+                out.add(pid)
+        return out
 
     def alive(self, pgid):
         """True while a process of the job (session pgid, as the wrapper leads both) runs; without
@@ -191,10 +232,12 @@ def spawn_wrapped(name, command, cwd, env, log_path, exit_path, pid_path):
     log_path, stdin /dev/null. Returns the Popen; its pid is also the process group id."""
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             ["bash", "-c", WRAPPER_SCRIPT, "runctl-" + name, command, exit_path, pid_path],
             cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
             start_new_session=True, close_fds=True,
         )
+        _spawned.add(popen.pid)
+        return popen
     finally:
         os.close(log_fd)
