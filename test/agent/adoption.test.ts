@@ -108,5 +108,8 @@ describe('agent adoption', () => {
 
     await waitFor('the detached agent to finish', () => box.status(key)?.phase === 'succeeded');
     expect(box.steps(key)).toEqual([1, 2, 3]);
+    // It still retires old checkpoints after publishing the final status: removing the sandbox
+    // under it failed with ENOTEMPTY. Done when it has exited.
+    await waitFor('the detached agent to exit', () => !probe(file).agent.alive);
   });
 });
