@@ -1,6 +1,6 @@
-// A file the job keeps open for writing beside its saves (a sqlite metrics database) is no part of
-// any save once the job has declared two saves while it stayed open: it no longer holds declared
-// saves back nor takes their step (docs/checkpoints.md, "A busy file does not"; break test 20, F5).
+// A file the job keeps open for writing across two declarations (a sqlite metrics database, a model
+// kept open "r+b") is not a save in progress: it no longer holds declared saves back, and is read as
+// it is, like a closed file (docs/checkpoints.md, "A busy file does not"; break tests 20 F5, 22 F5).
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -35,3 +35,19 @@ describe('a sqlite metrics database kept open in the checkpoint folder', () => {
     }, 120_000);
   }
 });
+
+describe('a model file kept open "r+b" for the whole run and rewritten before each declaration', () => {
+  it('declared saves are published while the job runs, each holding the model of its step', async () => {
+    box = await sandbox();
+    const bundle = await box.bundle({ 'train.py': readFileSync(path.join(JOBS, 'open_model_saver.py'), 'utf8') });
+    const key = { run: 'open-model', generation: 1, attempt: 1 };
+    const status = await box.run(box.config(key, bundle, imds.url, { command: 'python3 train.py', syncIntervalSeconds: 3600, keep: 100 }));
+    expect(status.phase).toBe('succeeded');
+    const published = box.checkpoints('open-model', 1).filter((c) => c.manifest.step !== undefined);
+    // Never a declared step without its model (break test 22 published steps 3-6 with state.json alone).
+    for (const c of published) expect(held(box.checkpointFile(c, 'model.bin')), `checkpoint ${c.id}`).toBe(`step ${c.manifest.step}`);
+    // Steps 3 to 5 can only come from syncs while the job ran: the final sync publishes step 6.
+    expect([3, 4, 5].filter((k) => !published.some((c) => c.manifest.step === k))).toEqual([]);
+  }, 120_000);
+});
+

@@ -199,7 +199,7 @@ class Capture(object):
         self.churn = {}  # path -> {"since", "last", "looks"}: looks in a row that found it young
         self.churning = set()  # paths churning up to the newest declaration: not part of its save
         self.open_since = {}  # path -> first look of the unbroken run of looks that found it open for writing
-        self.held_open = set()  # paths held open for writing across the two newest declarations: no part of a save
+        self.held_open = set()  # paths held open for writing across the two newest declarations: not a save in progress
         self.cut_at = []  # [(epoch s, lookback s)]: the job was killed or died; writes since may be cut short
         self.open_at_kill = set()  # paths open for writing in the look just before the agent killed the job
         self.last_size = {}  # path -> its size in bytes when a scan last saw it (rule 3b)
@@ -288,8 +288,10 @@ class Capture(object):
         self.declared_at = self.clock() if at is None else at
         # A file the job held open for writing at every look since before the previous
         # declaration, and still holds: the job declared two saves complete while it stayed
-        # open, so it is no save's file (a sqlite database, an h5py file opened "a"; break test
-        # 20, F5). The contract says a save's files are closed before it is declared.
+        # open, so being open is not a save in progress (a sqlite database, an h5py file opened
+        # "a", a model kept open "r+b" and rewritten before each declaration; break tests 20 F5,
+        # 22 F5). It is read as it is, like a closed file: the copy-then-recheck refuses it if it
+        # changes meanwhile, and a change after the declaration still takes the step away.
         self.held_open = set(path for path, since in self.open_since.items()
                              if previous is not None and since <= previous)
         # Which files were churning before this declaration; the next declaration needs fresh
@@ -372,10 +374,10 @@ class Capture(object):
 
     def outside_saves(self, path):
         """True when path is no part of any save, so a declared step holds whatever it contains:
-        appended to or only growing (a log), churning before the newest declaration (a status
-        file), or held open for writing across the two newest declarations. Files busy only by the BUSY_SECONDS rule are not: they may be a model rewritten
+        appended to or only growing (a log), or churning before the newest declaration (a status
+        file). Files busy only by the BUSY_SECONDS rule are not: they may be a model rewritten
         more often than the quiet time."""
-        return path in self.appended or path in self.churning or path in self.held_open or self._grows_like_a_log(path)
+        return path in self.appended or path in self.churning or self._grows_like_a_log(path)
 
     def _grows_like_a_log(self, path):
         """Never seen opened for rewriting, and grown by appending over `busy_after` syncs that
@@ -394,8 +396,7 @@ class Capture(object):
         files = []
         paths = set(e.path for e in tree.files)
         for item in left:
-            if item.get("folder") or item.get("vanished") or self.busy(item["path"]) or (
-                    declared and (item["path"] in self.churning or item["path"] in self.held_open)):
+            if item.get("folder") or item.get("vanished") or self.busy(item["path"]) or (declared and item["path"] in self.churning):
                 continue
             if next_save_folder(item["path"], paths):
                 # The next save's checkpoint-<N>/ being written: left out whole, as if absent, so it
@@ -427,7 +428,7 @@ class Capture(object):
             cut_short = self._cut_short(entry)
             if entry.truncating:
                 reason = "%s is being truncated (0 bytes with blocks still allocated: a save reopening it)" % entry.path
-            elif entry.path in open_now:
+            elif entry.path in open_now and entry.path not in self.held_open:
                 reason = "%s is open for writing by the job (pid %d)" % (entry.path, open_now[entry.path])
             elif entry.path in mapped_now:
                 reason = "%s is mapped shared and writable by the job (pid %d)" % (entry.path, mapped_now[entry.path])
