@@ -320,6 +320,12 @@ describe('the notice signal and data-loader workers', () => {
     // to that whole group, workers included: the trainer is signalled past it (break test 21).
     ['timeout', 'timeout 1h python3 dataloader_trainer.py'],
     ['a script running timeout', 'echo "starting the trainer"\ntimeout 1h python3 dataloader_trainer.py\necho "trainer exited $?"'],
+    // These die of the signal without passing it on (script hangs its command up): looked through
+    // (break test 22).
+    ['/usr/bin/time', '/usr/bin/time -p python3 dataloader_trainer.py'],
+    ['flock', 'flock train.lock python3 dataloader_trainer.py'],
+    ['xargs', 'echo dataloader_trainer.py | xargs python3'],
+    ['script', 'script -qec "python3 dataloader_trainer.py" /dev/null'],
     // tee must keep running while the trainer saves (it dies on SIGTERM, then the trainer's next print fails).
     ['a pipeline into tee', 'python3 dataloader_trainer.py 2>&1 | tee train.log'],
   ];

@@ -4,8 +4,9 @@
     wrapper (bash, group leader) -> bash -c "$run" -> ...
 and its processes are its session and every descendant (processes.JobProcesses, job_tree), not
 only its process group: `timeout 1h python train.py` moves timeout and the trainer into a group of
-their own (break test 21). timeout itself is looked through (PASS_THROUGH): signalled, it would
-pass the signal to its whole group, workers included; the command it runs is the main process.
+their own (break test 21). timeout itself is looked through (PASS_THROUGH, with time, flock, xargs
+and script): signalled, it would pass the signal to its whole group, workers included, and the
+others die of it without passing it on; the command such a launcher runs is the main process.
 bash execs a single simple command, so for `run: python train.py` the main process is python.
 For a multi-line script the shell stays and runs each command as a child: shells are looked
 through, and the main processes are the top-most processes of the job that are not shells (the
@@ -48,11 +49,14 @@ import os
 import signal
 
 SHELLS = frozenset(("bash", "sh", "dash", "zsh", "ksh", "mksh", "busybox", "ash"))
-# Launchers looked through like a shell that does not trap the signal, never signalled: GNU
-# `timeout` (without --foreground) passes a signal to its command and then to its whole process
-# group, data-loader workers included (coreutils timeout.c, cleanup: send_sig(0, sig)), which is
-# the group-wide signal signalScope main exists to avoid (break test 21).
-PASS_THROUGH = frozenset(("timeout",))
+# Launchers that stay the command's parent, looked through like a shell that does not trap the
+# signal, never signalled. GNU `timeout` (without --foreground) passes a signal to its command and
+# then to its whole process group, data-loader workers included (coreutils timeout.c, cleanup:
+# send_sig(0, sig)), the group-wide signal signalScope main exists to avoid (break test 21).
+# `time`, `flock` and `xargs` die of it without passing it on, which orphans the trainer and
+# reports the job as crashed on the notice; `script` closes the pseudo-terminal its command runs
+# on, which hangs the command up in the middle of its save (break test 22, all in every run).
+PASS_THROUGH = frozenset(("timeout", "time", "flock", "xargs", "script"))
 
 
 def _stat(pid):
