@@ -100,3 +100,30 @@ describe('a writer that detaches from the job (a daemon)', () => {
   }
 });
 
+describe('a writer that detached from the job before an agent restarted and adopted it', () => {
+  it('the new agent knows it by its environment: no sync publishes the model.pt it rewrites, and it does not outlive the attempt', async () => {
+    box = await sandbox();
+    const bundle = await bundleJobs('inplace_worker.py');
+    const key = { run: 'adopt-daemon', generation: 1, attempt: 1 };
+    const config = box.config(key, bundle, imds.url, {
+      command: 'setsid -f python3 inplace_worker.py\nwhile [ ! -f "$DONE_FILE" ]; do sleep 0.05; done',
+      env: { DONE_FILE: path.join(box.root, 'done'), ROUNDS: '8', PAUSE: '0.5' },
+      syncIntervalSeconds: 0.3,
+      keep: 100,
+    });
+    const first = await box.start(config);
+    await waitFor('the worker', () => /worker pid \d+/.test(box.logs(key)), 30_000);
+    const worker = Number(/worker pid (\d+)/.exec(box.logs(key))?.[1]);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    // The new agent is no ancestor of the worker, so not its subreaper either (break test 22).
+    const second = await box.start(config);
+    expect((await second.exited).code).toBe(0);
+    expect(box.agentLog(config)).toContain('adopting running job');
+    const alive = running(worker);
+    if (alive) process.kill(worker, 'SIGKILL');
+    expect(heldByEach('adopt-daemon').filter((v) => !v.startsWith('step'))).toEqual([]);
+    expect(alive).toBe(false);
+  }, 180_000);
+});
+

@@ -123,7 +123,9 @@ class Agent:
                                          self.redact_bytes, log)
         # The job's session and everything descended from it (torchrun's workers run in sessions
         # of their own): watched for open checkpoint files, and killed with the job.
-        self.job_processes = JobProcesses()
+        self.job_processes = JobProcesses(environment=[
+            "RUNCTL_RUN=%s" % cfg["run"], "RUNCTL_GENERATION=%s" % cfg["generation"],
+            "RUNCTL_ATTEMPT=%s" % cfg["attempt"], "RUNCTL_CHECKPOINT_DIR=%s" % cfg["checkpointDir"]])
         self.subreaper = False  # become_subreaper took effect
         self.checkpoints = Checkpoints(cfg, self.storage, self.state, self.key, log, self.job_log_note,
                                        self.set_status, self.stopping, self.current_step, self.faults,

@@ -134,10 +134,16 @@ class JobProcesses(object):
     once they exit (nothing else waits for them). Looks come from several threads (the checkpoint
     loop, the stager, the main thread), hence the lock."""
 
-    def __init__(self):
+    def __init__(self, environment=()):
         self.sid = None
         self.known = {}  # pid -> kernel start time, found at the last look
         self.lock = threading.Lock()
+        # b"NAME=value" entries every process of the job has in its environment (the RUNCTL_*
+        # variables of this attempt): a process that detached from the job before this agent
+        # looked (an agent that restarted and adopted the job is nobody's subreaper; break test
+        # 22) is still known by them. {pid: (start time, matched)}: each process is read once.
+        self.environment = [e if isinstance(e, bytes) else e.encode("utf-8") for e in environment]
+        self.by_environment = {}
 
     def pids(self, sid, live_only=False):
         """Sorted pids of the job whose session id is sid (the wrapper's pid); live_only leaves
@@ -148,6 +154,7 @@ class JobProcesses(object):
                 self.sid, self.known = sid, {}
             found = set(pid for pid, row in table.items() if row[1] == sid)
             found |= self._adopted(table)
+            found |= self._by_environment(table, found)
             found |= set(pid for pid, start in self.known.items() if pid in table and table[pid][2] == start)
             children = {}
             for pid, row in table.items():
@@ -160,6 +167,35 @@ class JobProcesses(object):
                         todo.append(child)
             self.known = dict((pid, table[pid][2]) for pid in found)
         return sorted(pid for pid in found if not (live_only and table[pid][3] in ("Z", "X")))
+
+    def _by_environment(self, table, found):
+        """Pids in table not in found whose environment holds every entry of self.environment
+        (/proc/<pid>/environ, read once per process). A process that cleared its environment
+        (env -i) is not known this way."""
+        if not self.environment:
+            return set()
+        out = set()
+        seen = {}
+        never = (os.getpid(), os.getppid())  # the agent itself, and what started it
+        for pid, row in table.items():
+            if pid in never:
+                continue
+            cached = self.by_environment.get(pid)
+            if cached is None or cached[0] != row[2]:
+                matched = False
+                if pid not in found and row[3] not in ("Z", "X"):
+                    try:
+                        with open("/proc/%d/environ" % pid, "rb") as f:
+                            entries = set(f.read().split(b"\0"))
+                        matched = all(e in entries for e in self.environment)
+                    except OSError:
+                        pass
+                cached = (row[2], matched)
+            seen[pid] = cached
+            if cached[1] and pid not in found:
+                out.add(pid)
+        self.by_environment = seen
+        return out
 
     @staticmethod
     def _adopted(table):
