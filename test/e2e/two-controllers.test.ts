@@ -76,12 +76,12 @@ function runctl(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number;
   });
 }
 
-async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 120_000): Promise<T> {
+async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 120_000, context?: () => string): Promise<T> {
   const start = Date.now();
   for (;;) {
     const v = await check();
     if (v !== undefined) return v;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}${context ? `\n${context()}` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -157,8 +157,12 @@ describe('two controllers on shared S3 state', () => {
 
     const refusedBefore = proxy.stats.refused;
     watcher.child.kill('SIGCONT');
-    const stoodDown = await until('the watcher to stand down', () =>
-      new RegExp(`^${paused}: stood down: status of run ${paused} at \\S+ changed since this controller read it`, 'm').test(watcher.out) ? true : undefined,
+    const stoodDown = await until(
+      'the watcher to stand down',
+      () => (new RegExp(`^${paused}: stood down: status of run ${paused} at \\S+ changed since this controller read it`, 'm').test(watcher.out) ? true : undefined),
+      120_000,
+      // Seen once in seven full-suite runs (three test files at a time), never alone: say what it did.
+      () => `the watcher's output, last 3000 characters:\n${watcher.out.slice(-3000)}`,
     );
     expect(stoodDown).toBe(true);
     expect(proxy.stats.refused).toBeGreaterThan(refusedBefore);
