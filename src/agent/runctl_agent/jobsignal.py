@@ -48,6 +48,8 @@ Either way the group gets SIGKILL when the grace period ends (the caller's job).
 import os
 import signal
 
+from .processes import signal_each
+
 SHELLS = frozenset(("bash", "sh", "dash", "zsh", "ksh", "mksh", "busybox", "ash"))
 # Launchers that stay the command's parent, looked through like a shell that does not trap the
 # signal, never signalled. GNU `timeout` (without --foreground) passes a signal to its command and
@@ -211,13 +213,7 @@ def send(leader, sig, scope, log, processes=None):
     if scope == "main":
         mains = main_processes(leader, sig, processes)
         if mains:
-            sent = []
-            for pid in mains:
-                try:
-                    os.kill(pid, sig)
-                    sent.append(pid)
-                except ProcessLookupError:
-                    pass
+            sent = signal_each(mains, sig)
             if sent:
                 return "sent %s to the job's main process%s %s" % (name, "es" if len(sent) > 1 else "", ", ".join(str(p) for p in sent))
         log("no main process found under the job's wrapper %d; sending %s to its process group" % (leader, name))

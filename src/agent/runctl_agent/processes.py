@@ -226,14 +226,19 @@ class JobProcesses(object):
         sessions of their own). Returns the pids outside the group that it reached."""
         others = [pid for pid in self.pids(pgid, live_only=True) if _pgid(pid) != pgid]
         signal_group(pgid, sig)
-        reached = []
-        for pid in others:
-            try:
-                os.kill(pid, sig)
-                reached.append(pid)
-            except ProcessLookupError:
-                pass
-        return reached
+        return signal_each(others, sig)
+
+
+def signal_each(pids, sig):
+    """Send sig to each of pids; returns those it reached (the others had exited)."""
+    reached = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            reached.append(pid)
+        except ProcessLookupError:
+            pass
+    return reached
 
 
 def _pgid(pid):
